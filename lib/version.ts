@@ -1,0 +1,9 @@
+import { readFileSync } from 'node:fs';
+
+declare const __PLANETARION_VERSION__: string | undefined;
+
+/** The tool's version: baked in by build.mjs, read from package.json when run from source. */
+export const toolVersion: string =
+  typeof __PLANETARION_VERSION__ === 'string'
+    ? __PLANETARION_VERSION__
+    : (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;

@@ -1,0 +1,89 @@
+// The timestamped log: every step of a run goes to <logs>/backup.log and to stderr.
+// QNAP has no logrotate, so the file rotates itself by size.
+import { appendFileSync, fstatSync, mkdirSync, renameSync, statSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
+
+export interface LoggerOptions {
+  /** The log file; undefined logs to stderr only. */
+  file?: string;
+  /** Where human-readable lines go; null for none. */
+  stderr?: NodeJS.WritableStream | null;
+  /** Rotate when the file is larger than this at open. */
+  maxBytes?: number;
+  /** How many rotated files (.1 .. .N) are kept. */
+  keepRotated?: number;
+  now?: () => Date;
+}
+
+/** `2026-11-26 03:15:41`, in local time like the shell scripts' `date '+%Y-%m-%d %H:%M:%S'`. */
+export function formatTimestamp(date: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${p(date.getMonth() + 1)}-${p(date.getDate())} ${p(date.getHours())}:${p(date.getMinutes())}:${p(date.getSeconds())}`;
+}
+
+/** Renames file -> file.1 -> file.2 ... when it has grown past maxBytes. */
+export function rotateLogFile(file: string, maxBytes: number, keepRotated: number): boolean {
+  let size: number;
+  try {
+    size = statSync(file).size;
+  } catch {
+    return false;
+  }
+  if (size <= maxBytes) return false;
+  for (let i = keepRotated - 1; i >= 1; i--) {
+    if (existsSync(`${file}.${i}`)) renameSync(`${file}.${i}`, `${file}.${i + 1}`);
+  }
+  renameSync(file, `${file}.1`);
+  return true;
+}
+
+/** True when the stream is the very file (cron's `>> backup.log 2>&1`), so lines are not written twice. */
+function streamIsFile(stream: NodeJS.WritableStream | null | undefined, file: string): boolean {
+  const fd = (stream as { fd?: number } | null | undefined)?.fd;
+  if (typeof fd !== 'number') return false;
+  try {
+    const a = fstatSync(fd);
+    const b = statSync(file);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes `[timestamp] LEVEL - message` lines to the log file and stderr. */
+export class Logger {
+  readonly file: string | undefined;
+  private readonly stderr: NodeJS.WritableStream | null;
+  private readonly now: () => Date;
+  private readonly fileIsStderr: boolean;
+
+  constructor(options: LoggerOptions = {}) {
+    this.file = options.file;
+    this.stderr = options.stderr === undefined ? process.stderr : options.stderr;
+    this.now = options.now ?? (() => new Date());
+    if (this.file) {
+      mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+      if (!streamIsFile(this.stderr, this.file)) rotateLogFile(this.file, options.maxBytes ?? 5 * 1024 * 1024, options.keepRotated ?? 3);
+    }
+    this.fileIsStderr = this.file !== undefined && streamIsFile(this.stderr, this.file);
+  }
+
+  info(message: string): void {
+    this.write('INFO', message);
+  }
+  warn(message: string): void {
+    this.write('WARN', message);
+  }
+  error(message: string): void {
+    this.write('ERROR', message);
+  }
+
+  /** One line per call; multi-line messages are indented so each log line still starts with a timestamp. */
+  write(level: LogLevel, message: string): void {
+    const line = `[${formatTimestamp(this.now())}] ${level} - ${message.replace(/\n/g, '\n    ')}\n`;
+    if (this.file && !this.fileIsStderr) appendFileSync(this.file, line, { mode: 0o600 });
+    this.stderr?.write(line);
+  }
+}

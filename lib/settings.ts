@@ -1,0 +1,212 @@
+// Every setting of every command, in one table: its environment name, its flag, its default
+// and what values it allows. Precedence: flag > environment > <dir>/planetarion.env > default.
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, normalize } from 'node:path';
+import { UsageError } from './errors.ts';
+import { scheduleProblem } from './schedule.ts';
+
+export interface Settings {
+  dir: string;
+  backupDir: string;
+  logDir: string;
+  container: string;
+  dbUser: string;
+  dbName: string;
+  keep: number;
+  schedule: string;
+  /** Explicit docker binary; undefined means discover it (lib/docker-binary.ts). */
+  docker: string | undefined;
+}
+export type SettingKey = keyof Settings;
+
+export interface SettingSpec<K extends SettingKey = SettingKey> {
+  key: K;
+  env: string;
+  flag: string;
+  valueName: string;
+  description: string;
+  /** The default, possibly derived from the base dir; undefined means "none". */
+  defaultValue(dir: string): string | undefined;
+  /** Turns the raw text into the value, or throws a message that says what is allowed. */
+  parse(raw: string): Settings[K];
+}
+
+export const defaultDir = '/share/CACHEDEV1_DATA/planetarion';
+export const configFileName = 'planetarion.env';
+
+const dockerName = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+const pgName = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;
+
+function absoluteDir(raw: string): string {
+  if (!isAbsolute(raw)) throw new Error('an absolute path is required (it starts with /)');
+  return normalize(raw).replace(/(.)\/$/, '$1');
+}
+
+function pattern(re: RegExp, allowed: string) {
+  return (raw: string): string => {
+    if (!re.test(raw)) throw new Error(allowed);
+    return raw;
+  };
+}
+
+function define<K extends SettingKey>(spec: SettingSpec<K>): SettingSpec<K> {
+  return spec;
+}
+
+/** The settings table. Its order is the order of the help text. */
+export const settingSpecs = [
+  define({
+    key: 'dir', env: 'PLANETARION_DIR', flag: 'dir', valueName: 'DIR',
+    description: 'base directory on the NAS (holds planetarion.env, the lock and status.json)',
+    defaultValue: () => defaultDir, parse: absoluteDir,
+  }),
+  define({
+    key: 'backupDir', env: 'PLANETARION_BACKUP_DIR', flag: 'backup-dir', valueName: 'DIR',
+    description: 'where backups are written', defaultValue: (dir) => join(dir, 'backups'), parse: absoluteDir,
+  }),
+  define({
+    key: 'logDir', env: 'PLANETARION_LOG_DIR', flag: 'log-dir', valueName: 'DIR',
+    description: 'where backup.log and diagnostics go', defaultValue: (dir) => join(dir, 'logs'), parse: absoluteDir,
+  }),
+  define({
+    key: 'container', env: 'PLANETARION_DB_CONTAINER', flag: 'container', valueName: 'NAME',
+    description: 'the database container', defaultValue: () => 'planetarion-db',
+    parse: pattern(dockerName, 'a Docker container name: letters, digits, _ . - (starting with a letter or digit)'),
+  }),
+  define({
+    key: 'dbUser', env: 'PLANETARION_DB_USER', flag: 'db-user', valueName: 'USER',
+    description: 'the PostgreSQL user', defaultValue: () => 'planetarion_user',
+    parse: pattern(pgName, 'a PostgreSQL role name: letters, digits, _ $ - (up to 63, not starting with a digit)'),
+  }),
+  define({
+    key: 'dbName', env: 'PLANETARION_DB_NAME', flag: 'db-name', valueName: 'NAME',
+    description: 'the PostgreSQL database', defaultValue: () => 'planetarion',
+    parse: pattern(pgName, 'a PostgreSQL database name: letters, digits, _ $ - (up to 63, not starting with a digit)'),
+  }),
+  define({
+    key: 'keep', env: 'PLANETARION_KEEP', flag: 'keep', valueName: 'N',
+    description: 'how many backups rotation keeps', defaultValue: () => '3',
+    parse(raw) {
+      if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 1000) throw new Error('a whole number from 1 to 1000');
+      return Number(raw);
+    },
+  }),
+  define({
+    key: 'schedule', env: 'PLANETARION_SCHEDULE', flag: 'schedule', valueName: 'CRON',
+    description: 'when cron runs the backup (5 cron fields)', defaultValue: () => '0 2,10,18 * * *',
+    parse(raw) {
+      const problem = scheduleProblem(raw);
+      if (problem) throw new Error(problem);
+      return raw.trim().split(/\s+/).join(' ');
+    },
+  }),
+  define({
+    key: 'docker', env: 'DOCKER', flag: 'docker', valueName: 'PATH',
+    description: "the docker binary (default: found on PATH, else Container Station's)",
+    defaultValue: () => undefined,
+    parse(raw) {
+      if (!isAbsolute(raw)) throw new Error('an absolute path to the docker binary');
+      return raw;
+    },
+  }),
+] as const satisfies readonly SettingSpec[];
+
+/** The spec of one setting. */
+export function settingSpec(key: SettingKey): SettingSpec {
+  return settingSpecs.find((s) => s.key === key)! as SettingSpec;
+}
+
+/** Reads KEY=VALUE lines (comments, blank lines, optional quotes); undefined when the file is absent. */
+export function parseEnvFile(text: string): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const [index, line] of text.split(/\r?\n/).entries()) {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(trimmed);
+    if (!match) throw new Error(`line ${index + 1} is not KEY=VALUE: ${trimmed}`);
+    let value = match[2]!;
+    const quoted = /^(['"])(.*)\1$/.exec(value);
+    if (quoted) value = quoted[2]!;
+    else value = value.replace(/\s+#.*$/, '');
+    values.set(match[1]!, value);
+  }
+  return values;
+}
+
+export interface SettingsInput {
+  /** Flag values by flag name (without --); undefined when not given. */
+  flags?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /** Reads a file or returns undefined when it does not exist; injectable for tests. */
+  readFile?: (path: string) => string | undefined;
+}
+
+export type SettingSource = 'flag' | 'env' | 'config' | 'default';
+
+export interface ResolvedSettings extends Settings {
+  /** Where each value came from, for --help and diagnostics. */
+  sources: Record<SettingKey, SettingSource>;
+  /** The config file that was read, if any. */
+  configFile: string | undefined;
+}
+
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Resolves every setting: flag > environment > `<dir>/planetarion.env` > default. A bad value
+ * throws a UsageError (exit 2) naming the setting, the value and what is allowed; nothing is touched.
+ */
+export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
+  const flags = input.flags ?? {};
+  const env = input.env ?? process.env;
+  const readFile = input.readFile ?? readIfPresent;
+  const out: Record<string, unknown> = {};
+  const sources = {} as Record<SettingKey, SettingSource>;
+
+  const take = (spec: SettingSpec, raw: string, source: SettingSource, origin: string) => {
+    try {
+      out[spec.key] = spec.parse(raw);
+    } catch (error) {
+      throw new UsageError(
+        `invalid ${origin} '${raw}': ${(error as Error).message}`,
+        `Fix ${origin} (setting ${spec.env}, flag --${spec.flag}) and run again.`,
+      );
+    }
+    sources[spec.key] = source;
+  };
+
+  let config = new Map<string, string>();
+  let configFile: string | undefined;
+  for (const spec of settingSpecs as readonly SettingSpec[]) {
+    const flag = flags[spec.flag];
+    if (typeof flag === 'string') take(spec, flag, 'flag', `--${spec.flag}`);
+    else if (env[spec.env] !== undefined && env[spec.env] !== '') take(spec, env[spec.env]!, 'env', spec.env);
+    else if (config.has(spec.env)) take(spec, config.get(spec.env)!, 'config', `${spec.env} in ${configFile}`);
+    else {
+      const fallback = spec.defaultValue(out.dir as string);
+      out[spec.key] = fallback === undefined ? undefined : spec.parse(fallback);
+      sources[spec.key] = 'default';
+    }
+    // The base dir decides where the config file is, so it is read right after the dir is known.
+    if (spec.key === 'dir') {
+      configFile = join(out.dir as string, configFileName);
+      const text = readFile(configFile);
+      if (text === undefined) configFile = undefined;
+      else {
+        try {
+          config = parseEnvFile(text);
+        } catch (error) {
+          throw new UsageError(`invalid config file ${configFile}: ${(error as Error).message}`, 'Write one KEY=VALUE per line.');
+        }
+      }
+    }
+  }
+  return { ...(out as unknown as Settings), sources, configFile };
+}

@@ -18,7 +18,7 @@
 import { build } from 'esbuild';
 import { execFile as execFileCb } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, rmSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -28,7 +28,11 @@ import { promisify } from 'node:util';
 const execFile = promisify(execFileCb);
 const root = dirname(fileURLToPath(import.meta.url));
 const dist = join(root, 'dist');
-const bundlePath = join(dist, 'planetarion.cjs');
+// Everything is built in a private work folder and moved into dist/ at the end: several people
+// (and `npm test`) run builds in this checkout at once, and a half-written dist/bin/ folder or a
+// blob from another build must never be shipped or tested.
+const work = join(dist, `.build-${process.pid}`);
+const bundlePath = join(work, 'planetarion.cjs');
 const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'));
 const nodeVersion = process.version.replace(/^v/, '');
 const exeName = 'planetarion';
@@ -73,6 +77,9 @@ async function timed(label, fn) {
 
 const buildStart = performance.now();
 await mkdir(dist, { recursive: true });
+await removeAbandonedWorkFolders();
+await mkdir(work, { recursive: true });
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 
 // --- 1. Bundle ----------------------------------------------------------------------------------
 await timed('bundle', () =>
@@ -107,22 +114,22 @@ await timed('bundle', () =>
 const launcherNames = await timed('command names', listLauncherNames);
 
 // --- 3. SEA blob (one for all architectures) ---------------------------------------------------------
-const seaDir = join(dist, '.sea');
-const blobPath = join(seaDir, `${exeName}.blob`);
+const blobPath = join(work, `${exeName}.blob`);
 await timed('sea blob', async () => {
-  await rm(seaDir, { recursive: true, force: true });
-  await mkdir(seaDir, { recursive: true });
-  const configPath = join(seaDir, 'sea-config.json');
+  const configPath = join(work, 'sea-config.json');
+  // Paths relative to the work folder: the blob records the main script's path as given, and
+  // a path with this build's pid in it would make every build's executable different (deploy
+  // skips uploading files whose SHA256SUMS entry already matches on the NAS).
   const config = {
-    main: bundlePath,
-    output: blobPath,
+    main: relative(work, bundlePath),
+    output: relative(work, blobPath),
     disableExperimentalSEAWarning: true,
     // The code cache is V8-version *and* architecture specific: a cache made by this x64 node is
     // rejected by the arm64 binary, so one blob without it serves both (DESIGN.md, "Build").
     useCodeCache: false,
   };
   await writeFile(configPath, JSON.stringify(config, null, 2) + '\n');
-  await execFile(process.execPath, ['--experimental-sea-config', configPath], { cwd: root });
+  await execFile(process.execPath, ['--experimental-sea-config', configPath], { cwd: work });
 });
 
 // --- 4. Per architecture ---------------------------------------------------------------------------
@@ -141,7 +148,14 @@ const buildInfo = {
   sizeBudget,
   targets: Object.fromEntries(reports.map((r) => [r.arch, r])),
 };
-await writeFile(join(dist, 'build-info.json'), JSON.stringify(buildInfo, null, 2) + '\n');
+await writeFile(join(work, 'build-info.json'), JSON.stringify(buildInfo, null, 2) + '\n');
+
+// --- 6. Publish: each rename is atomic; readers see the old or the new folder, never a mix -----------------
+await mkdir(join(dist, 'bin'), { recursive: true });
+for (const target of targets) await publish(join(work, `linux-${target.arch}`), join(dist, 'bin', `linux-${target.arch}`));
+await rename(bundlePath, join(dist, 'planetarion.cjs'));
+// Last, so a build-info.json always describes the folders beside it (the e2e test reads it).
+await rename(join(work, 'build-info.json'), join(dist, 'build-info.json'));
 
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 console.log(`planetarion-backup ${pkg.version}, node ${process.version}, commands: ${launcherNames.join(' ')}`);
@@ -183,8 +197,8 @@ async function listLauncherNames() {
 
 /**
  * The stripped official Node binary for one architecture, from .cache/node/<arch>-<version>/
- * (fetched with `npm pack` on first use). Stripped here, before injection: stripping after
- * injection would corrupt the injected blob.
+ * (fetched with `npm pack` on first use). Stripped here, before injection, never after: strip
+ * rewrites the ELF sections and drops or breaks the NODE_SEA_BLOB note postject adds (DESIGN.md).
  */
 async function strippedBaseNode(target) {
   const dir = join(root, '.cache', 'node', `${target.arch}-${nodeVersion}`);
@@ -205,28 +219,29 @@ async function strippedBaseNode(target) {
       const [{ filename }] = JSON.parse(stdout);
       await execFile('tar', ['-xzf', join(tmp, filename), '-C', tmp, 'package/bin/node']);
       // Copy, not rename: the temp folder may be on another filesystem.
-      await copyFile(join(tmp, 'package/bin/node'), `${node}.part`);
-      await rename(`${node}.part`, node);
+      await copyFile(join(tmp, 'package/bin/node'), `${node}.${process.pid}.part`);
+      await rename(`${node}.${process.pid}.part`, node);
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
   }
-  await copyFile(node, `${stripped}.part`);
-  await execFile(target.strip, [`${stripped}.part`]);
-  await rename(`${stripped}.part`, stripped);
+  // A per-process name, then an atomic rename: a concurrent build sees the whole file or none.
+  const part = `${stripped}.${process.pid}.part`;
+  await copyFile(node, part);
+  await execFile(target.strip, [part]);
+  await rename(part, stripped);
   return stripped;
 }
 
 /** Builds dist/bin/linux-<arch>/ from the stripped base binary; returns its size figures. */
 async function buildFolder(target, strippedNode) {
-  const folder = join(dist, 'bin', `linux-${target.arch}`);
+  const folder = join(work, `linux-${target.arch}`);
   const runtime = join(folder, 'runtime');
   const exe = join(runtime, exeName);
 
   // Always rebuilt from scratch: injection takes ~4 s per architecture, so skipping it for an
   // unchanged blob is not worth the risk of shipping a stale executable.
   const strippedNodeBytes = (await stat(strippedNode)).size;
-  await rm(folder, { recursive: true, force: true });
   await mkdir(runtime, { recursive: true });
   await copyFile(strippedNode, `${exe}.part`);
   // postject's own CLI in a child process: its WebAssembly LIEF is synchronous and would
@@ -331,6 +346,40 @@ async function sha256Sums(folder) {
   const files = (await listFiles(folder)).map((f) => relative(folder, f)).filter((f) => f !== 'SHA256SUMS').sort();
   const lines = await Promise.all(files.map(async (f) => `${await sha256File(join(folder, f))}  ${f}\n`));
   return lines.join('');
+}
+
+/** Replaces `dest` (a folder) by `src`, retrying if a concurrent build publishes in between. */
+async function publish(src, dest) {
+  for (let attempt = 0; ; attempt++) {
+    const old = join(work, `old-${attempt}-${dest.split('/').pop()}`);
+    await rename(dest, old).catch((error) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+    try {
+      await rename(src, dest);
+      await rm(old, { recursive: true, force: true });
+      return;
+    } catch (error) {
+      if (!['ENOTEMPTY', 'EEXIST'].includes(error.code) || attempt >= 5) throw error;
+    }
+  }
+}
+
+/** Work folders of builds that died (their process is gone); live builds' folders are left alone. */
+async function removeAbandonedWorkFolders() {
+  for (const entry of await readdir(dist)) {
+    const pid = Number(/^\.build-(\d+)$/.exec(entry)?.[1]);
+    if (!pid) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      alive = error.code === 'EPERM';
+    }
+    if (!alive) await rm(join(dist, entry), { recursive: true, force: true });
+  }
+  // Left by earlier versions of this script.
+  await rm(join(dist, '.sea'), { recursive: true, force: true });
 }
 
 async function treeBytes(dir) {

@@ -98,7 +98,7 @@ export function renderHelp(spec: CommandSpec): string {
   const settingRows = spec.settings.map((key) => {
     const s = settingSpec(key);
     const fallback = s.defaultValue('<dir>');
-    return { label: `--${s.flag} ${s.valueName}`, text: `${s.description}\n[env ${s.env}; default: ${fallback ?? 'none'}]` };
+    return { label: `--${s.flag} ${s.valueName}`, text: `${s.description}\n[env ${s.env}; default: ${fallback || 'none'}]` };
   });
   const rows = [...own.map((f) => ({ label: label(f), text: f.description + (f.defaultText ? ` [default: ${f.defaultText}]` : '') }))];
   const width = Math.max(...[...rows, ...settingRows].map((r) => r.label.length)) + 2;

@@ -16,6 +16,14 @@ export interface Settings {
   schedule: string;
   /** Explicit docker binary; undefined means discover it (lib/docker-binary.ts). */
   docker: string | undefined;
+  /** gzip (compressed inside the container, `.sql.gz`) or none (the seed's plain `.sql`). */
+  compress: 'gzip' | 'none';
+  /** Whether backups take the fingerprint (`off` skips it; the manifest says so). */
+  fingerprint: 'on' | 'off';
+  /** Tables the fingerprint leaves out, e.g. `public.sessions,audit_*`. */
+  fingerprintExclude: string;
+  /** healthchecks.io-style URL: GET on success, `<url>/fail` on failure. */
+  pingUrl: string | undefined;
 }
 export type SettingKey = keyof Settings;
 
@@ -107,6 +115,46 @@ export const settingSpecs = [
     parse(raw) {
       if (!isAbsolute(raw)) throw new Error('an absolute path to the docker binary');
       return raw;
+    },
+  }),
+  define({
+    key: 'compress', env: 'PLANETARION_COMPRESS', flag: 'compress', valueName: 'gzip|none',
+    description: 'gzip inside the container (.sql.gz) or none (plain .sql)', defaultValue: () => 'gzip',
+    parse(raw) {
+      if (raw !== 'gzip' && raw !== 'none') throw new Error("'gzip' or 'none'");
+      return raw;
+    },
+  }),
+  define({
+    key: 'fingerprint', env: 'PLANETARION_FINGERPRINT', flag: 'fingerprint', valueName: 'on|off',
+    description: 'take the game-state fingerprint in the dump snapshot', defaultValue: () => 'on',
+    parse(raw) {
+      if (raw !== 'on' && raw !== 'off') throw new Error("'on' or 'off'");
+      return raw;
+    },
+  }),
+  define({
+    key: 'fingerprintExclude', env: 'PLANETARION_FINGERPRINT_EXCLUDE', flag: 'fingerprint-exclude', valueName: 'LIST',
+    description: 'tables the fingerprint leaves out (schema.table or table, * wildcard, comma-separated)',
+    defaultValue: () => '',
+    parse(raw) {
+      if (!/^[^'"\n]*$/.test(raw)) throw new Error('comma-separated table patterns without quotes or newlines');
+      return raw;
+    },
+  }),
+  define({
+    key: 'pingUrl', env: 'PLANETARION_PING_URL', flag: 'ping-url', valueName: 'URL',
+    description: 'monitoring URL: GET on success, <url>/fail on failure (a failed ping never fails the backup)',
+    defaultValue: () => undefined,
+    parse(raw) {
+      let url: URL;
+      try {
+        url = new URL(raw);
+      } catch {
+        throw new Error('an http:// or https:// URL');
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('an http:// or https:// URL');
+      return raw.replace(/\/+$/, '');
     },
   }),
 ] as const satisfies readonly SettingSpec[];

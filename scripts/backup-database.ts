@@ -1,13 +1,57 @@
-import type { Command } from '../lib/command.ts';
-import { CliError } from '../lib/errors.ts';
-import { toolVersion } from '../lib/version.ts';
+import { join } from 'node:path';
+import { backupStatus, renderBackupStatus } from '../lib/backup-status.ts';
+import { checkBackupDirectories, formatBytes, runBackup } from '../lib/backup.ts';
+import { defineCommand } from '../lib/command.ts';
+import { locateDocker } from '../lib/docker-binary.ts';
+import { Logger } from '../lib/log.ts';
+import { createShell } from '../lib/shell.ts';
 
-export const backupDatabase: Command = {
-  name: 'backup-database',
-  summary: 'not built yet',
-  async run(argv) {
-    if (argv.includes('--version')) return void process.stdout.write(`${toolVersion}\n`);
-    if (argv.includes('--help')) return void process.stdout.write('Usage: backup-database [options]\n');
-    throw new CliError('backup-database is not built yet');
+export const backupLogName = 'backup.log';
+
+export const backupDatabase = defineCommand(
+  {
+    name: 'backup-database',
+    summary: 'take a verified backup of the game database and rotate old ones',
+    usage: '[options]',
+    description: [
+      'Dumps the database from inside its container in one consistent snapshot, verifies the',
+      'dump (exit status, size, completion trailer, gzip integrity, sha256), moves it into place as',
+      'planetarion_backup_YYYYMMDD_HHMMSS.sql.gz with a manifest and a .sha256, and only then',
+      'removes backups beyond the newest N. Every step is logged with a timestamp to <logs>/backup.log.',
+    ].join('\n'),
+    flags: [{ name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified) and the last run' }],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'docker'],
+    dryRun: true,
+    maxPositionals: 0,
+    examples: [
+      'backup-database                      # what cron runs at 02:00, 10:00 and 18:00',
+      'backup-database --status',
+      'backup-database --dry-run --container planetarion-db',
+      'PLANETARION_DIR=/share/CACHEDEV1_DATA/planetarion backup-database --compress none --json',
+    ],
   },
-};
+  async ({ flags, settings, json, dryRun }) => {
+    if (flags.status) {
+      const report = await backupStatus(settings.dir, settings.backupDir);
+      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir));
+      return;
+    }
+    checkBackupDirectories(settings, !dryRun);
+    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
+    const docker = locateDocker({ explicit: settings.docker });
+    const tty = process.stderr.isTTY === true;
+    const started = Date.now();
+    const summary = await runBackup({
+      settings,
+      docker,
+      $: createShell(),
+      log,
+      dryRun,
+      onProgress: tty
+        ? (bytes) => process.stderr.write(`\r  dumped ${formatBytes(bytes)} (${formatBytes(bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s)   `)
+        : undefined,
+    });
+    if (tty && !dryRun) process.stderr.write('\n');
+    if (json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+  },
+);

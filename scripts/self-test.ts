@@ -1,11 +1,21 @@
-import type { Command } from '../lib/command.ts';
+import { defineCommand } from '../lib/command.ts';
 import { runSelfTest } from '../lib/self-test.ts';
 
 /** `planetarion self-test`: proves this executable runs commands correctly on this host. */
-export const selfTest: Command = {
-  name: 'self-test',
-  summary: 'check that this executable runs shell commands correctly on this machine',
-  async run(argv) {
-    await runSelfTest(argv);
+export const selfTest = defineCommand(
+  {
+    name: 'self-test',
+    summary: 'check that this executable runs shell commands correctly on this machine',
+    usage: '[--json]',
+    description: 'Runs a shell pipeline through /bin/sh with hard-to-quote arguments and checks they arrive intact.',
+    flags: [],
+    settings: [],
+    dryRun: false,
+    maxPositionals: 0,
+    examples: ['planetarion self-test', 'planetarion self-test --json'],
   },
-};
+  async ({ json }) => {
+    const result = await runSelfTest();
+    process.stdout.write(json ? JSON.stringify(result) + '\n' : `self-test passed: ${result.version} on ${result.arch} (${result.processArch} build), node ${result.node}\n`);
+  },
+);

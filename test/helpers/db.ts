@@ -112,7 +112,7 @@ let counter = 0;
 
 /** A unique, Docker-valid container/database name for one test: `<prefix>-<pid>-<n>` (lower case, [a-z0-9_.-]). */
 export function scratchName(prefix: string): string {
-  const clean = prefix.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-').replace(/^[^a-z0-9]+/, '') || 'pb';
+  const clean = prefix.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'pb';
   return `${clean}-${process.pid}-${++counter}`;
 }
 
@@ -130,7 +130,7 @@ export async function startDb(name: string, opts: StartDbOptions = {}): Promise<
   const db = opts.db ?? defaultDb;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   await removeDb(name);
-  const args = ['run', '-d', '--name', name, '--network', 'none', '--label', `${testLabel}=1`];
+  const args = ['run', '-d', '--pull', 'never', '--name', name, '--network', 'none', '--label', `${testLabel}=1`];
   for (const [key, value] of Object.entries(opts.labels ?? {})) args.push('--label', `${key}=${value}`);
   args.push('-e', `POSTGRES_USER=${user}`, '-e', `POSTGRES_DB=${db}`, '-e', `POSTGRES_FSYNC=${opts.fsync ? 'on' : 'off'}`);
   if (opts.volume) args.push('-v', `${opts.volume}:/var/lib/postgresql/data`);

@@ -1,0 +1,73 @@
+// `backup-database --status`: the backups on disk, whether each still matches its checksum,
+// and what the last run did.
+import { createReadStream, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { listBackups } from './backup-files.ts';
+import { readChecksum, readManifest } from './manifest.ts';
+import { readStatus, type Status } from './status.ts';
+import { formatBytes } from './backup.ts';
+
+export interface BackupOnDisk {
+  file: string;
+  size: number;
+  created: string;
+  ageSeconds: number;
+  /** ok: matches its .sha256; mismatch: it does not; missing: no .sha256 to check against. */
+  checksum: 'ok' | 'mismatch' | 'missing';
+  fingerprint: string | null;
+  lastDrill: { time: string; passed: boolean } | null;
+}
+
+/** sha256 of a file, streamed. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Every backup in the dir, newest first, each checked against its checksum. */
+export async function inspectBackups(backupDir: string, now = new Date()): Promise<BackupOnDisk[]> {
+  const result: BackupOnDisk[] = [];
+  for (const backup of listBackups(backupDir)) {
+    const expected = readChecksum(backup.path);
+    const manifest = readManifest(backup.path);
+    result.push({
+      file: backup.name,
+      size: statSync(backup.path).size,
+      created: backup.time.toISOString(),
+      ageSeconds: Math.round((now.getTime() - backup.time.getTime()) / 1000),
+      checksum: expected === undefined ? 'missing' : (await sha256File(backup.path)) === expected ? 'ok' : 'mismatch',
+      fingerprint: manifest?.fingerprint?.sha256 ?? null,
+      lastDrill: manifest?.lastDrill ? { time: manifest.lastDrill.time, passed: manifest.lastDrill.passed } : null,
+    });
+  }
+  return result;
+}
+
+/** `3 h 20 min`, `2 d 4 h`. */
+export function formatAge(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+  return `${Math.floor(seconds / 86400)} d ${Math.floor((seconds % 86400) / 3600)} h`;
+}
+
+/** The human report of --status. */
+export function renderBackupStatus(backups: BackupOnDisk[], status: Status, backupDir: string): string {
+  const lines = [`Backups in ${backupDir} (newest first):`];
+  if (backups.length === 0) lines.push('  none');
+  for (const b of backups) {
+    const check = { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
+    const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
+    lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${formatAge(b.ageSeconds).padStart(12)} old  ${check}${drill}`);
+  }
+  const run = status.lastRun;
+  lines.push('', run ? `Last run: ${run.time} ${run.ok ? 'succeeded' : `FAILED: ${run.error}`}` : 'Last run: none recorded');
+  if (status.lastSuccess && !run?.ok) lines.push(`Last success: ${status.lastSuccess.time} (${status.lastSuccess.file})`);
+  return lines.join('\n') + '\n';
+}
+
+/** Everything --status shows, as data. */
+export async function backupStatus(dir: string, backupDir: string): Promise<{ backups: BackupOnDisk[]; status: Status }> {
+  return { backups: await inspectBackups(backupDir), status: readStatus(dir) };
+}

@@ -1,0 +1,291 @@
+// The backup flow of the design: lock, health, space, a dump and a fingerprint of one snapshot,
+// verification, an atomic move into place with sidecars, and only then rotation.
+import { existsSync, linkSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
+import { join } from 'node:path';
+import { fsyncDir } from './atomic-file.ts';
+import { backupFileName, listBackups, tempFileName, type BackupFormat } from './backup-files.ts';
+import { Docker } from './docker.ts';
+import { streamDump, type DumpResult } from './dump.ts';
+import { CliError, UsageError, errorText } from './errors.ts';
+import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, parseExclusions, type Fingerprint } from './fingerprint.ts';
+import { checkDatabaseHealth } from './health.ts';
+import { acquireLock, type HeldLock } from './lock.ts';
+import type { Logger } from './log.ts';
+import { writeSidecars, type BackupManifest } from './manifest.ts';
+import { sendPing } from './ping.ts';
+import { PsqlSession } from './psql-session.ts';
+import { removeLeftovers, rotateBackups } from './rotate.ts';
+import type { Settings } from './settings.ts';
+import type { Shell } from './shell.ts';
+import { updateStatus } from './status.ts';
+import { toolVersion } from './version.ts';
+
+export interface BackupContext {
+  settings: Settings;
+  docker: string;
+  $: Shell;
+  log: Logger;
+  dryRun: boolean;
+  now?: () => Date;
+  onProgress?: (bytes: number) => void;
+}
+
+export interface BackupSummary {
+  dryRun: boolean;
+  file: string | undefined;
+  path: string | undefined;
+  size: number | undefined;
+  sha256: string | undefined;
+  format: BackupFormat;
+  fingerprint: string | null;
+  durationsMs: { total: number; dump: number; fingerprint: number | null };
+  rotated: string[];
+  leftoversRemoved: string[];
+  warnings: string[];
+}
+
+const formatOf = (settings: Settings): BackupFormat => (settings.compress === 'gzip' ? 'gzip' : 'plain');
+
+/** Human size: 1.2 MB. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The base dir must exist (exit 2 otherwise); the backup dir must exist or be creatable, and writable. */
+export function checkBackupDirectories(settings: Settings, create: boolean): void {
+  if (!existsSync(settings.dir)) {
+    throw new UsageError(`PLANETARION_DIR '${settings.dir}' does not exist`, 'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
+  }
+  for (const [name, dir] of [['PLANETARION_BACKUP_DIR', settings.backupDir], ['PLANETARION_LOG_DIR', settings.logDir]] as const) {
+    if (!existsSync(dir)) {
+      if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
+      continue;
+    }
+    try {
+      accessSync(dir, constants.W_OK | constants.X_OK);
+    } catch {
+      throw new CliError(`Permission denied: ${name} '${dir}' is not writable by this user`, {
+        advice: `Fix its owner or mode, e.g. chmod 700 ${dir} (as the user cron runs the backup as).`,
+      });
+    }
+  }
+}
+
+/** Free space check against the last backup's size (with a margin). */
+function checkSpace(dir: string, log: Logger): void {
+  const previous = listBackups(dir)[0];
+  const needed = previous ? Math.ceil(statSync(previous.path).size * 1.2) : 1024 * 1024;
+  const fs = statfsSync(dir);
+  const free = fs.bavail * fs.bsize;
+  if (free < needed) {
+    const message = `not enough free space in ${dir}: ${formatBytes(free)} free, need about ${formatBytes(needed)}${previous ? ` (the last backup was ${formatBytes(statSync(previous.path).size)})` : ''}`;
+    log.error(message);
+    throw new CliError(message, { advice: 'Free space on that filesystem; the existing backups were not touched.' });
+  }
+  log.info(`Free space in ${dir}: ${formatBytes(free)} (need about ${formatBytes(needed)})`);
+}
+
+/** Moves the verified temp file to its final name without ever replacing an existing file. */
+function placeBackup(dir: string, temp: string, start: Date, format: BackupFormat): { name: string; path: string } {
+  for (let bump = 0; bump < 60; bump++) {
+    const name = backupFileName(new Date(start.getTime() + bump * 1000), format);
+    const path = join(dir, name);
+    try {
+      linkSync(temp, path); // fails with EEXIST rather than replacing, unlike rename
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw error;
+    }
+    unlinkSync(temp);
+    fsyncDir(dir);
+    return { name, path };
+  }
+  throw new CliError(`could not find a free backup file name in ${dir}`);
+}
+
+/** Runs one backup (or, with dryRun, every check and no dump); throws a CliError on failure. */
+export async function runBackup(context: BackupContext): Promise<BackupSummary> {
+  const { settings, log, $ } = context;
+  const now = context.now ?? (() => new Date());
+  const started = now();
+  const format = formatOf(settings);
+  checkBackupDirectories(settings, !context.dryRun);
+  let lock: HeldLock | undefined;
+  if (!context.dryRun) {
+    lock = acquireLock(settings.dir, 'backup-database');
+    if (lock.tookOverFrom) log.warn(`Took over a stale lock of ${lock.tookOverFrom.command} (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started}): that run is gone`);
+  }
+  let temp: string | undefined;
+  let session: PsqlSession | undefined;
+  try {
+    log.info(`${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`);
+    const leftoversRemoved = context.dryRun ? [] : removeLeftovers(settings.backupDir);
+    for (const name of leftoversRemoved) log.warn(`Removed ${name}, left behind by a run that crashed`);
+
+    const docker = new Docker(context.docker, $);
+    const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
+    const state = await checkDatabaseHealth(docker, $, target, log);
+    checkSpace(settings.backupDir, log);
+
+    const durations = { total: 0, dump: 0, fingerprint: null as number | null };
+    if (context.dryRun) {
+      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(started, format))}`);
+      durations.total = now().getTime() - started.getTime();
+      return { dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, format, fingerprint: null, durationsMs: durations, rotated: [], leftoversRemoved, warnings: [] };
+    }
+
+    const finalName = backupFileName(started, format);
+    temp = join(settings.backupDir, tempFileName(finalName));
+    const withFingerprint = settings.fingerprint === 'on';
+    let snapshot: string | undefined;
+    let server = '';
+    if (withFingerprint) {
+      // The exporting session stays open in its transaction until pg_dump has imported the
+      // snapshot and the fingerprint has read every table of it.
+      session = PsqlSession.open({ docker: context.docker, ...target });
+      await session.query(fingerprintSessionSettings);
+      const rows = await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot(), current_setting(\'server_version\');');
+      [snapshot, server] = [rows[0]![0]!, rows[0]![1]!];
+      log.info(`Exported snapshot ${snapshot}; dumping and fingerprinting it`);
+    }
+    const text = async (run: PromiseLike<{ stdout: string }>): Promise<string> => (await run).stdout.trim();
+    const pgDumpVersion = text($`${context.docker} exec ${settings.container} pg_dump --version`);
+    const serverVersion = server
+      ? Promise.resolve(server)
+      : text($`${context.docker} exec ${settings.container} psql -X -A -t -U ${settings.dbUser} -d ${settings.dbName} -c ${'SHOW server_version'}`);
+    pgDumpVersion.catch(() => {});
+    serverVersion.catch(() => {});
+    const fingerprintStart = Date.now();
+    const tablesPromise = session
+      ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude)).then((result) => {
+          durations.fingerprint = Date.now() - fingerprintStart;
+          return result;
+        })
+      : Promise.resolve(undefined);
+    // Both run at once; a failure of either fails the backup.
+    tablesPromise.catch(() => {});
+    let dump: DumpResult;
+    try {
+      dump = await streamDump({
+        docker: context.docker,
+        container: settings.container,
+        user: settings.dbUser,
+        database: settings.dbName,
+        snapshot,
+        compress: format === 'gzip',
+        path: temp,
+        onProgress: context.onProgress,
+      });
+    } catch (error) {
+      // Tell apart "the container went away" from other dump failures: the seed's message applies.
+      const after = await docker.inspect(settings.container).catch(() => undefined);
+      if (after && !after.running) log.error(`Database container '${settings.container}' is not running (it stopped during the dump)`);
+      throw error;
+    }
+    durations.dump = dump.durationMs;
+    const tables = await tablesPromise;
+    if (session) {
+      await session.close();
+      session = undefined;
+    }
+
+    const problems: string[] = [];
+    if (dump.bytes === 0) problems.push('the dump is empty');
+    if (!dump.inspection.gzipIntact) problems.push(`the gzip stream is broken (${dump.inspection.gzipError})`);
+    if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
+    if (!dump.inspection.restrictMatched) problems.push("the closing \\unrestrict line does not match the opening \\restrict");
+    if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
+    log.info(`Dump verified: ${formatBytes(dump.bytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL), trailer present${format === 'gzip' ? ', gzip intact' : ''}, sha256 ${dump.sha256}`);
+
+    const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
+    if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
+
+    const previous = listBackups(settings.backupDir)[0];
+    const placed = placeBackup(settings.backupDir, temp, started, format);
+    temp = undefined;
+    durations.total = now().getTime() - started.getTime();
+    const manifest: BackupManifest = {
+      manifestVersion: 1,
+      file: placed.name,
+      created: started.toISOString(),
+      size: dump.bytes,
+      sha256: dump.sha256,
+      format,
+      compression: format === 'gzip' ? 'gzip' : 'none',
+      sqlBytes: dump.inspection.sqlBytes,
+      postgres: { server: await serverVersion, pgDump: await pgDumpVersion },
+      database: settings.dbName,
+      dbUser: settings.dbUser,
+      container: settings.container,
+      image: state.image,
+      imageId: state.imageId,
+      fingerprint,
+      durationsMs: durations,
+      toolVersion,
+    };
+    writeSidecars(placed.path, manifest);
+    log.info(`Backup written: ${placed.path} (${formatBytes(dump.bytes)}) in ${(durations.total / 1000).toFixed(1)} s`);
+
+    const warnings: string[] = [];
+    if (previous && statSync(previous.path).size > 0 && previous.format === format && dump.bytes < statSync(previous.path).size / 2) {
+      const warning = `This backup (${formatBytes(dump.bytes)}) is less than half the size of the previous one, ${previous.name} (${formatBytes(statSync(previous.path).size)}): check that no data was lost`;
+      log.warn(warning);
+      warnings.push(warning);
+    }
+
+    const rotated = rotateBackups(settings.backupDir, settings.keep, placed.name);
+    for (const name of rotated) log.info(`Rotation: removed ${name} (keeping the newest ${settings.keep})`);
+    const onDisk = listBackups(settings.backupDir).map((b) => ({ file: b.name, size: statSync(b.path).size }));
+    updateStatus(settings.dir, (status) => {
+      const run = { time: started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
+      return { ...status, lastRun: { ...run, ok: true }, lastSuccess: run, backups: onDisk };
+    });
+    await sendPing(settings.pingUrl, true, log);
+    log.info('Backup completed successfully');
+    return {
+      dryRun: false,
+      file: placed.name,
+      path: placed.path,
+      size: dump.bytes,
+      sha256: dump.sha256,
+      format,
+      fingerprint: fingerprint?.sha256 ?? null,
+      durationsMs: durations,
+      rotated,
+      leftoversRemoved,
+      warnings,
+    };
+  } catch (error) {
+    session?.kill();
+    if (temp) {
+      try {
+        unlinkSync(temp);
+      } catch {
+        // never created
+      }
+    }
+    if (!context.dryRun && !(error instanceof UsageError)) {
+      const message = errorText(error);
+      log.error(`Backup failed: ${message}`);
+      try {
+        updateStatus(settings.dir, (status) => {
+          const run = { time: started.toISOString(), durationMs: now().getTime() - started.getTime(), error: message };
+          return { ...status, lastRun: { ...run, ok: false }, lastFailure: run };
+        });
+      } catch (statusError) {
+        log.warn(`could not update status.json: ${errorText(statusError)}`);
+      }
+      await sendPing(settings.pingUrl, false, log);
+    }
+    throw error;
+  } finally {
+    lock?.release();
+  }
+}

@@ -1,0 +1,132 @@
+// Reads a plain-SQL dump as it streams past (gunzipping it when compressed) without keeping it:
+// it proves the gzip stream is intact, finds pg_dump's completion trailer, and collects the
+// sequence values the dump sets (pg_dump reads sequences outside the snapshot, so the values
+// in the file are the ones the fingerprint must hold).
+import { createGunzip, type Gunzip } from 'node:zlib';
+import type { SequenceState } from './fingerprint.ts';
+
+export interface DumpInspection {
+  /** `-- PostgreSQL database dump complete` is present at the end. */
+  complete: boolean;
+  /** The `\restrict KEY` at the top has its `\unrestrict KEY` at the end (PostgreSQL 15.14+). */
+  restrictMatched: boolean;
+  /** The gzip stream decoded to its end without error (always true for plain files). */
+  gzipIntact: boolean;
+  gzipError: string | undefined;
+  /** The plain SQL's size. */
+  sqlBytes: number;
+  sequences: SequenceState[];
+}
+
+const setvalPrefix = Buffer.from('SELECT pg_catalog.setval(');
+const newline = 0x0a;
+const maxCarry = 1 << 20;
+const keepHead = 4096;
+const keepTail = 4096;
+
+/** Parses `SELECT pg_catalog.setval('public.seq', 42, true);` into a SequenceState. */
+export function parseSetval(line: string): SequenceState | undefined {
+  const m = /^SELECT pg_catalog\.setval\('((?:[^']|'')*)', (-?\d+), (true|false)\);\s*$/.exec(line);
+  return m ? { name: m[1]!.replace(/''/g, "'"), value: m[2]!, isCalled: m[3] === 'true' } : undefined;
+}
+
+/** Feed it the dump's bytes with write(), then end() for the findings. */
+export class DumpInspector {
+  private readonly gunzip: Gunzip | undefined;
+  private carry: Buffer = Buffer.alloc(0);
+  private carryAtLineStart = true;
+  private head: Buffer = Buffer.alloc(0);
+  private tail: Buffer = Buffer.alloc(0);
+  private sqlBytes = 0;
+  private gzipError: string | undefined;
+  private readonly sequences: SequenceState[] = [];
+  private readonly gunzipDone: Promise<void> | undefined;
+
+  constructor(compressed: boolean) {
+    if (compressed) {
+      this.gunzip = createGunzip();
+      this.gunzip.on('data', (chunk: Buffer) => this.scan(chunk));
+      this.gunzipDone = new Promise((resolve) => {
+        this.gunzip!.on('end', resolve);
+        this.gunzip!.on('error', (error) => {
+          this.gzipError = error.message;
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Takes the next chunk of the file; resolves when it may take more (backpressure). */
+  async write(chunk: Buffer): Promise<void> {
+    if (!this.gunzip) return this.scan(chunk);
+    if (this.gzipError) return;
+    if (!this.gunzip.write(chunk)) await new Promise<void>((resolve) => {
+      const done = () => { this.gunzip!.off('drain', done); this.gunzip!.off('error', done); resolve(); };
+      this.gunzip!.once('drain', done);
+      this.gunzip!.once('error', done);
+    });
+  }
+
+  /** All bytes were written: the findings. */
+  async end(): Promise<DumpInspection> {
+    if (this.gunzip) {
+      this.gunzip.end();
+      await this.gunzipDone;
+    }
+    if (this.carry.length) this.scanLines(this.carry, true);
+    const tailText = this.tail.toString('utf8');
+    const restrict = /^\\restrict (\S+)/m.exec(this.head.toString('utf8'));
+    return {
+      complete: /-- PostgreSQL database dump complete\n/.test(tailText),
+      restrictMatched: restrict ? new RegExp(`^\\\\unrestrict ${restrict[1]!.replace(/[^\w]/g, '\\$&')}\\s*$`, 'm').test(tailText) : true,
+      gzipIntact: this.gzipError === undefined,
+      gzipError: this.gzipError,
+      sqlBytes: this.sqlBytes,
+      sequences: this.sequences,
+    };
+  }
+
+  private scan(chunk: Buffer): void {
+    this.sqlBytes += chunk.length;
+    if (this.head.length < keepHead) this.head = Buffer.concat([this.head, chunk.subarray(0, keepHead - this.head.length)]);
+    this.tail = Buffer.concat([this.tail, chunk]);
+    if (this.tail.length > keepTail) this.tail = this.tail.subarray(this.tail.length - keepTail);
+
+    const data = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
+    const lastNewline = data.lastIndexOf(newline);
+    if (lastNewline < 0) {
+      this.keepCarry(data);
+      return;
+    }
+    this.scanLines(data.subarray(0, lastNewline + 1), this.carryAtLineStart);
+    this.carryAtLineStart = true;
+    this.keepCarry(data.subarray(lastNewline + 1));
+  }
+
+  /** A carried partial line longer than any setval line is cut: only its end matters then. */
+  private keepCarry(rest: Buffer): void {
+    if (rest.length > maxCarry) {
+      this.carry = Buffer.from(rest.subarray(rest.length - 64));
+      this.carryAtLineStart = false;
+    } else {
+      this.carry = Buffer.from(rest);
+    }
+  }
+
+  private scanLines(lines: Buffer, startsAtLineStart: boolean): void {
+    let from = 0;
+    for (;;) {
+      const at = lines.indexOf(setvalPrefix, from);
+      if (at < 0) return;
+      // Only at the start of a line: a row's text may contain the same words (COPY escapes newlines).
+      const atLineStart = at === 0 ? startsAtLineStart : lines[at - 1] === newline;
+      let end = lines.indexOf(newline, at);
+      if (end < 0) end = lines.length;
+      if (atLineStart) {
+        const parsed = parseSetval(lines.subarray(at, end).toString('utf8'));
+        if (parsed) this.sequences.push(parsed);
+      }
+      from = end;
+    }
+  }
+}

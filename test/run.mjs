@@ -1,0 +1,45 @@
+// `npm test`: the type check, the build the end-to-end suites run, then every uvu suite
+// (unit and integration against the real test bed). uvu prints Total/Passed only, so the
+// last line is `N passed, N failed`, which CI reads. `npm test -- PATTERN` runs matching suites.
+import { spawn } from 'node:child_process';
+
+const pattern = process.argv[2] ?? '\\.test\\.ts$';
+let passed = 0;
+let failed = 0;
+
+/** Runs a command with its output shown and kept; resolves with exit code and output. */
+function run(command, args, env = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let output = '';
+    child.stdout.on('data', (d) => { output += d; process.stdout.write(d); });
+    child.stderr.on('data', (d) => { output += d; process.stderr.write(d); });
+    child.on('close', (code, signal) => resolve({ code: code ?? 128, signal, output }));
+  });
+}
+
+async function step(name, command, args) {
+  console.log(`\n== ${name}`);
+  const { code } = await run(command, args);
+  if (code === 0) passed++;
+  else { failed++; console.log(`== ${name} FAILED (exit ${code})`); }
+  return code === 0;
+}
+
+await step('type check', 'npx', ['tsc', '--noEmit']);
+const built = await step('build', 'node', ['build.mjs']);
+if (built) {
+  console.log('\n== test suites');
+  // --no-color: uvu sets FORCE_COLOR for children otherwise, and tests read their output.
+  const { code, output } = await run('node', ['--import', 'tsx', 'node_modules/uvu/bin.js', 'test', pattern, '--no-color'], { FORCE_COLOR: '0' });
+  const total = Number(/Total:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  const ok = Number(/Passed:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  const skipped = Number(/Skipped:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  passed += ok;
+  failed += total - ok - skipped;
+  // A crash outside any test (a suite's hook, an import) shows no count of its own.
+  if (code !== 0 && total - ok - skipped === 0) failed++;
+  if (total === 0) { console.log('no test ran'); failed++; }
+}
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exitCode = failed === 0 ? 0 : 1;

@@ -1,14 +1,14 @@
 // The backup flow of the design: lock, health, space, a dump and a fingerprint of one snapshot,
 // verification, an atomic move into place with sidecars, and only then rotation.
 import { existsSync, linkSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fsyncDir } from './atomic-file.ts';
 import { backupFileName, listBackups, tempFileName, type BackupFormat } from './backup-files.ts';
 import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, parseExclusions, type Fingerprint } from './fingerprint.ts';
-import { checkDatabaseHealth } from './health.ts';
+import { checkDatabaseHealth, notRunningMessage } from './health.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { writeSidecars, type BackupManifest } from './manifest.ts';
@@ -82,7 +82,10 @@ export function checkBackupDirectories(settings: Settings, create: boolean): voi
 function checkSpace(dir: string, log: Logger): void {
   const previous = listBackups(dir)[0];
   const needed = previous ? Math.ceil(statSync(previous.path).size * 1.2) : 1024 * 1024;
-  const fs = statfsSync(dir);
+  // A dry run does not create the dir: measure the filesystem it would be made on.
+  let existing = dir;
+  while (!existsSync(existing)) existing = dirname(existing);
+  const fs = statfsSync(existing);
   const free = fs.bavail * fs.bsize;
   if (free < needed) {
     const message = `not enough free space in ${dir}: ${formatBytes(free)} free, need about ${formatBytes(needed)}${previous ? ` (the last backup was ${formatBytes(statSync(previous.path).size)})` : ''}`;
@@ -185,8 +188,25 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       });
     } catch (error) {
       // Tell apart "the container went away" from other dump failures: the seed's message applies.
-      const after = await docker.inspect(settings.container).catch(() => undefined);
-      if (after && !after.running) log.error(`Database container '${settings.container}' is not running (it stopped during the dump)`);
+      // Docker reports the state a moment after the streams break, so look for a few seconds.
+      for (let i = 0; i < 15; i++) {
+        const after = await docker.inspect(settings.container).catch(() => undefined);
+        if (after && !after.running) {
+          log.error(`${notRunningMessage(settings.container)} (it stopped during the dump)`);
+          throw new CliError(`${notRunningMessage(settings.container)} (it stopped during the dump)`, {
+            advice: 'The earlier backups were kept. Start the container and run the backup again.',
+            cause: error,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      // A fingerprint session that failed ends the snapshot's transaction, and pg_dump then only
+      // reports an invalid snapshot: the session's error is the cause worth naming.
+      const fingerprintError = await Promise.race([
+        tablesPromise.then(() => undefined, (e: unknown) => e),
+        new Promise((resolve) => setTimeout(resolve, 2000, undefined)),
+      ]);
+      if (fingerprintError) throw new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
       throw error;
     }
     durations.dump = dump.durationMs;

@@ -1,0 +1,409 @@
+// backup-database end to end: the built executable against real PostgreSQL containers.
+import { createServer, type Server } from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { takeFingerprint } from '../lib/fingerprint.ts';
+import { PsqlSession } from '../lib/psql-session.ts';
+import { runTool, startTool, waitFor } from './helpers/cli.ts';
+import { psql, removeDb, scratchName, seedPlanetarion, startDb, writeRows } from './helpers/db.ts';
+import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+
+const db = scratchName('pb-backup');
+const big = scratchName('pb-backup-big');
+const made: string[] = [];
+let ready = false;
+
+function nasDir(): string {
+  const dir = makeTempDir('planetarion-nas-');
+  made.push(dir);
+  return dir;
+}
+
+const files = (dir: string) => (existsSync(dir) ? readdirSync(dir).sort() : []);
+const backupsIn = (dir: string) => files(join(dir, 'backups')).filter((f) => /^planetarion_backup_\d{8}_\d{6}\.sql(\.gz)?$/.test(f));
+const logOf = (dir: string) => readFileSync(join(dir, 'logs/backup.log'), 'utf8');
+
+/** Seeds a backup dir with earlier "backups" (valid names, sidecars) dated 2023-12-01 at the given hours. */
+function earlierBackups(dir: string, hours: number[]): string[] {
+  mkdirSync(join(dir, 'backups'), { recursive: true, mode: 0o700 });
+  return hours.map((h) => {
+    const name = `planetarion_backup_20231201_${String(h).padStart(2, '0')}0000.sql.gz`;
+    writeFileSync(join(dir, 'backups', name), `earlier backup ${h}`);
+    writeFileSync(join(dir, 'backups', `${name}.json`), '{}');
+    writeFileSync(join(dir, 'backups', `${name}.sha256`), `${'0'.repeat(64)}  ${name}\n`);
+    return name;
+  });
+}
+
+/** Restores a dump file into a fresh container with the raw pipeline and fingerprints it. */
+async function restoredFingerprint(file: string): Promise<string> {
+  const target = scratchName('pb-restore-check');
+  try {
+    await startDb(target);
+    execFileSync('sh', ['-c', `${file.endsWith('.gz') ? 'gunzip -c' : 'cat'} "$1" | docker exec -i "$2" psql -X -q -v ON_ERROR_STOP=1 -U planetarion_user -d planetarion >/dev/null`, 'sh', file, target]);
+    const session = PsqlSession.open({ docker: 'docker', container: target, user: 'planetarion_user', database: 'planetarion' });
+    try {
+      return (await takeFingerprint(session)).sha256;
+    } finally {
+      await session.close();
+    }
+  } finally {
+    await removeDb(target);
+  }
+}
+
+const backup = suite('backup-database');
+
+backup('setup: a seeded database and a large one', async () => {
+  await Promise.all([startDb(db), startDb(big)]);
+  await seedPlanetarion(db, { scale: 1 });
+  // ~250 MB of plain SQL: a dump that takes seconds, so it can be interrupted mid-stream.
+  await psql(big, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;");
+  ready = true;
+});
+
+backup('writes a verified .sql.gz with manifest and checksum, private modes, timestamped log, status.json', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.match(summary.file, /^planetarion_backup_\d{8}_\d{6}\.sql\.gz$/);
+  assert.equal(files(join(dir, 'backups')), [summary.file, `${summary.file}.json`, `${summary.file}.sha256`]);
+  for (const f of files(join(dir, 'backups'))) assert.is(statSync(join(dir, 'backups', f)).mode & 0o777, 0o600, f);
+  assert.is(statSync(join(dir, 'backups')).mode & 0o777, 0o700);
+  assert.is(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
+  assert.is(statSync(join(dir, 'logs/backup.log')).mode & 0o777, 0o600);
+  execFileSync('sha256sum', ['-c', `${summary.file}.sha256`], { cwd: join(dir, 'backups') });
+  const manifest = JSON.parse(readFileSync(join(dir, 'backups', `${summary.file}.json`), 'utf8'));
+  assert.is(manifest.sha256, summary.sha256);
+  assert.is(manifest.size, statSync(join(dir, 'backups', summary.file)).size);
+  assert.is(manifest.format, 'gzip');
+  assert.is(manifest.container, db);
+  assert.match(manifest.postgres.server, /^15\./);
+  assert.match(manifest.postgres.pgDump, /pg_dump \(PostgreSQL\) 15/);
+  assert.is(manifest.fingerprint.sha256, summary.fingerprint);
+  assert.ok(manifest.fingerprint.tables.some((t: { schema: string; table: string }) => t.schema === 'game' && t.table === 'a "quoted" table'));
+  assert.ok(manifest.fingerprint.sequences.some((s: { name: string; value: string }) => s.name === 'public.tick_seq' && s.value === '4321'));
+  // gzip and trailer: independent tools agree.
+  const sql = execFileSync('gunzip', ['-c', join(dir, 'backups', summary.file)], { maxBuffer: 1 << 30 }).toString();
+  assert.match(sql, /-- PostgreSQL database dump complete/);
+  const log = logOf(dir);
+  assert.match(log, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] INFO - Starting backup/m);
+  assert.match(log, /INFO - Backup completed successfully/);
+  const status = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'));
+  assert.is(status.lastRun.ok, true);
+  assert.is(status.lastSuccess.file, summary.file);
+  assert.is(statSync(join(dir, 'status.json')).mode & 0o777, 0o600);
+  // Dumps hold emails and password hashes: none of it may reach the log or stderr.
+  const secret = await psql(db, 'SELECT password_hash FROM users ORDER BY id LIMIT 1');
+  const email = await psql(db, 'SELECT email FROM users ORDER BY id LIMIT 1');
+  for (const text of [log, r.stderr, r.stdout]) {
+    assert.not.match(text, secret);
+    assert.not.match(text, email);
+  }
+});
+
+backup('the fingerprint matches a restore of the file while a writer inserts rows during the dump', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const writer = await writeRows(db, { intervalMs: 1 });
+  let r;
+  try {
+    r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  } finally {
+    await writer.stop();
+  }
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.is(await restoredFingerprint(join(dir, 'backups', summary.file)), summary.fingerprint);
+});
+
+backup('--compress none writes the seed\'s plain .sql, and its fingerprint also reproduces', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const r = await runTool('backup-database', ['--json', '--compress', 'none'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.match(summary.file, /\.sql$/);
+  const head = readFileSync(join(dir, 'backups', summary.file), 'utf8').slice(0, 200);
+  assert.match(head, /PostgreSQL database dump/);
+  assert.is(await restoredFingerprint(join(dir, 'backups', summary.file)), summary.fingerprint);
+});
+
+backup('--fingerprint off skips it and the manifest says so', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const r = await runTool('backup-database', ['--json', '--fingerprint', 'off'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.is(summary.fingerprint, null);
+  assert.is(JSON.parse(readFileSync(join(dir, 'backups', `${summary.file}.json`), 'utf8')).fingerprint, null);
+});
+
+backup('PLANETARION_FINGERPRINT_EXCLUDE leaves tables out and lists them', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_FINGERPRINT_EXCLUDE: 'chat_*,game.Mixed Case' });
+  assert.is(r.code, 0, r.stderr);
+  const manifest = JSON.parse(readFileSync(join(dir, 'backups', `${JSON.parse(r.stdout).file}.json`), 'utf8'));
+  assert.equal(manifest.fingerprint.excluded.sort(), ['game.Mixed Case', 'public.chat_messages']);
+  assert.not.ok(manifest.fingerprint.tables.some((t: { table: string }) => t.table === 'chat_messages'));
+});
+
+backup('--dry-run runs every check and writes nothing', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const r = await runTool('backup-database', ['--dry-run'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /Dry run: all checks passed/);
+  assert.equal(files(dir), []);
+  const missing = await runTool('backup-database', ['--dry-run'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: 'no-such-container' });
+  assert.is(missing.code, 1);
+  assert.equal(files(dir), []);
+});
+
+for (const [name, prepare] of [
+  ['missing', async () => 'pb-no-such-container'],
+  ['stopped', async () => {
+    const c = scratchName('pb-stopped');
+    await startDb(c);
+    execFileSync('docker', ['stop', '-t', '5', c]);
+    return c;
+  }],
+  ['unhealthy', async () => {
+    const c = scratchName('pb-unhealthy');
+    execFileSync('docker', ['run', '-d', '--name', c, '--network', 'none', '--health-cmd', 'exit 1', '--health-interval', '1s', '--health-retries', '1', '--health-start-period', '1s', '-e', 'POSTGRES_USER=planetarion_user', '-e', 'POSTGRES_DB=planetarion', 'planetarion-test-pg:latest']);
+    await waitFor('unhealthy status', () => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', c]).toString().trim() === 'unhealthy', 30_000, 200);
+    return c;
+  }],
+] as const) {
+  backup(`a ${name} container: exit 1, the seed's message in the log, no file created, no backup deleted`, async () => {
+    const container = await prepare();
+    try {
+      const dir = nasDir();
+      const earlier = earlierBackups(dir, [2, 10, 18, 20]);
+      const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, PLANETARION_KEEP: '1' });
+      assert.is(r.code, 1, r.stderr);
+      const expected = name === 'unhealthy' ? `ERROR - Database container '${container}' is not healthy` : `ERROR - Database container '${container}' is not running`;
+      assert.ok(logOf(dir).includes(expected), logOf(dir));
+      assert.equal(backupsIn(dir), earlier);
+      assert.is(files(join(dir, 'backups')).length, 12, 'sidecars intact, nothing new');
+      assert.is(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).lastRun.ok, false);
+    } finally {
+      if (container.startsWith('pb-') && container !== 'pb-no-such-container') await removeDb(container);
+    }
+  });
+}
+
+backup('the container killed while pg_dump streams: exit 1, no final file, no temp file, earlier backups intact', async () => {
+  assert.ok(ready, 'setup failed');
+  const victim = scratchName('pb-victim');
+  try {
+    // A copy of the large database that may be killed.
+    await startDb(victim);
+    await psql(victim, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;");
+    const dir = nasDir();
+    const earlier = earlierBackups(dir, [2, 10]);
+    const run = startTool('backup-database', ['--compress', 'none'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: victim, PLANETARION_KEEP: '1' });
+    await waitFor('the dump to be streaming', () => files(join(dir, 'backups')).some((f) => f.includes('.tmp-') && statSync(join(dir, 'backups', f)).size > 1_000_000), 60_000, 20);
+    execFileSync('docker', ['kill', victim]);
+    const r = await run.done;
+    assert.is(r.code, 1, r.stderr);
+    assert.equal(backupsIn(dir), earlier);
+    assert.equal(files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')), []);
+    assert.is(files(join(dir, 'backups')).length, 6);
+    assert.match(logOf(dir), /\] ERROR - Database container '.*' is not running \(it stopped during the dump\)/, logOf(dir));
+  } finally {
+    await removeDb(victim);
+  }
+});
+
+backup('a full filesystem (small tmpfs): exit 1 naming it, no partial file, earlier backups intact; the next run after space is freed succeeds', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const backups = join(dir, 'backups');
+  mkdirSync(backups, { mode: 0o700 });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=600k,mode=0700', 'tmpfs', backups]);
+  try {
+    const earlier = earlierBackups(dir, [2]);
+    const r = await runTool('backup-database', ['--compress', 'none'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`no space left on the filesystem of ${backups}`));
+    assert.equal(files(backups), [earlier[0]!, `${earlier[0]}.json`, `${earlier[0]}.sha256`]);
+    execFileSync('mount', ['-o', 'remount,size=64m', backups]);
+    const again = await runTool('backup-database', ['--compress', 'none', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+    assert.is(again.code, 0, again.stderr);
+    assert.is(backupsIn(dir).length, 2);
+  } finally {
+    execFileSync('umount', [backups]);
+  }
+});
+
+backup('too little space for a backup the size of the last one: refused before dumping', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const backups = join(dir, 'backups');
+  mkdirSync(backups, { mode: 0o700 });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', backups]);
+  try {
+    writeFileSync(join(backups, 'planetarion_backup_20231201_020000.sql.gz'), Buffer.alloc(700 * 1024));
+    const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, /not enough free space in .*the last backup was 700\.0 KB/);
+    assert.equal(files(backups), ['planetarion_backup_20231201_020000.sql.gz']);
+  } finally {
+    execFileSync('umount', [backups]);
+  }
+});
+
+backup('pg_dump failing (a table the backup user may not read): exit 1, nothing rotated', async () => {
+  assert.ok(ready, 'setup failed');
+  await psql(db, "CREATE ROLE backup_reader LOGIN; GRANT USAGE ON SCHEMA public, game TO backup_reader; GRANT SELECT ON ALL TABLES IN SCHEMA public, game TO backup_reader; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, game TO backup_reader; REVOKE SELECT ON users FROM backup_reader;");
+  try {
+    const dir = nasDir();
+    const earlier = earlierBackups(dir, [2, 4, 6, 8, 10]);
+    const r = await runTool('backup-database', ['--keep', '3'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_DB_USER: 'backup_reader' });
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, /permission denied for table users/);
+    assert.match(logOf(dir), /ERROR - Backup failed: .*permission denied for table users/);
+    assert.equal(backupsIn(dir), earlier);
+    assert.equal(files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')), []);
+  } finally {
+    await psql(db, 'DROP OWNED BY backup_reader; DROP ROLE backup_reader;');
+  }
+});
+
+backup('two runs at once: one backs up, the other exits 75 naming the holder', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: big, PLANETARION_COMPRESS: 'none', PLANETARION_FINGERPRINT: 'off' };
+  const first = startTool('backup-database', [], env);
+  await waitFor('the first run to hold the lock', () => existsSync(join(dir, '.planetarion.lock')), 30_000, 10);
+  const second = await runTool('backup-database', [], env);
+  const firstResult = await first.done;
+  assert.is(second.code, 75, second.stderr);
+  assert.match(second.stderr, new RegExp(`pid ${first.child.pid}`));
+  assert.is(firstResult.code, 0, firstResult.stderr);
+  assert.is(backupsIn(dir).length, 1);
+});
+
+backup("a run killed mid-dump leaves a lock and a temp file; cron's next run takes over and cleans up", async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: big, PLANETARION_COMPRESS: 'none', PLANETARION_FINGERPRINT: 'off' };
+  const first = startTool('backup-database', [], env);
+  await waitFor('the dump to be streaming', () => files(join(dir, 'backups')).some((f) => f.includes('.tmp-')), 30_000, 10);
+  first.child.kill('SIGKILL');
+  await first.done;
+  assert.ok(existsSync(join(dir, '.planetarion.lock')));
+  const next = await runTool('backup-database', [], env);
+  assert.is(next.code, 0, next.stderr);
+  assert.match(logOf(dir), /Took over a stale lock of backup-database \(pid \d+/);
+  assert.match(logOf(dir), /Removed \.planetarion_backup_.*\.tmp-\d+, left behind by a run that crashed/);
+  assert.equal(files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')), []);
+  assert.is(backupsIn(dir).length, 1);
+});
+
+backup('rotation keeps exactly the newest 3 with their sidecars and never touches foreign files', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const earlier = earlierBackups(dir, [2, 4, 6, 8, 10]);
+  const foreign = ['planetarion_backup_notes.txt', 'x_planetarion_backup_20231201_020000.sql', 'planetarion_backup_20231201_020000.sql.bak', 'README'];
+  for (const f of foreign) writeFileSync(join(dir, 'backups', f), 'keep me');
+  const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.equal(summary.rotated.sort(), earlier.slice(0, 3));
+  assert.equal(backupsIn(dir), [...earlier.slice(3), summary.file].sort());
+  const all = files(join(dir, 'backups'));
+  for (const f of foreign) assert.ok(all.includes(f), f);
+  for (const gone of earlier.slice(0, 3)) assert.not.ok(all.some((f) => f.startsWith(gone)), gone);
+  for (const kept of earlier.slice(3)) assert.ok(all.includes(`${kept}.json`) && all.includes(`${kept}.sha256`));
+});
+
+backup('a dump less than half the size of the previous one is warned about', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  mkdirSync(join(dir, 'backups'), { mode: 0o700 });
+  writeFileSync(join(dir, 'backups', 'planetarion_backup_20231201_020000.sql.gz'), Buffer.alloc(5 * 1024 * 1024));
+  const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(JSON.parse(r.stdout).warnings[0], /less than half the size of the previous one, planetarion_backup_20231201_020000\.sql\.gz/);
+  assert.match(logOf(dir), /WARN - This backup .* is less than half the size/);
+});
+
+backup('monitoring ping: GET on success, /fail on failure; an unreachable ping never fails the backup', async () => {
+  assert.ok(ready, 'setup failed');
+  const hits: string[] = [];
+  const server: Server = createServer((req, res) => {
+    hits.push(req.url!);
+    res.end('OK');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const dir = nasDir();
+    const ok = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_PING_URL: `http://127.0.0.1:${port}/ping/abc-uuid` });
+    assert.is(ok.code, 0, ok.stderr);
+    const bad = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: 'pb-no-such-container', PLANETARION_PING_URL: `http://127.0.0.1:${port}/ping/abc-uuid` });
+    assert.is(bad.code, 1);
+    assert.equal(hits, ['/ping/abc-uuid', '/ping/abc-uuid/fail']);
+    assert.not.match(logOf(dir), /abc-uuid/);
+  } finally {
+    server.close();
+  }
+  const dir = nasDir();
+  const unreachable = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_PING_URL: `http://127.0.0.1:${port}/gone` });
+  assert.is(unreachable.code, 0, unreachable.stderr);
+  assert.match(logOf(dir), /WARN - monitoring ping http:\/\/127\.0\.0\.1:\d+ failed/);
+});
+
+backup('--status lists backups newest first with checksum results and the last run', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db };
+  assert.is((await runTool('backup-database', [], env)).code, 0);
+  const newest = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout).file as string;
+  const older = backupsIn(dir).find((f) => f !== newest)!;
+  const path = join(dir, 'backups', older);
+  const bytes = readFileSync(path);
+  bytes[100] = bytes[100]! ^ 0xff;
+  writeFileSync(path, bytes);
+  const status = await runTool('backup-database', ['--status', '--json'], env);
+  assert.is(status.code, 0, status.stderr);
+  const report = JSON.parse(status.stdout);
+  assert.equal(report.backups.map((b: { file: string }) => b.file), [newest, older].sort().reverse());
+  assert.equal(report.backups.map((b: { checksum: string }) => b.checksum), ['ok', 'mismatch']);
+  assert.is(report.status.lastRun.ok, true);
+  const human = await runTool('backup-database', ['--status'], env);
+  assert.match(human.stdout, new RegExp(`${newest} .* checksum ok`));
+  assert.match(human.stdout, /CHECKSUM MISMATCH/);
+  assert.match(human.stdout, /Last run: .* succeeded/);
+});
+
+backup('bad settings exit 2 naming the setting, and create nothing', async () => {
+  const dir = nasDir();
+  for (const [env, args, message] of [
+    [{ PLANETARION_KEEP: '0' }, [], /PLANETARION_KEEP '0'/],
+    [{}, ['--keep', 'abc'], /--keep 'abc'/],
+    [{ PLANETARION_DIR: 'relative/path' }, [], /PLANETARION_DIR 'relative\/path'/],
+    [{ PLANETARION_DB_CONTAINER: 'db;touch /tmp/pwned' }, [], /PLANETARION_DB_CONTAINER/],
+    [{ PLANETARION_DIR: join(dir, 'missing') }, [], /PLANETARION_DIR '.*missing' does not exist/],
+  ] as const) {
+    const r = await runTool('backup-database', [...args], { PLANETARION_DIR: dir, ...env });
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  assert.equal(files(dir), []);
+});
+
+backup.after(async () => {
+  await Promise.all([removeDb(db), removeDb(big)]);
+  for (const dir of made) removeTempDir(dir);
+});
+
+backup.run();

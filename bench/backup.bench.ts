@@ -1,0 +1,94 @@
+// Benchmark: backup-database against the raw pipeline `docker exec <db> pg_dump -Z1 > file`, in the
+// same run, on pgbench databases of scale 10 and 30. Prints wall times, ratios and the peak RSS
+// of the backup executable (it streams, so RSS must not grow with the database).
+// Run: npx tsx bench/backup.bench.ts   (needs the test bed: bash test/env/setup.sh)
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { distBin, cleanEnv } from '../test/helpers/cli.ts';
+import { psql, removeDb, startDb } from '../test/helpers/db.ts';
+import { makeTempDir } from '../test/helpers/tmp.ts';
+
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const scales = (process.env.BENCH_SCALES ?? '10,30').split(',').map(Number);
+
+interface Sample {
+  seconds: number;
+  peakRssMb: number;
+}
+
+/** Runs a command to its end, timing it and sampling its peak RSS (VmHWM) from /proc. */
+function measure(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Promise<Sample> {
+  return new Promise((resolve, reject) => {
+    const out = options.stdoutFile ? openSync(options.stdoutFile, 'w') : 'ignore';
+    const started = performance.now();
+    const child = spawn(command, args, { env: options.env ?? process.env, stdio: ['ignore', out, 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    let peak = 0;
+    const sample = () => {
+      try {
+        const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
+        peak = Math.max(peak, kb);
+      } catch {
+        // exited
+      }
+    };
+    const timer = setInterval(sample, 20);
+    child.on('close', (code) => {
+      clearInterval(timer);
+      if (typeof out === 'number') closeSync(out);
+      const seconds = (performance.now() - started) / 1000;
+      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`));
+      else resolve({ seconds, peakRssMb: peak / 1024 });
+    });
+  });
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+async function benchScale(scale: number) {
+  const db = `pb-bench-s${scale}`;
+  await startDb(db);
+  try {
+    process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
+    await measure('docker', ['exec', db, 'pgbench', '-i', '-q', '-s', String(scale), '-U', 'planetarion_user', 'planetarion']);
+    const size = await psql(db, "SELECT pg_size_pretty(pg_database_size('planetarion'))");
+    const work = makeTempDir('planetarion-bench-');
+    const raw: number[] = [];
+    const off: Sample[] = [];
+    const full: Sample[] = [];
+    for (let i = 0; i < runs; i++) {
+      raw.push((await measure('docker', ['exec', db, 'pg_dump', '-Z1', '-U', 'planetarion_user', '-d', 'planetarion'], { stdoutFile: join(work, 'raw.sql.gz') })).seconds);
+      const env = cleanEnv({ PLANETARION_DIR: work, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '1' });
+      off.push(await measure(join(distBin, 'backup-database'), ['--fingerprint', 'off'], { env }));
+      full.push(await measure(join(distBin, 'backup-database'), [], { env }));
+    }
+    rmSync(work, { recursive: true, force: true });
+    return {
+      scale,
+      size,
+      raw: median(raw),
+      off: median(off.map((s) => s.seconds)),
+      full: median(full.map((s) => s.seconds)),
+      rss: Math.max(...off.map((s) => s.peakRssMb), ...full.map((s) => s.peakRssMb)),
+    };
+  } finally {
+    await removeDb(db);
+  }
+}
+
+const results = [];
+for (const scale of scales) results.push(await benchScale(scale));
+console.log(`\nbackup-database vs raw 'docker exec <db> pg_dump -Z1 > file' (median of ${runs} runs)\n`);
+console.log('scale  db size   raw pg_dump  fingerprint off (ratio)  full fingerprint (ratio)  peak RSS');
+for (const r of results) {
+  console.log(
+    `${String(r.scale).padStart(5)}  ${r.size.padEnd(8)}  ${r.raw.toFixed(2).padStart(9)} s  ${r.off.toFixed(2).padStart(8)} s (${(r.off / r.raw).toFixed(2)}x)       ${r.full.toFixed(2).padStart(8)} s (${(r.full / r.raw).toFixed(2)}x)        ${r.rss.toFixed(0)} MB`,
+  );
+}
+if (results.length >= 2) {
+  const [small, large] = [results[0]!, results[results.length - 1]!];
+  console.log(`\npeak RSS scale ${large.scale} / scale ${small.scale}: ${(large.rss / small.rss).toFixed(2)}x (streams: should stay within 1.10x)`);
+}
+console.log('targets: fingerprint off <= 1.10x, full fingerprint <= 1.75x, peak RSS <= 120 MB');

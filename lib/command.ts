@@ -81,7 +81,7 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): { flags: Re
       `Run '${spec.name} --help' for the usage.`,
     );
   }
-  return { flags: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
+  return { flags: { ...parsed.values } as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
 }
 
 const exitCodeHelp = [

@@ -158,13 +158,6 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       [snapshot, server] = [rows[0]![0]!, rows[0]![1]!];
       log.info(`Exported snapshot ${snapshot}; dumping and fingerprinting it`);
     }
-    const text = async (run: PromiseLike<{ stdout: string }>): Promise<string> => (await run).stdout.trim();
-    const pgDumpVersion = text($`${context.docker} exec ${settings.container} pg_dump --version`);
-    const serverVersion = server
-      ? Promise.resolve(server)
-      : text($`${context.docker} exec ${settings.container} psql -X -A -t -U ${settings.dbUser} -d ${settings.dbName} -c ${'SHOW server_version'}`);
-    pgDumpVersion.catch(() => {});
-    serverVersion.catch(() => {});
     const fingerprintStart = Date.now();
     const tablesPromise = session
       ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude)).then((result) => {
@@ -240,7 +233,8 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       format,
       compression: format === 'gzip' ? 'gzip' : 'none',
       sqlBytes: dump.inspection.sqlBytes,
-      postgres: { server: await serverVersion, pgDump: await pgDumpVersion },
+      // The dump's own header names both versions: no extra `docker exec` needed.
+      postgres: { server: server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
       database: settings.dbName,
       dbUser: settings.dbUser,
       container: settings.container,

@@ -21,22 +21,17 @@ export class Docker {
     private readonly $: Shell,
   ) {}
 
-  /** Whether the daemon answers; throws a CliError with advice when it does not. */
-  async ping(): Promise<void> {
-    const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} version --format ${'{{.Server.Version}}'}`;
-    if (out.exitCode !== 0) {
-      throw new CliError(`the Docker daemon does not answer (${this.binary}): ${out.stderr.trim() || `exit ${out.exitCode}`}`, {
-        advice: 'Start Container Station (or dockerd) and try again.',
-      });
-    }
-  }
-
   /** The state of a container by name; exists=false when there is none. */
   async inspect(container: string): Promise<ContainerState> {
     const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} container inspect --format ${'{{json .}}'} ${container}`;
     if (out.exitCode !== 0) {
       if (/no such (container|object)/i.test(out.stderr)) {
         return { exists: false, running: false, status: undefined, health: undefined, image: undefined, imageId: undefined };
+      }
+      if (/cannot connect|daemon|permission denied/i.test(out.stderr)) {
+        throw new CliError(`the Docker daemon does not answer (${this.binary}): ${out.stderr.trim()}`, {
+          advice: 'Start Container Station (or dockerd), and run as a user allowed to use Docker.',
+        });
       }
       throw new CliError(`docker container inspect ${container} failed: ${out.stderr.trim()}`);
     }

@@ -2,7 +2,7 @@
 // it proves the gzip stream is intact, finds pg_dump's completion trailer, and collects the
 // sequence values the dump sets (pg_dump reads sequences outside the snapshot, so the values
 // in the file are the ones the fingerprint must hold).
-import { createGunzip, type Gunzip } from 'node:zlib';
+import { createGunzip, type Gunzip, type ZlibOptions } from 'node:zlib';
 import type { SequenceState } from './fingerprint.ts';
 
 export interface DumpInspection {
@@ -16,6 +16,9 @@ export interface DumpInspection {
   /** The plain SQL's size. */
   sqlBytes: number;
   sequences: SequenceState[];
+  /** From the dump's header comments: `-- Dumped from database version ...` / `-- Dumped by pg_dump version ...`. */
+  serverVersion: string | undefined;
+  pgDumpVersion: string | undefined;
 }
 
 const setvalPrefix = Buffer.from('SELECT pg_catalog.setval(');
@@ -44,7 +47,10 @@ export class DumpInspector {
 
   constructor(compressed: boolean) {
     if (compressed) {
-      this.gunzip = createGunzip();
+      // Large output chunks: the scan below costs per chunk, not per byte.
+      // A deep write buffer: the dump loop must not wait for inflate on every chunk (a 16 KB
+      // default made each 64 KB chunk wait, serialising the stream); 8 MB bounds the memory.
+      this.gunzip = createGunzip({ chunkSize: 256 * 1024, writableHighWaterMark: 8 * 1024 * 1024 } as ZlibOptions);
       this.gunzip.on('data', (chunk: Buffer) => this.scan(chunk));
       this.gunzipDone = new Promise((resolve) => {
         this.gunzip!.on('end', resolve);
@@ -75,7 +81,8 @@ export class DumpInspector {
     }
     if (this.carry.length) this.scanLines(this.carry, true);
     const tailText = this.tail.toString('utf8');
-    const restrict = /^\\restrict (\S+)/m.exec(this.head.toString('utf8'));
+    const headText = this.head.toString('utf8');
+    const restrict = /^\\restrict (\S+)/m.exec(headText);
     return {
       complete: /-- PostgreSQL database dump complete\n/.test(tailText),
       restrictMatched: restrict ? new RegExp(`^\\\\unrestrict ${restrict[1]!.replace(/[^\w]/g, '\\$&')}\\s*$`, 'm').test(tailText) : true,
@@ -83,6 +90,8 @@ export class DumpInspector {
       gzipError: this.gzipError,
       sqlBytes: this.sqlBytes,
       sequences: this.sequences,
+      serverVersion: /^-- Dumped from database version (.+)$/m.exec(headText)?.[1],
+      pgDumpVersion: /^-- Dumped by pg_dump version (.+)$/m.exec(headText)?.[1],
     };
   }
 

@@ -1,13 +1,59 @@
-import type { Command } from '../lib/command.ts';
-import { CliError } from '../lib/errors.ts';
-import { toolVersion } from '../lib/version.ts';
+import { join } from 'node:path';
+import { defineCommand } from '../lib/command.ts';
+import { locateDocker } from '../lib/docker-binary.ts';
+import { UsageError } from '../lib/errors.ts';
+import { Logger } from '../lib/log.ts';
+import { runRestore } from '../lib/restore-flow.ts';
+import { createShell } from '../lib/shell.ts';
+import { backupLogName } from './backup-database.ts';
 
-export const restoreDatabase: Command = {
-  name: 'restore-database',
-  summary: 'not built yet',
-  async run(argv) {
-    if (argv.includes('--version')) return void process.stdout.write(`${toolVersion}\n`);
-    if (argv.includes('--help')) return void process.stdout.write('Usage: restore-database [options]\n');
-    throw new CliError('restore-database is not built yet');
+export const restoreDatabase = defineCommand(
+  {
+    name: 'restore-database',
+    summary: 'restore a backup safely: checksum first, restore beside the live database, prove, then swap',
+    usage: '[FILE | latest] [options]',
+    description: [
+      'Checks the file against its sha256 before touching any database, restores it into a new',
+      'database beside the live one (one transaction, ON_ERROR_STOP), proves its fingerprint against',
+      "the manifest, and only then swaps it in by renaming; the old database is kept as",
+      '<name>_previous_<time> for --rollback. A failed attempt writes <logs>/restore_debug_<time>.json',
+      'and leaves the live database as it was. FILE is a path or a name in the backup dir; default latest.',
+    ].join('\n'),
+    flags: [
+      { name: 'yes', type: 'boolean', short: 'y', description: 'do not ask for confirmation (required without a terminal)' },
+      { name: 'fallback', type: 'boolean', description: 'if the file fails, try each older backup, newest first' },
+      { name: 'no-verify', type: 'boolean', description: 'restore a file without manifest/checksum (e.g. from the old shell script); the fingerprint cannot be checked' },
+      { name: 'test', type: 'boolean', description: 'restore drill: restore into a scratch database, prove the fingerprint, drop it; the live database is never touched' },
+      { name: 'rollback', type: 'boolean', description: 'make the previous database live again (swaps back)' },
+    ],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker'],
+    dryRun: true,
+    maxPositionals: 1,
+    examples: [
+      'restore-database latest                 # asks before replacing the live database',
+      'restore-database planetarion_backup_20231201_020000.sql.gz --yes',
+      'restore-database latest --fallback --yes --json',
+      'restore-database --test latest          # the weekly restore drill',
+      'restore-database --rollback --yes',
+      'restore-database /tmp/old.sql --no-verify --container planetarion-db-test',
+    ],
   },
-};
+  async ({ flags, positionals, settings, json, dryRun }) => {
+    if (flags.rollback && (flags.test || positionals.length)) throw new UsageError('--rollback takes no file and cannot be combined with --test');
+    const mode = flags.rollback ? 'rollback' : flags.test ? 'test' : 'restore';
+    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
+    const result = await runRestore({
+      settings,
+      docker: locateDocker({ explicit: settings.docker }),
+      $: createShell(),
+      log,
+      file: positionals[0],
+      yes: flags.yes === true,
+      dryRun,
+      fallback: flags.fallback === true,
+      noVerify: flags['no-verify'] === true,
+      mode,
+    });
+    if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  },
+);

@@ -1,0 +1,136 @@
+// restore-database's flow: pick the file(s), confirm, take the lock, then restore with the
+// engine in lib/restore.ts (or drill, or roll back), and record what happened.
+import { existsSync, statSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
+import { basename, isAbsolute, join, resolve } from 'node:path';
+import { formatAge } from './backup-status.ts';
+import { formatBytes } from './backup.ts';
+import { listBackups, parseBackupName } from './backup-files.ts';
+import { CliError, UsageError } from './errors.ts';
+import { acquireLock } from './lock.ts';
+import type { Logger } from './log.ts';
+import { readManifest, writeSidecars } from './manifest.ts';
+import { restoreBackup, restoreWithFallback, rollbackDatabase, type RestoreResult, type RestoreTarget } from './restore.ts';
+import type { Settings } from './settings.ts';
+import type { Shell } from './shell.ts';
+import { updateStatus } from './status.ts';
+
+/** Resolves FILE | latest to a path; a bare name is looked up in the backup dir. */
+export function resolveBackupArgument(argument: string | undefined, backupDir: string): string {
+  if (argument === undefined || argument === 'latest') {
+    const newest = listBackups(backupDir)[0];
+    if (!newest) throw new CliError(`there is no backup in ${backupDir}`, { advice: 'Run backup-database first, or name a file.' });
+    return newest.path;
+  }
+  const candidates = isAbsolute(argument) ? [argument] : [resolve(argument), join(backupDir, argument)];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new UsageError(`backup file '${argument}' not found (looked at ${candidates.join(', ')})`, `List the backups with: backup-database --status`);
+  return found;
+}
+
+/** The fallback candidates: the chosen file first, then every older backup in the dir, newest first. */
+export function fallbackCandidates(first: string, backupDir: string): string[] {
+  const firstTime = parseBackupName(basename(first))?.time.getTime() ?? Infinity;
+  return [first, ...listBackups(backupDir).filter((b) => b.path !== first && b.time.getTime() <= firstTime).map((b) => b.path)];
+}
+
+/** What the confirmation shows: file, age, size, target. */
+export function describeRestore(file: string, target: RestoreTarget, now = new Date()): string {
+  const parsed = parseBackupName(basename(file));
+  const age = parsed ? `, ${formatAge(Math.round((now.getTime() - parsed.time.getTime()) / 1000))} old` : '';
+  return `Restore ${file} (${formatBytes(statSync(file).size)}${age}) into database '${target.database}' in container '${target.container}'.\nThe current database is kept as '${target.database}_previous_<time>' for --rollback.`;
+}
+
+/** Asks on the terminal; without one, refuses unless --yes was given. */
+export async function confirm(question: string, yes: boolean): Promise<void> {
+  if (yes) return;
+  if (!process.stdin.isTTY) {
+    throw new UsageError('restore-database replaces the live database and needs confirmation', 'Run it on a terminal to be asked, or pass --yes.');
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${question}\nProceed? [y/N] `);
+    if (!/^y(es)?$/i.test(answer.trim())) throw new CliError('restore cancelled; nothing was changed', { exitCode: 1 });
+  } finally {
+    rl.close();
+  }
+}
+
+export interface RestoreFlowOptions {
+  settings: Settings;
+  docker: string;
+  $: Shell;
+  log: Logger;
+  file: string | undefined;
+  yes: boolean;
+  dryRun: boolean;
+  fallback: boolean;
+  noVerify: boolean;
+  mode: 'restore' | 'test' | 'rollback';
+}
+
+export interface RestoreFlowResult {
+  mode: 'restore' | 'test' | 'rollback';
+  ok: boolean;
+  winner: RestoreResult | undefined;
+  attempts: RestoreResult[];
+  rollback?: { restored: string; previous: string };
+  dryRun?: { file: string; target: RestoreTarget };
+}
+
+/** Records a drill's outcome in the backup's manifest and in status.json. */
+function recordDrill(settings: Settings, attempt: RestoreResult): void {
+  const drill = { time: new Date().toISOString(), durationMs: attempt.durationMs, passed: attempt.ok, detail: attempt.ok ? `fingerprint ${attempt.fingerprint ?? 'not checked'}` : attempt.reason ?? 'failed' };
+  const manifest = readManifest(attempt.file);
+  if (manifest) writeSidecars(attempt.file, { ...manifest, lastDrill: drill });
+  updateStatus(settings.dir, (status) => ({ ...status, lastDrill: { ...drill, file: basename(attempt.file) } }));
+}
+
+/** Runs restore-database; throws CliError when nothing could be restored. */
+export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFlowResult> {
+  const { settings, log, $ } = options;
+  const target: RestoreTarget = { docker: options.docker, container: settings.container, user: settings.dbUser, database: settings.dbName };
+  if (options.mode === 'rollback') {
+    await confirm(`Roll back database '${target.database}' in container '${target.container}' to its previous version.`, options.yes || options.dryRun);
+    if (options.dryRun) return { mode: 'rollback', ok: true, winner: undefined, attempts: [] };
+    const lock = acquireLock(settings.dir, 'restore-database --rollback');
+    try {
+      const rollback = await rollbackDatabase($, target, log);
+      log.info(`Rolled back: '${target.database}' is now what was '${rollback.restored}'`);
+      return { mode: 'rollback', ok: true, winner: undefined, attempts: [], rollback };
+    } finally {
+      lock.release();
+    }
+  }
+
+  const file = resolveBackupArgument(options.file, settings.backupDir);
+  if (options.dryRun) {
+    process.stderr.write(describeRestore(file, target) + '\n');
+    log.info(`Dry run: would restore ${file} into '${target.database}' in '${target.container}'${options.fallback ? ', falling back to older backups' : ''}`);
+    return { mode: options.mode, ok: true, winner: undefined, attempts: [], dryRun: { file, target } };
+  }
+  if (options.mode === 'restore') await confirm(describeRestore(file, target), options.yes);
+  const lock = acquireLock(settings.dir, `restore-database${options.mode === 'test' ? ' --test' : ''}`);
+  try {
+    const engine = { target, $, log, logDir: settings.logDir, noVerify: options.noVerify, drillOnly: options.mode === 'test' };
+    const { winner, attempts } = options.fallback
+      ? await restoreWithFallback(fallbackCandidates(file, settings.backupDir), engine)
+      : await restoreBackup(file, engine).then((r) => ({ winner: r.ok ? r : undefined, attempts: [r] }));
+    if (options.mode === 'test') for (const attempt of attempts) recordDrill(settings, attempt);
+    if (!winner) {
+      const last = attempts[attempts.length - 1]!;
+      throw new CliError(
+        `${options.mode === 'test' ? 'restore drill' : 'restore'} failed: ${attempts.length > 1 ? `all ${attempts.length} candidates failed; last: ` : ''}${last.reason}`,
+        { advice: `The live database '${target.database}' was not changed. Diagnostics: ${attempts.map((a) => a.diagnostics).filter(Boolean).join(', ')}` },
+      );
+    }
+    log.info(
+      options.mode === 'test'
+        ? `Restore drill passed: ${basename(winner.file)} restores and its fingerprint is proven`
+        : `Restore completed: '${target.database}' now holds ${basename(winner.file)}`,
+    );
+    return { mode: options.mode, ok: true, winner, attempts };
+  } finally {
+    lock.release();
+  }
+}

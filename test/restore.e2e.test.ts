@@ -1,0 +1,263 @@
+// restore-database end to end: the built executable against real PostgreSQL containers.
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { takeFingerprint } from '../lib/fingerprint.ts';
+import { PsqlSession } from '../lib/psql-session.ts';
+import { runTool } from './helpers/cli.ts';
+import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
+import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+
+const src = scratchName('pb-restore-src');
+const other = scratchName('pb-restore-other');
+const made: string[] = [];
+let ready = false;
+
+function nasDir(): string {
+  const dir = makeTempDir('planetarion-nas-');
+  made.push(dir);
+  return dir;
+}
+
+async function fingerprintOf(container: string, database = 'planetarion'): Promise<string> {
+  const session = PsqlSession.open({ docker: 'docker', container, user: 'planetarion_user', database });
+  try {
+    return (await takeFingerprint(session)).sha256;
+  } finally {
+    await session.close();
+  }
+}
+
+const databases = async (container: string) => (await psql(container, 'SELECT datname FROM pg_database ORDER BY 1', { db: 'postgres' })).split('\n');
+const marker = async (container: string) => psql(container, "SELECT coalesce(max(body), 'none') FROM chat_messages WHERE channel = '#marker'");
+const setMarker = (container: string, text: string) => psql(container, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text}', now())`);
+
+/** Makes a real backup of `container` into dir and returns its file name. */
+async function backupInto(dir: string, container: string, extra: Record<string, string> = {}): Promise<string> {
+  const r = await runTool('backup-database', ['--json', '--keep', '10'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, ...extra });
+  assert.is(r.code, 0, r.stderr);
+  await new Promise((resolve) => setTimeout(resolve, 1100)); // distinct timestamps in the names
+  return JSON.parse(r.stdout).file as string;
+}
+
+/** Replaces a backup's bytes and rewrites its checksum and manifest sha256 to match (so only the fingerprint can tell). */
+function rewriteConsistently(dir: string, file: string, sql: string): void {
+  const path = join(dir, 'backups', file);
+  const bytes = gzipSync(Buffer.from(sql));
+  writeFileSync(path, bytes);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  writeFileSync(`${path}.sha256`, `${sha}  ${file}\n`);
+  const manifest = JSON.parse(readFileSync(`${path}.json`, 'utf8'));
+  writeFileSync(`${path}.json`, JSON.stringify({ ...manifest, sha256: sha, size: bytes.length }));
+}
+
+const restore = suite('restore-database');
+
+restore('setup: a seeded live database and a second container', async () => {
+  await Promise.all([startDb(src), startDb(other)]);
+  await seedPlanetarion(src, { scale: 1 });
+  ready = true;
+});
+
+restore('restores latest beside the live database, proves it, swaps, keeps the previous one', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  await setMarker(src, 'backup-1');
+  const file = await backupInto(dir, src);
+  const expected = JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8')).fingerprint.sha256;
+  await setMarker(src, 'after-backup');
+  const r = await runTool('restore-database', ['latest', '--yes', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 0, r.stderr);
+  const result = JSON.parse(r.stdout);
+  assert.is(result.winner.fingerprint, expected);
+  assert.is(await marker(src), 'backup-1');
+  assert.is(await fingerprintOf(src), expected);
+  const dbs = await databases(src);
+  assert.ok(dbs.some((d) => /^planetarion_previous_\d{8}_\d{6}$/.test(d)), dbs.join());
+  assert.not.ok(dbs.some((d) => d.includes('_restore_')), dbs.join());
+  assert.match(readFileSync(join(dir, 'logs/backup.log'), 'utf8'), /Fingerprint proven/);
+
+  // --rollback swaps back to what was live before the restore.
+  const back = await runTool('restore-database', ['--rollback', '--yes'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(back.code, 0, back.stderr);
+  assert.is(await marker(src), 'after-backup');
+  assert.is((await databases(src)).filter((d) => d.includes('_previous_')).length, 1);
+});
+
+restore('without a terminal and without --yes it refuses (exit 2) and changes nothing; --dry-run changes nothing', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  await backupInto(dir, src);
+  await setMarker(src, 'untouched');
+  const before = await databases(src);
+  const r = await runTool('restore-database', ['latest'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /needs confirmation/);
+  assert.match(r.stderr, /--yes/);
+  const dry = await runTool('restore-database', ['latest', '--dry-run'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(dry.code, 0, dry.stderr);
+  assert.match(dry.stderr, /Restore .*planetarion_backup_.* into database 'planetarion' in container/);
+  assert.is(await marker(src), 'untouched');
+  assert.equal(await databases(src), before);
+});
+
+for (const [name, damage] of [
+  ['truncated', (path: string) => writeFileSync(path, readFileSync(path).subarray(0, Math.floor(readFileSync(path).length / 2)))],
+  ['one flipped byte', (path: string) => {
+    const b = readFileSync(path);
+    b[Math.floor(b.length / 2)] ^= 0x01;
+    writeFileSync(path, b);
+  }],
+  ['manifest missing', (path: string) => rmSync(`${path}.json`)],
+] as const) {
+  restore(`a newest backup with ${name} is rejected before any database is touched; --fallback restores the previous one`, async () => {
+    assert.ok(ready, 'setup failed');
+    const dir = nasDir();
+    await setMarker(src, `older-${name}`);
+    const older = await backupInto(dir, src);
+    await setMarker(src, `newest-${name}`);
+    const newest = await backupInto(dir, src);
+    damage(join(dir, 'backups', newest));
+    const r = await runTool('restore-database', ['latest', '--fallback', '--yes', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+    assert.is(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.is(result.attempts.length, 2);
+    assert.is(result.attempts[0].ok, false);
+    assert.is(result.attempts[0].touchedDatabase, false);
+    assert.match(result.attempts[0].reason, name === 'manifest missing' ? /no manifest/ : /does not match its checksum/);
+    assert.ok(result.winner.file.endsWith(older));
+    assert.is(await marker(src), `older-${name}`);
+    const debug = readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('restore_debug_'));
+    assert.is(debug.length, 1);
+  });
+}
+
+restore('a dump whose SQL fails halfway (a role the target lacks): rejected, nothing left in the target, live unchanged', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  await psql(src, 'CREATE ROLE ghost_owner; CREATE TABLE haunted (id int); ALTER TABLE haunted OWNER TO ghost_owner;');
+  try {
+    await backupInto(dir, src);
+  } finally {
+    await psql(src, 'DROP TABLE haunted; DROP ROLE ghost_owner;');
+  }
+  await seedPlanetarion(other, { scale: 0.1 }).catch(() => {});
+  const before = await fingerprintOf(other);
+  const dbsBefore = await databases(other);
+  const r = await runTool('restore-database', ['latest', '--yes', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: other });
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /role "ghost_owner" does not exist/);
+  assert.equal(await databases(other), dbsBefore);
+  assert.is(await fingerprintOf(other), before);
+  const debug = readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('restore_debug_'));
+  assert.is(debug.length, 1);
+  const diagnostics = JSON.parse(readFileSync(join(dir, 'logs', debug[0]!), 'utf8'));
+  assert.match(diagnostics.error, /ghost_owner/);
+  assert.match(diagnostics.postgres.targetServer, /^15\./);
+  assert.is(diagnostics.target.container, other);
+});
+
+restore('a restore whose fingerprint differs (sha256 kept consistent) is rejected with diagnostics naming the table', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const file = await backupInto(dir, src);
+  const sql = gunzipSync(readFileSync(join(dir, 'backups', file))).toString('utf8');
+  // Change one value inside the research table's COPY data.
+  const copyAt = sql.indexOf('COPY public.research ');
+  const rowAt = sql.indexOf('\n', copyAt) + 1;
+  const rowEnd = sql.indexOf('\n', rowAt);
+  const row = sql.slice(rowAt, rowEnd).split('\t');
+  row[row.length - 1] = row[row.length - 1] === '1' ? '2' : '1';
+  rewriteConsistently(dir, file, sql.slice(0, rowAt) + row.join('\t') + sql.slice(rowEnd));
+  const before = await fingerprintOf(src);
+  const r = await runTool('restore-database', [file, '--yes'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, /fingerprint of the restored data differs/);
+  assert.is(await fingerprintOf(src), before);
+  const debugFile = readdirSync(join(dir, 'logs')).find((f) => f.startsWith('restore_debug_'))!;
+  const diagnostics = JSON.parse(readFileSync(join(dir, 'logs', debugFile), 'utf8'));
+  assert.equal(diagnostics.differences.map((d: { name: string }) => d.name), ['public.research']);
+  assert.is(diagnostics.differences[0].expected.rows, diagnostics.differences[0].actual.rows);
+  assert.is.not(diagnostics.differences[0].expected.digest, diagnostics.differences[0].actual.digest);
+  assert.not.ok((await databases(src)).some((d) => d.includes('_restore_')));
+});
+
+restore('sessions connected to the live database during the swap: the swap completes', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  await setMarker(src, 'with-sessions');
+  await backupInto(dir, src);
+  const sessions = [1, 2].map(() => execFileSync('sh', ['-c', `docker exec -d "$1" psql -U planetarion_user -d planetarion -c 'SELECT pg_sleep(60)'`, 'sh', src]));
+  assert.is(sessions.length, 2);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(Number(await psql(src, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()")) >= 2);
+  await setMarker(src, 'changed-after');
+  const r = await runTool('restore-database', ['latest', '--yes'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(await marker(src), 'with-sessions');
+});
+
+restore('all candidates bad: exit 1, live unchanged, one diagnostics file per attempt', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const files = [await backupInto(dir, src), await backupInto(dir, src), await backupInto(dir, src)];
+  for (const f of files) writeFileSync(join(dir, 'backups', f), 'garbage');
+  const before = await fingerprintOf(src);
+  const r = await runTool('restore-database', ['latest', '--fallback', '--yes'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /all 3 candidates failed/);
+  assert.match(r.stderr, /was not changed/);
+  assert.is(await fingerprintOf(src), before);
+  assert.is(readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('restore_debug_')).length, 3);
+});
+
+restore('--test: a restore drill proves the backup in a scratch database, records it, never touches the live one', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const file = await backupInto(dir, src);
+  await setMarker(src, 'live-during-drill');
+  const before = await databases(src);
+  const r = await runTool('restore-database', ['--test', 'latest', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(await marker(src), 'live-during-drill');
+  assert.equal(await databases(src), before);
+  const manifest = JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8'));
+  assert.is(manifest.lastDrill.passed, true);
+  assert.is(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).lastDrill.file, file);
+  const status = await runTool('backup-database', ['--status'], { PLANETARION_DIR: dir });
+  assert.match(status.stdout, /restore drill passed/);
+  // A failed drill: exit 1 with its diagnostics file, and it is recorded as failed.
+  const sql = gunzipSync(readFileSync(join(dir, 'backups', file))).toString('utf8');
+  rewriteConsistently(dir, file, sql.replace(/(COPY public\.alliances [^\n]*\n)([^\n]*)/, (_, head: string, row: string) => `${head}${row.replace(/^(\d+)\t[^\t]*/, '$1\tRenamed')}`));
+  const failed = await runTool('restore-database', ['--test', 'latest'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(failed.code, 1);
+  assert.is(JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8')).lastDrill.passed, false);
+  assert.ok(readdirSync(join(dir, 'logs')).some((f) => f.startsWith('restore_debug_')));
+  assert.equal(await databases(src), before);
+});
+
+restore("an old plain .sql of the shell script restores with --no-verify (and not without it)", async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const legacy = join(dir, 'planetarion_backup_20231201_020000.sql');
+  execFileSync('sh', ['-c', `docker exec "$1" pg_dump -U planetarion_user planetarion > "$2"`, 'sh', src, legacy]);
+  await seedPlanetarion(other, { scale: 0.1 }).catch(() => {});
+  const refused = await runTool('restore-database', [legacy, '--yes', '--container', other], { PLANETARION_DIR: dir });
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, /no manifest/);
+  const r = await runTool('restore-database', [legacy, '--yes', '--no-verify', '--container', other], { PLANETARION_DIR: dir });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /cannot be proven identical/);
+  assert.is(await fingerprintOf(other), await fingerprintOf(src));
+});
+
+restore.after(async () => {
+  await Promise.all([removeDb(src), removeDb(other)]);
+  for (const dir of made) removeTempDir(dir);
+});
+
+restore.run();

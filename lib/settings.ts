@@ -14,6 +14,8 @@ export interface Settings {
   dbName: string;
   keep: number;
   schedule: string;
+  /** When cron runs the weekly restore drill. */
+  drillSchedule: string;
   /** Explicit docker binary; undefined means discover it (lib/docker-binary.ts). */
   docker: string | undefined;
   /** gzip (compressed inside the container, `.sql.gz`) or none (the seed's plain `.sql`). */
@@ -55,6 +57,12 @@ function pattern(re: RegExp, allowed: string) {
     if (!re.test(raw)) throw new Error(allowed);
     return raw;
   };
+}
+
+function parseSchedule(raw: string): string {
+  const problem = scheduleProblem(raw);
+  if (problem) throw new Error(problem);
+  return raw.trim().split(/\s+/).join(' ');
 }
 
 function define<K extends SettingKey>(spec: SettingSpec<K>): SettingSpec<K> {
@@ -102,11 +110,12 @@ export const settingSpecs = [
   define({
     key: 'schedule', env: 'PLANETARION_SCHEDULE', flag: 'schedule', valueName: 'CRON',
     description: 'when cron runs the backup (5 cron fields)', defaultValue: () => '0 2,10,18 * * *',
-    parse(raw) {
-      const problem = scheduleProblem(raw);
-      if (problem) throw new Error(problem);
-      return raw.trim().split(/\s+/).join(' ');
-    },
+    parse: parseSchedule,
+  }),
+  define({
+    key: 'drillSchedule', env: 'PLANETARION_DRILL_SCHEDULE', flag: 'drill-schedule', valueName: 'CRON',
+    description: 'when cron runs the restore drill (restore-database --test latest)', defaultValue: () => '0 4 * * 0',
+    parse: parseSchedule,
   }),
   define({
     key: 'docker', env: 'DOCKER', flag: 'docker', valueName: 'PATH',

@@ -33,7 +33,7 @@ async function fingerprintOf(container: string, database = 'planetarion'): Promi
 }
 
 const databases = async (container: string) => (await psql(container, 'SELECT datname FROM pg_database ORDER BY 1', { db: 'postgres' })).split('\n');
-const marker = async (container: string) => psql(container, "SELECT coalesce(max(body), 'none') FROM chat_messages WHERE channel = '#marker'");
+const marker = async (container: string) => psql(container, "SELECT coalesce((SELECT body FROM chat_messages WHERE channel = '#marker' ORDER BY id DESC LIMIT 1), 'none')");
 const setMarker = (container: string, text: string) => psql(container, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text}', now())`);
 
 /** Makes a real backup of `container` into dir and returns its file name. */
@@ -171,12 +171,13 @@ restore('a restore whose fingerprint differs (sha256 kept consistent) is rejecte
   const rowAt = sql.indexOf('\n', copyAt) + 1;
   const rowEnd = sql.indexOf('\n', rowAt);
   const row = sql.slice(rowAt, rowEnd).split('\t');
-  row[row.length - 1] = row[row.length - 1] === '1' ? '2' : '1';
+  const level = 2; // research (user_id, tech, level, completed_at)
+  row[level] = String(Number(row[level]) + 1);
   rewriteConsistently(dir, file, sql.slice(0, rowAt) + row.join('\t') + sql.slice(rowEnd));
   const before = await fingerprintOf(src);
   const r = await runTool('restore-database', [file, '--yes'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
   assert.is(r.code, 1, r.stderr);
-  assert.match(r.stderr, /fingerprint of the restored data differs/);
+  assert.match(r.stderr, /fingerprint of the restored data differs/, r.stderr);
   assert.is(await fingerprintOf(src), before);
   const debugFile = readdirSync(join(dir, 'logs')).find((f) => f.startsWith('restore_debug_'))!;
   const diagnostics = JSON.parse(readFileSync(join(dir, 'logs', debugFile), 'utf8'));

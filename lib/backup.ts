@@ -26,6 +26,8 @@ export interface BackupContext {
   $: Shell;
   log: Logger;
   dryRun: boolean;
+  /** The caller (deploy) already holds the shared lock. */
+  lockHeld?: boolean;
   now?: () => Date;
   onProgress?: (bytes: number) => void;
 }
@@ -121,7 +123,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
   const format = formatOf(settings);
   checkBackupDirectories(settings, !context.dryRun);
   let lock: HeldLock | undefined;
-  if (!context.dryRun) {
+  if (!context.dryRun && !context.lockHeld) {
     lock = acquireLock(settings.dir, 'backup-database');
     if (lock.tookOverFrom) log.warn(`Took over a stale lock of ${lock.tookOverFrom.command} (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started}): that run is gone`);
   }

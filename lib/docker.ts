@@ -54,4 +54,59 @@ export class Docker {
   execArgs(container: string, command: string[], options: { stdin?: boolean; user?: string } = {}): string[] {
     return ['exec', ...(options.stdin ? ['-i'] : []), ...(options.user ? ['-u', options.user] : []), container, ...command];
   }
+
+  /** The containers of a compose project: name, service and whether it runs. */
+  async projectContainers(project: string): Promise<Array<{ name: string; service: string; running: boolean }>> {
+    const format = '{{.Names}}\t{{.Label "com.docker.compose.service"}}\t{{.State}}';
+    const out = await this.$({ timeout: '30s' })`${this.binary} ps -a --filter ${`label=com.docker.compose.project=${project}`} --format ${format}`;
+    return out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [name, service, state] = line.split('\t');
+        return { name: name!, service: service!, running: state === 'running' };
+      });
+  }
+
+  /** The compose project and service labels of a container, if it was started by compose. */
+  async composeLabels(container: string): Promise<{ project: string | undefined; service: string | undefined }> {
+    const format = '{{index .Config.Labels "com.docker.compose.project"}}\t{{index .Config.Labels "com.docker.compose.service"}}';
+    const out = await this.$({ timeout: '30s' })`${this.binary} container inspect --format ${format} ${container}`;
+    const [project, service] = out.stdout.trim().split('\t');
+    return { project: project || undefined, service: service || undefined };
+  }
+
+  /** Renames a container (running or not). */
+  async rename(from: string, to: string): Promise<void> {
+    await this.$({ timeout: '30s' })`${this.binary} rename ${from} ${to}`;
+  }
+
+  /** Stops containers (a no-op for an empty list). */
+  async stop(names: string[]): Promise<void> {
+    if (names.length) await this.$({ timeout: '120s' })`${this.binary} stop ${names}`;
+  }
+
+  /** Starts containers (a no-op for an empty list). */
+  async start(names: string[]): Promise<void> {
+    if (names.length) await this.$({ timeout: '120s' })`${this.binary} start ${names}`;
+  }
+
+  /**
+   * Waits until every container runs and, where it has a health check, is healthy. Fails at
+   * once when one turns unhealthy or exits, and after timeoutMs otherwise.
+   */
+  async waitHealthy(names: string[], timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const states = await Promise.all(names.map(async (name) => ({ name, state: await this.inspect(name) })));
+      const bad = states.find(({ state }) => !state.exists || state.health === 'unhealthy' || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
+      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : bad.state.status) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
+      if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy'))) return;
+      if (Date.now() > until) {
+        const waiting = states.filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy'))).map(({ name, state }) => `${name} (${state.health ?? state.status})`);
+        throw new CliError(`containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }

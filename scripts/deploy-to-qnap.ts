@@ -1,13 +1,97 @@
-import type { Command } from '../lib/command.ts';
-import { CliError } from '../lib/errors.ts';
-import { toolVersion } from '../lib/version.ts';
+import { join, resolve } from 'node:path';
+import { defineCommand } from '../lib/command.ts';
+import { readDeployState } from '../lib/deploy-state.ts';
+import { rollbackDeployment, runDeploy } from '../lib/deploy.ts';
+import { locateDocker } from '../lib/docker-binary.ts';
+import { CliError, UsageError } from '../lib/errors.ts';
+import { Logger } from '../lib/log.ts';
+import { createShell } from '../lib/shell.ts';
+import { formatAge } from '../lib/backup-status.ts';
+import { backupLogName } from './backup-database.ts';
 
-export const deployToQnap: Command = {
-  name: 'deploy-to-qnap',
-  summary: 'not built yet',
-  async run(argv) {
-    if (argv.includes('--version')) return void process.stdout.write(`${toolVersion}\n`);
-    if (argv.includes('--help')) return void process.stdout.write('Usage: deploy-to-qnap [options]\n');
-    throw new CliError('deploy-to-qnap is not built yet');
+export const deployLogName = 'deploy.log';
+
+export const deployToQnap = defineCommand(
+  {
+    name: 'deploy-to-qnap',
+    summary: 'A-B deployment: restore a proven backup into the new containers before switching to them',
+    usage: '[options]',
+    description: [
+      'With --local, runs the A-B deployment on this machine (the NAS): with no live deployment it',
+      'starts the stack; with one, it stages the new database beside the live one, stops the live',
+      'writers, takes a fresh backup, restores it into the new database and proves its fingerprint',
+      '(falling back to older backups), starts the new services, waits for their health checks and',
+      'switches the container names. Any failure before the switch leaves the live slot serving.',
+    ].join('\n'),
+    flags: [
+      { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
+      { name: 'compose-file', type: 'string', valueName: 'FILE', description: 'the compose file', defaultText: '<dir>/docker-compose.qnap.yml' },
+      { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
+      { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving; restore the newest existing backup (zero disruption, not zero loss)' },
+      { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores' },
+      { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
+      { name: 'status', type: 'boolean', description: 'show the live and previous slots' },
+      { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current one is backed up first)' },
+    ],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'schedule', 'docker'],
+    dryRun: true,
+    maxPositionals: 0,
+    examples: [
+      'deploy-to-qnap --local                       # on the NAS, in /share/CACHEDEV1_DATA/planetarion',
+      'deploy-to-qnap --local --no-freeze --json',
+      'deploy-to-qnap --status',
+      'deploy-to-qnap --rollback --local',
+    ],
   },
-};
+  async ({ flags, settings, json, dryRun }) => {
+    if (flags.status) {
+      const state = readDeployState(settings.dir);
+      if (json) return void process.stdout.write(JSON.stringify(state, null, 2) + '\n');
+      const line = (label: string, slot: typeof state.live) => `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
+      const last = state.lastDeploy;
+      process.stdout.write(
+        [
+          line('Live', state.live),
+          line('Previous (for --rollback)', state.previous),
+          last ? `Last deployment: ${last.time} ${last.ok ? 'succeeded' : 'FAILED'}${last.backupUsed ? `, restored ${last.backupUsed}${last.backupAgeSeconds !== null ? ` (${formatAge(last.backupAgeSeconds)} old)` : ''}` : ''}${last.downtimeMs !== null ? `, writers down ${(last.downtimeMs / 1000).toFixed(1)} s` : ''}` : 'Last deployment: none',
+          '',
+        ].join('\n'),
+      );
+      return;
+    }
+    if (!flags.local) throw new UsageError('deploying from a workstation over SSH is not built yet; run deploy-to-qnap --local on the NAS');
+    const healthTimeout = Number(flags['health-timeout'] ?? '180');
+    if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
+    const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
+    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
+    const docker = locateDocker({ explicit: settings.docker });
+    const $ = createShell();
+    if (dryRun) throw new CliError('--dry-run for deploy is not built yet');
+    if (flags.rollback) {
+      const result = await rollbackDeployment({ settings, docker, $, log, healthTimeoutMs: healthTimeout * 1000 });
+      if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+      return;
+    }
+    const result = await runDeploy({
+      settings,
+      docker,
+      $,
+      log,
+      composeFile,
+      dbService: String(flags['db-service'] ?? 'db'),
+      freeze: flags['no-freeze'] !== true,
+      acceptOlderBackup: flags['accept-older-backup'] === true,
+      healthTimeoutMs: healthTimeout * 1000,
+      installCron: async (cronLog) => cronLog.warn(`the backup cron job is not installed by deploy yet (see ${backupLogName})`),
+    });
+    const summary = [
+      `Deployment ${result.mode === 'first' ? '(first)' : 'A-B'} succeeded in ${(result.totalMs / 1000).toFixed(1)} s`,
+      result.backupUsed ? `restored ${result.backupUsed}${result.backupAgeSeconds !== null ? ` (${formatAge(result.backupAgeSeconds)} old)` : ''}, fingerprint ${result.fingerprint}` : 'no restore (first deployment)',
+      result.downtimeMs !== null ? `writers were down ${(result.downtimeMs / 1000).toFixed(1)} s` : undefined,
+      ...result.attempts.filter((a) => !a.ok).map((a) => `lost: ${a.file}: ${a.reason}`),
+      `logs: ${join(settings.logDir, deployLogName)}`,
+    ].filter(Boolean);
+    log.info(summary.join('; '));
+    if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  },
+);

@@ -1,0 +1,90 @@
+// Docker Compose, v2 (`docker compose`, what QNAP ships) or v1 (`docker-compose`), whichever the
+// machine has, plus the per-slot compose file the A-B deployment starts each slot from.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { CliError } from './errors.ts';
+import type { Shell } from './shell.ts';
+import type { Duration } from 'zx/core';
+
+/** The compose command as argv: ['docker', 'compose'] or ['docker-compose']. */
+export type ComposeCommand = string[];
+
+/** Finds Compose: the docker CLI plugin first (v2), then docker-compose on PATH or beside docker. */
+export async function detectCompose($: Shell, docker: string): Promise<ComposeCommand> {
+  const v2 = await $({ nothrow: true, timeout: '30s' })`${docker} compose version`;
+  if (v2.exitCode === 0) return [docker, 'compose'];
+  for (const candidate of ['docker-compose', join(dirname(docker), 'docker-compose')]) {
+    const v1 = await $({ nothrow: true, timeout: '30s' })`${candidate} version`;
+    if (v1.exitCode === 0) return [candidate];
+  }
+  throw new CliError('Docker Compose was not found (neither `docker compose` nor `docker-compose`)', {
+    advice: 'Install or update Container Station, which ships Docker Compose.',
+  });
+}
+
+/** Runs a compose subcommand for a project; throws a CliError with compose's message on failure. */
+export async function compose($: Shell, command: ComposeCommand, project: string, file: string, projectDir: string, args: string[], timeout: Duration = '600s'): Promise<string> {
+  const out = await $({ nothrow: true, timeout })`${command} -p ${project} -f ${file} --project-directory ${projectDir} ${args}`;
+  if (out.exitCode !== 0) throw new CliError(`docker compose ${args.join(' ')} (project ${project}) failed: ${out.stderr.trim().split('\n').slice(-5).join(' | ')}`);
+  return out.stdout;
+}
+
+interface ComposeService {
+  container_name?: string;
+  ports?: unknown;
+  volumes?: Array<string | { type?: string; source?: string; target?: string }>;
+  [key: string]: unknown;
+}
+interface ComposeFile {
+  services?: Record<string, ComposeService>;
+  volumes?: Record<string, unknown> | null;
+  [key: string]: unknown;
+}
+
+/** The services of a compose file, and each one's canonical container name (what operators see live). */
+export function readComposeServices(path: string, dbService: string, dbContainer: string, baseProject: string): Array<{ service: string; canonicalName: string }> {
+  const doc = parse(readFileSync(path, 'utf8')) as ComposeFile;
+  const services = Object.keys(doc.services ?? {});
+  if (!services.includes(dbService)) {
+    throw new CliError(`the compose file ${path} has no service '${dbService}'`, { advice: `Name the database service with --db-service (services: ${services.join(', ')}).` });
+  }
+  return services.map((service) => ({
+    service,
+    canonicalName: service === dbService ? dbContainer : (doc.services![service]!.container_name ?? `${baseProject}-${service}`),
+  }));
+}
+
+const pgData = '/var/lib/postgresql/data';
+
+/**
+ * The compose file of one slot: every container gets a slot-suffixed name (two slots run side by
+ * side until the switch renames them), the database publishes no ports (the live one holds them),
+ * and its data lives in a volume of its own even when the original bind-mounts a folder (two
+ * PostgreSQL servers on one data dir would destroy it).
+ */
+export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<{ service: string; canonicalName: string }> }): { yaml: string; warnings: string[] } {
+  const doc = parse(readFileSync(basePath, 'utf8')) as ComposeFile;
+  const warnings: string[] = [];
+  for (const { service, canonicalName } of options.names) {
+    const spec = doc.services![service]!;
+    spec.container_name = `${canonicalName}-${options.slotId}`;
+    if (service !== options.dbService) continue;
+    if (spec.ports) {
+      warnings.push(`the '${service}' service publishes ports; the deployment does not publish them (a second database would collide with the live one)`);
+      delete spec.ports;
+    }
+    spec.volumes = (spec.volumes ?? []).map((volume) => {
+      const [source, target] = typeof volume === 'string' ? volume.split(':') : [volume.source, volume.target];
+      if (target === pgData && source && (source.startsWith('.') || source.startsWith('/'))) {
+        warnings.push(`the '${service}' data dir is a bind mount (${source}); each slot gets its own volume 'pgdata' instead`);
+        doc.volumes = { ...(doc.volumes ?? {}), pgdata: {} };
+        return `pgdata:${pgData}`;
+      }
+      return volume;
+    });
+  }
+  // YAML 1.1 output: Compose v1 reads YAML 1.1, where an unquoted off or yes is a boolean.
+  return { yaml: stringify(doc, { version: '1.1' }), warnings };
+}
+

@@ -1,0 +1,60 @@
+// `<dir>/deploy/state.json`: which slot is live, which is kept for --rollback, and what the
+// last deployment did.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-file.ts';
+
+export interface SlotContainer {
+  service: string;
+  /** The name it has now. */
+  name: string;
+  /** The name it has while its slot is live. */
+  canonicalName: string;
+}
+
+export interface Slot {
+  /** Compose project of the slot. */
+  project: string;
+  /** Suffix its containers carry while not live (e.g. s20261126_031500). */
+  slotId: string;
+  /** Whether this tool created it (so may remove it with its volumes). */
+  managed: boolean;
+  containers: SlotContainer[];
+  since: string;
+}
+
+export interface DeploySummary {
+  time: string;
+  ok: boolean;
+  mode: 'first' | 'ab' | 'rollback';
+  backupUsed: string | null;
+  backupAgeSeconds: number | null;
+  fingerprint: string | null;
+  downtimeMs: number | null;
+  totalMs: number;
+  attempts: Array<{ file: string; ok: boolean; reason: string | undefined; diagnostics: string | undefined }>;
+  error?: string;
+}
+
+export interface DeployState {
+  live?: Slot;
+  previous?: Slot;
+  lastDeploy?: DeploySummary;
+}
+
+export const deployDirName = 'deploy';
+
+/** The state file's content; empty before the first deployment. */
+export function readDeployState(dir: string): DeployState {
+  try {
+    return JSON.parse(readFileSync(join(dir, deployDirName, 'state.json'), 'utf8')) as DeployState;
+  } catch {
+    return {};
+  }
+}
+
+/** Writes the state atomically. */
+export function writeDeployState(dir: string, state: DeployState): void {
+  mkdirSync(join(dir, deployDirName), { recursive: true, mode: 0o700 });
+  writeFileAtomic(join(dir, deployDirName, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+}

@@ -1,0 +1,258 @@
+// The A-B deployment on the NAS, under the shared lock. The new slot's database is staged beside
+// the live one, a backup is restored into it and proven by its fingerprint, and only then do its
+// services start and take over the names; until the switch, the live slot is never touched
+// except for stopping (and, on any failure, restarting) its writers.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { runBackup } from './backup.ts';
+import { backupStamp, listBackups, parseBackupName } from './backup-files.ts';
+import { formatAge } from './backup-status.ts';
+import { compose, detectCompose, readComposeServices, slotComposeFile, type ComposeCommand } from './compose.ts';
+import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
+import { Docker } from './docker.ts';
+import { CliError, errorText } from './errors.ts';
+import { quoteIdent } from './fingerprint.ts';
+import { acquireLock } from './lock.ts';
+import type { Logger } from './log.ts';
+import { adminSql, restoreWithFallback, type RestoreResult } from './restore.ts';
+import type { Settings } from './settings.ts';
+import type { Shell } from './shell.ts';
+
+export interface DeployOptions {
+  settings: Settings;
+  docker: string;
+  $: Shell;
+  log: Logger;
+  /** The compose file on the NAS. */
+  composeFile: string;
+  /** The database service in it (the game's docker-compose.qnap.yml calls it `db`). */
+  dbService: string;
+  /** Stop the live writers before the fresh backup (zero loss); false: the seed's --no-freeze. */
+  freeze: boolean;
+  acceptOlderBackup: boolean;
+  healthTimeoutMs: number;
+  /** Installs or refreshes the backup cron job (setup-backup-cron's library). */
+  installCron: (log: Logger) => Promise<void>;
+  now?: () => Date;
+}
+
+export interface DeployResult extends DeploySummary {
+  live: Slot;
+  previous: Slot | undefined;
+}
+
+/** A compose project name derived from the NAS dir (compose allows [a-z0-9_-]). */
+export function baseProjectName(dir: string): string {
+  return basename(dir).toLowerCase().replace(/[^a-z0-9_-]/g, '') || 'planetarion';
+}
+
+/** The live slot: whatever runs under the configured DB container name (the old script's deployment too). */
+async function findLiveSlot(docker: Docker, options: DeployOptions, state: DeployState): Promise<Slot | undefined> {
+  const container = options.settings.container;
+  const db = await docker.inspect(container);
+  if (!db.exists || !db.running) return undefined;
+  if (state.live && state.live.containers.some((c) => c.name === container)) return state.live;
+  // Not ours (yet): a deployment started by the old script, recognised by its compose labels.
+  const { project, service } = await docker.composeLabels(container);
+  const members = project ? await docker.projectContainers(project) : [];
+  const containers: SlotContainer[] = members.length
+    ? members.map((m) => ({ service: m.service, name: m.name, canonicalName: m.name }))
+    : [{ service: service ?? options.dbService, name: container, canonicalName: container }];
+  return { project: project ?? container, slotId: `legacy${backupStamp(new Date())}`, managed: false, containers, since: 'before planetarion-backup' };
+}
+
+const writersOf = (slot: Slot, dbService: string) => slot.containers.filter((c) => c.service !== dbService);
+
+/** Starts containers again (best effort on failure paths: logs what it could not do). */
+async function restart(docker: Docker, names: string[], log: Logger): Promise<void> {
+  if (!names.length) return;
+  try {
+    await docker.start(names);
+    log.info(`Restarted the live writers: ${names.join(', ')}`);
+  } catch (error) {
+    log.error(`Could not restart ${names.join(', ')}: ${errorText(error)} — start them by hand: docker start ${names.join(' ')}`);
+  }
+}
+
+/** Removes a slot this tool created, with its volumes. */
+async function removeSlot($: Shell, command: ComposeCommand, slot: { project: string; file: string }, dir: string, log: Logger): Promise<void> {
+  try {
+    await compose($, command, slot.project, slot.file, dir, ['down', '-v', '--remove-orphans']);
+    log.info(`Removed slot ${slot.project} and its volumes`);
+  } catch (error) {
+    log.error(`Could not remove slot ${slot.project}: ${errorText(error)}`);
+  }
+}
+
+/** Renames the containers of a slot to their live names or to their slot names. */
+async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Slot> {
+  const containers: SlotContainer[] = [];
+  for (const c of slot.containers) {
+    const target = live ? c.canonicalName : `${c.canonicalName}-${slot.slotId}`;
+    if (c.name !== target) await docker.rename(c.name, target);
+    containers.push({ ...c, name: target });
+  }
+  return { ...slot, containers };
+}
+
+/** Runs the whole A-B deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
+export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
+  const { settings, log, $ } = options;
+  const now = options.now ?? (() => new Date());
+  const started = Date.now();
+  const docker = new Docker(options.docker, $);
+  const lock = acquireLock(settings.dir, 'deploy-to-qnap');
+  try {
+    const command = await detectCompose($, options.docker);
+    const state = readDeployState(settings.dir);
+    const live = await findLiveSlot(docker, options, state);
+    const slotId = `s${backupStamp(now())}`;
+    const project = `${baseProjectName(settings.dir)}-${slotId}`;
+    const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
+    const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
+    const { yaml, warnings } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
+    mkdirSync(dirname(slotFile), { recursive: true, mode: 0o700 });
+    writeFileSync(slotFile, yaml, { mode: 0o600 });
+    for (const warning of warnings) log.warn(warning);
+    const slotContainers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
+    let next: Slot = { project, slotId, managed: true, containers: slotContainers, since: now().toISOString() };
+    const newDb = `${settings.container}-${slotId}`;
+    const newSlot = { project, file: slotFile };
+    log.info(`Deploying slot ${project}${live ? ` beside the live slot ${live.project}` : ' (no live deployment)'}, compose ${command.join(' ')}`);
+
+    if (!live) {
+      try {
+        await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
+        await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
+      } catch (error) {
+        await removeSlot($, command, newSlot, settings.dir, log);
+        throw new CliError(`the new stack did not become healthy: ${errorText(error)}`, { cause: error });
+      }
+      next = await renameSlot(docker, next, true);
+      await options.installCron(log);
+      const summary: DeploySummary = { time: now().toISOString(), ok: true, mode: 'first', backupUsed: null, backupAgeSeconds: null, fingerprint: null, downtimeMs: null, totalMs: Date.now() - started, attempts: [] };
+      writeDeployState(settings.dir, { live: next, previous: state.previous, lastDeploy: summary });
+      log.info(`First deployment is live: ${next.containers.map((c) => c.name).join(', ')}`);
+      return { ...summary, live: next, previous: state.previous };
+    }
+
+    // 1. Stage the new slot's database on its own volume, beside the live one.
+    await compose($, command, project, slotFile, settings.dir, ['up', '-d', options.dbService]);
+    const liveWriters = writersOf(live, options.dbService).map((c) => c.name);
+    let writersStoppedAt: number | undefined;
+    const abort = async (message: string, advice: string): Promise<never> => {
+      await removeSlot($, command, newSlot, settings.dir, log);
+      if (writersStoppedAt !== undefined) await restart(docker, liveWriters, log);
+      throw new CliError(message, { advice });
+    };
+    try {
+      await docker.waitHealthy([newDb], options.healthTimeoutMs);
+    } catch (error) {
+      return await abort(`the new database did not start: ${errorText(error)}`, 'The live deployment was not touched.');
+    }
+
+    // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote.
+    let candidates: string[];
+    let fresh: string | undefined;
+    if (options.freeze) {
+      log.info(`Stopping the live writers: ${liveWriters.join(', ') || 'none'}`);
+      writersStoppedAt = Date.now();
+      await docker.stop(liveWriters);
+      try {
+        const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+        fresh = backup.path!;
+      } catch (error) {
+        log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
+      }
+    }
+    candidates = listBackups(settings.backupDir).map((b) => b.path);
+    if (fresh) candidates = [fresh, ...candidates.filter((c) => c !== fresh)];
+    if (!candidates.length) return await abort('there is no backup to restore into the new slot', 'The live deployment is serving as before. Check the backup log.');
+
+    // 3. Restore into the new slot and prove it, newest first.
+    const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
+    await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
+    const { winner, attempts } = await restoreWithFallback(candidates, { target, $, log, logDir: settings.logDir });
+    const attemptSummary = attempts.map((a: RestoreResult) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics }));
+    const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
+    if (!winner) {
+      return await abort(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}`);
+    }
+    const winnerTime = parseBackupName(basename(winner.file))?.time;
+    const ageSeconds = winnerTime ? Math.round((Date.now() - winnerTime.getTime()) / 1000) : null;
+    if (options.freeze && winner.file !== fresh) {
+      const age = ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`;
+      if (!options.acceptOlderBackup) {
+        return await abort(
+          `the fresh backup could not be restored; the newest restorable one, ${basename(winner.file)}, is ${age} and would lose the data written since`,
+          `The live deployment is serving as before. Why each lost: ${lost.join('; ')}. To deploy with that older data anyway, add --accept-older-backup.`,
+        );
+      }
+      log.warn(`Deploying with an older backup, ${basename(winner.file)} (${age}): ${lost.join('; ')}`);
+    }
+
+    // 4. Start the new slot's services; in --no-freeze mode the live writers stop only now.
+    if (!options.freeze) {
+      writersStoppedAt = Date.now();
+      await docker.stop(liveWriters);
+    }
+    let writersUpAt: number;
+    try {
+      await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
+      await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
+      writersUpAt = Date.now();
+    } catch (error) {
+      log.error(`The new slot did not become healthy: ${errorText(error)}; rolling back`);
+      return await abort(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, 'The live deployment is serving again.');
+    }
+
+    // 5. Switch: the old slot gives up the names and stops; the new one takes them.
+    const oldSlot = await renameSlot(docker, live, false);
+    await docker.stop(oldSlot.containers.map((c) => c.name));
+    next = await renameSlot(docker, next, true);
+    log.info(`Switched: ${next.containers.map((c) => c.name).join(', ')} are live; ${live.project} is stopped and kept for --rollback`);
+    if (state.previous?.managed && state.previous.project !== live.project) {
+      await removeSlot($, command, { project: state.previous.project, file: join(settings.dir, deployDirName, `${state.previous.project}.yml`) }, settings.dir, log);
+    }
+    await options.installCron(log);
+    const summary: DeploySummary = {
+      time: now().toISOString(),
+      ok: true,
+      mode: 'ab',
+      backupUsed: basename(winner.file),
+      backupAgeSeconds: ageSeconds,
+      fingerprint: winner.fingerprint,
+      downtimeMs: writersStoppedAt === undefined ? null : writersUpAt - writersStoppedAt,
+      totalMs: Date.now() - started,
+      attempts: attemptSummary,
+    };
+    writeDeployState(settings.dir, { live: next, previous: oldSlot, lastDeploy: summary });
+    return { ...summary, live: next, previous: oldSlot };
+  } finally {
+    lock.release();
+  }
+}
+
+/** Makes the previous slot live again; the current one is backed up first, then stopped and kept. */
+export async function rollbackDeployment(options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'healthTimeoutMs'>): Promise<{ live: Slot; previous: Slot }> {
+  const { settings, log, $ } = options;
+  const docker = new Docker(options.docker, $);
+  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
+  try {
+    const state = readDeployState(settings.dir);
+    if (!state.live || !state.previous) throw new CliError('there is no previous slot to roll back to', { advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.' });
+    // The data written since the switch would be lost otherwise: it is in this backup.
+    const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+    log.info(`Backed up the current live database before rolling back: ${backup.file}`);
+    const current = await renameSlot(docker, state.live, false);
+    await docker.stop(current.containers.map((c) => c.name));
+    const restored = await renameSlot(docker, state.previous, true);
+    await docker.start(restored.containers.map((c) => c.name));
+    await docker.waitHealthy(restored.containers.map((c) => c.name), options.healthTimeoutMs);
+    writeDeployState(settings.dir, { ...state, live: restored, previous: current });
+    log.info(`Rolled back: ${restored.project} is live again; ${current.project} is stopped and kept`);
+    return { live: restored, previous: current };
+  } finally {
+    lock.release();
+  }
+}

@@ -1,0 +1,60 @@
+// The deploy tests' "NAS": a temp dir holding the test stack's compose file, with a DB container
+// name of its own, and a clean-up that removes every container and volume of its slots.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { makeTempDir, removeTempDir } from './tmp.ts';
+
+const fixture = join(import.meta.dirname, '../fixtures/stack/docker-compose.qnap.yml');
+
+export interface TestNas {
+  dir: string;
+  /** The configured DB container name of this NAS. */
+  container: string;
+  /** The compose project prefix of its slots (the dir's name). */
+  project: string;
+  env: Record<string, string>;
+  /** Rewrites the compose file on the NAS (e.g. to make the app unhealthy). */
+  setCompose(edit: (yaml: string) => string): void;
+  cleanup(): void;
+}
+
+/** A fresh NAS dir with the test stack's compose file. */
+export function makeTestNas(): TestNas {
+  const dir = makeTempDir('pbnas');
+  const project = basename(dir).toLowerCase().replace(/[^a-z0-9_-]/g, '');
+  const container = `${project}-db`;
+  const composePath = join(dir, 'docker-compose.qnap.yml');
+  writeFileSync(composePath, readFileSync(fixture, 'utf8').replace('container_name: planetarion-db', `container_name: ${container}`));
+  return {
+    dir,
+    container,
+    project,
+    env: { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container },
+    setCompose(edit) {
+      writeFileSync(composePath, edit(readFileSync(composePath, 'utf8')));
+    },
+    cleanup() {
+      const sh = (script: string) => execFileSync('sh', ['-c', script, 'sh', project], { stdio: 'ignore' });
+      sh(`docker ps -a --format '{{.Names}} {{.Label "com.docker.compose.project"}}' | awk -v p="$1" 'index($2, p) == 1 {print $1}' | xargs -r docker rm -f -v`);
+      sh(`docker volume ls --format '{{.Name}}' | grep "^$1" | xargs -r docker volume rm -f`);
+      removeTempDir(dir);
+    },
+  };
+}
+
+/** Runs SQL in a container's planetarion database and returns the output. */
+export function sqlIn(container: string, sql: string): string {
+  return execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: sql }).toString().trim();
+}
+
+/** Container names with their state, for one project prefix. */
+export function containersOf(project: string): Record<string, string> {
+  const out = execFileSync('docker', ['ps', '-a', '--format', '{{.Names}}\t{{.State}}\t{{.Label "com.docker.compose.project"}}']).toString();
+  return Object.fromEntries(
+    out
+      .split('\n')
+      .filter((l) => l.split('\t')[2]?.startsWith(project))
+      .map((l) => l.split('\t').slice(0, 2) as [string, string]),
+  );
+}

@@ -95,6 +95,41 @@ async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Sl
   return { ...slot, containers };
 }
 
+/** What a deployment would do, step by step, from the current state; changes nothing (--dry-run). */
+export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
+  const { settings, $ } = options;
+  const docker = new Docker(options.docker, $);
+  const command = await detectCompose($, options.docker);
+  const live = await findLiveSlot(docker, { ...options, installCron: async () => {} }, readDeployState(settings.dir));
+  const slotId = `s${backupStamp((options.now ?? (() => new Date()))())}`;
+  const project = `${baseProjectName(settings.dir)}-${slotId}`;
+  const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
+  const writers = live ? writersOf(live, options.dbService).map((c) => c.name) : [];
+  const up = `${command.join(' ')} -p ${project} -f ${join(settings.dir, deployDirName, `${project}.yml`)} up -d`;
+  if (!live) {
+    return [
+      `No live deployment ('${settings.container}' is not running): first deployment.`,
+      `1. ${up}   (services: ${names.map((n) => n.service).join(', ')})`,
+      `2. wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
+      `3. rename the containers to ${names.map((n) => n.canonicalName).join(', ')}`,
+      '4. install the backup cron job; record deploy/state.json',
+    ];
+  }
+  const backups = listBackups(settings.backupDir).map((b) => b.name);
+  return [
+    `Live slot: ${live.project} (${live.containers.map((c) => c.name).join(', ')})`,
+    `1. ${up} ${options.dbService}   (the new database, on its own volume, as ${settings.container}-${slotId})`,
+    options.freeze
+      ? `2. stop the live writers (${writers.join(', ') || 'none'}) and take a fresh backup of ${settings.container}`
+      : '2. --no-freeze: the live writers keep serving; no fresh backup',
+    `3. restore into ${settings.container}-${slotId} and prove the fingerprint: ${options.freeze ? 'the fresh backup, then ' : ''}${backups.join(', ') || '(no existing backups)'}`,
+    `   all fail: remove the new slot, restart the live writers, exit 1${options.freeze && !options.acceptOlderBackup ? '; an older backup winning also stops here (no --accept-older-backup)' : ''}`,
+    `4. ${up}   (all services), wait for health; unhealthy: remove it, restart the live writers, exit 1`,
+    `5. switch: ${live.containers.map((c) => c.name).join(', ')} stop and take the suffix -${live.slotId}; the new containers take the names ${names.map((n) => n.canonicalName).join(', ')}`,
+    '6. refresh the backup cron job; record deploy/state.json',
+  ];
+}
+
 /** Runs the whole A-B deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
 export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
   const { settings, log, $ } = options;

@@ -1,9 +1,9 @@
 import { join, resolve } from 'node:path';
 import { defineCommand } from '../lib/command.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
-import { rollbackDeployment, runDeploy } from '../lib/deploy.ts';
+import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
-import { CliError, UsageError } from '../lib/errors.ts';
+import { UsageError } from '../lib/errors.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
 import { formatAge } from '../lib/backup-status.ts';
@@ -66,7 +66,12 @@ export const deployToQnap = defineCommand(
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
     const docker = locateDocker({ explicit: settings.docker });
     const $ = createShell();
-    if (dryRun) throw new CliError('--dry-run for deploy is not built yet');
+    const dbService = String(flags['db-service'] ?? 'db');
+    if (dryRun) {
+      const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+      process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
+      return;
+    }
     if (flags.rollback) {
       const result = await rollbackDeployment({ settings, docker, $, log, healthTimeoutMs: healthTimeout * 1000 });
       if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
@@ -78,7 +83,7 @@ export const deployToQnap = defineCommand(
       $,
       log,
       composeFile,
-      dbService: String(flags['db-service'] ?? 'db'),
+      dbService,
       freeze: flags['no-freeze'] !== true,
       acceptOlderBackup: flags['accept-older-backup'] === true,
       healthTimeoutMs: healthTimeout * 1000,

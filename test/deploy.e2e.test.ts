@@ -113,6 +113,14 @@ faults('the newest existing backup corrupted: the fresh backup wins', async () =
   const older = await runTool('backup-database', ['--json'], n.env);
   corrupt(join(n.dir, 'backups', JSON.parse(older.stdout).file));
   await sleep(1100);
+  // --dry-run prints the plan and changes nothing.
+  const liveBefore = containersOf(n.project);
+  const dry = await runTool('deploy-to-qnap', ['--local', '--dry-run'], n.env);
+  assert.is(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /stop the live writers \(.*-app\) and take a fresh backup/);
+  assert.match(dry.stdout, /switch: /);
+  assert.equal(containersOf(n.project), liveBefore);
+  assert.is(readdirSync(join(n.dir, 'backups')).length, 3);
   const r = await deploy(n);
   assert.is(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout);

@@ -2,8 +2,8 @@
 // same run, on pgbench databases of scale 10 and 30. Prints wall times, ratios and the peak RSS
 // of the backup executable (it streams, so RSS must not grow with the database).
 // Run: npx tsx bench/backup.bench.ts   (needs the test bed: bash test/env/setup.sh)
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { measure, median, type Sample } from './measure.ts';
 import { join } from 'node:path';
 import { distBin, cleanEnv } from '../test/helpers/cli.ts';
 import { psql, removeDb, startDb } from '../test/helpers/db.ts';
@@ -11,41 +11,6 @@ import { makeTempDir } from '../test/helpers/tmp.ts';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const scales = (process.env.BENCH_SCALES ?? '10,30').split(',').map(Number);
-
-interface Sample {
-  seconds: number;
-  peakRssMb: number;
-}
-
-/** Runs a command to its end, timing it and sampling its peak RSS (VmHWM) from /proc. */
-function measure(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Promise<Sample> {
-  return new Promise((resolve, reject) => {
-    const out = options.stdoutFile ? openSync(options.stdoutFile, 'w') : 'ignore';
-    const started = performance.now();
-    const child = spawn(command, args, { env: options.env ?? process.env, stdio: ['ignore', out, 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    let peak = 0;
-    const sample = () => {
-      try {
-        const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
-        peak = Math.max(peak, kb);
-      } catch {
-        // exited
-      }
-    };
-    const timer = setInterval(sample, 20);
-    child.on('close', (code) => {
-      clearInterval(timer);
-      if (typeof out === 'number') closeSync(out);
-      const seconds = (performance.now() - started) / 1000;
-      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`));
-      else resolve({ seconds, peakRssMb: peak / 1024 });
-    });
-  });
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function benchScale(scale: number) {
   const db = `pb-bench-s${scale}`;

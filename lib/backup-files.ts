@@ -3,11 +3,11 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const backupPrefix = 'planetarion_backup_';
-/** Plain SQL (the seed's format), SQL compressed with gzip inside the container. */
-export type BackupFormat = 'plain' | 'gzip';
-export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: '.sql.gz' };
+/** Plain SQL (the seed's format), SQL compressed with gzip inside the container, pg_dump's custom format. */
+export type BackupFormat = 'plain' | 'gzip' | 'custom';
+export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: '.sql.gz', custom: '.dump' };
 
-const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(\.sql|\.sql\.gz)$/;
+const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(\.sql|\.sql\.gz|\.dump)$/;
 
 export interface BackupFile {
   name: string;
@@ -52,7 +52,7 @@ export function tempFileName(finalName: string, pid = process.pid): string {
   return `.${finalName}.tmp-${pid}`;
 }
 
-const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz)(\.json|\.sha256)?\.tmp-(\d+)$/;
+const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.json|\.sha256)?\.tmp-(\d+)$/;
 
 /** The pid in a temp file's name, for files a crashed run left behind; undefined if not ours. */
 export function tempFileOwner(name: string): number | undefined {

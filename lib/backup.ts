@@ -46,7 +46,7 @@ export interface BackupSummary {
   warnings: string[];
 }
 
-const formatOf = (settings: Settings): BackupFormat => (settings.compress === 'gzip' ? 'gzip' : 'plain');
+const formatOf = (settings: Settings): BackupFormat => (settings.format === 'custom' ? 'custom' : settings.compress === 'gzip' ? 'gzip' : 'plain');
 
 /** Human size: 1.2 MB. */
 export function formatBytes(bytes: number): string {
@@ -177,7 +177,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
         user: settings.dbUser,
         database: settings.dbName,
         snapshot,
-        compress: format === 'gzip',
+        format,
         path: temp,
         onProgress: context.onProgress,
       });
@@ -213,11 +213,11 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
 
     const problems: string[] = [];
     if (dump.bytes === 0) problems.push('the dump is empty');
-    if (!dump.inspection.gzipIntact) problems.push(`the gzip stream is broken (${dump.inspection.gzipError})`);
+    if (!dump.inspection.gzipIntact) problems.push(`the ${format === 'custom' ? 'archive' : 'gzip stream'} is broken (${dump.inspection.gzipError})`);
     if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
     if (!dump.inspection.restrictMatched) problems.push("the closing \\unrestrict line does not match the opening \\restrict");
     if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
-    log.info(`Dump verified: ${formatBytes(dump.bytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL), trailer present${format === 'gzip' ? ', gzip intact' : ''}, sha256 ${dump.sha256}`);
+    log.info(`Dump verified: ${formatBytes(dump.bytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL), trailer present${format === 'gzip' ? ', gzip intact' : format === 'custom' ? ', pg_restore reads it whole' : ''}, sha256 ${dump.sha256}`);
 
     const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
     if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
@@ -233,7 +233,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       size: dump.bytes,
       sha256: dump.sha256,
       format,
-      compression: format === 'gzip' ? 'gzip' : 'none',
+      compression: format === 'plain' ? 'none' : 'gzip',
       sqlBytes: dump.inspection.sqlBytes,
       // The dump's own header names both versions: no extra `docker exec` needed.
       postgres: { server: server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },

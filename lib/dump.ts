@@ -1,12 +1,13 @@
 // Streams `pg_dump` out of the container into a file: never held in memory (peak RSS stays
 // flat as the database grows), hashed and inspected on the way. zx keeps every chunk of a
 // command's output, so the dump goes through child_process.spawn, not `$`.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { once } from 'node:events';
 import { DumpInspector, type DumpInspection } from './dump-inspector.ts';
 import { CliError } from './errors.ts';
+import type { BackupFormat } from './backup-files.ts';
 
 export interface DumpRequest {
   docker: string;
@@ -15,7 +16,7 @@ export interface DumpRequest {
   database: string;
   /** A snapshot exported by a session that stays open until the dump has started. */
   snapshot: string | undefined;
-  compress: boolean;
+  format: BackupFormat;
   /** Created here (O_EXCL, 0600); removed by the caller on failure. */
   path: string;
   onProgress?: (bytes: number) => void;
@@ -35,7 +36,7 @@ export interface DumpResult {
 export const gzipLevel = 1;
 
 /** The pg_dump argv run inside the container. */
-export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'compress'>): string[] {
+export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'format'>): string[] {
   return [
     'pg_dump',
     '--no-password',
@@ -44,8 +45,48 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'sna
     '-U', request.user,
     '-d', request.database,
     ...(request.snapshot ? [`--snapshot=${request.snapshot}`] : []),
-    ...(request.compress ? [`--compress=${gzipLevel}`] : []),
+    ...(request.format === 'gzip' ? [`--compress=${gzipLevel}`] : request.format === 'custom' ? ['--format=custom'] : []),
   ];
+}
+
+/**
+ * A custom-format archive has no text to read: it is fed as it streams to `pg_restore -f -` in
+ * the container, and the SQL that comes out is inspected like a plain dump. So the archive is
+ * proven readable to its end, with the same trailer and sequence checks.
+ */
+export class ArchiveInspector {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly sql = new DumpInspector(false);
+  private readonly done: Promise<void>;
+  private stderr = '';
+  private exitCode: number | null = null;
+
+  constructor(docker: string, container: string) {
+    const child = spawn(docker, ['exec', '-i', container, 'pg_restore', '-f', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdin.on('error', () => {}); // its exit code says what went wrong
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      if (this.stderr.length < 16 * 1024) this.stderr += d;
+    });
+    const sql = this.sql;
+    const reading = (async () => {
+      for await (const chunk of child.stdout as AsyncIterable<Buffer>) await sql.write(chunk);
+    })();
+    this.done = Promise.all([reading, once(child, 'close').then(([code]) => (this.exitCode = code as number | null))]).then(() => undefined);
+  }
+
+  /** Takes the next chunk of the archive. */
+  async write(chunk: Buffer): Promise<void> {
+    if (!this.child.stdin.write(chunk)) await Promise.race([once(this.child.stdin, 'drain'), this.done]);
+  }
+
+  /** The findings; an archive pg_restore could not read counts as a broken stream. */
+  async end(): Promise<DumpInspection> {
+    this.child.stdin.end();
+    await this.done;
+    const inspection = await this.sql.end();
+    return this.exitCode === 0 ? inspection : { ...inspection, gzipIntact: false, gzipError: `pg_restore could not read the archive: ${this.stderr.trim() || `exit ${this.exitCode}`}` };
+  }
 }
 
 /** Runs pg_dump in the container and writes its output to request.path; throws a CliError on any failure. */
@@ -53,7 +94,7 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   const started = Date.now();
   const fd = openSync(request.path, 'wx', 0o600);
   const hash = createHash('sha256');
-  const inspector = new DumpInspector(request.compress);
+  const inspector = request.format === 'custom' ? new ArchiveInspector(request.docker, request.container) : new DumpInspector(request.format === 'gzip');
   const child = spawn(request.docker, ['exec', request.container, ...pgDumpArgs(request)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8');

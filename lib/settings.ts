@@ -18,6 +18,8 @@ export interface Settings {
   drillSchedule: string;
   /** Explicit docker binary; undefined means discover it (lib/docker-binary.ts). */
   docker: string | undefined;
+  /** plain SQL (`.sql[.gz]`, see compress) or pg_dump's custom format (`.dump`). */
+  format: 'plain' | 'custom';
   /** gzip (compressed inside the container, `.sql.gz`) or none (the seed's plain `.sql`). */
   compress: 'gzip' | 'none';
   /** Whether backups take the fingerprint (`off` skips it; the manifest says so). */
@@ -123,6 +125,14 @@ export const settingSpecs = [
     defaultValue: () => undefined,
     parse(raw) {
       if (!isAbsolute(raw)) throw new Error('an absolute path to the docker binary');
+      return raw;
+    },
+  }),
+  define({
+    key: 'format', env: 'PLANETARION_FORMAT', flag: 'format', valueName: 'plain|custom',
+    description: "plain SQL (.sql.gz / .sql) or pg_dump's custom format (.dump, restored with pg_restore)", defaultValue: () => 'plain',
+    parse(raw) {
+      if (raw !== 'plain' && raw !== 'custom') throw new Error("'plain' or 'custom'");
       return raw;
     },
   }),

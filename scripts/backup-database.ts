@@ -20,7 +20,7 @@ export const backupDatabase = defineCommand(
       'removes backups beyond the newest N. Every step is logged with a timestamp to <logs>/backup.log.',
     ].join('\n'),
     flags: [{ name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified) and the last run' }],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'docker'],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'docker'],
     dryRun: true,
     maxPositionals: 0,
     examples: [

@@ -134,6 +134,28 @@ backup('--compress none writes the seed\'s plain .sql, and its fingerprint also 
   assert.is(await restoredFingerprint(join(dir, 'backups', summary.file)), summary.fingerprint);
 });
 
+backup('--format custom writes a .dump that restore-database proves; rotation treats the formats as one series', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = nasDir();
+  const earlier = earlierBackups(dir, [2, 10]);
+  const r = await runTool('backup-database', ['--json', '--format', 'custom', '--keep', '2'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.match(summary.file, /^planetarion_backup_\d{8}_\d{6}\.dump$/);
+  assert.is(readFileSync(join(dir, 'backups', summary.file)).subarray(0, 5).toString(), 'PGDMP');
+  assert.equal(summary.rotated, [earlier[0]]);
+  assert.equal(files(join(dir, 'backups')).filter((f) => !f.endsWith('.json') && !f.endsWith('.sha256')), [earlier[1]!, summary.file].sort());
+  const target = scratchName('pb-custom-restore');
+  try {
+    await startDb(target);
+    const restored = await runTool('restore-database', [summary.file, '--yes', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: target });
+    assert.is(restored.code, 0, restored.stderr);
+    assert.is(JSON.parse(restored.stdout).winner.fingerprint, summary.fingerprint);
+  } finally {
+    await removeDb(target);
+  }
+});
+
 backup('--fingerprint off skips it and the manifest says so', async () => {
   assert.ok(ready, 'setup failed');
   const dir = nasDir();

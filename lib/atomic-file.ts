@@ -27,6 +27,11 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o60
     throw error;
   }
   closeSync(fd);
-  renameSync(temp, path);
+  try {
+    renameSync(temp, path);
+  } catch (error) {
+    unlinkSync(temp); // an immutable or vanished target must not leave the temp file behind
+    throw error;
+  }
   fsyncDir(dirname(path));
 }

@@ -5,8 +5,11 @@ import { UsageError } from '../lib/errors.ts';
 import { settingSpec } from '../lib/settings.ts';
 import { backupDatabase } from '../scripts/backup-database.ts';
 import { selfTest } from '../scripts/self-test.ts';
+import { restoreDatabase } from '../scripts/restore-database.ts';
+import { setupBackupCron } from '../scripts/setup-backup-cron.ts';
+import { deployToQnap } from '../scripts/deploy-to-qnap.ts';
 
-const specs: CommandSpec[] = [backupDatabase.spec, selfTest.spec];
+const specs: CommandSpec[] = [backupDatabase.spec, restoreDatabase.spec, setupBackupCron.spec, deployToQnap.spec, selfTest.spec];
 
 const parse = suite('parseCommandLine');
 parse('reads flags and setting flags into plain data', () => {

@@ -1,4 +1,7 @@
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
+import { runRemoteDeploy } from '../lib/deploy-remote.ts';
 import { defineCommand } from '../lib/command.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
 import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
@@ -7,7 +10,7 @@ import { UsageError } from '../lib/errors.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
 import { formatAge } from '../lib/backup-status.ts';
-import { backupLogName } from './backup-database.ts';
+import { installBackupCron, resolveRoot } from '../lib/cron-setup.ts';
 
 export const deployLogName = 'deploy.log';
 
@@ -17,6 +20,9 @@ export const deployToQnap = defineCommand(
     summary: 'A-B deployment: restore a proven backup into the new containers before switching to them',
     usage: '[options]',
     description: [
+      'From a workstation: reads .qnap-deploy.env (QNAP_IP, QNAP_USER, QNAP_PROJECT_DIR, DOCKER_COMPOSE_FILE,',
+      'QNAP_SSH_KEY, QNAP_SSH_PORT), checks the NAS over SSH, uploads the executables for its architecture,',
+      'the compose file and planetarion.env (if present here), and runs the A-B deployment there.',
       'With --local, runs the A-B deployment on this machine (the NAS): with no live deployment it',
       'starts the stack; with one, it stages the new database beside the live one, stops the live',
       'writers, takes a fresh backup, restores it into the new database and proves its fingerprint',
@@ -25,18 +31,23 @@ export const deployToQnap = defineCommand(
     ].join('\n'),
     flags: [
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
-      { name: 'compose-file', type: 'string', valueName: 'FILE', description: 'the compose file', defaultText: '<dir>/docker-compose.qnap.yml' },
       { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
       { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving; restore the newest existing backup (zero disruption, not zero loss)' },
       { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
       { name: 'status', type: 'boolean', description: 'show the live and previous slots' },
       { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current one is backed up first)' },
+      { name: 'root', type: 'string', valueName: 'DIR', description: 'with --local: the filesystem root for the cron job (/etc/config/crontab), for tests and images', defaultText: '/' },
+      { name: 'image', type: 'string', valueName: 'NAMES', description: 'images to ship to the NAS first (docker save | ssh docker load), comma-separated' },
+      ...deployConfigFlags,
     ],
     settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'schedule', 'docker'],
     dryRun: true,
     maxPositionals: 0,
     examples: [
+      'deploy-to-qnap                               # on the workstation, with .qnap-deploy.env here',
+      'deploy-to-qnap --dry-run',
+      'deploy-to-qnap --image planetarion-backend:latest,planetarion-frontend:latest',
       'deploy-to-qnap --local                       # on the NAS, in /share/CACHEDEV1_DATA/planetarion',
       'deploy-to-qnap --local --no-freeze --json',
       'deploy-to-qnap --status',
@@ -44,6 +55,25 @@ export const deployToQnap = defineCommand(
     ],
   },
   async ({ flags, settings, json, dryRun }) => {
+    if (!flags.local) {
+      // The workstation: the NAS-side run gets the flags that concern it.
+      const remoteArgs: string[] = [];
+      for (const name of ['no-freeze', 'accept-older-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
+      for (const name of ['db-service', 'health-timeout', 'container', 'db-user', 'db-name', 'keep', 'schedule', 'root']) {
+        if (typeof flags[name] === 'string') remoteArgs.push(`--${name}`, flags[name] as string);
+      }
+      const settingsFile = existsSync(resolve('planetarion.env')) ? resolve('planetarion.env') : undefined;
+      await runRemoteDeploy({
+        config: loadDeployConfig({ cwd: process.cwd(), env: process.env, flags }),
+        remoteArgs,
+        images: String(flags.image ?? '').split(',').map((i) => i.trim()).filter(Boolean),
+        settingsFile,
+        upload: !flags.status && !flags.rollback,
+        dryRun,
+        say: (line) => process.stderr.write(`${line}\n`),
+      });
+      return;
+    }
     if (flags.status) {
       const state = readDeployState(settings.dir);
       if (json) return void process.stdout.write(JSON.stringify(state, null, 2) + '\n');
@@ -59,9 +89,9 @@ export const deployToQnap = defineCommand(
       );
       return;
     }
-    if (!flags.local) throw new UsageError('deploying from a workstation over SSH is not built yet; run deploy-to-qnap --local on the NAS');
     const healthTimeout = Number(flags['health-timeout'] ?? '180');
     if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
+    // On the NAS the compose file is the one deploy uploaded beside the executables.
     const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
     const docker = locateDocker({ explicit: settings.docker });
@@ -87,7 +117,12 @@ export const deployToQnap = defineCommand(
       freeze: flags['no-freeze'] !== true,
       acceptOlderBackup: flags['accept-older-backup'] === true,
       healthTimeoutMs: healthTimeout * 1000,
-      installCron: async (cronLog) => cronLog.warn(`the backup cron job is not installed by deploy yet (see ${backupLogName})`),
+      // The self test (a backup --dry-run) is skipped: the deployment has just proven the
+      // database healthy and, over a live slot, backed it up.
+      installCron: async (cronLog) => {
+        const cron = await installBackupCron({ settings, $, env: process.env, root: resolveRoot(flags.root as string | undefined), binary: undefined, drill: true, skipTest: true, dryRun: false, progress: (line) => cronLog.info(line) });
+        cronLog.info(`Backup cron job ${cron.changed ? 'installed' : 'already current'} in ${cron.crontab}`);
+      },
     });
     const summary = [
       `Deployment ${result.mode === 'first' ? '(first)' : 'A-B'} succeeded in ${(result.totalMs / 1000).toFixed(1)} s`,

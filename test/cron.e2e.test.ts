@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { distBin, runTool, waitFor, type ToolResult } from './helpers/cli.ts';
 import { removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
+import { makeFakeQnapRoot } from './helpers/fake-qnap.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const db = scratchName('pb-cron');
@@ -54,38 +55,16 @@ function nasFolder(): string {
 }
 
 function fakeQnap(): FakeQnap {
-  const base = makeTempDir('planetarion-qnap-');
-  made.push(base);
-  const root = join(base, 'root');
-  const bin = join(base, 'bin');
-  const record = join(base, 'calls');
-  const spool = join(base, 'spool');
-  for (const dir of ['etc/config', 'etc/init.d']) mkdirSync(join(root, dir), { recursive: true });
-  mkdirSync(bin);
-  const crontab = join(root, 'etc/config/crontab');
-  writeFileSync(crontab, qnapCrontabText, { mode: 0o644 });
-  writeFileSync(join(root, 'etc/init.d/crond.sh'), `#!/bin/sh\necho "crond.sh $@" >> '${record}'\n`, { mode: 0o755 });
-  // Like the real one: `crontab FILE` loads a file, `crontab -` stdin, `crontab -l` prints what is loaded.
-  writeFileSync(
-    join(bin, 'crontab'),
-    `#!/bin/sh
-echo "crontab $@" >> '${record}'
-case "$1" in
-  -l) cat '${spool}' 2>/dev/null || { echo "no crontab for root" >&2; exit 1; } ;;
-  -) cat > '${spool}' ;;
-  *) cp "$1" '${spool}' ;;
-esac
-`,
-    { mode: 0o755 },
-  );
+  const tree = makeFakeQnapRoot(qnapCrontabText);
+  made.push(tree.base);
   const fake: FakeQnap = {
-    root,
+    root: tree.root,
     nas: nasFolder(),
-    bin,
-    crontab,
-    backupCopy: `${crontab}.planetarion-backup.bak`,
-    calls: () => (existsSync(record) ? readFileSync(record, 'utf8').split('\n').filter(Boolean) : []),
-    env: (extra = {}) => ({ PATH: `${bin}:${process.env.PATH}`, PLANETARION_DIR: fake.nas, PLANETARION_DB_CONTAINER: db, ...extra }),
+    bin: tree.bin,
+    crontab: tree.crontab,
+    backupCopy: `${tree.crontab}.planetarion-backup.bak`,
+    calls: tree.calls,
+    env: (extra = {}) => ({ PATH: `${tree.bin}:${process.env.PATH}`, PLANETARION_DIR: fake.nas, PLANETARION_DB_CONTAINER: db, ...extra }),
   };
   return fake;
 }

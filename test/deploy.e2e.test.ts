@@ -20,7 +20,7 @@ function cleanAll(): void {
   while (nases.length) nases.pop()!.cleanup();
 }
 
-const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '60', ...args], n.env);
+const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '60', ...n.deployArgs, ...args], n.env);
 const liveWrites = (n: TestNas) => Number(sqlIn(n.container, 'SELECT count(*) FROM app_writes'));
 const appHealthy = (n: TestNas) => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', `${n.project}-app`]).toString().trim();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -38,6 +38,11 @@ first('first deployment onto an empty NAS dir: stack up and healthy, state recor
   const state = JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8'));
   assert.equal(state.live.containers.map((c: { name: string }) => c.name).sort(), [n.container, `${n.project}-app`].sort());
   assert.is(state.lastDeploy.ok, true);
+  // The backup job went into QNAP's persistent crontab, and cron was reloaded.
+  const crontab = readFileSync(n.qnap.crontab, 'utf8');
+  assert.ok(crontab.startsWith('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n'));
+  assert.match(crontab, new RegExp(`^0 2,10,18 \\* \\* \\* .*${n.dir}/backup-database >> ${n.dir}/logs/backup.log 2>&1 # planetarion-backup:backup$`, 'm'));
+  assert.equal(n.qnap.calls().slice(0, 2), [`crontab ${n.qnap.crontab}`, 'crond.sh restart']);
 });
 
 first('second deployment over a live one: every row the writers wrote is live, the old slot is stopped and kept, the cron backup backs up the new database', async () => {
@@ -64,15 +69,19 @@ first('second deployment over a live one: every row the writers wrote is live, t
   const before = liveWrites(n);
   await sleep(1500);
   assert.ok(liveWrites(n) > before);
-  // What cron runs right after the switch backs up the new live database.
-  const backup = await runTool('backup-database', ['--json'], n.env);
-  assert.is(backup.code, 0, backup.stderr);
-  const manifest = JSON.parse(readFileSync(join(n.dir, 'backups', `${JSON.parse(backup.stdout).file}.json`), 'utf8'));
+  // The cron line itself, run as cron runs it (bare environment), backs up the new live database.
+  const cronLine = readFileSync(n.qnap.crontab, 'utf8').split('\n').find((l) => l.endsWith('# planetarion-backup:backup'))!;
+  const command = cronLine.split(/\s+/).slice(5).join(' ');
+  const backupsBefore = readdirSync(join(n.dir, 'backups')).length;
+  execFileSync('env', ['-i', 'PATH=/usr/bin:/bin', 'sh', '-c', command]);
+  const newest = readdirSync(join(n.dir, 'backups')).filter((f) => /\.sql\.gz$/.test(f)).sort().pop()!;
+  assert.is(readdirSync(join(n.dir, 'backups')).length, backupsBefore + 3);
+  const manifest = JSON.parse(readFileSync(join(n.dir, 'backups', `${newest}.json`), 'utf8'));
   assert.is(manifest.container, n.container);
   assert.ok(manifest.fingerprint.tables.find((t: { table: string }) => t.table === 'app_writes').rows > Number(oldOrigin[1]));
 
   // --rollback makes the previous slot live again.
-  const back = await runTool('deploy-to-qnap', ['--local', '--rollback', '--health-timeout', '60'], n.env);
+  const back = await runTool('deploy-to-qnap', ['--local', '--rollback', '--health-timeout', '60', ...n.deployArgs], n.env);
   assert.is(back.code, 0, back.stderr);
   const state = JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8'));
   assert.is(state.live.project, result.previous.project);
@@ -115,7 +124,7 @@ faults('the newest existing backup corrupted: the fresh backup wins', async () =
   await sleep(1100);
   // --dry-run prints the plan and changes nothing.
   const liveBefore = containersOf(n.project);
-  const dry = await runTool('deploy-to-qnap', ['--local', '--dry-run'], n.env);
+  const dry = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
   assert.is(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /stop the live writers \(.*-app\) and take a fresh backup/);
   assert.match(dry.stdout, /switch: /);
@@ -184,7 +193,7 @@ faults('the new app never becomes healthy: automatic rollback, the old slot live
   assert.is((await deploy(n)).code, 0);
   n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"'));
   const liveBefore = containersOf(n.project);
-  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '15'], n.env);
+  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '15', ...n.deployArgs], n.env);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, /did not become healthy.*rolled back/);
   assert.equal(containersOf(n.project), liveBefore);

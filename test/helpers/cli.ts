@@ -26,8 +26,8 @@ export interface StartedTool {
 }
 
 /** Starts a command (backup-database, ...) of the built executable. */
-export function startTool(command: string, args: string[], env: Record<string, string | undefined> = {}): StartedTool {
-  const child = spawn(join(distBin, command), args, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+export function startTool(command: string, args: string[], env: Record<string, string | undefined> = {}, options: { cwd?: string } = {}): StartedTool {
+  const child = spawn(join(distBin, command), args, { env: cleanEnv(env), cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -37,8 +37,8 @@ export function startTool(command: string, args: string[], env: Record<string, s
 }
 
 /** Runs a command of the built executable to its end. */
-export function runTool(command: string, args: string[], env: Record<string, string | undefined> = {}): Promise<ToolResult> {
-  return startTool(command, args, env).done;
+export function runTool(command: string, args: string[], env: Record<string, string | undefined> = {}, options: { cwd?: string } = {}): Promise<ToolResult> {
+  return startTool(command, args, env, options).done;
 }
 
 /** Polls until `check` holds (or throws after timeoutMs). */

@@ -1,8 +1,10 @@
 // The deploy tests' "NAS": a temp dir holding the test stack's compose file, with a DB container
 // name of its own, and a clean-up that removes every container and volume of its slots.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { distBin } from './cli.ts';
+import { makeFakeQnapRoot, type FakeQnapRoot } from './fake-qnap.ts';
 import { makeTempDir, removeTempDir } from './tmp.ts';
 
 const fixture = join(import.meta.dirname, '../fixtures/stack/docker-compose.qnap.yml');
@@ -14,6 +16,10 @@ export interface TestNas {
   /** The compose project prefix of its slots (the dir's name). */
   project: string;
   env: Record<string, string>;
+  /** Flags every deploy of this NAS gets: the fake QNAP root its cron job goes to. */
+  deployArgs: string[];
+  /** The fake QNAP tree (crontab, recorded reload calls). */
+  qnap: FakeQnapRoot;
   /** Rewrites the compose file on the NAS (e.g. to make the app unhealthy). */
   setCompose(edit: (yaml: string) => string): void;
   cleanup(): void;
@@ -26,11 +32,17 @@ export function makeTestNas(): TestNas {
   const container = `${project}-db`;
   const composePath = join(dir, 'docker-compose.qnap.yml');
   writeFileSync(composePath, readFileSync(fixture, 'utf8').replace('container_name: planetarion-db', `container_name: ${container}`));
+  // Like the NAS after an upload: the command names beside the project (the launchers resolve links).
+  for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap']) symlinkSync(join(distBin, name), join(dir, name));
+  writeFileSync(join(dir, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${container}\n`);
+  const qnap = makeFakeQnapRoot('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n');
   return {
     dir,
     container,
     project,
-    env: { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container },
+    env: { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, PATH: `${qnap.bin}:${process.env.PATH}` },
+    deployArgs: ['--root', qnap.root],
+    qnap,
     setCompose(edit) {
       writeFileSync(composePath, edit(readFileSync(composePath, 'utf8')));
     },
@@ -39,6 +51,7 @@ export function makeTestNas(): TestNas {
       sh(`docker ps -a --format '{{.Names}} {{.Label "com.docker.compose.project"}}' | awk -v p="$1" 'index($2, p) == 1 {print $1}' | xargs -r docker rm -f -v`);
       sh(`docker volume ls --format '{{.Name}}' | grep "^$1" | xargs -r docker volume rm -f`);
       removeTempDir(dir);
+      removeTempDir(qnap.base);
     },
   };
 }

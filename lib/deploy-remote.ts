@@ -1,0 +1,69 @@
+// deploy-to-qnap from a workstation: check the NAS over SSH, bring the matching executables,
+// the compose file, the settings file and images there, then run the A-B flow on the NAS with
+// the uploaded executable, its output streamed back.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DeployConfig } from './deploy-config.ts';
+import { sshTargetOf } from './deploy-config.ts';
+import { CliError, UsageError, type ExitCode } from './errors.ts';
+import { availableBuilds, localBinRoot, probeNas, shipImage, uploadExecutables, uploadFile } from './nas-upload.ts';
+import { Ssh } from './ssh.ts';
+
+export interface RemoteDeployOptions {
+  config: DeployConfig;
+  /** Flags for the NAS-side run (`--local` and `--dir` are added here). */
+  remoteArgs: string[];
+  /** Images to ship with `docker save | ssh docker load`. */
+  images: string[];
+  /** The local settings file to upload as <dir>/planetarion.env, if any. */
+  settingsFile: string | undefined;
+  /** Only --status / --rollback: nothing is uploaded. */
+  upload: boolean;
+  dryRun: boolean;
+  /** Progress lines for the person at the workstation. */
+  say: (line: string) => void;
+}
+
+/** Runs the deployment on the NAS; resolves when the remote run succeeded, throws with its exit code otherwise. */
+export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<void> {
+  const { config, say } = options;
+  const dir = config.projectDir;
+  const ssh = new Ssh(sshTargetOf(config), { log: say });
+  const binRoot = await localBinRoot();
+  say(`Connecting to ${config.user}@${config.host}:${config.sshPort} ...`);
+  const nas = await probeNas(ssh, dir, availableBuilds(binRoot));
+  say(`NAS: ${nas.machine}, kernel ${nas.kernel} -> ${nas.folder}; ${dir} ${nas.projectDirExists ? 'exists' : 'will be created'}`);
+  const remoteCommand = [`${dir}/deploy-to-qnap`, '--local', '--dir', dir, ...options.remoteArgs];
+
+  if (options.upload) {
+    if (!existsSync(config.composeFile)) {
+      throw new UsageError(`the compose file ${config.composeFile} does not exist`, 'Set DOCKER_COMPOSE_FILE in .qnap-deploy.env or pass --compose-file.');
+    }
+    if (options.dryRun) {
+      say(`Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/docker-compose.qnap.yml${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`);
+      if (!(await ssh.run(['test', '-x', `${dir}/deploy-to-qnap`])).exitCode) {
+        say('The NAS already has the executables: its own plan follows.');
+        const code = await ssh.stream(remoteCommand);
+        if (code !== 0) throw new CliError(`the plan on the NAS failed (exit ${code})`, { exitCode: code as ExitCode });
+      }
+      return;
+    }
+    const upload = await uploadExecutables(ssh, join(binRoot, nas.folder), dir);
+    say(upload.action === 'skipped' ? `Executables on the NAS are current (${nas.folder})` : `Uploaded the ${nas.folder} executables (${upload.bytes} bytes) to ${upload.remoteBin}`);
+    await uploadFile(ssh, config.composeFile, `${dir}/docker-compose.qnap.yml`, { mode: 0o644 });
+    say(`Uploaded ${config.composeFile} to ${dir}/docker-compose.qnap.yml`);
+    if (options.settingsFile) {
+      await uploadFile(ssh, options.settingsFile, `${dir}/planetarion.env`);
+      say(`Uploaded ${options.settingsFile} to ${dir}/planetarion.env`);
+    }
+    for (const image of options.images) {
+      const shipped = await shipImage(ssh, image);
+      say(shipped.action === 'skipped' ? `Image ${image} is already on the NAS` : `Shipped image ${image} (${shipped.bytes} bytes)`);
+    }
+  }
+  say(`Running on the NAS: ${remoteCommand.join(' ')}`);
+  const code = await ssh.stream(remoteCommand);
+  if (code !== 0) {
+    throw new CliError(`the deployment on the NAS failed (exit ${code}); its output is above, its log is ${dir}/logs/deploy.log`, { exitCode: (code === 2 || code === 75 ? code : 1) as ExitCode });
+  }
+}

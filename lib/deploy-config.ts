@@ -1,11 +1,11 @@
 // The workstation side's configuration for deploy-to-qnap: `.qnap-deploy.env` in the current
 // folder (the keys of the shell script it replaces), then the environment, then flags.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, normalize, resolve } from 'node:path';
 import type { FlagSpec } from './command.ts';
 import { UsageError } from './errors.ts';
-import { defaultDir, parseEnvFile, type SettingSource } from './settings.ts';
+import { defaultDir, parseEnvFile, readIfPresent, type SettingSource } from './settings.ts';
 import type { SshTarget } from './ssh.ts';
 
 /** The file read from the current folder. */
@@ -161,14 +161,6 @@ export interface DeployConfigInput {
   dirExists?: (path: string) => boolean;
 }
 
-function readIfPresent(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
 
 function isFileOnDisk(path: string): boolean {
   try {

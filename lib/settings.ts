@@ -217,7 +217,8 @@ export interface ResolvedSettings extends Settings {
   configFile: string | undefined;
 }
 
-function readIfPresent(path: string): string | undefined {
+/** A file's text, or undefined when it does not exist (other errors are thrown). */
+export function readIfPresent(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {

@@ -25,7 +25,8 @@ export async function checkDatabaseHealth(docker: Docker, $: Shell, target: Data
   // inspect also proves the daemon answers (it fails with the daemon's error otherwise): one
   // `docker` call fewer on every run.
   const state = await docker.inspect(target.container).catch((error: CliError) => fail(error.message, error.advice ?? ''));
-  const startAdvice = `Check with 'docker ps -a | grep ${target.container}' and start it: cd <dir> && docker compose -f docker-compose.qnap.yml up -d`;
+  // Not `compose up`: after an A-B deployment that would start a second stack beside the live slot.
+  const startAdvice = `Check with 'docker ps -a | grep ${target.container}', start it with 'docker start ${target.container}', and see 'deploy-to-qnap --local --status' for the live slot.`;
   if (!state.exists) fail(`${notRunningMessage(target.container)} (no container of that name exists)`, startAdvice);
   if (!state.running) fail(`${notRunningMessage(target.container)} (status: ${state.status})`, startAdvice);
   if (state.health !== undefined && state.health !== 'healthy') {

@@ -63,11 +63,13 @@ export class Logger {
     this.file = options.file;
     this.stderr = options.stderr === undefined ? process.stderr : options.stderr;
     this.now = options.now ?? (() => new Date());
+    this.fileIsStderr = this.file !== undefined && streamIsFile(this.stderr, this.file);
     if (this.file) {
       mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-      if (!streamIsFile(this.stderr, this.file)) rotateLogFile(this.file, options.maxBytes ?? 5 * 1024 * 1024, options.keepRotated ?? 3);
+      // Under cron (`>> backup.log 2>&1`) the file rotates too, or it would grow forever: this
+      // run's lines then end backup.log.1 through stderr, and the next run starts a new file.
+      rotateLogFile(this.file, options.maxBytes ?? 5 * 1024 * 1024, options.keepRotated ?? 3);
     }
-    this.fileIsStderr = this.file !== undefined && streamIsFile(this.stderr, this.file);
   }
 
   info(message: string): void {

@@ -54,6 +54,19 @@ logger('does not write lines twice when stderr already is the log file (cron >> 
   assert.is(readFileSync(file, 'utf8'), '[2023-12-01 02:00:05] INFO - once\n');
 });
 
+logger('rotates under cron too (stderr is the log file): the run ends the old file, the next run starts a new one', async () => {
+  const file = join(dir, 'backup.log');
+  writeFileSync(file, 'x'.repeat(100));
+  const fd = openSync(file, 'a');
+  const stream = createWriteStream('', { fd, autoClose: false });
+  const log = new Logger({ file, stderr: stream, maxBytes: 50, now: fixed });
+  log.info('this run');
+  await new Promise<void>((resolve) => stream.end(resolve));
+  closeSync(fd);
+  assert.is(readFileSync(`${file}.1`, 'utf8'), `${'x'.repeat(100)}[2023-12-01 02:00:05] INFO - this run\n`);
+  assert.not.ok(existsSync(file), 'nothing written twice to a new file');
+});
+
 logger('formatTimestamp pads every field', () => {
   assert.is(formatTimestamp(new Date(2024, 0, 2, 3, 4, 5)), '2024-01-02 03:04:05');
 });

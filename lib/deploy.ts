@@ -10,7 +10,7 @@ import { formatAge } from './backup-status.ts';
 import { compose, detectCompose, readComposeServices, slotComposeFile, type ComposeCommand } from './compose.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
-import { CliError, errorText } from './errors.ts';
+import { CliError, UsageError, errorText } from './errors.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
@@ -33,6 +33,8 @@ export interface DeployOptions {
   healthTimeoutMs: number;
   /** Installs or refreshes the backup cron job (setup-backup-cron's library). */
   installCron: (log: Logger) => Promise<void>;
+  /** age secret keys for encrypted backups (from the workstation over SSH stdin); memory only. */
+  identities?: string[];
   now?: () => Date;
 }
 
@@ -141,6 +143,15 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     const command = await detectCompose($, options.docker);
     const state = readDeployState(settings.dir);
     const live = await findLiveSlot(docker, options, state);
+    // Backups are encrypted when recipients are set: one cannot be restored into the new slot
+    // without the key, so say so before anything is started or stopped (exit 2).
+    if (live && settings.ageRecipients && !options.identities?.length) {
+      throw new UsageError(
+        'PLANETARION_AGE_RECIPIENTS is set, so backups are encrypted, and no identity was given to restore them into the new slot',
+        'On the workstation pass --identity FILE (or set PLANETARION_AGE_IDENTITY): deploy-to-qnap sends it over the SSH session, never to the NAS disk.',
+      );
+    }
+
     const slotId = `s${backupStamp(now())}`;
     const project = `${baseProjectName(settings.dir)}-${slotId}`;
     const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
@@ -175,7 +186,9 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     await compose($, command, project, slotFile, settings.dir, ['up', '-d', options.dbService]);
     const liveWriters = writersOf(live, options.dbService).map((c) => c.name);
     let writersStoppedAt: number | undefined;
+    let aborted = false;
     const abort = async (message: string, advice: string): Promise<never> => {
+      aborted = true;
       await removeSlot($, command, newSlot, settings.dir, log);
       if (writersStoppedAt !== undefined) await restart(docker, liveWriters, log);
       throw new CliError(message, { advice });
@@ -186,60 +199,71 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
       return await abort(`the new database did not start: ${errorText(error)}`, 'The live deployment was not touched.');
     }
 
-    // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote.
-    let candidates: string[];
-    let fresh: string | undefined;
-    if (options.freeze) {
-      log.info(`Stopping the live writers: ${liveWriters.join(', ') || 'none'}`);
-      writersStoppedAt = Date.now();
-      await docker.stop(liveWriters);
+    // Steps 2 to 4 change nothing the live slot cannot get back: any failure in them, expected or
+    // not, removes the new slot and restarts the live writers.
+    const stageAndProve = async () => {
+      // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote.
+      let candidates: string[];
+      let fresh: string | undefined;
+      if (options.freeze) {
+        log.info(`Stopping the live writers: ${liveWriters.join(', ') || 'none'}`);
+        writersStoppedAt = Date.now();
+        await docker.stop(liveWriters);
+        try {
+          const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+          fresh = backup.path!;
+        } catch (error) {
+          log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
+        }
+      }
+      candidates = listBackups(settings.backupDir).map((b) => b.path);
+      if (fresh) candidates = [fresh, ...candidates.filter((c) => c !== fresh)];
+      if (!candidates.length) return await abort('there is no backup to restore into the new slot', 'The live deployment is serving as before. Check the backup log.');
+
+      // 3. Restore into the new slot and prove it, newest first.
+      const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
+      await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
+      const { winner, attempts } = await restoreWithFallback(candidates, { target, $, log, logDir: settings.logDir, identities: options.identities });
+      const attemptSummary = attempts.map((a: RestoreResult) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics }));
+      const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
+      if (!winner) {
+        return await abort(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}`);
+      }
+      const winnerTime = parseBackupName(basename(winner.file))?.time;
+      const ageSeconds = winnerTime ? Math.round((Date.now() - winnerTime.getTime()) / 1000) : null;
+      if (options.freeze && winner.file !== fresh) {
+        const age = ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`;
+        if (!options.acceptOlderBackup) {
+          return await abort(
+            `the fresh backup could not be restored; the newest restorable one, ${basename(winner.file)}, is ${age} and would lose the data written since`,
+            `The live deployment is serving as before. Why each lost: ${lost.join('; ')}. To deploy with that older data anyway, add --accept-older-backup.`,
+          );
+        }
+        log.warn(`Deploying with an older backup, ${basename(winner.file)} (${age}): ${lost.join('; ')}`);
+      }
+
+      // 4. Start the new slot's services; in --no-freeze mode the live writers stop only now.
+      if (!options.freeze) {
+        writersStoppedAt = Date.now();
+        await docker.stop(liveWriters);
+      }
       try {
-        const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
-        fresh = backup.path!;
+        await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
+        await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
       } catch (error) {
-        log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
+        log.error(`The new slot did not become healthy: ${errorText(error)}; rolling back`);
+        return await abort(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, 'The live deployment is serving again.');
       }
-    }
-    candidates = listBackups(settings.backupDir).map((b) => b.path);
-    if (fresh) candidates = [fresh, ...candidates.filter((c) => c !== fresh)];
-    if (!candidates.length) return await abort('there is no backup to restore into the new slot', 'The live deployment is serving as before. Check the backup log.');
-
-    // 3. Restore into the new slot and prove it, newest first.
-    const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
-    await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
-    const { winner, attempts } = await restoreWithFallback(candidates, { target, $, log, logDir: settings.logDir });
-    const attemptSummary = attempts.map((a: RestoreResult) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics }));
-    const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
-    if (!winner) {
-      return await abort(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}`);
-    }
-    const winnerTime = parseBackupName(basename(winner.file))?.time;
-    const ageSeconds = winnerTime ? Math.round((Date.now() - winnerTime.getTime()) / 1000) : null;
-    if (options.freeze && winner.file !== fresh) {
-      const age = ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`;
-      if (!options.acceptOlderBackup) {
-        return await abort(
-          `the fresh backup could not be restored; the newest restorable one, ${basename(winner.file)}, is ${age} and would lose the data written since`,
-          `The live deployment is serving as before. Why each lost: ${lost.join('; ')}. To deploy with that older data anyway, add --accept-older-backup.`,
-        );
-      }
-      log.warn(`Deploying with an older backup, ${basename(winner.file)} (${age}): ${lost.join('; ')}`);
-    }
-
-    // 4. Start the new slot's services; in --no-freeze mode the live writers stop only now.
-    if (!options.freeze) {
-      writersStoppedAt = Date.now();
-      await docker.stop(liveWriters);
-    }
-    let writersUpAt: number;
+      return { winner, attemptSummary, ageSeconds, writersUpAt: Date.now() };
+    };
+    let staged: Awaited<ReturnType<typeof stageAndProve>>;
     try {
-      await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
-      await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
-      writersUpAt = Date.now();
+      staged = await stageAndProve();
     } catch (error) {
-      log.error(`The new slot did not become healthy: ${errorText(error)}; rolling back`);
-      return await abort(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, 'The live deployment is serving again.');
+      if (aborted) throw error;
+      return await abort(`the deployment stopped before the switch: ${errorText(error)}`, 'The live deployment is serving as before.');
     }
+    const { winner, attemptSummary, ageSeconds, writersUpAt } = staged;
 
     // 5. Switch: the old slot gives up the names and stops; the new one takes them.
     const oldSlot = await renameSlot(docker, live, false);

@@ -1,13 +1,15 @@
 // The names of backup files and their sidecars: the one place the naming pattern is defined.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { ageSuffix } from './age.ts';
 
 export const backupPrefix = 'planetarion_backup_';
 /** Plain SQL (the seed's format), SQL compressed with gzip inside the container, pg_dump's custom format. */
 export type BackupFormat = 'plain' | 'gzip' | 'custom';
 export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: '.sql.gz', custom: '.dump' };
 
-const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(\.sql|\.sql\.gz|\.dump)$/;
+// `.age` after any format: an encrypted backup belongs to the same rotation series as the others.
+const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(\.sql|\.sql\.gz|\.dump)(\.age)?$/;
 
 export interface BackupFile {
   name: string;
@@ -17,6 +19,8 @@ export interface BackupFile {
   /** The time in the name, read as local time (the NAS's clock, like `date`). */
   time: Date;
   format: BackupFormat;
+  /** Encrypted with age (`.age`): restoring it needs an identity. */
+  encrypted: boolean;
 }
 
 const pad = (n: number) => String(n).padStart(2, '0');
@@ -26,20 +30,20 @@ export function backupStamp(date: Date): string {
   return `${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}_${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`;
 }
 
-/** The file name of a backup taken at `date` in `format`. */
-export function backupFileName(date: Date, format: BackupFormat): string {
-  return `${backupPrefix}${backupStamp(date)}${extensionOf[format]}`;
+/** The file name of a backup taken at `date` in `format`, `.age` appended when encrypted. */
+export function backupFileName(date: Date, format: BackupFormat, encrypted = false): string {
+  return `${backupPrefix}${backupStamp(date)}${extensionOf[format]}${encrypted ? ageSuffix : ''}`;
 }
 
 /** Parses a backup file name; undefined for anything that is not exactly one (never touched). */
 export function parseBackupName(name: string, dir = ''): BackupFile | undefined {
   const m = namePattern.exec(name);
   if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, ext] = m;
+  const [, y, mo, d, h, mi, s, ext, age] = m;
   const time = new Date(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s));
   if (Number.isNaN(time.getTime()) || backupStamp(time) !== `${y}${mo}${d}_${h}${mi}${s}`) return undefined;
   const format = (Object.keys(extensionOf) as BackupFormat[]).find((f) => extensionOf[f] === ext)!;
-  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format };
+  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined };
 }
 
 /** The manifest and checksum files that belong to a backup. */
@@ -52,12 +56,12 @@ export function tempFileName(finalName: string, pid = process.pid): string {
   return `.${finalName}.tmp-${pid}`;
 }
 
-const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.json|\.sha256)?\.tmp-(\d+)$/;
+const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age)?(\.json|\.sha256)?\.tmp-(\d+)$/;
 
 /** The pid in a temp file's name, for files a crashed run left behind; undefined if not ours. */
 export function tempFileOwner(name: string): number | undefined {
   const m = tempPattern.exec(name);
-  return m ? Number(m[3]) : undefined;
+  return m ? Number(m[4]) : undefined;
 }
 
 /** Every backup in a dir, newest first (by the time in the name; the name breaks ties). */

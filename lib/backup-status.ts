@@ -15,6 +15,9 @@ export interface BackupOnDisk {
   /** ok: matches its .sha256; mismatch: it does not; missing: no .sha256 to check against. */
   checksum: 'ok' | 'mismatch' | 'missing';
   fingerprint: string | null;
+  /** age-encrypted (`.age`); recipients as the manifest records them (empty if it has none). */
+  encrypted: boolean;
+  recipients: string[];
   lastDrill: { time: string; passed: boolean } | null;
 }
 
@@ -38,6 +41,8 @@ export async function inspectBackups(backupDir: string, now = new Date()): Promi
       ageSeconds: Math.round((now.getTime() - backup.time.getTime()) / 1000),
       checksum: expected === undefined ? 'missing' : (await sha256File(backup.path)) === expected ? 'ok' : 'mismatch',
       fingerprint: manifest?.fingerprint?.sha256 ?? null,
+      encrypted: backup.encrypted,
+      recipients: manifest?.encryption?.recipients ?? [],
       lastDrill: manifest?.lastDrill ? { time: manifest.lastDrill.time, passed: manifest.lastDrill.passed } : null,
     });
   }
@@ -59,7 +64,8 @@ export function renderBackupStatus(backups: BackupOnDisk[], status: Status, back
   for (const b of backups) {
     const check = { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
     const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
-    lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${formatAge(b.ageSeconds).padStart(12)} old  ${check}${drill}`);
+    const encryption = b.encrypted ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})` : '';
+    lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${formatAge(b.ageSeconds).padStart(12)} old  ${check}${encryption}${drill}`);
   }
   const run = status.lastRun;
   lines.push('', run ? `Last run: ${run.time} ${run.ok ? 'succeeded' : `FAILED: ${run.error}`}` : 'Last run: none recorded');

@@ -2,6 +2,7 @@
 // verification, an atomic move into place with sidecars, and only then rotation.
 import { existsSync, linkSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { resolveRecipients } from './age.ts';
 import { fsyncDir } from './atomic-file.ts';
 import { backupFileName, listBackups, tempFileName, type BackupFormat } from './backup-files.ts';
 import { Docker } from './docker.ts';
@@ -39,6 +40,8 @@ export interface BackupSummary {
   size: number | undefined;
   sha256: string | undefined;
   format: BackupFormat;
+  /** The age public keys the file is encrypted to; empty when it is not encrypted. */
+  recipients: string[];
   fingerprint: string | null;
   durationsMs: { total: number; dump: number; fingerprint: number | null };
   rotated: string[];
@@ -98,9 +101,9 @@ function checkSpace(dir: string, log: Logger): void {
 }
 
 /** Moves the verified temp file to its final name without ever replacing an existing file. */
-function placeBackup(dir: string, temp: string, start: Date, format: BackupFormat): { name: string; path: string } {
+function placeBackup(dir: string, temp: string, start: Date, format: BackupFormat, encrypted: boolean): { name: string; path: string } {
   for (let bump = 0; bump < 60; bump++) {
-    const name = backupFileName(new Date(start.getTime() + bump * 1000), format);
+    const name = backupFileName(new Date(start.getTime() + bump * 1000), format, encrypted);
     const path = join(dir, name);
     try {
       linkSync(temp, path); // fails with EEXIST rather than replacing, unlike rename
@@ -121,6 +124,9 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
   const now = context.now ?? (() => new Date());
   const started = now();
   const format = formatOf(settings);
+  // Read (and checked) before anything is touched: a bad key or file is a usage error.
+  const recipients = settings.ageRecipients ? resolveRecipients(settings.ageRecipients) : [];
+  const encrypted = recipients.length > 0;
   checkBackupDirectories(settings, !context.dryRun);
   let lock: HeldLock | undefined;
   if (!context.dryRun && !context.lockHeld) {
@@ -141,12 +147,13 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
 
     const durations = { total: 0, dump: 0, fingerprint: null as number | null };
     if (context.dryRun) {
-      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(started, format))}`);
+      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(started, format, encrypted))}${encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`);
       durations.total = now().getTime() - started.getTime();
-      return { dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, format, fingerprint: null, durationsMs: durations, rotated: [], leftoversRemoved, warnings: [] };
+      return { dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, format, recipients, fingerprint: null, durationsMs: durations, rotated: [], leftoversRemoved, warnings: [] };
     }
 
-    const finalName = backupFileName(started, format);
+    const finalName = backupFileName(started, format, encrypted);
+    if (encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     temp = join(settings.backupDir, tempFileName(finalName));
     const withFingerprint = settings.fingerprint === 'on';
     let snapshot: string | undefined;
@@ -179,6 +186,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
         snapshot,
         format,
         path: temp,
+        recipients,
         onProgress: context.onProgress,
       });
     } catch (error) {
@@ -217,13 +225,13 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
     if (!dump.inspection.restrictMatched) problems.push("the closing \\unrestrict line does not match the opening \\restrict");
     if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
-    log.info(`Dump verified: ${formatBytes(dump.bytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL), trailer present${format === 'gzip' ? ', gzip intact' : format === 'custom' ? ', pg_restore reads it whole' : ''}, sha256 ${dump.sha256}`);
+    log.info(`Dump verified: ${formatBytes(dump.dumpBytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL)${encrypted ? `, ${formatBytes(dump.bytes)} encrypted` : ''}, trailer present${format === 'gzip' ? ', gzip intact' : format === 'custom' ? ', pg_restore reads it whole' : ''}, sha256 ${dump.sha256}`);
 
     const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
     if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
 
     const previous = listBackups(settings.backupDir)[0];
-    const placed = placeBackup(settings.backupDir, temp, started, format);
+    const placed = placeBackup(settings.backupDir, temp, started, format, encrypted);
     temp = undefined;
     durations.total = now().getTime() - started.getTime();
     const manifest: BackupManifest = {
@@ -235,6 +243,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       format,
       compression: format === 'plain' ? 'none' : 'gzip',
       sqlBytes: dump.inspection.sqlBytes,
+      ...(encrypted ? { encryption: { scheme: 'age' as const, recipients, dumpBytes: dump.dumpBytes } } : {}),
       // The dump's own header names both versions: no extra `docker exec` needed.
       postgres: { server: server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
       database: settings.dbName,
@@ -250,7 +259,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     log.info(`Backup written: ${placed.path} (${formatBytes(dump.bytes)}) in ${(durations.total / 1000).toFixed(1)} s`);
 
     const warnings: string[] = [];
-    if (previous && statSync(previous.path).size > 0 && previous.format === format && dump.bytes < statSync(previous.path).size / 2) {
+    if (previous && statSync(previous.path).size > 0 && previous.format === format && previous.encrypted === encrypted && dump.bytes < statSync(previous.path).size / 2) {
       const warning = `This backup (${formatBytes(dump.bytes)}) is less than half the size of the previous one, ${previous.name} (${formatBytes(statSync(previous.path).size)}): check that no data was lost`;
       log.warn(warning);
       warnings.push(warning);
@@ -272,6 +281,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       size: dump.bytes,
       sha256: dump.sha256,
       format,
+      recipients,
       fingerprint: fingerprint?.sha256 ?? null,
       durationsMs: durations,
       rotated,

@@ -22,6 +22,11 @@ export interface RemoteDeployOptions {
   dryRun: boolean;
   /** Progress lines for the person at the workstation. */
   say: (line: string) => void;
+  /**
+   * The age identity file's keys, sent as the remote run's standard input (it reads them with
+   * --identity-stdin): never in argv, a file on the NAS, or a log line.
+   */
+  identity?: string;
 }
 
 /** Runs the deployment on the NAS; resolves when the remote run succeeded, throws with its exit code otherwise. */
@@ -33,7 +38,9 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
   say(`Connecting to ${config.user}@${config.host}:${config.sshPort} ...`);
   const nas = await probeNas(ssh, dir, availableBuilds(binRoot));
   say(`NAS: ${nas.machine}, kernel ${nas.kernel} -> ${nas.folder}; ${dir} ${nas.projectDirExists ? 'exists' : 'will be created'}`);
-  const remoteCommand = [`${dir}/deploy-to-qnap`, '--local', '--dir', dir, ...options.remoteArgs];
+  const remoteCommand = [`${dir}/deploy-to-qnap`, '--local', '--dir', dir, ...options.remoteArgs, ...(options.identity ? ['--identity-stdin'] : [])];
+  // A string is replayable, so the stream keeps its connection retries.
+  const streamOptions = options.identity ? { stdin: options.identity } : {};
 
   if (options.upload) {
     if (!existsSync(config.composeFile)) {
@@ -43,7 +50,7 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
       say(`Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/docker-compose.qnap.yml${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`);
       if (!(await ssh.run(['test', '-x', `${dir}/deploy-to-qnap`])).exitCode) {
         say('The NAS already has the executables: its own plan follows.');
-        const code = await ssh.stream(remoteCommand);
+        const code = await ssh.stream(remoteCommand, streamOptions);
         if (code !== 0) throw new CliError(`the plan on the NAS failed (exit ${code})`, { exitCode: code as ExitCode });
       }
       return;
@@ -61,8 +68,8 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
       say(shipped.action === 'skipped' ? `Image ${image} is already on the NAS` : `Shipped image ${image} (${shipped.bytes} bytes)`);
     }
   }
-  say(`Running on the NAS: ${remoteCommand.join(' ')}`);
-  const code = await ssh.stream(remoteCommand);
+  say(`Running on the NAS: ${remoteCommand.join(' ')}${options.identity ? ' (the age identity on its standard input)' : ''}`);
+  const code = await ssh.stream(remoteCommand, streamOptions);
   if (code !== 0) {
     throw new CliError(`the deployment on the NAS failed (exit ${code}); its output is above, its log is ${dir}/logs/deploy.log`, { exitCode: (code === 2 || code === 75 ? code : 1) as ExitCode });
   }

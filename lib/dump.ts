@@ -5,6 +5,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { once } from 'node:events';
+import { encryptStream } from './age.ts';
 import { DumpInspector, type DumpInspection } from './dump-inspector.ts';
 import { CliError } from './errors.ts';
 import type { BackupFormat } from './backup-files.ts';
@@ -19,11 +20,17 @@ export interface DumpRequest {
   format: BackupFormat;
   /** Created here (O_EXCL, 0600); removed by the caller on failure. */
   path: string;
+  /** age public keys: the bytes are encrypted before they reach the file (none are written in clear). */
+  recipients?: string[];
   onProgress?: (bytes: number) => void;
 }
 
 export interface DumpResult {
+  /** Bytes written to the file (the ciphertext when encrypted). */
   bytes: number;
+  /** pg_dump's output bytes (the plaintext). */
+  dumpBytes: number;
+  /** Over the bytes written to the file, so checks and rotation work without the key. */
   sha256: string;
   inspection: DumpInspection;
   durationMs: number;
@@ -103,20 +110,30 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   });
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   let bytes = 0;
+  let dumpBytes = 0;
   let lastProgress = 0;
+  // The inspector sees the plaintext in memory on its way to the cipher; the file only ever
+  // receives what comes out of it.
+  async function* inspected(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+      dumpBytes += chunk.length;
+      await inspector.write(chunk);
+      if (request.onProgress && Date.now() - lastProgress > 1000) {
+        lastProgress = Date.now();
+        request.onProgress(dumpBytes);
+      }
+      yield chunk;
+    }
+  }
+  const output = request.recipients?.length ? encryptStream(inspected(), request.recipients) : inspected();
   try {
     try {
-      for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+      for await (const chunk of output) {
         hash.update(chunk);
         // Written synchronously: the next chunk is read only once this one is on disk, so
         // memory holds one chunk at a time, and ENOSPC surfaces right here.
         for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
         bytes += chunk.length;
-        await inspector.write(chunk);
-        if (request.onProgress && Date.now() - lastProgress > 1000) {
-          lastProgress = Date.now();
-          request.onProgress(bytes);
-        }
       }
       fsyncSync(fd);
     } catch (error) {
@@ -140,6 +157,6 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
       advice: `Check that container '${request.container}' is running and user '${request.user}' can read every table.`,
     });
   }
-  request.onProgress?.(bytes);
-  return { bytes, sha256: hash.digest('hex'), inspection, durationMs: Date.now() - started };
+  request.onProgress?.(dumpBytes);
+  return { bytes, dumpBytes, sha256: hash.digest('hex'), inspection, durationMs: Date.now() - started };
 }

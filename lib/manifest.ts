@@ -24,6 +24,11 @@ export interface BackupManifest {
   compression: 'gzip' | 'none';
   /** Uncompressed SQL size. */
   sqlBytes: number;
+  /**
+   * Present when the file is encrypted with age: to which public keys, and pg_dump's output size
+   * before encryption. `size` and `sha256` are the encrypted file's, so they check without the key.
+   */
+  encryption?: { scheme: 'age'; recipients: string[]; dumpBytes: number };
   postgres: { server: string; pgDump: string };
   database: string;
   dbUser: string;

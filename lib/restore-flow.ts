@@ -3,6 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
+import { isEncrypted, missingIdentityReason } from './backup-check.ts';
 import { formatAge } from './backup-status.ts';
 import { formatBytes } from './backup.ts';
 import { listBackups, parseBackupName } from './backup-files.ts';
@@ -67,6 +68,8 @@ export interface RestoreFlowOptions {
   fallback: boolean;
   noVerify: boolean;
   mode: 'restore' | 'test' | 'rollback';
+  /** age secret keys read from --identity / PLANETARION_AGE_IDENTITY (or deploy's stdin). */
+  identities?: string[];
 }
 
 export interface RestoreFlowResult {
@@ -104,6 +107,8 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
   }
 
   const file = resolveBackupArgument(options.file, settings.backupDir);
+  // A configuration problem, caught before the lock and any database (exit 2).
+  if (isEncrypted(file) && !options.identities?.length) throw new UsageError(missingIdentityReason(file), 'The identity (secret key) is the file age-keygen wrote; the NAS holds only the public key.');
   if (options.dryRun) {
     process.stderr.write(describeRestore(file, target) + '\n');
     log.info(`Dry run: would restore ${file} into '${target.database}' in '${target.container}'${options.fallback ? ', falling back to older backups' : ''}`);
@@ -112,7 +117,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
   if (options.mode === 'restore') await confirm(describeRestore(file, target), options.yes);
   const lock = acquireLock(settings.dir, `restore-database${options.mode === 'test' ? ' --test' : ''}`);
   try {
-    const engine = { target, $, log, logDir: settings.logDir, noVerify: options.noVerify, drillOnly: options.mode === 'test' };
+    const engine = { target, $, log, logDir: settings.logDir, noVerify: options.noVerify, drillOnly: options.mode === 'test', identities: options.identities };
     const { winner, attempts } = options.fallback
       ? await restoreWithFallback(fallbackCandidates(file, settings.backupDir), engine)
       : await restoreBackup(file, engine).then((r) => ({ winner: r.ok ? r : undefined, attempts: [r] }));

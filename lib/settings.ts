@@ -1,7 +1,8 @@
 // Every setting of every command, in one table: its environment name, its flag, its default
 // and what values it allows. Precedence: flag > environment > <dir>/planetarion.env > default.
 import { readFileSync } from 'node:fs';
-import { isAbsolute, join, normalize } from 'node:path';
+import { isAbsolute, join, normalize, resolve } from 'node:path';
+import { parseRecipientList } from './age.ts';
 import { UsageError } from './errors.ts';
 import { scheduleProblem } from './schedule.ts';
 
@@ -28,6 +29,10 @@ export interface Settings {
   fingerprintExclude: string;
   /** healthchecks.io-style URL: GET on success, `<url>/fail` on failure. */
   pingUrl: string | undefined;
+  /** age public keys (or an absolute path to a file of them): when set, backups are encrypted. */
+  ageRecipients: string | undefined;
+  /** Path of the age identity (secret key) file a restore of an encrypted backup needs. */
+  ageIdentity: string | undefined;
 }
 export type SettingKey = keyof Settings;
 
@@ -175,6 +180,24 @@ export const settingSpecs = [
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('an http:// or https:// URL');
       return raw.replace(/\/+$/, '');
     },
+  }),
+  define({
+    key: 'ageRecipients', env: 'PLANETARION_AGE_RECIPIENTS', flag: 'age-recipients', valueName: 'KEYS|FILE',
+    description: 'encrypt new backups (.age) to these age public keys (age1..., comma separated) or the keys in FILE',
+    defaultValue: () => undefined,
+    parse(raw) {
+      // A file is read when the backup starts (lib/age.ts resolveRecipients); keys are checked now.
+      if (isAbsolute(raw.trim())) return normalize(raw.trim());
+      parseRecipientList(raw);
+      return raw.trim();
+    },
+  }),
+  define({
+    key: 'ageIdentity', env: 'PLANETARION_AGE_IDENTITY', flag: 'identity', valueName: 'FILE',
+    description: 'the age identity (secret key) file that decrypts .age backups; keep it off the NAS',
+    defaultValue: () => undefined,
+    // A relative path is taken from where the command runs (it is usually given as a flag).
+    parse: (raw) => resolve(raw),
   }),
 ] as const satisfies readonly SettingSpec[];
 

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { parseIdentities, readIdentityFile } from '../lib/age.ts';
 import { join, resolve } from 'node:path';
 import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
 import { runRemoteDeploy } from '../lib/deploy-remote.ts';
@@ -28,6 +29,9 @@ export const deployToQnap = defineCommand(
       'writers, takes a fresh backup, restores it into the new database and proves its fingerprint',
       '(falling back to older backups), starts the new services, waits for their health checks and',
       'switches the container names. Any failure before the switch leaves the live slot serving.',
+      'Encrypted backups (PLANETARION_AGE_RECIPIENTS on the NAS): give the identity on the workstation',
+      '(--identity FILE or PLANETARION_AGE_IDENTITY); it is sent over the SSH session\'s standard input',
+      '(the NAS side reads it with --identity-stdin) and never written to the NAS or put in argv or a log.',
     ].join('\n'),
     flags: [
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
@@ -38,14 +42,16 @@ export const deployToQnap = defineCommand(
       { name: 'status', type: 'boolean', description: 'show the live and previous slots' },
       { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current one is backed up first)' },
       { name: 'root', type: 'string', valueName: 'DIR', description: 'with --local: the filesystem root for the cron job (/etc/config/crontab), for tests and images', defaultText: '/' },
+      { name: 'identity-stdin', type: 'boolean', description: 'with --local: read the age identity from standard input (what the workstation sends over SSH)' },
       { name: 'image', type: 'string', valueName: 'NAMES', description: 'images to ship to the NAS first (docker save | ssh docker load), comma-separated' },
       ...deployConfigFlags,
     ],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'schedule', 'docker'],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'schedule', 'ageRecipients', 'ageIdentity', 'docker'],
     dryRun: true,
     maxPositionals: 0,
     examples: [
       'deploy-to-qnap                               # on the workstation, with .qnap-deploy.env here',
+      'deploy-to-qnap --identity ~/.config/planetarion/age-key.txt   # encrypted backups',
       'deploy-to-qnap --dry-run',
       'deploy-to-qnap --image planetarion-backend:latest,planetarion-frontend:latest',
       'deploy-to-qnap --local                       # on the NAS, in /share/CACHEDEV1_DATA/planetarion',
@@ -55,6 +61,7 @@ export const deployToQnap = defineCommand(
     ],
   },
   async ({ flags, settings, json, dryRun }) => {
+    if (flags['identity-stdin'] && !flags.local) throw new UsageError('--identity-stdin is for the NAS-side run (--local); on the workstation use --identity FILE');
     if (!flags.local) {
       // The workstation: the NAS-side run gets the flags that concern it.
       const remoteArgs: string[] = [];
@@ -71,6 +78,8 @@ export const deployToQnap = defineCommand(
         upload: !flags.status && !flags.rollback,
         dryRun,
         say: (line) => process.stderr.write(`${line}\n`),
+        // Read (and checked) here, on the workstation; only a restore needs it.
+        identity: settings.ageIdentity && !flags.status && !flags.rollback ? readIdentityFile(settings.ageIdentity).join('\n') + '\n' : undefined,
       });
       return;
     }
@@ -89,6 +98,7 @@ export const deployToQnap = defineCommand(
       );
       return;
     }
+    const identities = flags['identity-stdin'] ? await readIdentityFromStdin() : settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined;
     const healthTimeout = Number(flags['health-timeout'] ?? '180');
     if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
     // On the NAS the compose file is the one deploy uploaded beside the executables.
@@ -117,6 +127,7 @@ export const deployToQnap = defineCommand(
       freeze: flags['no-freeze'] !== true,
       acceptOlderBackup: flags['accept-older-backup'] === true,
       healthTimeoutMs: healthTimeout * 1000,
+      identities,
       // The self test (a backup --dry-run) is skipped: the deployment has just proven the
       // database healthy and, over a live slot, backed it up.
       installCron: async (cronLog) => {
@@ -135,3 +146,20 @@ export const deployToQnap = defineCommand(
     if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   },
 );
+
+/** The identity the workstation sends on standard input (--identity-stdin); kept in memory only. */
+async function readIdentityFromStdin(): Promise<string[]> {
+  if (process.stdin.isTTY) throw new UsageError('--identity-stdin needs the identity on standard input, not a terminal', 'deploy-to-qnap on the workstation sends it; use --identity FILE to run it by hand.');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > 64 * 1024) throw new UsageError('--identity-stdin: more than 64 KiB on standard input; expected an age identity file');
+    chunks.push(chunk);
+  }
+  try {
+    return parseIdentities(Buffer.concat(chunks).toString('utf8'));
+  } catch (error) {
+    throw new UsageError(`--identity-stdin: ${(error as Error).message}`);
+  }
+}

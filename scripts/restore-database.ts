@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { readIdentityFile } from '../lib/age.ts';
 import { defineCommand } from '../lib/command.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
 import { UsageError } from '../lib/errors.ts';
@@ -18,6 +19,9 @@ export const restoreDatabase = defineCommand(
       "the manifest, and only then swaps it in by renaming; the old database is kept as",
       '<name>_previous_<time> for --rollback. A failed attempt writes <logs>/restore_debug_<time>.json',
       'and leaves the live database as it was. FILE is a path or a name in the backup dir; default latest.',
+      'An encrypted backup (.age) needs the age identity (--identity FILE or PLANETARION_AGE_IDENTITY): it is',
+      'decrypted to its end before any database is touched (wrong key, truncated or tampered: refused) and',
+      'again as it streams into the container; without an identity the restore exits 2 and touches nothing.',
     ].join('\n'),
     flags: [
       { name: 'yes', type: 'boolean', short: 'y', description: 'do not ask for confirmation (required without a terminal)' },
@@ -26,7 +30,7 @@ export const restoreDatabase = defineCommand(
       { name: 'test', type: 'boolean', description: 'restore drill: restore into a scratch database, prove the fingerprint, drop it; the live database is never touched' },
       { name: 'rollback', type: 'boolean', description: 'make the previous database live again (swaps back)' },
     ],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker'],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'ageIdentity', 'docker'],
     dryRun: true,
     maxPositionals: 1,
     examples: [
@@ -36,6 +40,7 @@ export const restoreDatabase = defineCommand(
       'restore-database --test latest          # the weekly restore drill',
       'restore-database --rollback --yes',
       'restore-database /tmp/old.sql --no-verify --container planetarion-db-test',
+      'restore-database latest --identity ~/.config/planetarion/age-key.txt --yes',
     ],
   },
   async ({ flags, positionals, settings, json, dryRun }) => {
@@ -53,6 +58,7 @@ export const restoreDatabase = defineCommand(
       fallback: flags.fallback === true,
       noVerify: flags['no-verify'] === true,
       mode,
+      identities: mode !== 'rollback' && settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined,
     });
     if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   },

@@ -32,7 +32,8 @@ export const backupCopySuffix = '.planetarion-backup.bak';
 /** The log both managed lines append to (backup-database's own log, so one file tells the whole story). */
 export const cronLogName = 'backup.log';
 /** The settings a cron line carries when they differ from what the executables would resolve by themselves. */
-export const carriedSettings: readonly SettingKey[] = ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker'];
+// ageRecipients is carried: a key set only in this shell would otherwise leave cron's backups unencrypted.
+export const carriedSettings: readonly SettingKey[] = ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker', 'ageRecipients'];
 
 /** Which crontab is edited. */
 export interface CrontabTarget {
@@ -379,6 +380,12 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   const binary = resolve(options.binary ?? join(settings.dir, 'backup-database'));
   checkExecutable(binary, 'backup executable', 'Copy the executables there (deploy-to-qnap does), or give the path of backup-database with --binary.');
   const restoreBinary = join(dirname(binary), 'restore-database');
+  // Encrypted backups cannot be drilled where only the public keys live (the NAS, by design):
+  // a drill line would fail every week, so it is left out and the reason said.
+  if (options.drill && settings.ageRecipients) {
+    options.progress('No restore-drill line: backups are encrypted (PLANETARION_AGE_RECIPIENTS) and the NAS holds no identity; run restore-database --test latest --identity FILE where the key is.');
+    options = { ...options, drill: false };
+  }
   if (options.drill) {
     checkExecutable(restoreBinary, 'restore executable (for the weekly drill)', `Put restore-database beside ${binary}, or install without the drill line: --no-drill.`);
   }

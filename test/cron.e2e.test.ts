@@ -183,6 +183,19 @@ qnap('the installed line works in cron\'s bare environment: a real backup, then 
   assert.equal(json.lines.map((l: { job: string }) => l.job), ['backup', 'drill']);
 });
 
+qnap('encrypted backups: the recipients go into the backup line (a shell-only setting would leave cron unencrypted) and no drill line is installed', async () => {
+  assert.ok(ready, 'setup failed');
+  const recipient = execFileSync('sh', ['-c', 'age-keygen 2>/dev/null | grep -o "age1[a-z0-9]*"']).toString().trim();
+  const fresh = fakeQnap();
+  const r = await runTool('setup-backup-cron', ['--root', fresh.root, '--skip-test', '--json'], fresh.env({ PLANETARION_AGE_RECIPIENTS: recipient }));
+  assert.is(r.code, 0, ok(r));
+  assert.match(r.stderr, /No restore-drill line: backups are encrypted/);
+  const lines = JSON.parse(r.stdout).lines as Array<{ job: string; line: string }>;
+  assert.equal(lines.map((l) => l.job), ['backup']);
+  assert.match(lines[0]!.line, new RegExp(`PLANETARION_AGE_RECIPIENTS=${recipient} `));
+  assert.not.match(read(fresh.crontab), /planetarion-backup:drill/);
+});
+
 qnap('--no-drill removes only the drill line', async () => {
   assert.ok(ready, 'setup failed');
   const r = await runTool('setup-backup-cron', ['--root', tree.root, '--no-drill', '--skip-test'], tree.env({ PLANETARION_SCHEDULE: '15 3 * * *' }));

@@ -106,7 +106,8 @@ export class Docker {
         const waiting = states.filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy'))).map(({ name, state }) => `${name} (${state.health ?? state.status})`);
         throw new CliError(`containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Polled often: during a deployment the writers are down while this waits.
+      await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
 }

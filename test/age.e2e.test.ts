@@ -10,6 +10,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, startTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
+import { backupInto, databases, marker, setMarker } from './helpers/restore-checks.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const src = scratchName('pb-age-src');
@@ -30,17 +31,7 @@ function tempDir(prefix = 'planetarion-age-'): string {
 }
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-const databases = async (container: string) => (await psql(container, 'SELECT datname FROM pg_database ORDER BY 1', { db: 'postgres' })).split('\n');
-const marker = async (container: string) => psql(container, "SELECT coalesce((SELECT body FROM chat_messages WHERE channel = '#marker' ORDER BY id DESC LIMIT 1), 'none')");
-const setMarker = (container: string, text: string) => psql(container, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text}', now())`);
 
-/** A real backup of `container` into dir; returns its file name. */
-async function backupInto(dir: string, container: string, extra: Record<string, string> = {}): Promise<string> {
-  const r = await runTool('backup-database', ['--json', '--keep', '10'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, ...extra });
-  assert.is(r.code, 0, r.stderr);
-  await new Promise((resolve) => setTimeout(resolve, 1100)); // distinct timestamps in the names
-  return JSON.parse(r.stdout).file as string;
-}
 
 /** Rewrites a backup's .sha256 and manifest to match its current bytes (what only decryption can catch). */
 function rechecksum(path: string): void {

@@ -6,10 +6,9 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { takeFingerprint } from '../lib/fingerprint.ts';
-import { PsqlSession } from '../lib/psql-session.ts';
 import { runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
+import { backupInto, databases, fingerprintOf, marker, setMarker } from './helpers/restore-checks.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const src = scratchName('pb-restore-src');
@@ -23,26 +22,8 @@ function nasDir(): string {
   return dir;
 }
 
-async function fingerprintOf(container: string, database = 'planetarion'): Promise<string> {
-  const session = PsqlSession.open({ docker: 'docker', container, user: 'planetarion_user', database });
-  try {
-    return (await takeFingerprint(session)).sha256;
-  } finally {
-    await session.close();
-  }
-}
 
-const databases = async (container: string) => (await psql(container, 'SELECT datname FROM pg_database ORDER BY 1', { db: 'postgres' })).split('\n');
-const marker = async (container: string) => psql(container, "SELECT coalesce((SELECT body FROM chat_messages WHERE channel = '#marker' ORDER BY id DESC LIMIT 1), 'none')");
-const setMarker = (container: string, text: string) => psql(container, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text}', now())`);
 
-/** Makes a real backup of `container` into dir and returns its file name. */
-async function backupInto(dir: string, container: string, extra: Record<string, string> = {}): Promise<string> {
-  const r = await runTool('backup-database', ['--json', '--keep', '10'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, ...extra });
-  assert.is(r.code, 0, r.stderr);
-  await new Promise((resolve) => setTimeout(resolve, 1100)); // distinct timestamps in the names
-  return JSON.parse(r.stdout).file as string;
-}
 
 /** Replaces a backup's bytes and rewrites its checksum and manifest sha256 to match (so only the fingerprint can tell). */
 function rewriteConsistently(dir: string, file: string, sql: string): void {

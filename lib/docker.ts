@@ -50,10 +50,6 @@ export class Docker {
     };
   }
 
-  /** argv (without the docker binary) for running a command in a container. */
-  execArgs(container: string, command: string[], options: { stdin?: boolean; user?: string } = {}): string[] {
-    return ['exec', ...(options.stdin ? ['-i'] : []), ...(options.user ? ['-u', options.user] : []), container, ...command];
-  }
 
   /** The containers of a compose project: name, service and whether it runs. */
   async projectContainers(project: string): Promise<Array<{ name: string; service: string; running: boolean }>> {

@@ -11,11 +11,11 @@ import * as assert from 'uvu/assert';
 import { runTool, startTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { backupInto, databases, marker, setMarker } from './helpers/restore-checks.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { TempDirs } from './helpers/tmp.ts';
 
 const src = scratchName('pb-age-src');
 const other = scratchName('pb-age-other');
-const made: string[] = [];
+const temp = new TempDirs('planetarion-age-');
 let ready = false;
 let keyFile = '';
 let wrongKeyFile = '';
@@ -24,11 +24,6 @@ let wrongRecipient = '';
 /** A row's text that must never appear on disk in clear. */
 const secret = 'age-secret-row-7f3Kq9XwZ';
 
-function tempDir(prefix = 'planetarion-age-'): string {
-  const dir = makeTempDir(prefix);
-  made.push(dir);
-  return dir;
-}
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
@@ -45,7 +40,7 @@ function rechecksum(path: string): void {
 const age = suite('age encryption');
 
 age('setup: age keys and a seeded database with a known row', async () => {
-  const keys = tempDir('planetarion-age-keys-');
+  const keys = temp.make('planetarion-age-keys-');
   keyFile = join(keys, 'key.txt');
   wrongKeyFile = join(keys, 'wrong.txt');
   execFileSync('age-keygen', ['-o', keyFile], { stdio: 'ignore' });
@@ -60,7 +55,7 @@ age('setup: age keys and a seeded database with a known row', async () => {
 
 age('an encrypted backup: .sql.gz.age, manifest with recipients, sha256 of the ciphertext; age -d decrypts it to a dump that restores', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = tempDir();
+  const dir = temp.make();
   const file = await backupInto(dir, src, { PLANETARION_AGE_RECIPIENTS: recipient });
   assert.match(file, /^planetarion_backup_\d{8}_\d{6}\.sql\.gz\.age$/);
   const path = join(dir, 'backups', file);
@@ -96,7 +91,7 @@ age('an encrypted backup: .sql.gz.age, manifest with recipients, sha256 of the c
 
 age('restore needs the identity: without it exit 2 naming the setting, no database touched; with it the fingerprint is proven', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = tempDir();
+  const dir = temp.make();
   await setMarker(src, 'enc-1');
   const file = await backupInto(dir, src, { PLANETARION_AGE_RECIPIENTS: recipient });
   await setMarker(src, 'after-enc-1');
@@ -121,7 +116,7 @@ age('restore needs the identity: without it exit 2 naming the setting, no databa
 
 age('a file encrypted by the age CLI for the same recipient restores with the tool', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = tempDir();
+  const dir = temp.make();
   await setMarker(src, 'cli-encrypted');
   const plainName = await backupInto(dir, src);
   await setMarker(src, 'after-cli');
@@ -139,7 +134,7 @@ age('a file encrypted by the age CLI for the same recipient restores with the to
 
 age('wrong identity, truncated and tampered .age files are refused before any database is touched; the fallback moves on', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = tempDir();
+  const dir = temp.make();
   await setMarker(src, 'good-old');
   const good = await backupInto(dir, src, { PLANETARION_AGE_RECIPIENTS: recipient });
   await setMarker(src, 'bad-newer');
@@ -181,7 +176,7 @@ age('wrong identity, truncated and tampered .age files are refused before any da
 age('no plaintext on disk: while an encrypted backup streams, no file under the backup dir holds a known row', async () => {
   assert.ok(ready, 'setup failed');
   // Plain SQL (no gzip), so a clear byte of the dump anywhere on disk would show the row's text.
-  const dir = tempDir();
+  const dir = temp.make();
   await psql(other, 'DROP DATABASE IF EXISTS planetarion WITH (FORCE); CREATE DATABASE planetarion;', { db: 'postgres' });
   await seedPlanetarion(other, { scale: 20 });
   await psql(other, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#secret', '${secret}', now())`);
@@ -241,7 +236,7 @@ age('no plaintext on disk: while an encrypted backup streams, no file under the 
 age('plain SQL (.sql.age) and custom-format (.dump.age) backups encrypt and restore too', async () => {
   assert.ok(ready, 'setup failed');
   for (const [extra, suffix] of [[{ PLANETARION_COMPRESS: 'none' }, '.sql.age'], [{ PLANETARION_FORMAT: 'custom' }, '.dump.age']] as const) {
-    const dir = tempDir();
+    const dir = temp.make();
     await setMarker(src, `format${suffix}`);
     const file = await backupInto(dir, src, { ...extra, PLANETARION_AGE_RECIPIENTS: recipient });
     assert.ok(file.endsWith(suffix), file);
@@ -254,7 +249,7 @@ age('plain SQL (.sql.age) and custom-format (.dump.age) backups encrypt and rest
 
 age('a recipients file (comments, several keys) works; a bad key is refused with exit 2', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = tempDir();
+  const dir = temp.make();
   const list = join(dir, 'recipients.txt');
   writeFileSync(list, `# operators\n${recipient}\n\n${wrongRecipient} # spare\n`);
   const file = await backupInto(dir, src, { PLANETARION_AGE_RECIPIENTS: list });
@@ -269,7 +264,7 @@ age('a recipients file (comments, several keys) works; a bad key is refused with
 
 age.after(async () => {
   await Promise.all([removeDb(src), removeDb(other)]);
-  for (const dir of made) removeTempDir(dir);
+  temp.removeAll();
 });
 
 age.run();

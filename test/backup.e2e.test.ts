@@ -9,18 +9,13 @@ import { takeFingerprint } from '../lib/fingerprint.ts';
 import { PsqlSession } from '../lib/psql-session.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb, writeRows } from './helpers/db.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { TempDirs } from './helpers/tmp.ts';
 
 const db = scratchName('pb-backup');
 const big = scratchName('pb-backup-big');
-const made: string[] = [];
+const temp = new TempDirs('planetarion-nas-');
 let ready = false;
 
-function nasDir(): string {
-  const dir = makeTempDir('planetarion-nas-');
-  made.push(dir);
-  return dir;
-}
 
 const files = (dir: string) => (existsSync(dir) ? readdirSync(dir).sort() : []);
 const backupsIn = (dir: string) => files(join(dir, 'backups')).filter((f) => /^planetarion_backup_\d{8}_\d{6}\.sql(\.gz)?$/.test(f));
@@ -67,7 +62,7 @@ backup('setup: a seeded database and a large one', async () => {
 
 backup('writes a verified .sql.gz with manifest and checksum, private modes, timestamped log, status.json', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout);
@@ -109,7 +104,7 @@ backup('writes a verified .sql.gz with manifest and checksum, private modes, tim
 
 backup('the fingerprint matches a restore of the file while a writer inserts rows during the dump', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const writer = await writeRows(db, { intervalMs: 1 });
   let r;
   try {
@@ -124,7 +119,7 @@ backup('the fingerprint matches a restore of the file while a writer inserts row
 
 backup('--compress none writes the seed\'s plain .sql, and its fingerprint also reproduces', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const r = await runTool('backup-database', ['--json', '--compress', 'none'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout);
@@ -136,7 +131,7 @@ backup('--compress none writes the seed\'s plain .sql, and its fingerprint also 
 
 backup('--format custom writes a .dump that restore-database proves; rotation treats the formats as one series', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const earlier = earlierBackups(dir, [2, 10]);
   const r = await runTool('backup-database', ['--json', '--format', 'custom', '--keep', '2'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
@@ -158,7 +153,7 @@ backup('--format custom writes a .dump that restore-database proves; rotation tr
 
 backup('--fingerprint off skips it and the manifest says so', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const r = await runTool('backup-database', ['--json', '--fingerprint', 'off'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout);
@@ -168,7 +163,7 @@ backup('--fingerprint off skips it and the manifest says so', async () => {
 
 backup('PLANETARION_FINGERPRINT_EXCLUDE leaves tables out and lists them', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_FINGERPRINT_EXCLUDE: 'chat_*,game.Mixed Case' });
   assert.is(r.code, 0, r.stderr);
   const manifest = JSON.parse(readFileSync(join(dir, 'backups', `${JSON.parse(r.stdout).file}.json`), 'utf8'));
@@ -178,7 +173,7 @@ backup('PLANETARION_FINGERPRINT_EXCLUDE leaves tables out and lists them', async
 
 backup('--dry-run runs every check and writes nothing', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const r = await runTool('backup-database', ['--dry-run'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /Dry run: all checks passed/);
@@ -206,7 +201,7 @@ for (const [name, prepare] of [
   backup(`a ${name} container: exit 1, the seed's message in the log, no file created, no backup deleted`, async () => {
     const container = await prepare();
     try {
-      const dir = nasDir();
+      const dir = temp.make();
       const earlier = earlierBackups(dir, [2, 10, 18, 20]);
       const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, PLANETARION_KEEP: '1' });
       assert.is(r.code, 1, r.stderr);
@@ -228,7 +223,7 @@ backup('the container killed while pg_dump streams: exit 1, no final file, no te
     // A copy of the large database that may be killed.
     await startDb(victim);
     await psql(victim, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;");
-    const dir = nasDir();
+    const dir = temp.make();
     const earlier = earlierBackups(dir, [2, 10]);
     const run = startTool('backup-database', ['--compress', 'none'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: victim, PLANETARION_KEEP: '1' });
     await waitFor('the dump to be streaming', () => files(join(dir, 'backups')).some((f) => f.includes('.tmp-') && statSync(join(dir, 'backups', f)).size > 1_000_000), 60_000, 20);
@@ -246,7 +241,7 @@ backup('the container killed while pg_dump streams: exit 1, no final file, no te
 
 backup('a full filesystem (small tmpfs): exit 1 naming it, no partial file, earlier backups intact; the next run after space is freed succeeds', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const backups = join(dir, 'backups');
   mkdirSync(backups, { mode: 0o700 });
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=600k,mode=0700', 'tmpfs', backups]);
@@ -267,7 +262,7 @@ backup('a full filesystem (small tmpfs): exit 1 naming it, no partial file, earl
 
 backup('too little space for a backup the size of the last one: refused before dumping', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const backups = join(dir, 'backups');
   mkdirSync(backups, { mode: 0o700 });
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', backups]);
@@ -286,7 +281,7 @@ backup('pg_dump failing (a table the backup user may not read): exit 1, nothing 
   assert.ok(ready, 'setup failed');
   await psql(db, "CREATE ROLE backup_reader LOGIN; GRANT USAGE ON SCHEMA public, game TO backup_reader; GRANT SELECT ON ALL TABLES IN SCHEMA public, game TO backup_reader; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, game TO backup_reader; REVOKE SELECT ON users FROM backup_reader;");
   try {
-    const dir = nasDir();
+    const dir = temp.make();
     const earlier = earlierBackups(dir, [2, 4, 6, 8, 10]);
     const r = await runTool('backup-database', ['--keep', '3'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_DB_USER: 'backup_reader' });
     assert.is(r.code, 1, r.stderr);
@@ -301,7 +296,7 @@ backup('pg_dump failing (a table the backup user may not read): exit 1, nothing 
 
 backup('two runs at once: one backs up, the other exits 75 naming the holder', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: big, PLANETARION_COMPRESS: 'none', PLANETARION_FINGERPRINT: 'off' };
   const first = startTool('backup-database', [], env);
   await waitFor('the first run to hold the lock', () => existsSync(join(dir, '.planetarion.lock')), 30_000, 10);
@@ -315,7 +310,7 @@ backup('two runs at once: one backs up, the other exits 75 naming the holder', a
 
 backup("a run killed mid-dump leaves a lock and a temp file; cron's next run takes over and cleans up", async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: big, PLANETARION_COMPRESS: 'none', PLANETARION_FINGERPRINT: 'off' };
   const first = startTool('backup-database', [], env);
   await waitFor('the dump to be streaming', () => files(join(dir, 'backups')).some((f) => f.includes('.tmp-')), 30_000, 10);
@@ -332,7 +327,7 @@ backup("a run killed mid-dump leaves a lock and a temp file; cron's next run tak
 
 backup('rotation keeps exactly the newest 3 with their sidecars and never touches foreign files', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const earlier = earlierBackups(dir, [2, 4, 6, 8, 10]);
   const foreign = ['planetarion_backup_notes.txt', 'x_planetarion_backup_20231201_020000.sql', 'planetarion_backup_20231201_020000.sql.bak', 'README'];
   for (const f of foreign) writeFileSync(join(dir, 'backups', f), 'keep me');
@@ -349,7 +344,7 @@ backup('rotation keeps exactly the newest 3 with their sidecars and never touche
 
 backup('a dump less than half the size of the previous one is warned about', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   mkdirSync(join(dir, 'backups'), { mode: 0o700 });
   writeFileSync(join(dir, 'backups', 'planetarion_backup_20231201_020000.sql.gz'), Buffer.alloc(5 * 1024 * 1024));
   const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
@@ -368,7 +363,7 @@ backup('monitoring ping: GET on success, /fail on failure; an unreachable ping n
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
   try {
-    const dir = nasDir();
+    const dir = temp.make();
     const ok = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_PING_URL: `http://127.0.0.1:${port}/ping/abc-uuid` });
     assert.is(ok.code, 0, ok.stderr);
     const bad = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: 'pb-no-such-container', PLANETARION_PING_URL: `http://127.0.0.1:${port}/ping/abc-uuid` });
@@ -378,7 +373,7 @@ backup('monitoring ping: GET on success, /fail on failure; an unreachable ping n
   } finally {
     server.close();
   }
-  const dir = nasDir();
+  const dir = temp.make();
   const unreachable = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_PING_URL: `http://127.0.0.1:${port}/gone` });
   assert.is(unreachable.code, 0, unreachable.stderr);
   assert.match(logOf(dir), /WARN - monitoring ping http:\/\/127\.0\.0\.1:\d+ failed/);
@@ -386,7 +381,7 @@ backup('monitoring ping: GET on success, /fail on failure; an unreachable ping n
 
 backup('--status lists backups newest first with checksum results and the last run', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db };
   assert.is((await runTool('backup-database', [], env)).code, 0);
   const newest = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout).file as string;
@@ -408,7 +403,7 @@ backup('--status lists backups newest first with checksum results and the last r
 });
 
 backup('bad settings exit 2 naming the setting, and create nothing', async () => {
-  const dir = nasDir();
+  const dir = temp.make();
   for (const [env, args, message] of [
     [{ PLANETARION_KEEP: '0' }, [], /PLANETARION_KEEP '0'/],
     [{}, ['--keep', 'abc'], /--keep 'abc'/],
@@ -425,7 +420,7 @@ backup('bad settings exit 2 naming the setting, and create nothing', async () =>
 
 backup.after(async () => {
   await Promise.all([removeDb(db), removeDb(big)]);
-  for (const dir of made) removeTempDir(dir);
+  temp.removeAll();
 });
 
 backup.run();

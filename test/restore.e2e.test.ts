@@ -9,18 +9,13 @@ import * as assert from 'uvu/assert';
 import { runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { backupInto, databases, fingerprintOf, marker, setMarker } from './helpers/restore-checks.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { TempDirs } from './helpers/tmp.ts';
 
 const src = scratchName('pb-restore-src');
 const other = scratchName('pb-restore-other');
-const made: string[] = [];
+const temp = new TempDirs('planetarion-nas-');
 let ready = false;
 
-function nasDir(): string {
-  const dir = makeTempDir('planetarion-nas-');
-  made.push(dir);
-  return dir;
-}
 
 
 
@@ -46,7 +41,7 @@ restore('setup: a seeded live database and a second container', async () => {
 
 restore('restores latest beside the live database, proves it, swaps, keeps the previous one', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   await setMarker(src, 'backup-1');
   const file = await backupInto(dir, src);
   const expected = JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8')).fingerprint.sha256;
@@ -71,7 +66,7 @@ restore('restores latest beside the live database, proves it, swaps, keeps the p
 
 restore('without a terminal and without --yes it refuses (exit 2) and changes nothing; --dry-run changes nothing', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   await backupInto(dir, src);
   await setMarker(src, 'untouched');
   const before = await databases(src);
@@ -97,7 +92,7 @@ for (const [name, damage] of [
 ] as const) {
   restore(`a newest backup with ${name} is rejected before any database is touched; --fallback restores the previous one`, async () => {
     assert.ok(ready, 'setup failed');
-    const dir = nasDir();
+    const dir = temp.make();
     await setMarker(src, `older-${name}`);
     const older = await backupInto(dir, src);
     await setMarker(src, `newest-${name}`);
@@ -119,7 +114,7 @@ for (const [name, damage] of [
 
 restore('a dump whose SQL fails halfway (a role the target lacks): rejected, nothing left in the target, live unchanged', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   await psql(src, 'CREATE ROLE ghost_owner; CREATE TABLE haunted (id int); ALTER TABLE haunted OWNER TO ghost_owner;');
   try {
     await backupInto(dir, src);
@@ -144,7 +139,7 @@ restore('a dump whose SQL fails halfway (a role the target lacks): rejected, not
 
 restore('a restore whose fingerprint differs (sha256 kept consistent) is rejected with diagnostics naming the table', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const file = await backupInto(dir, src);
   const sql = gunzipSync(readFileSync(join(dir, 'backups', file))).toString('utf8');
   // Change one value inside the research table's COPY data.
@@ -170,7 +165,7 @@ restore('a restore whose fingerprint differs (sha256 kept consistent) is rejecte
 
 restore('sessions connected to the live database during the swap: the swap completes', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   await setMarker(src, 'with-sessions');
   await backupInto(dir, src);
   const sessions = [1, 2].map(() => execFileSync('sh', ['-c', `docker exec -d "$1" psql -U planetarion_user -d planetarion -c 'SELECT pg_sleep(60)'`, 'sh', src]));
@@ -185,7 +180,7 @@ restore('sessions connected to the live database during the swap: the swap compl
 
 restore('all candidates bad: exit 1, live unchanged, one diagnostics file per attempt', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const files = [await backupInto(dir, src), await backupInto(dir, src), await backupInto(dir, src)];
   for (const f of files) writeFileSync(join(dir, 'backups', f), 'garbage');
   const before = await fingerprintOf(src);
@@ -199,7 +194,7 @@ restore('all candidates bad: exit 1, live unchanged, one diagnostics file per at
 
 restore('--test: a restore drill proves the backup in a scratch database, records it, never touches the live one', async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const file = await backupInto(dir, src);
   await setMarker(src, 'live-during-drill');
   const before = await databases(src);
@@ -224,7 +219,7 @@ restore('--test: a restore drill proves the backup in a scratch database, record
 
 restore("an old plain .sql of the shell script restores with --no-verify (and not without it)", async () => {
   assert.ok(ready, 'setup failed');
-  const dir = nasDir();
+  const dir = temp.make();
   const legacy = join(dir, 'planetarion_backup_20231201_020000.sql');
   execFileSync('sh', ['-c', `docker exec "$1" pg_dump -U planetarion_user planetarion > "$2"`, 'sh', src, legacy]);
   await seedPlanetarion(other, { scale: 0.1 }).catch(() => {});
@@ -239,7 +234,7 @@ restore("an old plain .sql of the shell script restores with --no-verify (and no
 
 restore.after(async () => {
   await Promise.all([removeDb(src), removeDb(other)]);
-  for (const dir of made) removeTempDir(dir);
+  temp.removeAll();
 });
 
 restore.run();

@@ -11,3 +11,21 @@ export function makeTempDir(prefix = 'planetarion-test-'): string {
 export function removeTempDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+/** The temp dirs a suite makes, removed together in its `after` hook. */
+export class TempDirs {
+  private readonly dirs: string[] = [];
+  constructor(private readonly prefix: string) {}
+
+  /** A fresh private temp dir, remembered for removeAll. */
+  make(prefix = this.prefix): string {
+    const dir = makeTempDir(prefix);
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  /** Removes every dir made so far. */
+  removeAll(): void {
+    while (this.dirs.length) removeTempDir(this.dirs.pop()!);
+  }
+}

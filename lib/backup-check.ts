@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { AgeError, ageSuffix, decryptStream } from './age.ts';
 import { DumpInspector, type DumpInspection } from './dump-inspector.ts';
-import { readChecksum, readManifest, type BackupManifest } from './manifest.ts';
+import { readChecksum, readManifest, sha256File, type BackupManifest } from './manifest.ts';
 
 export type DumpFileFormat = 'plain' | 'gzip' | 'custom';
 
@@ -19,12 +19,6 @@ export function dumpFormatOf(path: string): DumpFileFormat | undefined {
   if (path.endsWith('.dump')) return 'custom';
   if (path.endsWith('.sql')) return 'plain';
   return undefined;
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Whether a dump file is age-encrypted, by its name. */
@@ -90,7 +84,7 @@ export async function checkBackupFile(
   }
   // After a failed decryption the read stopped early; the whole file is hashed again, as a stale
   // checksum is the clearer reason when it applies.
-  const sha256 = decryptError ? await sha256Of(path) : hash.digest('hex');
+  const sha256 = decryptError ? await sha256File(path) : hash.digest('hex');
   // A decryption that failed midway leaves the inspector with a partial dump: not worth reading.
   const inspection = decryptError ? undefined : await inspector?.end();
   if (expected && sha256 !== expected) return { ok: false, reason: `${basename(path)} does not match its checksum (expected ${expected}, got ${sha256}): the file is corrupt or truncated` };

@@ -1,9 +1,8 @@
 // `backup-database --status`: the backups on disk, whether each still matches its checksum,
 // and what the last run did.
-import { createReadStream, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { listBackups } from './backup-files.ts';
-import { readChecksum, readManifest } from './manifest.ts';
+import { readChecksum, readManifest, sha256File } from './manifest.ts';
 import { readStatus, type Status } from './status.ts';
 import { formatBytes } from './backup.ts';
 
@@ -19,13 +18,6 @@ export interface BackupOnDisk {
   encrypted: boolean;
   recipients: string[];
   lastDrill: { time: string; passed: boolean } | null;
-}
-
-/** sha256 of a file, streamed. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Every backup in the dir, newest first, each checked against its checksum. */

@@ -1,6 +1,7 @@
 // The sidecars of a backup: `<file>.json` (what it is, how it was made, its fingerprint) and
 // `<file>.sha256` (checkable with `sha256sum -c` from the backup dir).
-import { readFileSync } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import type { BackupFormat } from './backup-files.ts';
 import type { Fingerprint } from './fingerprint.ts';
@@ -71,4 +72,11 @@ export function readChecksum(path: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** sha256 of a file, streamed (what its .sha256 must say). */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

@@ -1,15 +1,32 @@
 // The "game state hash" of the seed's restore validation: per table a row count and an
-// order-independent digest of every row's text form, plus every sequence's value, combined
-// into one sha256. The backup takes it in the dump's own snapshot; a restore recomputes it
-// with the same functions and compares.
+// order-independent digest of every row, plus every sequence's value, combined into one sha256.
+// The backup takes it in the dump's own snapshot; a restore recomputes it with the algorithm
+// the manifest names and compares.
 import { createHash } from 'node:crypto';
 import type { PsqlSession } from './psql-session.ts';
+
+/**
+ * How a row is hashed. `text`: hashtextextended(row::text) for every table (the first
+ * manifests). `typed`: hash_record_extended(row), the types' own hash functions with no text
+ * conversion (1.6x faster on a scale-30 pgbench table), for tables whose every column has a
+ * type where equal hashes input means equal text output; the others keep the text form.
+ */
+export type FingerprintAlgorithm = 'text' | 'typed';
+export const currentAlgorithm: FingerprintAlgorithm = 'typed';
+
+/**
+ * Types whose hash function sees exactly what their text form shows. Left out on purpose:
+ * numeric (1.0 and 1.00 hash alike), floats (0 and -0), interval ('1 day' = '24 hours'),
+ * json/jsonb, arrays, composites, enums, ranges and extension types: those tables are hashed
+ * by their text form. Domains count as their base type.
+ */
+const typedHashTypes = ['bool', 'bytea', '"char"', 'name', 'int2', 'int4', 'int8', 'oid', 'text', 'varchar', 'bpchar', 'date', 'time', 'timestamp', 'timestamptz', 'uuid'];
 
 export interface TableFingerprint {
   schema: string;
   table: string;
   rows: number;
-  /** sum(hashtextextended(row::text, 0)) over the table: exact (numeric), independent of row order. */
+  /** The sum of every row's 64-bit hash over the table: exact (numeric), independent of row order. */
   digest: string;
 }
 
@@ -22,6 +39,8 @@ export interface SequenceState {
 
 export interface Fingerprint {
   sha256: string;
+  /** Absent in manifests written before the typed hash: those are `text`. */
+  algorithm?: FingerprintAlgorithm;
   tables: TableFingerprint[];
   sequences: SequenceState[];
   /** Tables left out by PLANETARION_FINGERPRINT_EXCLUDE, as schema.table. */
@@ -55,24 +74,35 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-/** User tables of every non-system schema (not extension-owned), sorted by schema and name. */
-export async function listTables(session: PsqlSession): Promise<Array<{ schema: string; table: string }>> {
+/**
+ * User tables of every non-system schema (not extension-owned), sorted by schema and name, each
+ * with whether the typed hash applies to it (every column of a typedHashTypes type, compared
+ * by a deterministic collation).
+ */
+export async function listTables(session: PsqlSession): Promise<Array<{ schema: string; table: string; typed: boolean }>> {
   // Names come back hex-encoded: a table name may hold newlines or the field separator.
+  const types = typedHashTypes.map((t) => `'${t.replace(/'/g, "''")}'`).join(', ');
   const rows = await session.query(`
-    SELECT encode(convert_to(n.nspname, 'UTF8'), 'hex'), encode(convert_to(c.relname, 'UTF8'), 'hex')
+    SELECT encode(convert_to(n.nspname, 'UTF8'), 'hex'), encode(convert_to(c.relname, 'UTF8'), 'hex'),
+      coalesce((SELECT bool_and(
+          (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END) = ANY (ARRAY[${types}]::regtype[])
+          AND (a.attcollation = 0 OR EXISTS (SELECT 1 FROM pg_collation co WHERE co.oid = a.attcollation AND co.collisdeterministic)))
+        FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), true)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`);
-  return rows.map(([schema, table]) => ({ schema: hex(schema!), table: hex(table!) }));
+  return rows.map(([schema, table, typed]) => ({ schema: hex(schema!), table: hex(table!), typed: typed === 't' }));
 }
 
 /** Counts and digests every table (minus exclusions) in one statement, in the session's snapshot. */
 export async function fingerprintTables(
   session: PsqlSession,
   exclusions: RegExp[] = [],
+  algorithm: FingerprintAlgorithm = currentAlgorithm,
 ): Promise<{ tables: TableFingerprint[]; excluded: string[] }> {
   const all = await listTables(session);
   const excluded: string[] = [];
@@ -82,15 +112,20 @@ export async function fingerprintTables(
     return !skip;
   });
   if (included.length === 0) return { tables: [], excluded };
-  // The alias's whole-row reference is the row; `alias.*` keeps it so even if a column has the alias's name.
+  // `alias.*` is the whole row even if a column has the alias's name.
+  const rowHash = (typed: boolean) =>
+    algorithm === 'typed' && typed ? 'hash_record_extended(ROW("planetarion row".*), 0)' : 'hashtextextended(("planetarion row".*)::text, 0)';
   const sql = included
     .map(
-      ({ schema, table }, i) =>
-        `SELECT ${i}, count(*), coalesce(sum(hashtextextended(("planetarion row".*)::text, 0)), 0) FROM ${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
+      ({ schema, table, typed }, i) =>
+        `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
     )
     .join('\nUNION ALL\n');
   const rows = await session.query(sql);
-  const tables = rows.map(([i, count, digest]) => ({ ...included[Number(i)]!, rows: Number(count), digest: digest! }));
+  const tables = rows.map(([i, count, digest]) => {
+    const { schema, table } = included[Number(i)]!;
+    return { schema, table, rows: Number(count), digest: digest! };
+  });
   return { tables: tables.sort(byName), excluded };
 }
 
@@ -115,15 +150,23 @@ export async function readSequences(session: PsqlSession): Promise<SequenceState
 }
 
 /** Combines the parts into a Fingerprint with its sha256 over a canonical form. */
-export function combineFingerprint(tables: TableFingerprint[], sequences: SequenceState[], excluded: string[] = []): Fingerprint {
+export function combineFingerprint(
+  tables: TableFingerprint[],
+  sequences: SequenceState[],
+  excluded: string[] = [],
+  algorithm: FingerprintAlgorithm = currentAlgorithm,
+): Fingerprint {
   const sortedTables = [...tables].sort(byName);
   const sortedSequences = [...sequences].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const canonical = JSON.stringify({
+    // The text algorithm's canonical form predates the field: its sums stay reproducible.
+    ...(algorithm === 'text' ? {} : { algorithm }),
     tables: sortedTables.map((t) => [t.schema, t.table, t.rows, t.digest]),
     sequences: sortedSequences.map((s) => [s.name, s.value, s.isCalled]),
   });
   return {
     sha256: createHash('sha256').update(canonical).digest('hex'),
+    algorithm,
     tables: sortedTables,
     sequences: sortedSequences,
     excluded,
@@ -131,11 +174,11 @@ export function combineFingerprint(tables: TableFingerprint[], sequences: Sequen
 }
 
 /** Takes the whole fingerprint of the database a session is connected to (used on restored databases). */
-export async function takeFingerprint(session: PsqlSession, exclusions: RegExp[] = []): Promise<Fingerprint> {
+export async function takeFingerprint(session: PsqlSession, exclusions: RegExp[] = [], algorithm: FingerprintAlgorithm = currentAlgorithm): Promise<Fingerprint> {
   await session.query(fingerprintSessionSettings);
-  const { tables, excluded } = await fingerprintTables(session, exclusions);
+  const { tables, excluded } = await fingerprintTables(session, exclusions, algorithm);
   const sequences = await readSequences(session);
-  return combineFingerprint(tables, sequences, excluded);
+  return combineFingerprint(tables, sequences, excluded, algorithm);
 }
 
 export interface FingerprintDifference {

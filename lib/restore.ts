@@ -10,7 +10,7 @@ import { writeFileAtomic } from './atomic-file.ts';
 import { backupStamp } from './backup-files.ts';
 import { checkBackupFile, type CheckedBackup } from './backup-check.ts';
 import { CliError, errorText } from './errors.ts';
-import { compareFingerprints, quoteIdent, takeFingerprint, type Fingerprint, type FingerprintDifference } from './fingerprint.ts';
+import { compareFingerprints, currentAlgorithm, quoteIdent, takeFingerprint, type Fingerprint, type FingerprintDifference } from './fingerprint.ts';
 import type { Logger } from './log.ts';
 import { PsqlSession } from './psql-session.ts';
 import type { Shell } from './shell.ts';
@@ -119,12 +119,15 @@ async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: 
   if (code !== 0) throw new CliError(`the dump did not restore (${backup.format === 'custom' ? 'pg_restore' : 'psql'} exit ${code}): ${stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
 }
 
-/** Fingerprints a database in the target container, excluding the tables the manifest excluded. */
-async function fingerprintDatabase(target: RestoreTarget, database: string, excluded: string[]): Promise<Fingerprint> {
+/**
+ * Fingerprints a database in the target container the way the manifest's was taken: the same
+ * algorithm, without the tables it excluded.
+ */
+async function fingerprintDatabase(target: RestoreTarget, database: string, expected: Fingerprint | null): Promise<Fingerprint> {
   const session = PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database });
   try {
-    const exact = excluded.map((name) => new RegExp(`^${name.replace(/[^\w]/g, '\\$&')}$`));
-    return await takeFingerprint(session, exact);
+    const exact = (expected?.excluded ?? []).map((name) => new RegExp(`^${name.replace(/[^\w]/g, '\\$&')}$`));
+    return await takeFingerprint(session, exact, expected ? (expected.algorithm ?? 'text') : currentAlgorithm);
   } finally {
     await session.close();
   }
@@ -238,7 +241,7 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE); CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`);
     await loadDump(backup, target, scratch, options.identities);
     log.info(`Restored ${name} into '${scratch}'`);
-    actual = await fingerprintDatabase(target, scratch, expected?.excluded ?? []);
+    actual = await fingerprintDatabase(target, scratch, expected);
     if (expected) {
       differences = compareFingerprints(expected, actual);
       if (actual.sha256 !== expected.sha256) {

@@ -6,6 +6,8 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { takeFingerprint } from '../lib/fingerprint.ts';
+import { PsqlSession } from '../lib/psql-session.ts';
 import { runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { backupInto, databases, fingerprintOf, marker, setMarker } from './helpers/restore-checks.ts';
@@ -215,6 +217,24 @@ restore('--test: a restore drill proves the backup in a scratch database, record
   assert.is(JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8')).lastDrill.passed, false);
   assert.ok(readdirSync(join(dir, 'logs')).some((f) => f.startsWith('restore_debug_')));
   assert.equal(await databases(src), before);
+});
+
+restore('a manifest from before the typed hash (text sums, no algorithm field) is proven by the text form', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const file = await backupInto(dir, src);
+  const path = join(dir, 'backups', `${file}.json`);
+  const manifest = JSON.parse(readFileSync(path, 'utf8'));
+  const session = PsqlSession.open({ docker: 'docker', container: src, user: 'planetarion_user', database: 'planetarion' });
+  const { algorithm, ...legacy } = await takeFingerprint(session, [], 'text').finally(() => session.close());
+  assert.is(algorithm, 'text');
+  writeFileSync(path, JSON.stringify({ ...manifest, fingerprint: legacy }));
+  const r = await runTool('restore-database', ['--test', file, '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src });
+  assert.is(r.code, 0, r.stderr);
+  // The typed sums under a manifest that names no algorithm do not pass: the field is honoured.
+  const { algorithm: _, ...typedUnnamed } = manifest.fingerprint;
+  writeFileSync(path, JSON.stringify({ ...manifest, fingerprint: typedUnnamed }));
+  assert.is((await runTool('restore-database', ['--test', file], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src })).code, 1);
 });
 
 restore("an old plain .sql of the shell script restores with --no-verify (and not without it)", async () => {

@@ -1,0 +1,113 @@
+// The fingerprint against a real PostgreSQL container: which tables get the typed hash, and that
+// every kind of change is seen, including the ones a type's own hash function would miss
+// (numeric scale, jsonb number spelling, interval units), which must go by the text form.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { listTables, takeFingerprint, type FingerprintAlgorithm } from '../lib/fingerprint.ts';
+import { PsqlSession } from '../lib/psql-session.ts';
+import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
+
+const name = scratchName('pb-fingerprint');
+let ready = false;
+
+const schema = `
+CREATE DOMAIN score AS integer;
+CREATE TABLE simple (id int, name text, code varchar(10), flag bool, born timestamptz, day date, at time, ts timestamp,
+  u uuid, b bytea, c char(3), s score, big bigint, small smallint, "ROW" text);
+CREATE TABLE amounts (id int, amount numeric);
+CREATE TABLE docs (id int, doc jsonb);
+CREATE TABLE spans (id int, span interval);
+CREATE TABLE tags (id int, tags text[]);
+CREATE TABLE no_columns ();
+INSERT INTO simple SELECT g, 'name ' || g, 'c' || g, g % 2 = 0, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 hour',
+  '2024-01-01'::date + g, '12:00'::time, '2024-01-01'::timestamp, md5(g::text)::uuid, '\\x00ff', 'ab', g, g * 1000000000::bigint, g, NULL
+  FROM generate_series(1, 50) g;
+INSERT INTO amounts VALUES (1, 1.0), (2, 2.50);
+INSERT INTO docs VALUES (1, '{"a": 1.0}');
+INSERT INTO spans VALUES (1, '1 day');
+INSERT INTO tags VALUES (1, ARRAY['x', 'y']);
+INSERT INTO no_columns DEFAULT VALUES;
+`;
+
+async function fingerprint(database: string, algorithm?: FingerprintAlgorithm) {
+  const session = PsqlSession.open({ docker: 'docker', container: name, user: 'planetarion_user', database });
+  try {
+    return await takeFingerprint(session, [], algorithm);
+  } finally {
+    await session.close();
+  }
+}
+
+/** A fresh copy of the test database, changed by `sql`; returns which tables' digests differ from the original. */
+async function changedTables(sql: string, algorithm: FingerprintAlgorithm): Promise<string[]> {
+  await psql(name, 'DROP DATABASE IF EXISTS copy; CREATE DATABASE copy TEMPLATE planetarion', { db: 'postgres' });
+  await psql(name, sql, { db: 'copy' });
+  const [original, copy] = [await fingerprint('planetarion', algorithm), await fingerprint('copy', algorithm)];
+  return copy.tables.filter((t, i) => t.digest !== original.tables[i]!.digest || t.rows !== original.tables[i]!.rows).map((t) => t.table);
+}
+
+const fp = suite('fingerprint');
+
+fp('setup: a database with a table of each kind', async () => {
+  await startDb(name);
+  await psql(name, schema);
+  ready = true;
+});
+
+fp('the typed hash applies to tables of plain types (domains included), the text form to the rest', async () => {
+  assert.ok(ready, 'setup failed');
+  const session = PsqlSession.open({ docker: 'docker', container: name, user: 'planetarion_user', database: 'planetarion' });
+  try {
+    const kinds = Object.fromEntries((await listTables(session)).map((t) => [t.table, t.typed]));
+    assert.equal(kinds, { amounts: false, docs: false, no_columns: true, simple: true, spans: false, tags: false });
+  } finally {
+    await session.close();
+  }
+});
+
+fp('both algorithms agree on equal data and name their algorithm; their sums differ', async () => {
+  assert.ok(ready, 'setup failed');
+  await psql(name, 'DROP DATABASE IF EXISTS copy; CREATE DATABASE copy TEMPLATE planetarion', { db: 'postgres' });
+  const [typed, text] = [await fingerprint('planetarion', 'typed'), await fingerprint('planetarion', 'text')];
+  assert.is(typed.algorithm, 'typed');
+  assert.is(text.algorithm, 'text');
+  assert.is((await fingerprint('copy', 'typed')).sha256, typed.sha256);
+  assert.is((await fingerprint('copy', 'text')).sha256, text.sha256);
+  assert.is.not(typed.sha256, text.sha256);
+  assert.is.not(typed.tables.find((t) => t.table === 'simple')!.digest, text.tables.find((t) => t.table === 'simple')!.digest);
+  assert.is(typed.tables.find((t) => t.table === 'amounts')!.digest, text.tables.find((t) => t.table === 'amounts')!.digest);
+});
+
+for (const algorithm of ['typed', 'text'] as const) {
+  fp(`${algorithm}: a change in any column, a moved value, a lost or an extra row is seen in that table only`, async () => {
+    assert.ok(ready, 'setup failed');
+    for (const change of [
+      "UPDATE simple SET name = 'name 1 ' WHERE id = 1",
+      "UPDATE simple SET born = born + interval '1 microsecond' WHERE id = 2",
+      "UPDATE simple SET u = md5('x')::uuid WHERE id = 3",
+      "UPDATE simple SET b = '\\x00fe' WHERE id = 4",
+      'UPDATE simple SET s = NULL WHERE id = 5',
+      "UPDATE simple SET \"ROW\" = '' WHERE id = 6",
+      'UPDATE simple SET name = code, code = name WHERE id = 7',
+      'DELETE FROM simple WHERE id = 8',
+      'INSERT INTO simple (id) VALUES (8)',
+    ]) {
+      assert.equal(await changedTables(change, algorithm), ['simple'], change);
+    }
+  });
+
+  fp(`${algorithm}: changes only the text form shows (numeric scale, jsonb spelling, interval units, array order) are seen`, async () => {
+    assert.ok(ready, 'setup failed');
+    assert.equal(await changedTables('UPDATE amounts SET amount = 1.00 WHERE id = 1', algorithm), ['amounts']);
+    assert.equal(await changedTables(`UPDATE docs SET doc = '{"a": 1.00}'`, algorithm), ['docs']);
+    assert.equal(await changedTables("UPDATE spans SET span = '24 hours'", algorithm), ['spans']);
+    assert.equal(await changedTables("UPDATE tags SET tags = ARRAY['y', 'x']", algorithm), ['tags']);
+    assert.equal(await changedTables('INSERT INTO no_columns DEFAULT VALUES', algorithm), ['no_columns']);
+  });
+}
+
+fp.after(async () => {
+  await removeDb(name);
+});
+
+fp.run();

@@ -95,21 +95,28 @@ export class DumpInspector {
     };
   }
 
+  // Copies only what must outlive the chunk (the head, the tail, a partial last line): a
+  // copy of every chunk doubled the inspector's CPU time on a 280 MB dump.
   private scan(chunk: Buffer): void {
     this.sqlBytes += chunk.length;
     if (this.head.length < keepHead) this.head = Buffer.concat([this.head, chunk.subarray(0, keepHead - this.head.length)]);
-    this.tail = Buffer.concat([this.tail, chunk]);
-    if (this.tail.length > keepTail) this.tail = this.tail.subarray(this.tail.length - keepTail);
+    this.tail =
+      chunk.length >= keepTail
+        ? Buffer.from(chunk.subarray(chunk.length - keepTail))
+        : Buffer.concat([this.tail.subarray(Math.max(0, this.tail.length + chunk.length - keepTail)), chunk]);
 
-    const data = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
-    const lastNewline = data.lastIndexOf(newline);
-    if (lastNewline < 0) {
-      this.keepCarry(data);
+    const firstNewline = chunk.indexOf(newline);
+    if (firstNewline < 0) {
+      this.keepCarry(this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk);
       return;
     }
-    this.scanLines(data.subarray(0, lastNewline + 1), this.carryAtLineStart);
+    // The line the carry began ends in this chunk: scan it on its own (it is short).
+    if (this.carry.length) this.scanLines(Buffer.concat([this.carry, chunk.subarray(0, firstNewline + 1)]), this.carryAtLineStart);
+    else this.scanLines(chunk.subarray(0, firstNewline + 1), this.carryAtLineStart);
+    const lastNewline = chunk.lastIndexOf(newline);
+    if (lastNewline > firstNewline) this.scanLines(chunk.subarray(firstNewline + 1, lastNewline + 1), true);
     this.carryAtLineStart = true;
-    this.keepCarry(data.subarray(lastNewline + 1));
+    this.keepCarry(chunk.subarray(lastNewline + 1));
   }
 
   /** A carried partial line longer than any setval line is cut: only its end matters then. */

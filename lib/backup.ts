@@ -142,6 +142,17 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
 
     const docker = new Docker(context.docker, $);
     const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
+    const withFingerprint = settings.fingerprint === 'on' && !context.dryRun;
+    // The fingerprint's session connects and exports the snapshot while the health checks run
+    // (each is a `docker` round trip of ~0.1 s); it is only used once they pass, and a failed
+    // check kills it. The exporting session stays open in its transaction until pg_dump has
+    // imported the snapshot and the fingerprint has read every table of it.
+    let exported: Promise<string[]> | undefined;
+    if (withFingerprint) {
+      session = PsqlSession.open({ docker: context.docker, ...target });
+      exported = session.query(`${fingerprintSessionSettings} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot(), current_setting('server_version');`).then((rows) => rows[0]!);
+      exported.catch(() => {});
+    }
     const state = await checkDatabaseHealth(docker, $, target, log);
     checkSpace(settings.backupDir, log);
 
@@ -155,16 +166,10 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     const finalName = backupFileName(started, format, encrypted);
     if (encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     temp = join(settings.backupDir, tempFileName(finalName));
-    const withFingerprint = settings.fingerprint === 'on';
     let snapshot: string | undefined;
     let server = '';
-    if (withFingerprint) {
-      // The exporting session stays open in its transaction until pg_dump has imported the
-      // snapshot and the fingerprint has read every table of it.
-      session = PsqlSession.open({ docker: context.docker, ...target });
-      await session.query(fingerprintSessionSettings);
-      const rows = await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot(), current_setting(\'server_version\');');
-      [snapshot, server] = [rows[0]![0]!, rows[0]![1]!];
+    if (exported) {
+      [snapshot, server] = (await exported) as [string, string];
       log.info(`Exported snapshot ${snapshot}; dumping and fingerprinting it`);
     }
     const fingerprintStart = Date.now();

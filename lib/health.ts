@@ -22,6 +22,10 @@ export async function checkDatabaseHealth(docker: Docker, $: Shell, target: Data
     log.error(message);
     throw new CliError(message, { advice });
   };
+  // pg_isready starts beside inspect (each is a `docker` round trip): its answer is only read
+  // once inspect has found the container running, so the first failing check is still the one named.
+  const readyCheck = $({ nothrow: true, timeout: '30s' })`${docker.binary} exec ${target.container} pg_isready -U ${target.user} -d ${target.database}`;
+  readyCheck.catch(() => {});
   // inspect also proves the daemon answers (it fails with the daemon's error otherwise): one
   // `docker` call fewer on every run.
   const state = await docker.inspect(target.container).catch((error: CliError) => fail(error.message, error.advice ?? ''));
@@ -35,7 +39,7 @@ export async function checkDatabaseHealth(docker: Docker, $: Shell, target: Data
       `See 'docker inspect --format "{{json .State.Health}}" ${target.container}' for the failing health check.`,
     );
   }
-  const ready = await $({ nothrow: true, timeout: '30s' })`${docker.binary} exec ${target.container} pg_isready -U ${target.user} -d ${target.database}`;
+  const ready = await readyCheck;
   if (ready.exitCode !== 0) {
     fail(
       `PostgreSQL in '${target.container}' is not accepting connections (pg_isready: ${(ready.stdout + ready.stderr).trim() || `exit ${ready.exitCode}`})`,

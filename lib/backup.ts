@@ -31,6 +31,8 @@ export interface BackupContext {
   lockHeld?: boolean;
   now?: () => Date;
   onProgress?: (bytes: number) => void;
+  /** Passed to streamDump: a second consumer of pg_dump's output (deploy's restore into the new slot). */
+  tee?: (chunk: Buffer) => Promise<void>;
 }
 
 export interface BackupSummary {
@@ -49,7 +51,8 @@ export interface BackupSummary {
   warnings: string[];
 }
 
-const formatOf = (settings: Settings): BackupFormat => (settings.format === 'custom' ? 'custom' : settings.compress === 'gzip' ? 'gzip' : 'plain');
+/** The format a backup with these settings is written in. */
+export const backupFormatOf = (settings: Settings): BackupFormat => (settings.format === 'custom' ? 'custom' : settings.compress === 'gzip' ? 'gzip' : 'plain');
 
 /** Human size: 1.2 MB. */
 export function formatBytes(bytes: number): string {
@@ -123,7 +126,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
   const { settings, log, $ } = context;
   const now = context.now ?? (() => new Date());
   const started = now();
-  const format = formatOf(settings);
+  const format = backupFormatOf(settings);
   // Read (and checked) before anything is touched: a bad key or file is a usage error.
   const recipients = settings.ageRecipients ? resolveRecipients(settings.ageRecipients) : [];
   const encrypted = recipients.length > 0;
@@ -193,6 +196,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
         path: temp,
         recipients,
         onProgress: context.onProgress,
+        tee: context.tee,
       });
     } catch (error) {
       // Tell apart "the container went away" from other dump failures: the seed's message applies.

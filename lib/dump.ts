@@ -23,6 +23,12 @@ export interface DumpRequest {
   /** age public keys: the bytes are encrypted before they reach the file (none are written in clear). */
   recipients?: string[];
   onProgress?: (bytes: number) => void;
+  /**
+   * Also gets pg_dump's output (the plaintext) as it streams, and holds the next chunk back
+   * until it resolves: deploy restores the fresh dump into the new slot while it is written.
+   * Must not throw (a failed consumer drops chunks and reports later).
+   */
+  tee?: (chunk: Buffer) => Promise<void>;
 }
 
 export interface DumpResult {
@@ -118,6 +124,7 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
     for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
       dumpBytes += chunk.length;
       await inspector.write(chunk);
+      if (request.tee) await request.tee(chunk);
       if (request.onProgress && Date.now() - lastProgress > 1000) {
         lastProgress = Date.now();
         request.onProgress(dumpBytes);

@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { AgeError, decryptStream } from './age.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { backupStamp } from './backup-files.ts';
-import { checkBackupFile, type CheckedBackup } from './backup-check.ts';
+import { checkBackupFile, type CheckedBackup, type DumpFileFormat } from './backup-check.ts';
 import { CliError, errorText } from './errors.ts';
 import { compareFingerprints, currentAlgorithm, quoteIdent, takeFingerprint, type Fingerprint, type FingerprintDifference } from './fingerprint.ts';
 import type { Logger } from './log.ts';
@@ -76,47 +76,69 @@ export async function databaseExists($: Shell, target: RestoreTarget, name: stri
 }
 
 /**
- * Streams a dump into a database: decompressed inside the container (measured 1.6x faster than on
- * the host); an encrypted one is decrypted here on the way, so the plaintext exists only in this
- * process's memory and the container's pipe.
+ * A load of a dump into a database in the target container, fed chunk by chunk: decompressed
+ * inside the container (measured 1.6x faster than on the host). restore feeds it a file (an
+ * encrypted one decrypted here on the way, so the plaintext exists only in this process's memory
+ * and the container's pipe); deploy feeds it the fresh dump while that is written to its file.
  */
-async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: string, identities: string[] = []): Promise<void> {
-  const psql = `psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$1" -d "$2" >/dev/null`;
-  const script =
-    backup.format === 'custom'
-      ? 'pg_restore --exit-on-error --single-transaction -U "$1" -d "$2"'
-      : backup.format === 'gzip'
-        ? `gunzip -c | ${psql}`
-        : psql;
-  // The names travel as positional parameters of sh -c: never spliced into the script.
-  const child = spawn(target.docker, ['exec', '-i', target.container, 'sh', '-c', script, 'sh', target.user, database], { stdio: ['pipe', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    if (stderr.length < 64 * 1024) stderr += d;
-  });
-  child.stdin.on('error', () => {}); // psql stopping early closes the pipe; its exit code tells why
-  const closed = once(child, 'close') as Promise<[number | null]>;
-  let decryptError: Error | undefined;
-  if (!backup.encrypted) createReadStream(backup.path).pipe(child.stdin);
-  else {
-    try {
-      for await (const chunk of decryptStream(createReadStream(backup.path), identities)) {
-        if (child.stdin.destroyed) break; // psql stopped; its exit code says why
-        if (!child.stdin.write(chunk)) await Promise.race([once(child.stdin, 'drain'), closed]);
-      }
-      child.stdin.end();
-    } catch (error) {
-      // The load stops here. Whatever psql makes of the partial input lands only in the scratch
-      // database, which the caller drops: the live database is never the target of a load.
-      child.kill('SIGKILL');
-      if (!(error instanceof AgeError)) throw error;
-      // The file changed since it was checked (it decrypted to its end then).
-      decryptError = error;
-    }
+export class StreamLoad {
+  private readonly child: ReturnType<typeof spawn>;
+  private readonly closed: Promise<[number | null]>;
+  private stderr = '';
+  private exited = false;
+
+  constructor(
+    target: RestoreTarget,
+    readonly database: string,
+    private readonly format: DumpFileFormat,
+  ) {
+    const psql = `psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$1" -d "$2" >/dev/null`;
+    const script = format === 'custom' ? 'pg_restore --exit-on-error --single-transaction -U "$1" -d "$2"' : format === 'gzip' ? `gunzip -c | ${psql}` : psql;
+    // The names travel as positional parameters of sh -c: never spliced into the script.
+    this.child = spawn(target.docker, ['exec', '-i', target.container, 'sh', '-c', script, 'sh', target.user, database], { stdio: ['pipe', 'ignore', 'pipe'] });
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      if (this.stderr.length < 64 * 1024) this.stderr += d;
+    });
+    this.child.stdin!.on('error', () => {}); // psql stopping early closes the pipe; its exit code tells why
+    this.closed = once(this.child, 'close') as Promise<[number | null]>;
+    void this.closed.then(() => (this.exited = true));
   }
-  const [code] = await closed;
-  if (decryptError) throw new CliError(`${basename(backup.path)} stopped decrypting during the restore: ${decryptError.message}`);
-  if (code !== 0) throw new CliError(`the dump did not restore (${backup.format === 'custom' ? 'pg_restore' : 'psql'} exit ${code}): ${stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
+
+  /** Takes the next chunk; resolves when it may take more. Never throws: once the load has stopped, chunks are dropped and finish() says why. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.exited || this.child.stdin!.destroyed) return;
+    if (!this.child.stdin!.write(chunk)) await Promise.race([once(this.child.stdin!, 'drain'), this.closed]);
+  }
+
+  /** The whole dump was written: waits for the load to commit; throws a CliError when it did not. */
+  async finish(): Promise<void> {
+    this.child.stdin!.end();
+    const [code] = await this.closed;
+    if (code !== 0) throw new CliError(`the dump did not restore (${this.format === 'custom' ? 'pg_restore' : 'psql'} exit ${code}): ${this.stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
+  }
+
+  /** Stops the load: nothing is committed (it runs in one transaction). */
+  async abort(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.closed;
+  }
+}
+
+/** Loads a backup file through a StreamLoad. */
+async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: string, identities: string[] = []): Promise<void> {
+  const load = new StreamLoad(target, database, backup.format);
+  const chunks = backup.encrypted ? decryptStream(createReadStream(backup.path), identities) : (createReadStream(backup.path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>);
+  try {
+    for await (const chunk of chunks) await load.write(chunk);
+  } catch (error) {
+    // The load stops here. Whatever psql makes of the partial input lands only in the scratch
+    // database, which the caller drops: the live database is never the target of a load.
+    await load.abort();
+    if (!(error instanceof AgeError)) throw error;
+    // The file changed since it was checked (it decrypted to its end then).
+    throw new CliError(`${basename(backup.path)} stopped decrypting during the restore: ${error.message}`);
+  }
+  await load.finish();
 }
 
 /**
@@ -155,6 +177,19 @@ function writeDiagnostics(logDir: string, stamp: string, attempt: number, diagno
   const path = join(logDir, `restore_debug_${stamp}${attempt > 1 ? `_${attempt}` : ''}.json`);
   writeFileAtomic(path, JSON.stringify(diagnostics, null, 2) + '\n');
   return path;
+}
+
+/** The name of a scratch database beside the live one: <live>_restore_<ts> (or _drill_, _stream_). */
+export const scratchName = (target: RestoreTarget, kind: 'restore' | 'drill' | 'stream', stamp: string) => suffixName(target.database, kind, stamp);
+
+/** Creates an empty scratch database (replacing a leftover of the same name). */
+export async function createScratch($: Shell, target: RestoreTarget, scratch: string): Promise<void> {
+  await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE); CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`);
+}
+
+/** Drops a scratch database; a failure is logged, not thrown (it is only a leftover then). */
+export async function dropScratch($: Shell, target: RestoreTarget, scratch: string, log: Logger): Promise<void> {
+  await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) => log.warn(`could not drop '${scratch}': ${errorText(e)}`));
 }
 
 /** Swaps the restored database in: the live one becomes <live>_previous_<ts>; older previous ones are dropped. */
@@ -196,8 +231,12 @@ export async function swapDatabases($: Shell, target: RestoreTarget, restored: s
  * One restore attempt: check the file (no database touched if it fails), restore into a new
  * database, prove the fingerprint, then swap (or, for a drill, drop). Never throws for a bad
  * backup: the result says why it lost, and a diagnostics file holds the details.
+ *
+ * `streaming`: the file's bytes already went into a scratch database while the file was being
+ * written (deploy tees its fresh dump into the new slot); the attempt then checks the file,
+ * waits for that load instead of starting one, and proves it the same way.
  */
-export async function restoreBackup(file: string, options: RestoreOptions, attempt = 1): Promise<RestoreResult> {
+export async function restoreBackup(file: string, options: RestoreOptions, attempt = 1, streaming?: StreamLoad): Promise<RestoreResult> {
   const { target, $, log } = options;
   const now = options.now ?? (() => new Date());
   const started = Date.now();
@@ -222,7 +261,12 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
   log.info(`Restore attempt ${attempt}: ${name} into '${target.database}' in container '${target.container}'${options.drillOnly ? ' (drill: scratch database only)' : ''}`);
   const checked = await checkBackupFile(file, { requireManifest: !options.noVerify, identities: options.identities });
   if (!checked.ok) {
-    log.error(`Rejected ${name} before touching any database: ${checked.reason}`);
+    if (streaming) {
+      scratch = streaming.database;
+      await streaming.abort();
+      await dropScratch($, target, scratch, log);
+    }
+    log.error(`Rejected ${name}${streaming ? '' : ' before touching any database'}: ${checked.reason}`);
     const diagnostics = writeDiagnostics(options.logDir, stamp, attempt, {
       time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: undefined },
       error: checked.reason, expectedFingerprint: null, actualFingerprint: null, differences: [],
@@ -237,9 +281,14 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
   if (!expected) log.warn(`${name} has no fingerprint in a manifest: the restored data cannot be proven identical`);
 
   try {
-    scratch = suffixName(target.database, options.drillOnly ? 'drill' : 'restore', stamp);
-    await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE); CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`);
-    await loadDump(backup, target, scratch, options.identities);
+    if (streaming) {
+      scratch = streaming.database;
+      await streaming.finish();
+    } else {
+      scratch = scratchName(target, options.drillOnly ? 'drill' : 'restore', stamp);
+      await createScratch($, target, scratch);
+      await loadDump(backup, target, scratch, options.identities);
+    }
     log.info(`Restored ${name} into '${scratch}'`);
     actual = await fingerprintDatabase(target, scratch, expected);
     if (expected) {
@@ -259,7 +308,8 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     const reason = errorText(error);
     log.error(`Restore of ${name} failed: ${reason}`);
     if (scratch) {
-      await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) => log.warn(`could not drop '${scratch}': ${errorText(e)}`));
+      await streaming?.abort();
+      await dropScratch($, target, scratch, log);
     }
     const diagnostics = writeDiagnostics(options.logDir, stamp, attempt, {
       time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: scratch },
@@ -273,10 +323,14 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
 }
 
 /** The fallback chain: candidates newest first; the first that restores and proves its fingerprint wins. */
-export async function restoreWithFallback(files: string[], options: RestoreOptions): Promise<{ winner: RestoreResult | undefined; attempts: RestoreResult[] }> {
-  const attempts: RestoreResult[] = [];
+export async function restoreWithFallback(
+  files: string[],
+  options: RestoreOptions,
+  earlier: RestoreResult[] = [],
+): Promise<{ winner: RestoreResult | undefined; attempts: RestoreResult[] }> {
+  const attempts: RestoreResult[] = [...earlier];
   for (const [i, file] of files.entries()) {
-    const attemptResult = await restoreBackup(file, options, i + 1);
+    const attemptResult = await restoreBackup(file, options, earlier.length + i + 1);
     attempts.push(attemptResult);
     if (attemptResult.ok) return { winner: attemptResult, attempts };
     if (i + 1 < files.length) options.log.warn(`Falling back to the next older backup: ${basename(files[i + 1]!)}`);

@@ -42,17 +42,47 @@ interface ComposeFile {
   [key: string]: unknown;
 }
 
-/** The services of a compose file, and each one's canonical container name (what operators see live). */
-export function readComposeServices(path: string, dbService: string, dbContainer: string, baseProject: string): Array<{ service: string; canonicalName: string }> {
+export interface ComposeServiceInfo {
+  service: string;
+  /** The container name operators see on the live slot. */
+  canonicalName: string;
+  /** Its depends_on: each service it needs, and whether it must be healthy first (`condition: service_healthy`). */
+  dependsOn: Array<{ service: string; healthy: boolean }>;
+}
+
+function dependenciesOf(spec: ComposeService): Array<{ service: string; healthy: boolean }> {
+  const deps = spec.depends_on;
+  if (Array.isArray(deps)) return deps.map((service) => ({ service: String(service), healthy: false }));
+  if (deps && typeof deps === 'object') {
+    return Object.entries(deps as Record<string, { condition?: string } | null>).map(([service, how]) => ({ service, healthy: how?.condition === 'service_healthy' }));
+  }
+  return [];
+}
+
+/**
+ * The services of a compose file with their canonical container names, in the order Compose
+ * starts them (each after what it depends on), so the deployment can start them the same way.
+ */
+export function readComposeServices(path: string, dbService: string, dbContainer: string, baseProject: string): ComposeServiceInfo[] {
   const doc = parse(readFileSync(path, 'utf8')) as ComposeFile;
-  const services = Object.keys(doc.services ?? {});
+  const specs = doc.services ?? {};
+  const services = Object.keys(specs);
   if (!services.includes(dbService)) {
     throw new CliError(`the compose file ${path} has no service '${dbService}'`, { advice: `Name the database service with --db-service (services: ${services.join(', ')}).` });
   }
-  return services.map((service) => ({
-    service,
-    canonicalName: service === dbService ? dbContainer : (doc.services![service]!.container_name ?? `${baseProject}-${service}`),
-  }));
+  const ordered: ComposeServiceInfo[] = [];
+  const visiting = new Set<string>();
+  const visit = (service: string) => {
+    if (ordered.some((s) => s.service === service) || !specs[service]) return;
+    if (visiting.has(service)) throw new CliError(`the compose file ${path} has a depends_on cycle through '${service}'`);
+    visiting.add(service);
+    const dependsOn = dependenciesOf(specs[service]!);
+    for (const dep of dependsOn) visit(dep.service);
+    visiting.delete(service);
+    ordered.push({ service, canonicalName: service === dbService ? dbContainer : (specs[service]!.container_name ?? `${baseProject}-${service}`), dependsOn });
+  };
+  for (const service of services) visit(service);
+  return ordered;
 }
 
 const pgData = '/var/lib/postgresql/data';
@@ -63,7 +93,7 @@ const pgData = '/var/lib/postgresql/data';
  * and its data lives in a volume of its own even when the original bind-mounts a folder (two
  * PostgreSQL servers on one data dir would destroy it).
  */
-export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<{ service: string; canonicalName: string }> }): { yaml: string; warnings: string[] } {
+export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<Pick<ComposeServiceInfo, 'service' | 'canonicalName'>> }): { yaml: string; warnings: string[] } {
   const doc = parse(readFileSync(basePath, 'utf8')) as ComposeFile;
   const warnings: string[] = [];
   for (const { service, canonicalName } of options.names) {

@@ -4,17 +4,17 @@
 // except for stopping (and, on any failure, restarting) its writers.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { runBackup } from './backup.ts';
+import { backupFormatOf, runBackup } from './backup.ts';
 import { backupStamp, listBackups, parseBackupName } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
-import { compose, detectCompose, readComposeServices, slotComposeFile, type ComposeCommand } from './compose.ts';
+import { compose, detectCompose, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { adminSql, restoreWithFallback, type RestoreResult } from './restore.ts';
+import { adminSql, createScratch, dropScratch, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
 
@@ -97,6 +97,23 @@ async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Sl
   return { ...slot, containers };
 }
 
+/**
+ * Starts created containers in Compose's order, each once the services it needs with
+ * `condition: service_healthy` are healthy (a plain `docker start` does not wait for them).
+ */
+async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], timeoutMs: number): Promise<void> {
+  const nameOf = new Map(containers.map((c) => [c.service, c.name]));
+  const started: string[] = [];
+  for (const { service, dependsOn } of services) {
+    const name = nameOf.get(service);
+    if (!name) continue;
+    const healthyFirst = dependsOn.filter((d) => d.healthy && started.includes(nameOf.get(d.service)!)).map((d) => nameOf.get(d.service)!);
+    if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs);
+    await docker.start([name]);
+    started.push(name);
+  }
+}
+
 /** What a deployment would do, step by step, from the current state; changes nothing (--dry-run). */
 export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
   const { settings, $ } = options;
@@ -120,13 +137,13 @@ export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): P
   const backups = listBackups(settings.backupDir).map((b) => b.name);
   return [
     `Live slot: ${live.project} (${live.containers.map((c) => c.name).join(', ')})`,
-    `1. ${up} ${options.dbService}   (the new database, on its own volume, as ${settings.container}-${slotId})`,
+    `1. ${up} ${options.dbService}   (the new database, on its own volume, as ${settings.container}-${slotId}); create its other services without starting them`,
     options.freeze
-      ? `2. stop the live writers (${writers.join(', ') || 'none'}) and take a fresh backup of ${settings.container}`
+      ? `2. stop the live writers (${writers.join(', ') || 'none'}) and take a fresh backup of ${settings.container}, restoring it into ${settings.container}-${slotId} as it is written`
       : '2. --no-freeze: the live writers keep serving; no fresh backup',
-    `3. restore into ${settings.container}-${slotId} and prove the fingerprint: ${options.freeze ? 'the fresh backup, then ' : ''}${backups.join(', ') || '(no existing backups)'}`,
+    `3. prove the restored fingerprint: ${options.freeze ? 'the fresh backup, then restore and prove ' : 'restore and prove '}${backups.join(', ') || '(no existing backups)'}`,
     `   all fail: remove the new slot, restart the live writers, exit 1${options.freeze && !options.acceptOlderBackup ? '; an older backup winning also stops here (no --accept-older-backup)' : ''}`,
-    `4. ${up}   (all services), wait for health; unhealthy: remove it, restart the live writers, exit 1`,
+    `4. docker start the new services in Compose's order, wait for health; unhealthy: remove the slot, restart the live writers, exit 1`,
     `5. switch: ${live.containers.map((c) => c.name).join(', ')} stop and take the suffix -${live.slotId}; the new containers take the names ${names.map((n) => n.canonicalName).join(', ')}`,
     '6. refresh the backup cron job; record deploy/state.json',
   ];
@@ -202,28 +219,50 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     // Steps 2 to 4 change nothing the live slot cannot get back: any failure in them, expected or
     // not, removes the new slot and restarts the live writers.
     const stageAndProve = async () => {
-      // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote.
+      // Prepared while the writers still serve: the new slot's own empty database goes (the
+      // restored one takes its name), its writers are created but not started (starting them
+      // after the proof is then a `docker start`, not a Compose run), and the fresh dump gets
+      // an empty database to stream into.
+      const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
+      const restoreOptions = { target, $, log, logDir: settings.logDir, identities: options.identities };
+      await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
+      const newWriters = slotContainers.filter((c) => c.service !== options.dbService);
+      if (newWriters.length) await compose($, command, project, slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...newWriters.map((c) => c.service)]);
+      const streamInto = options.freeze ? scratchName(target, 'stream', backupStamp(now())) : undefined;
+      if (streamInto) await createScratch($, target, streamInto);
+
+      // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote. The
+      // dump is restored into the new slot while it is written: the writers wait for the slower
+      // of the two, not for both one after the other.
       let candidates: string[];
       let fresh: string | undefined;
-      if (options.freeze) {
+      let stream: StreamLoad | undefined;
+      if (streamInto) {
         log.info(`Stopping the live writers: ${liveWriters.join(', ') || 'none'}`);
         writersStoppedAt = Date.now();
         await docker.stop(liveWriters);
+        stream = new StreamLoad(target, streamInto, backupFormatOf(settings));
+        const load = stream;
         try {
-          const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+          const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true, tee: (chunk) => load.write(chunk) });
           fresh = backup.path!;
         } catch (error) {
           log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
+          await stream.abort();
+          await dropScratch($, target, streamInto, log);
+          stream = undefined;
         }
       }
       candidates = listBackups(settings.backupDir).map((b) => b.path);
       if (fresh) candidates = [fresh, ...candidates.filter((c) => c !== fresh)];
       if (!candidates.length) return await abort('there is no backup to restore into the new slot', 'The live deployment is serving as before. Check the backup log.');
 
-      // 3. Restore into the new slot and prove it, newest first.
-      const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
-      await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
-      const { winner, attempts } = await restoreWithFallback(candidates, { target, $, log, logDir: settings.logDir, identities: options.identities });
+      // 3. Prove the new slot's data, newest backup first: the fresh one already streamed in (a
+      // failure there is its attempt: the same bytes from the file would fail the same way).
+      const streamed = fresh && stream ? [await restoreBackup(fresh, restoreOptions, 1, stream)] : [];
+      const { winner, attempts } = streamed[0]?.ok
+        ? { winner: streamed[0], attempts: streamed }
+        : await restoreWithFallback(streamed.length ? candidates.slice(1) : candidates, restoreOptions, streamed);
       const attemptSummary = attempts.map((a: RestoreResult) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics }));
       const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
       if (!winner) {
@@ -248,7 +287,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
         await docker.stop(liveWriters);
       }
       try {
-        await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
+        await startInOrder(docker, newWriters, names, options.healthTimeoutMs);
         await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
       } catch (error) {
         log.error(`The new slot did not become healthy: ${errorText(error)}; rolling back`);

@@ -1,7 +1,7 @@
 // deploy-to-qnap --local end to end: real Docker Compose stacks with a writing app, real backups
 // and restores. The workstation side (SSH) is tested in ssh.e2e.test.ts and deploy-remote.e2e.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -55,6 +55,9 @@ first('second deployment over a live one: every row the writers wrote is live, t
   assert.is(result.mode, 'ab');
   assert.is(result.attempts.length, 1);
   assert.ok(result.downtimeMs > 0);
+  // The fresh dump was restored into the new slot while it was written, and nothing is left beside it.
+  assert.match(r.stderr, new RegExp(`Restored ${result.backupUsed.replace(/\./g, '\\.')} into 'planetarion_stream_\\d{8}_\\d{6}'`));
+  assert.is(sqlIn(n.container, "SELECT count(*) FROM pg_database WHERE datname LIKE 'planetarion\\_%'"), '0');
   const old = result.previous.containers.find((c: { service: string }) => c.service === 'db').name as string;
   assert.is(containersOf(n.project)[old], 'exited');
   // Every row the old slot's writer committed is in the new live database.
@@ -166,6 +169,9 @@ faults('the fresh backup unrestorable in the new slot: stops before switching un
   assert.match(result.attempts[0].reason, /game_admin/);
   assert.ok(result.backupAgeSeconds >= 1);
   assert.match(accepted.stderr, /Deploying with an older backup/);
+  // The streamed attempt's scratch database went with its failure; only the winner is live.
+  assert.ok(existsSync(result.attempts[0].diagnostics));
+  assert.is(sqlIn(n.container, "SELECT count(*) FROM pg_database WHERE datname LIKE 'planetarion\\_%'"), '0');
 });
 
 faults('every candidate failing: exit 1, the new slot removed, the old slot serving as before, diagnostics files present', async () => {

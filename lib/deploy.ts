@@ -14,7 +14,7 @@ import { CliError, UsageError, errorText } from './errors.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { adminSql, createScratch, dropScratch, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
+import { adminSql, createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
 
@@ -225,11 +225,12 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
       // an empty database to stream into.
       const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
       const restoreOptions = { target, $, log, logDir: settings.logDir, identities: options.identities };
+      const sql = oneShotSql($, target);
       await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
       const newWriters = slotContainers.filter((c) => c.service !== options.dbService);
       if (newWriters.length) await compose($, command, project, slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...newWriters.map((c) => c.service)]);
       const streamInto = options.freeze ? scratchName(target, 'stream', backupStamp(now())) : undefined;
-      if (streamInto) await createScratch($, target, streamInto);
+      if (streamInto) await createScratch(sql, streamInto);
 
       // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote. The
       // dump is restored into the new slot while it is written: the writers wait for the slower
@@ -249,7 +250,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
         } catch (error) {
           log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
           await stream.abort();
-          await dropScratch($, target, streamInto, log);
+          await dropScratch(sql, streamInto, log);
           stream = undefined;
         }
       }

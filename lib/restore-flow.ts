@@ -98,7 +98,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
     if (options.dryRun) return { mode: 'rollback', ok: true, winner: undefined, attempts: [] };
     const lock = acquireLock(settings.dir, 'restore-database --rollback');
     try {
-      const rollback = await rollbackDatabase($, target, log);
+      const rollback = await rollbackDatabase(target, log);
       log.info(`Rolled back: '${target.database}' is now what was '${rollback.restored}'`);
       return { mode: 'rollback', ok: true, winner: undefined, attempts: [], rollback };
     } finally {

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { basename, join } from 'node:path';
 import { AgeError, decryptStream } from './age.ts';
 import { writeFileAtomic } from './atomic-file.ts';
+import { readManifest } from './manifest.ts';
 import { backupStamp } from './backup-files.ts';
 import { checkBackupFile, type CheckedBackup, type DumpFileFormat } from './backup-check.ts';
 import { CliError, errorText } from './errors.ts';
@@ -68,11 +69,44 @@ export async function adminSql($: Shell, target: RestoreTarget, sql: string): Pr
   return out.stdout.trim();
 }
 
+/** Runs SQL on the maintenance database; resolves to psql's unaligned, tuples-only output. */
+export type Sql = (sql: string) => Promise<string>;
+
+/** A `docker exec psql` per statement: for the odd statement outside a restore. */
+export const oneShotSql = ($: Shell, target: RestoreTarget): Sql => (sql) => adminSql($, target, sql);
+
+/**
+ * One psql session on the maintenance database for a run of statements: a restore creates,
+ * checks, renames and drops a dozen times, and each `docker exec` costs ~0.1 s. After an error
+ * (ON_ERROR_STOP ends the session) the next statement opens a new one.
+ */
+export class AdminSession {
+  private session: PsqlSession | undefined;
+
+  constructor(private readonly target: RestoreTarget) {}
+
+  readonly sql: Sql = async (sql) => {
+    this.session ??= PsqlSession.open({ docker: this.target.docker, container: this.target.container, user: this.target.user, database: 'postgres' });
+    try {
+      return (await this.session.query(sql)).map((row) => row.join('|')).join('\n').trim();
+    } catch (error) {
+      this.session.kill();
+      this.session = undefined;
+      throw new CliError(`SQL in '${this.target.container}' failed: ${errorText(error).replace(/^psql in the container failed: /, '')}`);
+    }
+  };
+
+  async close(): Promise<void> {
+    await this.session?.close();
+    this.session = undefined;
+  }
+}
+
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 
 /** Whether a database of that name exists in the target container. */
-export async function databaseExists($: Shell, target: RestoreTarget, name: string): Promise<boolean> {
-  return (await adminSql($, target, `SELECT count(*) FROM pg_database WHERE datname = ${literal(name)};`)) === '1';
+export async function databaseExists(sql: Sql, name: string): Promise<boolean> {
+  return (await sql(`SELECT count(*) FROM pg_database WHERE datname = ${literal(name)};`)) === '1';
 }
 
 /**
@@ -183,45 +217,45 @@ function writeDiagnostics(logDir: string, stamp: string, attempt: number, diagno
 export const scratchName = (target: RestoreTarget, kind: 'restore' | 'drill' | 'stream', stamp: string) => suffixName(target.database, kind, stamp);
 
 /** Creates an empty scratch database (replacing a leftover of the same name). */
-export async function createScratch($: Shell, target: RestoreTarget, scratch: string): Promise<void> {
-  await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE); CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`);
+export async function createScratch(sql: Sql, scratch: string): Promise<void> {
+  await sql(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE); CREATE DATABASE ${quoteIdent(scratch)} TEMPLATE template0;`);
 }
 
 /** Drops a scratch database; a failure is logged, not thrown (it is only a leftover then). */
-export async function dropScratch($: Shell, target: RestoreTarget, scratch: string, log: Logger): Promise<void> {
-  await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) => log.warn(`could not drop '${scratch}': ${errorText(e)}`));
+export async function dropScratch(sql: Sql, scratch: string, log: Logger): Promise<void> {
+  await sql(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) => log.warn(`could not drop '${scratch}': ${errorText(e)}`));
 }
 
 /** Swaps the restored database in: the live one becomes <live>_previous_<ts>; older previous ones are dropped. */
-export async function swapDatabases($: Shell, target: RestoreTarget, restored: string, stamp: string, log: Logger): Promise<string | undefined> {
+export async function swapDatabases(sql: Sql, target: RestoreTarget, restored: string, stamp: string, log: Logger): Promise<string | undefined> {
   const live = target.database;
   const previous = suffixName(live, 'previous', stamp);
-  if (!(await databaseExists($, target, live))) {
-    await adminSql($, target, `ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)};`);
+  if (!(await databaseExists(sql, live))) {
+    await sql(`ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)};`);
     log.info(`Restored database is now '${live}' (there was no live database of that name)`);
     return undefined;
   }
   // New sessions are refused while the old ones are ended, so none slips in before the rename.
-  await adminSql($, target, `ALTER DATABASE ${quoteIdent(live)} WITH ALLOW_CONNECTIONS false;`);
+  await sql(`ALTER DATABASE ${quoteIdent(live)} WITH ALLOW_CONNECTIONS false;`);
   try {
     for (let i = 0; ; i++) {
-      const left = await adminSql($, target, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${literal(live)} AND pid <> pg_backend_pid();`);
+      const left = await sql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${literal(live)} AND pid <> pg_backend_pid();`);
       if (left === '0') break;
       if (i >= 50) throw new CliError(`sessions on '${live}' did not end; the live database was left as it was`);
       await new Promise((r) => setTimeout(r, 200));
     }
     // Both renames in one transaction: the name never points at nothing.
-    await adminSql($, target, `BEGIN; ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(previous)}; ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)}; COMMIT;`);
+    await sql(`BEGIN; ALTER DATABASE ${quoteIdent(live)} RENAME TO ${quoteIdent(previous)}; ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)}; COMMIT;`);
   } catch (error) {
-    await adminSql($, target, `ALTER DATABASE ${quoteIdent(live)} WITH ALLOW_CONNECTIONS true;`).catch(() => {});
+    await sql(`ALTER DATABASE ${quoteIdent(live)} WITH ALLOW_CONNECTIONS true;`).catch(() => {});
     throw error;
   }
-  await adminSql($, target, `ALTER DATABASE ${quoteIdent(previous)} WITH ALLOW_CONNECTIONS true;`);
+  await sql(`ALTER DATABASE ${quoteIdent(previous)} WITH ALLOW_CONNECTIONS true;`);
   log.info(`Swapped: '${live}' is the restored database; the previous one is kept as '${previous}' for --rollback`);
   const pattern = previousPattern(live);
-  const olderPrevious = (await adminSql($, target, `SELECT datname FROM pg_database ORDER BY datname;`)).split('\n').filter((n) => pattern.test(n) && n !== previous);
+  const olderPrevious = (await sql(`SELECT datname FROM pg_database ORDER BY datname;`)).split('\n').filter((n) => pattern.test(n) && n !== previous);
   for (const name of olderPrevious) {
-    await adminSql($, target, `DROP DATABASE ${quoteIdent(name)} WITH (FORCE);`);
+    await sql(`DROP DATABASE ${quoteIdent(name)} WITH (FORCE);`);
     log.info(`Dropped '${name}': only the newest previous database is kept`);
   }
   return previous;
@@ -264,13 +298,19 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     if (streaming) {
       scratch = streaming.database;
       await streaming.abort();
-      await dropScratch($, target, scratch, log);
+      await dropScratch(oneShotSql($, target), scratch, log);
     }
     log.error(`Rejected ${name}${streaming ? '' : ' before touching any database'}: ${checked.reason}`);
+    const rejectedManifest = readManifest(file);
     const diagnostics = writeDiagnostics(options.logDir, stamp, attempt, {
-      time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: undefined },
+      time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: scratch },
       error: checked.reason, expectedFingerprint: null, actualFingerprint: null, differences: [],
-      postgres: { backupServer: undefined, backupPgDump: undefined, targetServer: await serverVersion($, target) },
+      postgres: {
+        backupServer: rejectedManifest?.postgres?.server,
+        backupPgDump: rejectedManifest?.postgres?.pgDump,
+        // Not asked when no database was touched: a `docker exec` costs more than the read that rejected the file.
+        targetServer: streaming ? await serverVersion($, target) : 'not asked: the file was rejected before any database was touched',
+      },
       settings: { noVerify: options.noVerify === true, drillOnly: options.drillOnly === true },
     });
     return result(false, checked.reason, diagnostics);
@@ -280,13 +320,14 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
   log.info(`Checked ${name}: sha256 ${backup.sha256} matches${backup.manifest ? ' its manifest' : ''}${backup.encrypted ? ', decrypts and authenticates to its end' : ''}, dump complete`);
   if (!expected) log.warn(`${name} has no fingerprint in a manifest: the restored data cannot be proven identical`);
 
+  const admin = new AdminSession(target);
   try {
     if (streaming) {
       scratch = streaming.database;
       await streaming.finish();
     } else {
       scratch = scratchName(target, options.drillOnly ? 'drill' : 'restore', stamp);
-      await createScratch($, target, scratch);
+      await createScratch(admin.sql, scratch);
       await loadDump(backup, target, scratch, options.identities);
     }
     log.info(`Restored ${name} into '${scratch}'`);
@@ -299,17 +340,17 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
       log.info(`Fingerprint proven: ${actual.sha256}`);
     }
     if (options.drillOnly) {
-      await adminSql($, target, `DROP DATABASE ${quoteIdent(scratch)} WITH (FORCE);`);
+      await admin.sql(`DROP DATABASE ${quoteIdent(scratch)} WITH (FORCE);`);
       return result(true, undefined, undefined);
     }
-    const previous = await swapDatabases($, target, scratch, stamp, log);
+    const previous = await swapDatabases(admin.sql, target, scratch, stamp, log);
     return result(true, undefined, undefined, previous);
   } catch (error) {
     const reason = errorText(error);
     log.error(`Restore of ${name} failed: ${reason}`);
     if (scratch) {
       await streaming?.abort();
-      await dropScratch($, target, scratch, log);
+      await dropScratch(admin.sql, scratch, log);
     }
     const diagnostics = writeDiagnostics(options.logDir, stamp, attempt, {
       time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: scratch },
@@ -319,6 +360,8 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     });
     log.error(`Diagnostics written to ${diagnostics}`);
     return result(false, reason, diagnostics);
+  } finally {
+    await admin.close();
   }
 }
 
@@ -339,11 +382,16 @@ export async function restoreWithFallback(
 }
 
 /** Makes the previous database live again; the current live one becomes the previous. */
-export async function rollbackDatabase($: Shell, target: RestoreTarget, log: Logger, now = new Date()): Promise<{ restored: string; previous: string }> {
+export async function rollbackDatabase(target: RestoreTarget, log: Logger, now = new Date()): Promise<{ restored: string; previous: string }> {
   const pattern = previousPattern(target.database);
-  const candidates = (await adminSql($, target, 'SELECT datname FROM pg_database ORDER BY datname DESC;')).split('\n').filter((n) => pattern.test(n));
-  const newest = candidates[0];
-  if (!newest) throw new CliError(`there is no previous database of '${target.database}' to roll back to`, { advice: 'A previous database is kept by each restore; none exists in this container.' });
-  const previous = await swapDatabases($, target, newest, backupStamp(now), log);
-  return { restored: newest, previous: previous ?? '' };
+  const admin = new AdminSession(target);
+  try {
+    const candidates = (await admin.sql('SELECT datname FROM pg_database ORDER BY datname DESC;')).split('\n').filter((n) => pattern.test(n));
+    const newest = candidates[0];
+    if (!newest) throw new CliError(`there is no previous database of '${target.database}' to roll back to`, { advice: 'A previous database is kept by each restore; none exists in this container.' });
+    const previous = await swapDatabases(admin.sql, target, newest, backupStamp(now), log);
+    return { restored: newest, previous: previous ?? '' };
+  } finally {
+    await admin.close();
+  }
 }

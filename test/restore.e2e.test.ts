@@ -111,6 +111,10 @@ for (const [name, damage] of [
     assert.is(await marker(src), `older-${name}`);
     const debug = readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('restore_debug_'));
     assert.is(debug.length, 1);
+    const diagnostics = JSON.parse(readFileSync(join(dir, 'logs', debug[0]!), 'utf8'));
+    assert.match(diagnostics.error, name === 'manifest missing' ? /no manifest/ : /does not match its checksum/);
+    assert.match(diagnostics.postgres.targetServer, /^not asked: the file was rejected before any database was touched/);
+    if (name !== 'manifest missing') assert.match(diagnostics.postgres.backupServer, /^15\./);
   });
 }
 

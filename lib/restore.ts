@@ -83,10 +83,17 @@ export const oneShotSql = ($: Shell, target: RestoreTarget): Sql => (sql) => adm
 export class AdminSession {
   private session: PsqlSession | undefined;
 
-  constructor(private readonly target: RestoreTarget) {}
+  constructor(private readonly target: RestoreTarget) {
+    // Connects at once: by the time the first statement is needed, psql is ready.
+    this.session = this.open();
+  }
+
+  private open(): PsqlSession {
+    return PsqlSession.open({ docker: this.target.docker, container: this.target.container, user: this.target.user, database: 'postgres' });
+  }
 
   readonly sql: Sql = async (sql) => {
-    this.session ??= PsqlSession.open({ docker: this.target.docker, container: this.target.container, user: this.target.user, database: 'postgres' });
+    this.session ??= this.open();
     try {
       return (await this.session.query(sql)).map((row) => row.join('|')).join('\n').trim();
     } catch (error) {
@@ -179,14 +186,9 @@ async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: 
  * Fingerprints a database in the target container the way the manifest's was taken: the same
  * algorithm, without the tables it excluded.
  */
-async function fingerprintDatabase(target: RestoreTarget, database: string, expected: Fingerprint | null): Promise<Fingerprint> {
-  const session = PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database });
-  try {
-    const exact = (expected?.excluded ?? []).map((name) => new RegExp(`^${name.replace(/[^\w]/g, '\\$&')}$`));
-    return await takeFingerprint(session, exact, expected ? (expected.algorithm ?? 'text') : currentAlgorithm);
-  } finally {
-    await session.close();
-  }
+async function fingerprintDatabase(session: PsqlSession, expected: Fingerprint | null): Promise<Fingerprint> {
+  const exact = (expected?.excluded ?? []).map((name) => new RegExp(`^${name.replace(/[^\w]/g, '\\$&')}$`));
+  return await takeFingerprint(session, exact, expected ? (expected.algorithm ?? 'text') : currentAlgorithm);
 }
 
 /** Server version of the target, for diagnostics. */
@@ -321,17 +323,25 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
   if (!expected) log.warn(`${name} has no fingerprint in a manifest: the restored data cannot be proven identical`);
 
   const admin = new AdminSession(target);
+  // The proof's session connects to the scratch database while the dump loads, so the
+  // fingerprint starts the moment the load commits; it is closed before the swap renames it.
+  let proof: PsqlSession | undefined;
+  const connectProof = (database: string) => PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database });
   try {
     if (streaming) {
       scratch = streaming.database;
+      proof = connectProof(scratch);
       await streaming.finish();
     } else {
       scratch = scratchName(target, options.drillOnly ? 'drill' : 'restore', stamp);
       await createScratch(admin.sql, scratch);
+      proof = connectProof(scratch);
       await loadDump(backup, target, scratch, options.identities);
     }
     log.info(`Restored ${name} into '${scratch}'`);
-    actual = await fingerprintDatabase(target, scratch, expected);
+    actual = await fingerprintDatabase(proof, expected);
+    await proof.close();
+    proof = undefined;
     if (expected) {
       differences = compareFingerprints(expected, actual);
       if (actual.sha256 !== expected.sha256) {
@@ -348,6 +358,7 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
   } catch (error) {
     const reason = errorText(error);
     log.error(`Restore of ${name} failed: ${reason}`);
+    proof?.kill();
     if (scratch) {
       await streaming?.abort();
       await dropScratch(admin.sql, scratch, log);
@@ -361,6 +372,7 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     log.error(`Diagnostics written to ${diagnostics}`);
     return result(false, reason, diagnostics);
   } finally {
+    proof?.kill();
     await admin.close();
   }
 }

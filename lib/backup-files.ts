@@ -30,6 +30,14 @@ export function backupStamp(date: Date): string {
   return `${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}_${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`;
 }
 
+/** The stamp `seconds` after another (the same local-time reading backupStamp writes). */
+export function stampAfter(stamp: string, seconds: number): string {
+  const m = /^(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})$/.exec(stamp);
+  if (!m) throw new Error(`not a stamp: ${stamp}`);
+  const [, y, mo, d, h, mi, s] = m.map(Number) as number[];
+  return backupStamp(new Date(y!, mo! - 1, d!, h!, mi!, s! + seconds));
+}
+
 /** The file name of a backup taken at `date` in `format`, `.age` appended when encrypted. */
 export function backupFileName(date: Date, format: BackupFormat, encrypted = false): string {
   return `${backupPrefix}${backupStamp(date)}${extensionOf[format]}${encrypted ? ageSuffix : ''}`;

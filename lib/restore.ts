@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { AgeError, decryptStream } from './age.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { readManifest } from './manifest.ts';
-import { backupStamp } from './backup-files.ts';
+import { backupStamp, stampAfter } from './backup-files.ts';
 import { checkBackupFile, type CheckedBackup, type DumpFileFormat } from './backup-check.ts';
 import { CliError, errorText } from './errors.ts';
 import { compareFingerprints, currentAlgorithm, quoteIdent, takeFingerprint, type Fingerprint, type FingerprintDifference } from './fingerprint.ts';
@@ -110,11 +110,6 @@ export class AdminSession {
 }
 
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
-
-/** Whether a database of that name exists in the target container. */
-export async function databaseExists(sql: Sql, name: string): Promise<boolean> {
-  return (await sql(`SELECT count(*) FROM pg_database WHERE datname = ${literal(name)};`)) === '1';
-}
 
 /**
  * A load of a dump into a database in the target container, fed chunk by chunk: decompressed
@@ -231,8 +226,12 @@ export async function dropScratch(sql: Sql, scratch: string, log: Logger): Promi
 /** Swaps the restored database in: the live one becomes <live>_previous_<ts>; older previous ones are dropped. */
 export async function swapDatabases(sql: Sql, target: RestoreTarget, restored: string, stamp: string, log: Logger): Promise<string | undefined> {
   const live = target.database;
-  const previous = suffixName(live, 'previous', stamp);
-  if (!(await databaseExists(sql, live))) {
+  const existing = new Set((await sql('SELECT datname FROM pg_database;')).split('\n'));
+  // Two swaps in one second (a restore and its --rollback) would want the same name: the later
+  // one takes the next second, so names still sort by age and --rollback finds the newest.
+  let previous = suffixName(live, 'previous', stamp);
+  for (let later = 1; existing.has(previous); later++) previous = suffixName(live, 'previous', stampAfter(stamp, later));
+  if (!existing.has(live)) {
     await sql(`ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)};`);
     log.info(`Restored database is now '${live}' (there was no live database of that name)`);
     return undefined;

@@ -8,6 +8,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { takeFingerprint } from '../lib/fingerprint.ts';
 import { PsqlSession } from '../lib/psql-session.ts';
+import { Logger } from '../lib/log.ts';
+import { AdminSession, rollbackDatabase, swapDatabases } from '../lib/restore.ts';
 import { runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { backupInto, databases, fingerprintOf, marker, setMarker } from './helpers/restore-checks.ts';
@@ -239,6 +241,27 @@ restore('a manifest from before the typed hash (text sums, no algorithm field) i
   const { algorithm: _, ...typedUnnamed } = manifest.fingerprint;
   writeFileSync(path, JSON.stringify({ ...manifest, fingerprint: typedUnnamed }));
   assert.is((await runTool('restore-database', ['--test', file], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: src })).code, 1);
+});
+
+restore('two swaps in the same second (a restore and its --rollback) keep distinct, age-ordered previous names', async () => {
+  assert.ok(ready, 'setup failed');
+  const target = { docker: 'docker', container: other, user: 'planetarion_user', database: 'planetarion' };
+  const log = new Logger({ stderr: null });
+  const admin = new AdminSession(target);
+  try {
+    await psql(other, "DROP DATABASE IF EXISTS planetarion_restore_x; CREATE DATABASE planetarion_restore_x", { db: 'postgres' });
+    const first = await swapDatabases(admin.sql, target, 'planetarion_restore_x', '20300101_000000', log);
+    assert.is(first, 'planetarion_previous_20300101_000000');
+    const back = await rollbackDatabase(target, log, new Date(2030, 0, 1, 0, 0, 0));
+    assert.is(back.restored, 'planetarion_previous_20300101_000000');
+    assert.is(back.previous, 'planetarion_previous_20300101_000001');
+    assert.equal((await databases(other)).filter((d) => d.includes('_previous_')), ['planetarion_previous_20300101_000001']);
+    // And back again, still in that second: the newest previous is the one rolled to.
+    const again = await rollbackDatabase(target, log, new Date(2030, 0, 1, 0, 0, 0));
+    assert.is(again.restored, 'planetarion_previous_20300101_000001');
+  } finally {
+    await admin.close();
+  }
 });
 
 restore("an old plain .sql of the shell script restores with --no-verify (and not without it)", async () => {

@@ -361,6 +361,11 @@ export interface CronSetupResult {
   statusFile?: string;
 }
 
+/** What every action's result says of the crontab: which one, and how `before` became `after`. */
+function crontabResult(action: CronSetupResult['action'], target: CrontabTarget, before: string, after: string, dryRun: boolean): Pick<CronSetupResult, 'action' | 'mode' | 'crontab' | 'dryRun' | 'changed' | 'commands' | 'timeZone'> {
+  return { action, mode: target.kind, crontab: target.file ?? 'crontab -l', dryRun, changed: before !== after, commands: [], timeZone: localTimeZone() };
+}
+
 function nextRunsOf(lines: Array<{ job: ManagedJob; schedule: string | undefined }>, now: Date): Partial<Record<ManagedJob, string[]>> {
   const out: Partial<Record<ManagedJob, string[]>> = {};
   for (const l of lines) if (l.schedule) out[l.job] = nextRuns(l.schedule, 3, now).map((d) => d.toISOString());
@@ -404,15 +409,9 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   const after = planCrontab(before, lines);
   for (const line of foreignBackupLines(after)) warnings.push(`another line also runs a backup (the old script's?); remove it if so: ${line.trim()}`);
   const result: CronSetupResult = {
-    action: 'install',
-    mode: target.kind,
-    crontab: target.file ?? 'crontab -l',
-    dryRun: options.dryRun,
-    changed: before !== after,
-    commands: [],
+    ...crontabResult('install', target, before, after, options.dryRun),
     lines,
     nextRuns: nextRunsOf([{ job: 'backup', schedule: settings.schedule }, ...(options.drill ? [{ job: 'drill' as const, schedule: settings.drillSchedule }] : [])], now),
-    timeZone: localTimeZone(),
     diff: crontabDiff(before, after, target.file ?? 'crontab'),
     warnings,
   };
@@ -459,15 +458,9 @@ export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 
   const after = removeManagedLines(before);
   const removed = findManagedLines(before);
   const result: CronSetupResult = {
-    action: 'uninstall',
-    mode: target.kind,
-    crontab: target.file ?? 'crontab -l',
-    dryRun: options.dryRun,
-    changed: before !== after,
-    commands: [],
+    ...crontabResult('uninstall', target, before, after, options.dryRun),
     lines: removed.map(({ job, line }) => ({ job, line })),
     nextRuns: {},
-    timeZone: localTimeZone(),
     diff: crontabDiff(before, after, target.file ?? 'crontab'),
     warnings: [],
   };
@@ -499,15 +492,9 @@ export async function backupCronStatus(options: Pick<CronSetupOptions, '$' | 'en
   }
   for (const w of warnings) options.progress(`Warning: ${w}`);
   return {
-    action: 'status',
-    mode: target.kind,
-    crontab: target.file ?? 'crontab -l',
-    dryRun: false,
-    changed: false,
-    commands: [],
+    ...crontabResult('status', target, text, text, false),
     lines: found.map(({ job, line, schedule }) => ({ job, line, disabled: schedule === undefined })),
     nextRuns: nextRunsOf(found, options.now ?? new Date()),
-    timeZone: localTimeZone(),
     warnings,
     status: readStatus(options.settings.dir),
     statusFile: join(options.settings.dir, 'status.json'),

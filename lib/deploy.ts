@@ -14,7 +14,7 @@ import { CliError, UsageError, errorText } from './errors.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { adminSql, createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
+import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
 
@@ -226,7 +226,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
       const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
       const restoreOptions = { target, $, log, logDir: settings.logDir, identities: options.identities };
       const sql = oneShotSql($, target);
-      await adminSql($, target, `DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
+      await sql(`DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
       const newWriters = slotContainers.filter((c) => c.service !== options.dbService);
       if (newWriters.length) await compose($, command, project, slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...newWriters.map((c) => c.service)]);
       const streamInto = options.freeze ? scratchName(target, 'stream', backupStamp(now())) : undefined;

@@ -112,8 +112,8 @@ export class DumpInspector {
       return;
     }
     // The line the carry began ends in this chunk: scan it on its own (it is short).
-    if (this.carry.length) this.scanLines(Buffer.concat([this.carry, chunk.subarray(0, firstNewline + 1)]), this.carryAtLineStart);
-    else this.scanLines(chunk.subarray(0, firstNewline + 1), this.carryAtLineStart);
+    const firstLine = chunk.subarray(0, firstNewline + 1);
+    this.scanLines(this.carry.length ? Buffer.concat([this.carry, firstLine]) : firstLine, this.carryAtLineStart);
     const lastNewline = chunk.lastIndexOf(newline);
     if (lastNewline > firstNewline) this.scanLines(chunk.subarray(firstNewline + 1, lastNewline + 1), true);
     this.carryAtLineStart = true;

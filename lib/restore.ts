@@ -187,8 +187,8 @@ async function fingerprintDatabase(session: PsqlSession, expected: Fingerprint |
 }
 
 /** Server version of the target, for diagnostics. */
-async function serverVersion($: Shell, target: RestoreTarget): Promise<string> {
-  return adminSql($, target, 'SHOW server_version;').catch((e: unknown) => `unknown (${errorText(e)})`);
+async function serverVersion(sql: Sql): Promise<string> {
+  return sql('SHOW server_version;').catch((e: unknown) => `unknown (${errorText(e)})`);
 }
 
 interface Diagnostics {
@@ -310,7 +310,7 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
         backupServer: rejectedManifest?.postgres?.server,
         backupPgDump: rejectedManifest?.postgres?.pgDump,
         // Not asked when no database was touched: a `docker exec` costs more than the read that rejected the file.
-        targetServer: streaming ? await serverVersion($, target) : 'not asked: the file was rejected before any database was touched',
+        targetServer: streaming ? await serverVersion(oneShotSql($, target)) : 'not asked: the file was rejected before any database was touched',
       },
       settings: { noVerify: options.noVerify === true, drillOnly: options.drillOnly === true },
     });
@@ -365,7 +365,7 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
     const diagnostics = writeDiagnostics(options.logDir, stamp, attempt, {
       time: now().toISOString(), file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: scratch },
       error: reason, expectedFingerprint: expected?.sha256 ?? null, actualFingerprint: actual?.sha256 ?? null, differences,
-      postgres: { backupServer: backup.manifest?.postgres.server, backupPgDump: backup.manifest?.postgres.pgDump, targetServer: await serverVersion($, target) },
+      postgres: { backupServer: backup.manifest?.postgres.server, backupPgDump: backup.manifest?.postgres.pgDump, targetServer: await serverVersion(admin.sql) },
       settings: { noVerify: options.noVerify === true, drillOnly: options.drillOnly === true },
     });
     log.error(`Diagnostics written to ${diagnostics}`);

@@ -9,7 +9,7 @@ import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, parseExclusions, type Fingerprint } from './fingerprint.ts';
-import { checkDatabaseHealth, notRunningMessage } from './health.ts';
+import { checkContainerState, checkDatabaseHealth, logHealthy, notRunningMessage, NotReadyError } from './health.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { writeSidecars, type BackupManifest } from './manifest.ts';
@@ -156,7 +156,10 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       exported = session.query(`${fingerprintSessionSettings} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot(), current_setting('server_version');`).then((rows) => rows[0]!);
       exported.catch(() => {});
     }
-    const state = await checkDatabaseHealth(docker, $, target, log);
+    // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
+    // right before pg_dump (dump.ts), and then has only Docker's verdict to wait for here.
+    const state = context.dryRun ? await checkDatabaseHealth(docker, $, target, log) : await checkContainerState(docker, target, log);
+    if (!context.dryRun) logHealthy(state, target, log, false);
     checkSpace(settings.backupDir, log);
 
     const durations = { total: 0, dump: 0, fingerprint: null as number | null };
@@ -172,7 +175,11 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     let snapshot: string | undefined;
     let server = '';
     if (exported) {
-      [snapshot, server] = (await exported) as [string, string];
+      // A server that does not accept connections fails this session: pg_isready names why.
+      [snapshot, server] = (await exported.catch(async (error: unknown) => {
+        await checkDatabaseHealth(docker, $, target, log);
+        throw error;
+      })) as [string, string];
       log.info(`Exported snapshot ${snapshot}; dumping and fingerprinting it`);
     }
     const fingerprintStart = Date.now();
@@ -199,6 +206,10 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
         tee: context.tee,
       });
     } catch (error) {
+      if (error instanceof NotReadyError) {
+        log.error(error.message);
+        throw error;
+      }
       // Tell apart "the container went away" from other dump failures: the seed's message applies.
       // Docker reports the state a moment after the streams break, so look for a few seconds.
       for (let i = 0; i < 15; i++) {

@@ -197,15 +197,26 @@ for (const [name, prepare] of [
     await waitFor('unhealthy status', () => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', c]).toString().trim() === 'unhealthy', 30_000, 200);
     return c;
   }],
+  ['not accepting connections', async () => {
+    // Running, no Docker health check, and no PostgreSQL server inside: only pg_isready can tell.
+    const c = scratchName('pb-noserver');
+    execFileSync('docker', ['run', '-d', '--name', c, '--network', 'none', '--no-healthcheck', '--label', 'planetarion.test=1', '--entrypoint', 'sleep', 'planetarion-test-pg:latest', 'infinity']);
+    return c;
+  }],
 ] as const) {
-  backup(`a ${name} container: exit 1, the seed's message in the log, no file created, no backup deleted`, async () => {
+  backup(`a ${name} container: exit 1, the reason in the log, no file created, no backup deleted`, async () => {
     const container = await prepare();
     try {
       const dir = temp.make();
       const earlier = earlierBackups(dir, [2, 10, 18, 20]);
       const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, PLANETARION_KEEP: '1' });
       assert.is(r.code, 1, r.stderr);
-      const expected = name === 'unhealthy' ? `ERROR - Database container '${container}' is not healthy` : `ERROR - Database container '${container}' is not running`;
+      const expected = {
+        missing: `ERROR - Database container '${container}' is not running`,
+        stopped: `ERROR - Database container '${container}' is not running`,
+        unhealthy: `ERROR - Database container '${container}' is not healthy`,
+        'not accepting connections': `ERROR - PostgreSQL in '${container}' is not accepting connections (pg_isready: `,
+      }[name];
       assert.ok(logOf(dir).includes(expected), logOf(dir));
       assert.equal(backupsIn(dir), earlier);
       assert.is(files(join(dir, 'backups')).length, 12, 'sidecars intact, nothing new');
@@ -323,6 +334,23 @@ backup("a run killed mid-dump leaves a lock and a temp file; cron's next run tak
   assert.match(logOf(dir), /Removed \.planetarion_backup_.*\.tmp-\d+, left behind by a run that crashed/);
   assert.equal(files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')), []);
   assert.is(backupsIn(dir).length, 1);
+});
+
+backup('a run stopped with SIGTERM mid-dump takes its docker exec with it: the temp file stops growing, no pg_dump session stays', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const backups = join(dir, 'backups');
+  const run = startTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: big, PLANETARION_COMPRESS: 'none', PLANETARION_FINGERPRINT: 'off' });
+  const tempFile = () => files(backups).find((f) => f.includes('.tmp-'));
+  await waitFor('the dump to be streaming', () => Boolean(tempFile()) && statSync(join(backups, tempFile()!)).size > 1_000_000, 30_000, 10);
+  run.child.kill('SIGTERM');
+  await run.done;
+  assert.is(run.child.signalCode, 'SIGTERM', 'the tool ends as SIGTERM asks');
+  await new Promise((resolve) => setTimeout(resolve, 300)); // writes already in flight land
+  const size = statSync(join(backups, tempFile()!)).size;
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.is(statSync(join(backups, tempFile()!)).size, size, 'the dump went on writing after the tool was stopped');
+  await waitFor('the pg_dump session to end', async () => (await psql(big, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")) === '0', 5_000, 100);
 });
 
 backup('rotation keeps exactly the newest 3 with their sidecars and never touches foreign files', async () => {

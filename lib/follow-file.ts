@@ -1,0 +1,55 @@
+// Reads a file while another process writes it, like `tail -f` that knows when to stop: the
+// backup lets `docker exec` write the dump straight into its file (as the raw
+// `docker exec … pg_dump > file` does) and hashes and inspects the bytes behind it, instead
+// of relaying every byte through a pipe of its own.
+import { open } from 'node:fs/promises';
+
+export interface FollowOptions {
+  /** Bytes read at a time (default 1 MB). */
+  chunkSize?: number;
+  /** How long to wait for more when the reader has caught up with the writer (default 20 ms). */
+  pollMs?: number;
+}
+
+/**
+ * Yields the file's bytes in order, from its start, until `writerDone` has settled and the end
+ * has been read. Each chunk is a buffer of its own: a consumer may keep it.
+ */
+export async function* followFile(path: string, writerDone: Promise<unknown>, options: FollowOptions = {}): AsyncGenerator<Buffer> {
+  const chunkSize = options.chunkSize ?? 1024 * 1024;
+  const pollMs = options.pollMs ?? 20;
+  let finished = false;
+  const settled = writerDone.then(
+    () => void (finished = true),
+    () => void (finished = true),
+  );
+  const file = await open(path, 'r');
+  try {
+    let position = 0;
+    let buffer = Buffer.allocUnsafe(chunkSize);
+    for (;;) {
+      // Read after noting whether the writer had finished: a read that then finds nothing new
+      // has seen every byte it wrote.
+      const writerHadFinished = finished;
+      const { bytesRead } = await file.read(buffer, 0, chunkSize, position);
+      if (bytesRead > 0) {
+        position += bytesRead;
+        if (bytesRead < chunkSize / 4) {
+          // A short read gets a copy of its own size: a queue of small slices of big buffers
+          // would hold far more memory than bytes.
+          yield Buffer.from(buffer.subarray(0, bytesRead));
+        } else {
+          yield buffer.subarray(0, bytesRead);
+          buffer = Buffer.allocUnsafe(chunkSize);
+        }
+        continue;
+      }
+      if (writerHadFinished) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, pollMs)))]);
+      clearTimeout(timer);
+    }
+  } finally {
+    await file.close();
+  }
+}

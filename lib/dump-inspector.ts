@@ -48,7 +48,7 @@ export class DumpInspector {
     if (compressed) this.gunzip = new GunzipScan((sql) => this.scan(sql));
   }
 
-  /** Takes the next chunk of the file (processed before it resolves). */
+  /** Takes the next chunk of the file: processed before it resolves, and none of it kept (the caller may reuse the buffer). */
   async write(chunk: Buffer): Promise<void> {
     if (this.gunzip) this.gunzip.write(chunk);
     else this.scan(chunk);

@@ -106,9 +106,9 @@ export class ArchiveInspector {
     this.done = Promise.all([reading, once(child, 'close').then(([code]) => (this.exitCode = code as number | null))]).then(() => undefined);
   }
 
-  /** Takes the next chunk of the archive. */
+  /** Takes the next chunk of the archive (a copy: the caller may reuse its buffer). */
   async write(chunk: Buffer): Promise<void> {
-    if (!this.child.stdin.write(chunk)) await Promise.race([once(this.child.stdin, 'drain'), this.done]);
+    if (!this.child.stdin.write(Buffer.from(chunk))) await Promise.race([once(this.child.stdin, 'drain'), this.done]);
   }
 
   /** The findings; an archive pg_restore could not read counts as a broken stream. */
@@ -186,10 +186,10 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   let dumpBytes = 0;
   let lastProgress = 0;
   // Every byte of pg_dump's output (the plaintext), in order.
-  const consume = async (chunk: Buffer): Promise<void> => {
+  const consume = async (chunk: Buffer, forTee = chunk): Promise<void> => {
     dumpBytes += chunk.length;
     await inspector.write(chunk);
-    if (request.tee) await request.tee(chunk);
+    if (request.tee) await request.tee(forTee);
     if (request.onProgress && Date.now() - lastProgress > 1000) {
       lastProgress = Date.now();
       request.onProgress(dumpBytes);
@@ -215,7 +215,8 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
         for await (const chunk of followFile(request.path, exited)) {
           hash.update(chunk);
           bytes += chunk.length;
-          await consume(chunk);
+          // The chunk's buffer is reused for the next read: a tee that queues it gets a copy.
+          await consume(chunk, request.tee ? Buffer.from(chunk) : chunk);
         }
       }
       fsyncSync(fd);

@@ -14,7 +14,8 @@ const temp = new TempDirs('planetarion-follow-');
 
 async function collect(path: string, writerDone: Promise<unknown>, chunkSize?: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of followFile(path, writerDone, { chunkSize, pollMs: 5 })) chunks.push(chunk);
+  // Copies: each chunk is a view of the buffer the next read reuses.
+  for await (const chunk of followFile(path, writerDone, { chunkSize, pollMs: 5 })) chunks.push(Buffer.from(chunk));
   return Buffer.concat(chunks);
 }
 

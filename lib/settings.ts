@@ -215,7 +215,8 @@ export function parseEnvFile(text: string): Map<string, string> {
     const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(trimmed);
     if (!match) throw new Error(`line ${index + 1} is not KEY=VALUE: ${trimmed}`);
     let value = match[2]!;
-    const quoted = /^(['"])(.*)\1$/.exec(value);
+    // A quoted value may be followed by a comment, as `source` allows: KEY='v' # why
+    const quoted = /^(['"])(.*)\1\s*(?:#.*)?$/.exec(value);
     if (quoted) value = quoted[2]!;
     else value = value.replace(/\s+#.*$/, '');
     values.set(match[1]!, value);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../lib/errors.ts';
@@ -87,6 +88,13 @@ const envFile = suite('parseEnvFile');
 envFile('reads exports, quotes, comments and CRLF', () => {
   const values = parseEnvFile("export A=1\r\nB='two words'\n\n# c\nC=3 # note\n");
   assert.equal([...values], [['A', '1'], ['B', 'two words'], ['C', '3']]);
+});
+envFile('a quoted value followed by a comment loses the comment and the quotes, as with `source`', () => {
+  const values = parseEnvFile(`D='/share/x y' # the NAS folder\nE="a # not a comment" # one\nF='it' # it's\n`);
+  assert.equal([...values], [['D', '/share/x y'], ['E', 'a # not a comment'], ['F', 'it']]);
+  // What `sh` makes of the same lines.
+  const shell = execFileSync('sh', ['-c', `D='/share/x y' # the NAS folder\nE="a # not a comment" # one\nF='it' # it's\nprintf '%s|%s|%s' "$D" "$E" "$F"`]).toString();
+  assert.is(shell, '/share/x y|a # not a comment|it');
 });
 envFile('every setting has a unique env name and flag', () => {
   assert.is(new Set(settingSpecs.map((s) => s.env)).size, settingSpecs.length);

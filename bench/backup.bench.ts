@@ -45,6 +45,9 @@ async function benchScale(scale: number) {
 
 const results = [];
 for (const scale of scales) results.push(await benchScale(scale));
+// The fixed cost no backup can avoid: starting the executable at all.
+const bareStart: number[] = [];
+for (let i = 0; i < 5; i++) bareStart.push((await measure(join(distBin, 'backup-database'), ['--version'], { env: cleanEnv({}) })).seconds);
 console.log(`\nbackup-database vs raw 'docker exec <db> pg_dump -Z1 > file' (median of ${runs} runs)\n`);
 console.log('scale  db size   raw pg_dump  fingerprint off (ratio)  full fingerprint (ratio)  peak RSS');
 for (const r of results) {
@@ -56,4 +59,6 @@ if (results.length >= 2) {
   const [small, large] = [results[0]!, results[results.length - 1]!];
   console.log(`\npeak RSS scale ${large.scale} / scale ${small.scale}: ${(large.rss / small.rss).toFixed(2)}x (streams: should stay within 1.10x)`);
 }
+const start = median(bareStart);
+console.log(`\nthe executable's bare start (--version): ${start.toFixed(2)} s = ${results.map((r) => `${((start / r.raw) * 100).toFixed(0)}% of raw at scale ${r.scale}`).join(', ')}`);
 console.log('targets: fingerprint off <= 1.10x, full fingerprint <= 1.75x, peak RSS <= 120 MB');

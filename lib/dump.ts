@@ -162,8 +162,8 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   const inspector = request.format === 'custom' ? new ArchiveInspector(request.docker, request.container) : new DumpInspector(request.format === 'gzip');
   const encrypted = Boolean(request.recipients?.length);
   // In clear, `docker exec` writes the file itself, exactly like the raw `docker exec … > file`,
-  // and the bytes are hashed and inspected as they land (relaying each one through a pipe of
-  // ours cost ~0.4 s of CPU on a 280 MB dump, taken from the dump on a busy 2-core NAS).
+  // and the bytes are hashed and inspected as they land (relaying them through a pipe of ours
+  // made a scale-30 dump ~0.2 s slower than the raw pipeline, even with nothing else done).
   // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
   const child = spawn(request.docker, ['exec', request.container, ...dumpCommand(request)], { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] });
   let stderr = '';

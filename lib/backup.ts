@@ -9,7 +9,7 @@ import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, parseExclusions, type Fingerprint } from './fingerprint.ts';
-import { checkContainerState, checkDatabaseHealth, logHealthy, notRunningMessage, NotReadyError } from './health.ts';
+import { checkContainerState, checkDatabaseHealth, notRunningMessage, NotReadyError } from './health.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { writeSidecars, type BackupManifest } from './manifest.ts';
@@ -159,7 +159,6 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
     // right before pg_dump (dump.ts), and then has only Docker's verdict to wait for here.
     const state = context.dryRun ? await checkDatabaseHealth(docker, $, target, log) : await checkContainerState(docker, target, log);
-    if (!context.dryRun) logHealthy(state, target, log, false);
     checkSpace(settings.backupDir, log);
 
     const durations = { total: 0, dump: 0, fingerprint: null as number | null };

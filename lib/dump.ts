@@ -32,8 +32,6 @@ export interface DumpRequest {
    * Must not throw (a failed consumer drops chunks and reports later).
    */
   tee?: (chunk: Buffer) => Promise<void>;
-  /** Aborting it kills the dump (it then fails). */
-  signal?: AbortSignal;
 }
 
 export interface DumpResult {
@@ -173,15 +171,8 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   });
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   exited.catch(() => {}); // a spawn failure is read below
-  const kill = () => child.kill('SIGKILL');
-  request.signal?.addEventListener('abort', kill, { once: true });
-  const uninstall = encrypted ? () => {} : killWithUs(child);
-  exited
-    .finally(() => {
-      request.signal?.removeEventListener('abort', kill);
-      uninstall();
-    })
-    .catch(() => {});
+  // Encrypted, the pipe breaks when this process dies, and docker exec with it.
+  if (!encrypted) exited.finally(killWithUs(child)).catch(() => {});
   let bytes = 0;
   let dumpBytes = 0;
   let lastProgress = 0;

@@ -49,12 +49,8 @@ export async function checkContainerState(docker: Docker, target: DatabaseTarget
       `See 'docker inspect --format "{{json .State.Health}}" ${target.container}' for the failing health check.`,
     );
   }
+  log.info(`Container '${target.container}' is running${state.health ? ` and ${state.health}` : ''}`);
   return state;
-}
-
-/** The log line of a container that passed every check. */
-export function logHealthy(state: ContainerState, target: DatabaseTarget, log: Logger, ready = true): void {
-  log.info(`Container '${target.container}' is running${state.health ? ` and ${state.health}` : ''}${ready ? '; PostgreSQL accepts connections' : ''}`);
 }
 
 /**
@@ -74,6 +70,6 @@ export async function checkDatabaseHealth(docker: Docker, $: Shell, target: Data
     log.error(error.message);
     throw error;
   }
-  logHealthy(state, target, log);
+  log.info(`PostgreSQL in '${target.container}' accepts connections`);
   return state;
 }

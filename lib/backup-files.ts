@@ -64,7 +64,7 @@ export function tempFileName(finalName: string, pid = process.pid): string {
   return `.${finalName}.tmp-${pid}`;
 }
 
-const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age)?(\.json|\.sha256)?\.tmp-(\d+)$/;
+const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age)?(\.json|\.sha256)?\.tmp-(\d+)(-[0-9a-f]+)?$/;
 
 /** The pid in a temp file's name, for files a crashed run left behind; undefined if not ours. */
 export function tempFileOwner(name: string): number | undefined {

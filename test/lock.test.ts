@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { acquireLock, LockHeldError, lockFileName, ownerIsAlive, processStartTicks } from '../lib/lock.ts';
+import { acquireLock, freshLockMs, LockHeldError, lockFileName, ownerIsAlive, processStartTicks } from '../lib/lock.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const holder = join(import.meta.dirname, 'fixtures/hold-lock.ts');
@@ -19,6 +19,26 @@ function run(dir: string, ms: number): { done: Promise<Run>; pid: number; kill(s
   child.stderr.on('data', (d) => (stderr += d));
   const done = new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
   return { done, pid: child.pid!, kill: (sig) => child.kill(sig) };
+}
+
+/** Writes a lock file as an earlier run would have, dated `ageMs` ago. */
+function plantLock(dir: string, content: string, ageMs = 60_000): string {
+  const path = join(dir, lockFileName);
+  writeFileSync(path, content);
+  const when = new Date(Date.now() - ageMs);
+  utimesSync(path, when, when);
+  return path;
+}
+
+/** The LockHeldError acquireLock throws, or a failure when it takes the lock. */
+function heldError(dir: string): LockHeldError {
+  try {
+    acquireLock(dir, 'second').release();
+  } catch (error) {
+    assert.instance(error, LockHeldError);
+    return error as LockHeldError;
+  }
+  return assert.unreachable('the lock should be held') as never;
 }
 
 const acquire = suite('acquireLock');
@@ -55,7 +75,7 @@ acquire('refuses a lock held by a live process with LockHeldError (exit 75) nami
 });
 
 acquire('takes over a lock whose pid is dead, and says whose it was', () => {
-  writeFileSync(join(dir, lockFileName), JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' }));
+  plantLock(dir, JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' }));
   const lock = acquireLock(dir, 'new');
   assert.is(lock.tookOverFrom?.command, 'old');
   lock.release();
@@ -64,9 +84,30 @@ acquire('takes over a lock whose pid is dead, and says whose it was', () => {
 acquire('takes over a lock whose pid was reused by another process (start time differs)', () => {
   const fake = { pid: 1, startTicks: 'not-the-real-start', command: 'old', host: hostname(), started: 'x' };
   assert.not.ok(ownerIsAlive(fake));
-  writeFileSync(join(dir, lockFileName), JSON.stringify(fake));
+  plantLock(dir, JSON.stringify(fake));
   const lock = acquireLock(dir, 'new');
   assert.is(lock.tookOverFrom?.pid, 1);
+  lock.release();
+});
+
+acquire('an empty or unreadable lock file counts as held, exit 75 with the fix, and stays', () => {
+  for (const [content, detail] of [['', /is empty/], ['{"pid":', /does not hold an owner record/], ['garbage\n', /does not hold an owner record/]] as const) {
+    const path = plantLock(dir, content, 3_600_000);
+    const error = heldError(dir);
+    assert.is(error.exitCode, 75);
+    assert.match(error.message, detail);
+    assert.match(error.advice!, `rm ${path}`);
+    assert.is(readFileSync(path, 'utf8'), content, 'the lock file was not touched');
+  }
+});
+
+acquire('a seconds-old lock counts as held even when its pid is gone; an older one is taken over', () => {
+  const dead = JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' });
+  plantLock(dir, dead, 1_000);
+  assert.match(heldError(dir).message, /pid 4206649/);
+  plantLock(dir, dead, freshLockMs + 1_000);
+  const lock = acquireLock(dir, 'new');
+  assert.is(lock.tookOverFrom?.command, 'old');
   lock.release();
 });
 
@@ -97,6 +138,18 @@ race('two processes racing: exactly one gets it, the other exits 75 naming the h
   assert.match(losers[0]!.stderr, `pid ${holderPid}`);
 });
 
+race('eight processes racing through the moment the lock is written: exactly one wins, every loser names it', async () => {
+  const runs = Array.from({ length: 8 }, () => run(dir, 2500));
+  const results = await Promise.all(runs.map((r) => r.done));
+  const winners = results.filter((r) => r.code === 0);
+  assert.is(winners.length, 1, JSON.stringify(results));
+  const holderPid = /locked (\d+)/.exec(winners[0]!.stdout)![1];
+  for (const loser of results.filter((r) => r.code !== 0)) {
+    assert.is(loser.code, 75, loser.stderr);
+    assert.match(loser.stderr, `pid ${holderPid}`);
+  }
+});
+
 race('a lock left by a killed process (SIGKILL) is taken over by the next run', async () => {
   const first = run(dir, 60_000);
   for (let i = 0; i < 100 && !existsSync(join(dir, lockFileName)); i++) await new Promise((r) => setTimeout(r, 100));
@@ -105,6 +158,8 @@ race('a lock left by a killed process (SIGKILL) is taken over by the next run', 
   process.kill(holderPid, 'SIGKILL');
   await first.done;
   assert.ok(existsSync(join(dir, lockFileName)), 'a SIGKILLed owner cannot clean up: the lock stays');
+  const later = new Date(Date.now() - 60_000); // the next cron run comes hours later
+  utimesSync(join(dir, lockFileName), later, later);
   const second = await run(dir, 10).done;
   assert.is(second.code, 0, second.stderr);
   assert.match(second.stdout, `took-over ${holderPid}`);

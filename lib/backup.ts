@@ -291,7 +291,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       const run = { time: started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
       return { ...status, lastRun: { ...run, ok: true }, lastSuccess: run, backups: onDisk };
     });
-    await sendPing(settings.pingUrl, true, log);
+    await sendPing(settings.pingUrl, "success", log);
     log.info('Backup completed successfully');
     return {
       dryRun: false,
@@ -327,7 +327,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       } catch (statusError) {
         log.warn(`could not update status.json: ${errorText(statusError)}`);
       }
-      await sendPing(settings.pingUrl, false, log);
+      await sendPing(settings.pingUrl, "fail", log);
     }
     throw error;
   } finally {

@@ -11,6 +11,7 @@ import { DumpInspector, type DumpInspection } from './dump-inspector.ts';
 import { followFile } from './follow-file.ts';
 import { CliError } from './errors.ts';
 import { NotReadyError } from './health.ts';
+import { noTimeoutsPgOptions } from './psql-session.ts';
 import type { BackupFormat } from './backup-files.ts';
 
 export interface DumpRequest {
@@ -163,7 +164,7 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   // and the bytes are hashed and inspected as they land (relaying them through a pipe of ours
   // made a scale-30 dump ~0.2 s slower than the raw pipeline, even with nothing else done).
   // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
-  const child = spawn(request.docker, ['exec', request.container, ...dumpCommand(request)], { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] });
+  const child = spawn(request.docker, ['exec', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)], { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => {

@@ -10,9 +10,11 @@ import type { PsqlSession } from './psql-session.ts';
  * manifests). `typed`: hash_record_extended(row), the types' own hash functions with no text
  * conversion (1.6x faster on a scale-30 pgbench table), for tables whose every column has a
  * type where equal hashes input means equal text output; the others keep the text form.
+ * `typed-only`: typed, and each table counts its own rows only (FROM ONLY): an inheritance
+ * child is a table of its own and was counted twice before, in itself and in its parent.
  */
-export type FingerprintAlgorithm = 'text' | 'typed';
-export const currentAlgorithm: FingerprintAlgorithm = 'typed';
+export type FingerprintAlgorithm = 'text' | 'typed' | 'typed-only';
+export const currentAlgorithm: FingerprintAlgorithm = 'typed-only';
 
 /**
  * Types whose hash function sees exactly what their text form shows. Left out on purpose:
@@ -48,10 +50,15 @@ export interface Fingerprint {
 }
 
 /**
- * Session settings that make every row's text form the same on any server: the output of
- * timestamptz, floats and bytea depends on them.
+ * Session settings: first no timeouts (a role- or database-level statement_timeout,
+ * lock_timeout or idle_in_transaction_session_timeout would end the fingerprint's long reads,
+ * or the snapshot's transaction idling while pg_dump streams), and only pg_catalog on the
+ * search_path (a user's function or operator of the same name cannot shadow a built-in).
+ * Then what makes every row's text form the same on any server: the output of timestamptz,
+ * floats and bytea depends on it.
  */
 export const fingerprintSessionSettings =
+  'SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET search_path = pg_catalog; ' +
   "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex';";
 
 const hex = (text: string) => Buffer.from(text, 'hex').toString('utf8');
@@ -114,11 +121,12 @@ export async function fingerprintTables(
   if (included.length === 0) return { tables: [], excluded };
   // `alias.*` is the whole row even if a column has the alias's name.
   const rowHash = (typed: boolean) =>
-    algorithm === 'typed' && typed ? 'hash_record_extended(ROW("planetarion row".*), 0)' : 'hashtextextended(("planetarion row".*)::text, 0)';
+    algorithm !== 'text' && typed ? 'hash_record_extended(ROW("planetarion row".*), 0)' : 'hashtextextended(("planetarion row".*)::text, 0)';
+  const only = algorithm === 'typed-only' ? 'ONLY ' : '';
   const sql = included
     .map(
       ({ schema, table, typed }, i) =>
-        `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
+        `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${only}${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
     )
     .join('\nUNION ALL\n');
   const rows = await session.query(sql);

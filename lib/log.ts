@@ -1,7 +1,8 @@
 // The timestamped log: every step of a run goes to <logs>/backup.log and to stderr.
 // QNAP has no logrotate, so the file rotates itself by size.
-import { appendFileSync, fstatSync, mkdirSync, renameSync, statSync, existsSync } from 'node:fs';
+import { closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, statSync, existsSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { UsageError } from './errors.ts';
 
 export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
 
@@ -52,6 +53,30 @@ function streamIsFile(stream: NodeJS.WritableStream | null | undefined, file: st
   }
 }
 
+/** Appends to the log, creating it 0600; a symlink at its name is refused (ELOOP), never followed. */
+const appendFlags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+
+/** Appends one line to the log file. */
+function appendLine(file: string, line: string): void {
+  const fd = openSync(file, appendFlags, 0o600);
+  try {
+    writeSync(fd, line);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opens the log once at start, so a planted symlink or a folder in its place is one clear line. */
+function checkLogFile(file: string): void {
+  try {
+    closeSync(openSync(file, appendFlags, 0o600));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const what = code === 'ELOOP' ? 'is a symbolic link' : code === 'EISDIR' ? 'is a directory' : `cannot be opened (${(error as Error).message})`;
+    throw new UsageError(`the log file ${file} ${what}`, `Remove or fix ${file}: the log is only ever written to a regular file in the log folder.`);
+  }
+}
+
 /** Writes `[timestamp] LEVEL - message` lines to the log file and stderr. */
 export class Logger {
   readonly file: string | undefined;
@@ -69,6 +94,7 @@ export class Logger {
       // Under cron (`>> backup.log 2>&1`) the file rotates too, or it would grow forever: this
       // run's lines then end backup.log.1 through stderr, and the next run starts a new file.
       rotateLogFile(this.file, options.maxBytes ?? 5 * 1024 * 1024, options.keepRotated ?? 3);
+      if (!this.fileIsStderr) checkLogFile(this.file);
     }
   }
 
@@ -85,7 +111,7 @@ export class Logger {
   /** One line per call; multi-line messages are indented so each log line still starts with a timestamp. */
   write(level: LogLevel, message: string): void {
     const line = `[${formatTimestamp(this.now())}] ${level} - ${message.replace(/\n/g, '\n    ')}\n`;
-    if (this.file && !this.fileIsStderr) appendFileSync(this.file, line, { mode: 0o600 });
+    if (this.file && !this.fileIsStderr) appendLine(this.file, line);
     this.stderr?.write(line);
   }
 }

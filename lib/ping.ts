@@ -2,10 +2,21 @@
 // ping is logged and the backup's outcome stands.
 import type { Logger } from './log.ts';
 
-/** GETs `<url>` on success or `<url>/fail` on failure, within a short timeout; logs what happened. */
-export async function sendPing(url: string | undefined, ok: boolean, log: Logger, timeoutMs = 10_000): Promise<boolean> {
+/** What a ping says: a run started, succeeded or failed. */
+export type PingSignal = 'start' | 'success' | 'fail';
+
+/** The URL a signal is sent to: `<url>/start`, `<url>`, `<url>/fail`, as healthchecks.io expects. */
+export function pingTarget(url: string, signal: PingSignal): string {
+  return signal === 'success' ? url : `${url}/${signal}`;
+}
+
+/**
+ * GETs the signal's URL within a short timeout; logs what happened. A start signal lets the
+ * monitor measure the run and alert on one that never ends.
+ */
+export async function sendPing(url: string | undefined, signal: PingSignal, log: Logger, timeoutMs = 10_000): Promise<boolean> {
   if (!url) return false;
-  const target = ok ? url : `${url}/fail`;
+  const target = pingTarget(url, signal);
   // The path of a ping URL is its secret (healthchecks.io's UUID): only the host is logged.
   const shown = new URL(target).origin;
   try {

@@ -6,6 +6,13 @@ import { CliError } from './errors.ts';
 /** Separates fields in psql's unaligned output; cannot occur in the catalog names we read back raw. */
 const FIELD = '\x1f';
 
+/**
+ * Connection options (docker exec -e PGOPTIONS) that turn off the timeouts a role or database
+ * may set for the application: they apply from the first statement, which a `SET` cannot do
+ * (the SET itself runs under the role's statement_timeout), and override role settings.
+ */
+export const noTimeoutsPgOptions = '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0';
+
 export interface PsqlTarget {
   docker: string;
   container: string;
@@ -23,7 +30,7 @@ export class PsqlSession {
   private counter = 0;
 
   private constructor(target: PsqlTarget) {
-    const args = ['exec', '-i', target.container, 'psql', '-X', '-q', '-A', '-t', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-U', target.user, '-d', target.database];
+    const args = ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, target.container, 'psql', '-X', '-q', '-A', '-t', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-U', target.user, '-d', target.database];
     this.child = spawn(target.docker, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stderr.setEncoding('utf8');

@@ -27,7 +27,7 @@ export interface Settings {
   fingerprint: 'on' | 'off';
   /** Tables the fingerprint leaves out, e.g. `public.sessions,audit_*`. */
   fingerprintExclude: string;
-  /** healthchecks.io-style URL: GET on success, `<url>/fail` on failure. */
+  /** healthchecks.io-style URL: GET `<url>/start` as a run starts, `<url>` on success, `<url>/fail` on failure. */
   pingUrl: string | undefined;
   /** age public keys (or an absolute path to a file of them): when set, backups are encrypted. */
   ageRecipients: string | undefined;
@@ -168,7 +168,7 @@ export const settingSpecs = [
   }),
   define({
     key: 'pingUrl', env: 'PLANETARION_PING_URL', flag: 'ping-url', valueName: 'URL',
-    description: 'monitoring URL: GET on success, <url>/fail on failure (a failed ping never fails the backup)',
+    description: 'monitoring URL: GET <url>/start as a run starts, <url> on success, <url>/fail on failure (a failed ping never fails the backup)',
     defaultValue: () => undefined,
     parse(raw) {
       let url: URL;
@@ -251,6 +251,20 @@ export function readIfPresent(path: string): string | undefined {
   }
 }
 
+/** The config file's text (undefined when absent); one clear line when it cannot be read. */
+function readConfigFile(readFile: (path: string) => string | undefined, path: string): string | undefined {
+  try {
+    return readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
+    throw new UsageError(
+      `cannot read the config file ${path}: ${why}`,
+      `Make it a file readable by the user that runs the command (e.g. chmod 600 ${path} as its owner), or remove it.`,
+    );
+  }
+}
+
 /**
  * Resolves every setting: flag > environment > `<dir>/planetarion.env` > default. A bad value
  * throws a UsageError (exit 2) naming the setting, the value and what is allowed; nothing is touched.
@@ -280,7 +294,8 @@ export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
     const flag = flags[spec.flag];
     if (typeof flag === 'string') take(spec, flag, 'flag', `--${spec.flag}`);
     else if (env[spec.env] !== undefined && env[spec.env] !== '') take(spec, env[spec.env]!, 'env', spec.env);
-    else if (config.has(spec.env)) take(spec, config.get(spec.env)!, 'config', `${spec.env} in ${configFile}`);
+    // `KEY=` in the file means unset, as in the shell scripts' env files that `source` read.
+    else if (config.get(spec.env)) take(spec, config.get(spec.env)!, 'config', `${spec.env} in ${configFile}`);
     else {
       const fallback = spec.defaultValue(out.dir as string);
       out[spec.key] = fallback === undefined ? undefined : spec.parse(fallback);
@@ -289,7 +304,7 @@ export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
     // The base dir decides where the config file is, so it is read right after the dir is known.
     if (spec.key === 'dir') {
       configFile = join(out.dir as string, configFileName);
-      const text = readFile(configFile);
+      const text = readConfigFile(readFile, configFile);
       if (text === undefined) configFile = undefined;
       else {
         try {

@@ -70,6 +70,7 @@ fp('both algorithms agree on equal data and name their algorithm; their sums dif
   await psql(name, 'DROP DATABASE IF EXISTS copy; CREATE DATABASE copy TEMPLATE planetarion', { db: 'postgres' });
   const [typed, text] = [await fingerprint('planetarion', 'typed'), await fingerprint('planetarion', 'text')];
   assert.is(typed.algorithm, 'typed');
+  assert.is((await fingerprint('planetarion')).algorithm, 'typed-only');
   assert.is(text.algorithm, 'text');
   assert.is((await fingerprint('copy', 'typed')).sha256, typed.sha256);
   assert.is((await fingerprint('copy', 'text')).sha256, text.sha256);
@@ -78,7 +79,34 @@ fp('both algorithms agree on equal data and name their algorithm; their sums dif
   assert.is(typed.tables.find((t) => t.table === 'amounts')!.digest, text.tables.find((t) => t.table === 'amounts')!.digest);
 });
 
-for (const algorithm of ['typed', 'text'] as const) {
+fp('typed-only counts an inheritance child once, in itself; typed counted it in its parent too', async () => {
+  assert.ok(ready, 'setup failed');
+  await psql(name, 'DROP DATABASE IF EXISTS inherit; CREATE DATABASE inherit', { db: 'postgres' });
+  await psql(name, "CREATE TABLE parent (id int); CREATE TABLE child (extra text) INHERITS (parent); INSERT INTO parent VALUES (1), (2), (3); INSERT INTO child VALUES (4, 'x'), (5, 'y');", { db: 'inherit' });
+  const rows = (f: { tables: Array<{ table: string; rows: number }> }) => Object.fromEntries(f.tables.map((t) => [t.table, t.rows]));
+  assert.equal(rows(await fingerprint('inherit')), { child: 2, parent: 3 });
+  assert.equal(rows(await fingerprint('inherit', 'typed')), { child: 2, parent: 5 });
+});
+
+fp('the session resets role-level timeouts and search_path: a 1 ms statement_timeout and a shadowing function change nothing', async () => {
+  assert.ok(ready, 'setup failed');
+  const before = await fingerprint('planetarion', 'text');
+  await psql(name, `CREATE FUNCTION public.hashtextextended(text, bigint) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';
+    ALTER ROLE planetarion_user SET search_path = public, pg_catalog;
+    ALTER ROLE planetarion_user SET statement_timeout = '1ms'; ALTER ROLE planetarion_user SET lock_timeout = '1ms';
+    ALTER ROLE planetarion_user SET idle_in_transaction_session_timeout = '1ms';`);
+  try {
+    // The big sum of a table of 200 000 rows takes far longer than 1 ms.
+    await psql(name, 'SET statement_timeout = 0; CREATE TABLE slow AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;');
+    const after = await fingerprint('planetarion', 'text');
+    assert.equal(after.tables.filter((t) => t.table !== 'slow'), before.tables);
+    assert.ok(after.tables.find((t) => t.table === 'slow')!.rows === 200000);
+  } finally {
+    await psql(name, 'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP FUNCTION public.hashtextextended(text, bigint); DROP TABLE IF EXISTS slow;');
+  }
+});
+
+for (const algorithm of ['typed-only', 'typed', 'text'] as const) {
   fp(`${algorithm}: a change in any column, a moved value, a lost or an extra row is seen in that table only`, async () => {
     assert.ok(ready, 'setup failed');
     for (const change of [

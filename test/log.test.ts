@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -14,6 +14,14 @@ logger.before.each(() => {
 logger.after.each(() => removeTempDir(dir));
 
 const fixed = () => new Date(2023, 11, 1, 2, 0, 5);
+
+logger('a symlink planted at the log file is refused with one line (exit 2), its target never written', () => {
+  mkdirSync(join(dir, 'logs'), { mode: 0o700 });
+  writeFileSync(join(dir, 'victim'), 'precious');
+  symlinkSync(join(dir, 'victim'), join(dir, 'logs', 'backup.log'));
+  assert.throws(() => new Logger({ file: join(dir, 'logs', 'backup.log'), stderr: null }), (error: Error & { exitCode?: number }) => /backup\.log is a symbolic link/.test(error.message) && error.exitCode === 2);
+  assert.is(readFileSync(join(dir, 'victim'), 'utf8'), 'precious');
+});
 
 logger('writes timestamped level lines to the file (0600, dir 0700) and to stderr', () => {
   const lines: string[] = [];

@@ -49,6 +49,13 @@ precedence('flag > env > config file > default', () => {
 precedence('an empty environment variable counts as unset', () => {
   assert.is(resolveSettings({ env: { PLANETARION_KEEP: '' }, readFile: noFile }).keep, 3);
 });
+precedence('an empty value in planetarion.env counts as unset (PLANETARION_PING_URL= as in .qnap-deploy.env)', () => {
+  const s = resolveSettings({ env: { PLANETARION_DIR: '/x' }, readFile: () => 'PLANETARION_PING_URL=\nPLANETARION_KEEP=""\nPLANETARION_DB_NAME=\n' });
+  assert.is(s.pingUrl, undefined);
+  assert.is(s.keep, 3);
+  assert.is(s.sources.keep, 'default');
+  assert.is(s.dbName, 'planetarion');
+});
 precedence.run();
 
 const invalid = suite('resolveSettings refuses bad values');
@@ -80,6 +87,22 @@ invalid('a config file line that is not KEY=VALUE names the file and line', () =
     assert.unreachable();
   } catch (error) {
     assert.match((error as Error).message, /\/x\/planetarion.env: line 2/);
+  }
+});
+invalid('an unreadable config file is one line naming it and the fix, exit 2', () => {
+  const unreadable = (code: string) => () => {
+    throw Object.assign(new Error(`${code}: x`), { code });
+  };
+  for (const [code, why] of [['EACCES', /permission denied/], ['EISDIR', /it is a directory/]] as const) {
+    try {
+      resolveSettings({ env: { PLANETARION_DIR: '/x' }, readFile: unreadable(code) });
+      assert.unreachable();
+    } catch (error) {
+      assert.instance(error, UsageError);
+      assert.match((error as Error).message, /cannot read the config file \/x\/planetarion\.env: /);
+      assert.match((error as Error).message, why);
+      assert.match((error as UsageError).advice!, /chmod 600 \/x\/planetarion\.env/);
+    }
   }
 });
 invalid.run();

@@ -1,7 +1,11 @@
-// The names of backup files and their sidecars: the one place the naming pattern is defined.
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+// The names of backup files and their sidecars, and the order of backups: the one place the
+// naming pattern and the ordering are defined. Backups are ordered by a sequence number the
+// backup folder keeps, never by a clock: the local time in a name repeats when DST falls back,
+// and a clock (the kernel's too, so mtimes as well) can be set back or a file copied in.
+import { readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { ageSuffix } from './age.ts';
+import { writeFileAtomic } from './atomic-file.ts';
 
 export const backupPrefix = 'planetarion_backup_';
 /** Plain SQL (the seed's format), SQL compressed with gzip inside the container, pg_dump's custom format. */
@@ -21,6 +25,18 @@ export interface BackupFile {
   format: BackupFormat;
   /** Encrypted with age (`.age`): restoring it needs an identity. */
   encrypted: boolean;
+  /** The number the backup folder gave it (its own manifest's `sequence`); undefined without one. */
+  sequence: number | undefined;
+  /** Where the database's WAL stood at its snapshot, in which cluster (its manifest's `wal`). */
+  wal: WalPosition | undefined;
+  /** When it was made: its manifest's UTC time, else the time in its name. */
+  created: Date;
+}
+
+/** A WAL position (`pg_current_wal_lsn()`) and the cluster's system_identifier: positions compare only within one cluster. */
+export interface WalPosition {
+  lsn: string;
+  systemIdentifier: string | null;
 }
 
 const pad = (n: number) => String(n).padStart(2, '0');
@@ -51,7 +67,7 @@ export function parseBackupName(name: string, dir = ''): BackupFile | undefined 
   const time = new Date(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s));
   if (Number.isNaN(time.getTime()) || backupStamp(time) !== `${y}${mo}${d}_${h}${mi}${s}`) return undefined;
   const format = (Object.keys(extensionOf) as BackupFormat[]).find((f) => extensionOf[f] === ext)!;
-  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined };
+  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined, sequence: undefined, wal: undefined, created: time };
 }
 
 /** The manifest and checksum files that belong to a backup. */
@@ -69,10 +85,96 @@ const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age
 /** The pid in a temp file's name, for files a crashed run left behind; undefined if not ours. */
 export function tempFileOwner(name: string): number | undefined {
   const m = tempPattern.exec(name);
-  return m ? Number(m[4]) : undefined;
+  if (m) return Number(m[4]);
+  const counter = sequenceTempPattern.exec(name);
+  return counter ? Number(counter[1]) : undefined;
 }
 
-/** Every backup in a dir, newest first (by the time in the name; the name breaks ties). */
+/** The leftovers of the sequence file's atomic writes (writeFileAtomic's temp names). */
+const sequenceTempPattern = /^\.planetarion_sequence\.tmp-(\d+)-[0-9a-f]+$/;
+
+/**
+ * The ordering facts a backup's manifest records, read only from its own manifest (its `file`
+ * names it): a manifest copied in beside another file does not lend that file its number.
+ */
+export function recordedOrder(path: string): { sequence: number | undefined; wal: WalPosition | undefined; created: Date | undefined } | undefined {
+  let manifest: { file?: unknown; sequence?: unknown; wal?: WalPosition; created?: unknown };
+  try {
+    manifest = JSON.parse(readFileSync(sidecarsOf(path).manifest, 'utf8')) as typeof manifest;
+  } catch {
+    return undefined;
+  }
+  if (manifest === null || typeof manifest !== 'object' || manifest.file !== basename(path)) return undefined;
+  const sequence = Number.isSafeInteger(manifest.sequence) && (manifest.sequence as number) > 0 ? (manifest.sequence as number) : undefined;
+  const created = typeof manifest.created === 'string' ? new Date(manifest.created) : undefined;
+  const wal = typeof manifest.wal?.lsn === 'string' && lsnValue(manifest.wal.lsn) !== undefined ? manifest.wal : undefined;
+  return { sequence, wal, created: created && !Number.isNaN(created.getTime()) ? created : undefined };
+}
+
+/**
+ * Newest first: numbered backups by their sequence, then (as older) those without one by the
+ * time in their names; the name breaks ties. Pure.
+ */
+export function newestFirst(a: BackupFile, b: BackupFile): number {
+  const byName = a.name < b.name ? 1 : a.name > b.name ? -1 : 0;
+  if (a.sequence !== undefined && b.sequence !== undefined) return b.sequence - a.sequence || byName;
+  if (a.sequence !== undefined || b.sequence !== undefined) return a.sequence !== undefined ? -1 : 1;
+  return b.time.getTime() - a.time.getTime() || byName;
+}
+
+/** An LSN `X/Y` (hex) as a number, or undefined for anything else. */
+export function lsnValue(lsn: string): bigint | undefined {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
+  return m ? (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`) : undefined;
+}
+
+/** How far in the future a backup's date may be before it is reported (clocks a little apart). */
+export const futureToleranceMs = 5 * 60_000;
+
+/**
+ * What a folder's order says is wrong, for the log and --status: a backup dated in the future
+ * (the clock was set back, or it was copied in), and a newer backup of a cluster whose WAL
+ * position is behind an older one's (the folder's counter was lost, or files were mixed). Pure.
+ */
+export function orderWarnings(newestFirstBackups: BackupFile[], now: Date): string[] {
+  const warnings: string[] = [];
+  for (const b of newestFirstBackups) {
+    if (b.created.getTime() > now.getTime() + futureToleranceMs) {
+      warnings.push(`${b.name} is dated in the future (${b.created.toISOString()}; now ${now.toISOString()}): the clock was set back, or the file was copied in. Backups are ordered by their sequence numbers, not by date.`);
+    }
+  }
+  const newerOfCluster = new Map<string, BackupFile>();
+  for (const b of newestFirstBackups) {
+    if (b.sequence === undefined || !b.wal?.systemIdentifier) continue;
+    const newer = newerOfCluster.get(b.wal.systemIdentifier);
+    if (newer && lsnValue(newer.wal!.lsn)! < lsnValue(b.wal.lsn)!) {
+      warnings.push(`${newer.name} (sequence ${newer.sequence}) was taken at WAL ${newer.wal!.lsn}, before ${b.name} (sequence ${b.sequence}) at ${b.wal.lsn} in the same cluster: check the order of these backups.`);
+    }
+    newerOfCluster.set(b.wal.systemIdentifier, b);
+  }
+  return warnings;
+}
+
+/** The file in the backup dir that holds the last sequence number given. */
+export const sequenceFileName = '.planetarion_sequence';
+
+/**
+ * Gives the next backup its number (call under the lock): one more than the folder's counter and
+ * than any manifest's, stored before it is used, so no number is given twice even if the run dies.
+ */
+export function takeSequence(dir: string, backups: BackupFile[] = listBackups(dir)): number {
+  let stored = 0;
+  try {
+    stored = Number(/^\s*(\d+)\s*$/.exec(readFileSync(join(dir, sequenceFileName), 'utf8'))?.[1] ?? 0);
+  } catch {
+    // no counter yet (or unreadable): the manifests' numbers still count
+  }
+  const next = Math.max(stored, ...backups.map((b) => b.sequence ?? 0)) + 1;
+  writeFileAtomic(join(dir, sequenceFileName), `${next}\n`);
+  return next;
+}
+
+/** Every backup in a dir, newest first (see newestFirst). */
 export function listBackups(dir: string): BackupFile[] {
   let names: string[];
   try {
@@ -84,5 +186,9 @@ export function listBackups(dir: string): BackupFile[] {
   return names
     .map((name) => parseBackupName(name, dir))
     .filter((f): f is BackupFile => f !== undefined)
-    .sort((a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1));
+    .map((f) => {
+      const order = recordedOrder(f.path);
+      return order ? { ...f, ...order, created: order.created ?? f.time } : f;
+    })
+    .sort(newestFirst);
 }

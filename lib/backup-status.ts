@@ -1,13 +1,15 @@
 // `backup-database --status`: the backups on disk, whether each still matches its checksum,
 // and what the last run did.
 import { statSync } from 'node:fs';
-import { listBackups } from './backup-files.ts';
+import { listBackups, orderWarnings } from './backup-files.ts';
 import { readChecksum, readManifest, sha256File } from './manifest.ts';
 import { readStatus, type Status } from './status.ts';
 import { formatBytes } from './backup.ts';
 
 export interface BackupOnDisk {
   file: string;
+  /** The backup folder's number for it, by which backups are ordered; null for files from before it. */
+  sequence: number | null;
   size: number;
   created: string;
   ageSeconds: number;
@@ -28,9 +30,10 @@ export async function inspectBackups(backupDir: string, now = new Date()): Promi
     const manifest = readManifest(backup.path);
     result.push({
       file: backup.name,
+      sequence: backup.sequence ?? null,
       size: statSync(backup.path).size,
-      created: backup.time.toISOString(),
-      ageSeconds: Math.round((now.getTime() - backup.time.getTime()) / 1000),
+      created: backup.created.toISOString(),
+      ageSeconds: Math.round((now.getTime() - backup.created.getTime()) / 1000),
       checksum: expected === undefined ? 'missing' : (await sha256File(backup.path)) === expected ? 'ok' : 'mismatch',
       fingerprint: manifest?.fingerprint?.sha256 ?? null,
       encrypted: backup.encrypted,
@@ -50,14 +53,20 @@ export function formatAge(seconds: number): string {
 }
 
 /** The human report of --status. */
-export function renderBackupStatus(backups: BackupOnDisk[], status: Status, backupDir: string): string {
+export function renderBackupStatus(backups: BackupOnDisk[], status: Status, backupDir: string, warnings: string[] = []): string {
   const lines = [`Backups in ${backupDir} (newest first):`];
   if (backups.length === 0) lines.push('  none');
   for (const b of backups) {
     const check = { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
     const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
     const encryption = b.encrypted ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})` : '';
-    lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${formatAge(b.ageSeconds).padStart(12)} old  ${check}${encryption}${drill}`);
+    const age = b.ageSeconds < 0 ? 'IN THE FUTURE' : `${formatAge(b.ageSeconds)} old`;
+    lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${age.padStart(16)}  ${check}${encryption}${drill}`);
+  }
+  for (const warning of warnings) lines.push(`WARNING: ${warning}`);
+  const rotation = status.rotation;
+  if (rotation?.heldBecause.length) {
+    lines.push('', `Rotation held after ${rotation.file} (${rotation.time}): no backup was deleted, because`, ...rotation.heldBecause.map((r) => `  - ${r}`));
   }
   const run = status.lastRun;
   lines.push('', run ? `Last run: ${run.time} ${run.ok ? 'succeeded' : `FAILED: ${run.error}`}` : 'Last run: none recorded');
@@ -65,7 +74,7 @@ export function renderBackupStatus(backups: BackupOnDisk[], status: Status, back
   return lines.join('\n') + '\n';
 }
 
-/** Everything --status shows, as data. */
-export async function backupStatus(dir: string, backupDir: string): Promise<{ backups: BackupOnDisk[]; status: Status }> {
-  return { backups: await inspectBackups(backupDir), status: readStatus(dir) };
+/** Everything --status shows, as data: the backups, what the runs recorded, what is wrong with the order. */
+export async function backupStatus(dir: string, backupDir: string, now = new Date()): Promise<{ backups: BackupOnDisk[]; status: Status; warnings: string[] }> {
+  return { backups: await inspectBackups(backupDir, now), status: readStatus(dir), warnings: orderWarnings(listBackups(backupDir), now) };
 }

@@ -1,10 +1,10 @@
 // The backup flow of the design: lock, health, space, a dump and a fingerprint of one snapshot,
 // verification, an atomic move into place with sidecars, and only then rotation.
-import { existsSync, linkSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
+import { existsSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { resolveRecipients } from './age.ts';
-import { fsyncDir } from './atomic-file.ts';
-import { backupFileName, listBackups, tempFileName, type BackupFormat } from './backup-files.ts';
+import { fsyncDir, placeNoReplace, type PlaceCalls } from './atomic-file.ts';
+import { backupFileName, listBackups, orderWarnings, takeSequence, tempFileName, type BackupFile, type BackupFormat, type WalPosition } from './backup-files.ts';
 import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -12,13 +12,13 @@ import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, pars
 import { checkContainerState, checkDatabaseHealth, notRunningMessage, NotReadyError } from './health.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { writeSidecars, type BackupManifest } from './manifest.ts';
+import { readManifest, writeSidecars, type BackupManifest } from './manifest.ts';
 import { sendPing } from './ping.ts';
 import { PsqlSession } from './psql-session.ts';
-import { removeLeftovers, rotateBackups } from './rotate.ts';
+import { removeLeftovers, rotateBackups, rotationHoldReasons, type RotationFacts } from './rotate.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
-import { updateStatus } from './status.ts';
+import { updateStatus, type RotationStatus } from './status.ts';
 import { toolVersion } from './version.ts';
 
 export interface BackupContext {
@@ -44,9 +44,13 @@ export interface BackupSummary {
   format: BackupFormat;
   /** The age public keys the file is encrypted to; empty when it is not encrypted. */
   recipients: string[];
+  /** The backup folder's number for it (lib/backup-files.ts): the order no clock can break. */
+  sequence: number | undefined;
   fingerprint: string | null;
   durationsMs: { total: number; dump: number; fingerprint: number | null };
   rotated: string[];
+  /** Why rotation deleted nothing this time; empty when it ran. */
+  rotationHeld: string[];
   leftoversRemoved: string[];
   warnings: string[];
 }
@@ -66,16 +70,21 @@ export function formatBytes(bytes: number): string {
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
-/** The base dir must exist (exit 2 otherwise); the backup dir must exist or be creatable, and writable. */
+/**
+ * The base dir must exist (exit 2 otherwise); the backup and log dirs must exist or be creatable,
+ * and writable; none may be writable by group or others.
+ */
 export function checkBackupDirectories(settings: Settings, create: boolean): void {
   if (!existsSync(settings.dir)) {
     throw new UsageError(`PLANETARION_DIR '${settings.dir}' does not exist`, 'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
   }
+  checkPrivateFolder('PLANETARION_DIR', settings.dir);
   for (const [name, dir] of [['PLANETARION_BACKUP_DIR', settings.backupDir], ['PLANETARION_LOG_DIR', settings.logDir]] as const) {
     if (!existsSync(dir)) {
       if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
       continue;
     }
+    checkPrivateFolder(name, dir);
     try {
       accessSync(dir, constants.W_OK | constants.X_OK);
     } catch {
@@ -83,6 +92,22 @@ export function checkBackupDirectories(settings: Settings, create: boolean): voi
         advice: `Fix its owner or mode, e.g. chmod 700 ${dir} (as the user cron runs the backup as).`,
       });
     }
+  }
+}
+
+/**
+ * A folder the tools write in must be a directory that only its owner can write to: anyone else
+ * who can could plant a file or a symlink at a name a run is about to use, or delete backups.
+ */
+export function checkPrivateFolder(name: string, dir: string): void {
+  const mode = statSync(dir);
+  if (!mode.isDirectory()) throw new UsageError(`${name} '${dir}' is not a directory`, `Set ${name} to a folder.`);
+  const writers = [mode.mode & 0o020 ? 'its group' : '', mode.mode & 0o002 ? 'others' : ''].filter(Boolean);
+  if (writers.length) {
+    throw new UsageError(
+      `${name} '${dir}' is writable by ${writers.join(' and ')} (mode ${(mode.mode & 0o7777).toString(8).padStart(4, '0')}): another user could plant files or links in it`,
+      `Run: chmod 700 ${dir} (as its owner). On a filesystem without Unix modes (exFAT, FAT), mount it with umask=077.`,
+    );
   }
 }
 
@@ -103,234 +128,366 @@ function checkSpace(dir: string, log: Logger): void {
   log.info(`Free space in ${dir}: ${formatBytes(free)} (need about ${formatBytes(needed)})`);
 }
 
-/** Moves the verified temp file to its final name without ever replacing an existing file. */
-function placeBackup(dir: string, temp: string, start: Date, format: BackupFormat, encrypted: boolean): { name: string; path: string } {
-  for (let bump = 0; bump < 60; bump++) {
-    const name = backupFileName(new Date(start.getTime() + bump * 1000), format, encrypted);
-    const path = join(dir, name);
-    try {
-      linkSync(temp, path); // fails with EEXIST rather than replacing, unlike rename
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw error;
+/** What every phase knows about the run from its start. */
+interface RunFacts {
+  started: Date;
+  now: () => Date;
+  format: BackupFormat;
+  recipients: string[];
+  encrypted: boolean;
+}
+
+/** What a run holds that its failure path must clean up. */
+interface RunResources {
+  lock: HeldLock | undefined;
+  session: PsqlSession | undefined;
+  temp: string | undefined;
+  /** The start signal, sent as the run begins; awaited before the end signal so they arrive in order. */
+  startPing: Promise<boolean> | undefined;
+}
+
+/** What the snapshot's session read in the snapshot: its name for pg_dump, the server, the WAL position. */
+export interface SnapshotFacts {
+  snapshot: string;
+  server: string;
+  wal: WalPosition | undefined;
+}
+
+/**
+ * The snapshot session's query: export a snapshot, and read in it the server's version and where
+ * the WAL stands (on a standby, where replay stands), with the cluster's identity. Positions
+ * compare only within one cluster; a role that may not read pg_control_system() records none.
+ */
+export const snapshotQuery = `${fingerprintSessionSettings} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT pg_export_snapshot(), current_setting('server_version'),
+  CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+  CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') THEN (SELECT system_identifier::text FROM pg_control_system()) END;`;
+
+/** The snapshot query's row as facts. Pure. */
+export function parseSnapshotRow(row: string[]): SnapshotFacts {
+  const [snapshot = '', server = '', lsn = '', systemIdentifier = ''] = row;
+  return { snapshot, server, wal: lsn ? { lsn, systemIdentifier: systemIdentifier || null } : undefined };
+}
+
+/** Phase preflight: the log's first line, crashed runs' leftovers, the start ping, the snapshot session, health, space. */
+async function preflight(context: BackupContext, held: RunResources) {
+  const { settings, log, $ } = context;
+  log.info(`${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`);
+  const leftoversRemoved = context.dryRun ? [] : removeLeftovers(settings.backupDir);
+  for (const name of leftoversRemoved) log.warn(`Removed ${name}, left behind by a run that crashed`);
+  if (!context.dryRun) held.startPing = sendPing(settings.pingUrl, 'start', log);
+  const docker = new Docker(context.docker, $);
+  const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
+  const snapshot = settings.fingerprint === 'on' && !context.dryRun ? openSnapshot(context, held) : undefined;
+  // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
+  // right before pg_dump (dump.ts), and then has only Docker's verdict to wait for here.
+  const state = context.dryRun ? await checkDatabaseHealth(docker, $, target, log) : await checkContainerState(docker, target, log);
+  checkSpace(settings.backupDir, log);
+  return { leftoversRemoved, docker, target, state, snapshot };
+}
+
+/**
+ * Phase snapshot, started by preflight: the session connects and exports the snapshot while
+ * the health checks run (each a `docker` round trip of ~0.1 s); it is only used once they
+ * pass, and a failed check kills it. It stays open in its transaction until pg_dump has
+ * imported the snapshot and the fingerprint has read every table of it.
+ */
+function openSnapshot(context: BackupContext, held: RunResources): Promise<SnapshotFacts> {
+  const { settings } = context;
+  held.session = PsqlSession.open({ docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName });
+  const exported = held.session.query(snapshotQuery).then((rows) => parseSnapshotRow(rows[0] ?? []));
+  exported.catch(() => {});
+  return exported;
+}
+
+/** Waits for the exported snapshot; a server that does not accept connections fails the session, and pg_isready names why. */
+async function awaitSnapshot(context: BackupContext, pre: Awaited<ReturnType<typeof preflight>>): Promise<SnapshotFacts | undefined> {
+  if (!pre.snapshot) return undefined;
+  const facts = await pre.snapshot.catch(async (error: unknown) => {
+    await checkDatabaseHealth(pre.docker, context.$, pre.target, context.log);
+    throw error;
+  });
+  context.log.info(`Exported snapshot ${facts.snapshot}${facts.wal ? ` at WAL ${facts.wal.lsn}` : ''}; dumping and fingerprinting it`);
+  return facts;
+}
+
+/** Phase dump and fingerprint: both read the one snapshot at once; a failure of either fails the backup. */
+async function dumpAndFingerprint(context: BackupContext, run: RunFacts, held: RunResources, docker: Docker, snapshot: SnapshotFacts | undefined, temp: string) {
+  const { settings } = context;
+  const durations = { total: 0, dump: 0, fingerprint: null as number | null };
+  const fingerprintStart = Date.now();
+  const session = held.session;
+  const tablesPromise = session
+    ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude)).then((result) => {
+        durations.fingerprint = Date.now() - fingerprintStart;
+        return result;
+      })
+    : Promise.resolve(undefined);
+  tablesPromise.catch(() => {});
+  let dump: DumpResult;
+  try {
+    dump = await streamDump({
+      docker: context.docker,
+      container: settings.container,
+      user: settings.dbUser,
+      database: settings.dbName,
+      snapshot: snapshot?.snapshot,
+      format: run.format,
+      path: temp,
+      recipients: run.recipients,
+      onProgress: context.onProgress,
+      tee: context.tee,
+    });
+  } catch (error) {
+    throw await explainDumpFailure(context, docker, tablesPromise, error);
+  }
+  durations.dump = dump.durationMs;
+  const tables = await tablesPromise;
+  if (session) {
+    await session.close();
+    held.session = undefined;
+  }
+  const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
+  return { dump, fingerprint, durations };
+}
+
+/** The error that names why the dump failed: the container stopping, or the fingerprint's session failing first. */
+async function explainDumpFailure(context: BackupContext, docker: Docker, tablesPromise: Promise<unknown>, error: unknown): Promise<unknown> {
+  const { settings, log } = context;
+  if (error instanceof NotReadyError) {
+    log.error(error.message);
+    return error;
+  }
+  // Tell apart "the container went away" from other dump failures: the seed's message applies.
+  // Docker reports the state a moment after the streams break, so look for a few seconds.
+  for (let i = 0; i < 15; i++) {
+    const after = await docker.inspect(settings.container).catch(() => undefined);
+    if (after && !after.running) {
+      log.error(`${notRunningMessage(settings.container)} (it stopped during the dump)`);
+      return new CliError(`${notRunningMessage(settings.container)} (it stopped during the dump)`, {
+        advice: 'The earlier backups were kept. Start the container and run the backup again.',
+        cause: error,
+      });
     }
-    unlinkSync(temp);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  // A fingerprint session that failed ends the snapshot's transaction, and pg_dump then only
+  // reports an invalid snapshot: the session's error is the cause worth naming.
+  const fingerprintError = await Promise.race([
+    tablesPromise.then(() => undefined, (e: unknown) => e),
+    new Promise((resolve) => setTimeout(resolve, 2000, undefined)),
+  ]);
+  if (fingerprintError) return new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
+  return error;
+}
+
+/** Phase verify, its decision: what is wrong with a finished dump; empty when nothing is. Pure. */
+export function dumpProblems(dump: Pick<DumpResult, 'bytes' | 'inspection'>, format: BackupFormat): string[] {
+  const problems: string[] = [];
+  if (dump.bytes === 0) problems.push('the dump is empty');
+  if (!dump.inspection.gzipIntact) problems.push(`the ${format === 'custom' ? 'archive' : 'gzip stream'} is broken (${dump.inspection.gzipError})`);
+  if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
+  if (!dump.inspection.restrictMatched) problems.push('the closing \\unrestrict line does not match the opening \\restrict');
+  return problems;
+}
+
+/** Phase verify: throws when the dump is not whole; logs what was proven. */
+function verifyDump(log: Logger, run: RunFacts, dump: DumpResult, fingerprint: Fingerprint | null): void {
+  const problems = dumpProblems(dump, run.format);
+  if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
+  const checks = run.format === 'gzip' ? ', gzip intact' : run.format === 'custom' ? ', pg_restore reads it whole' : '';
+  log.info(`Dump verified: ${formatBytes(dump.dumpBytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL)${run.encrypted ? `, ${formatBytes(dump.bytes)} encrypted` : ''}, trailer present${checks}, sha256 ${dump.sha256}`);
+  if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
+}
+
+/** The names a backup started at `start` may take, in order: its second, then the next ones if taken. Pure. */
+export function placementNames(start: Date, format: BackupFormat, encrypted: boolean, tries = 60): string[] {
+  return Array.from({ length: tries }, (_, bump) => backupFileName(new Date(start.getTime() + bump * 1000), format, encrypted));
+}
+
+/** Moves the verified temp file to the first free name, never replacing an existing file. */
+export function placeBackup(dir: string, temp: string, names: string[], calls?: PlaceCalls): { name: string; path: string } {
+  for (const name of names) {
+    const path = join(dir, name);
+    if (!placeNoReplace(temp, path, calls)) continue;
     fsyncDir(dir);
     return { name, path };
   }
   throw new CliError(`could not find a free backup file name in ${dir}`);
 }
 
+/** What the manifest is made of, besides the settings. */
+interface ManifestInput {
+  file: string;
+  run: RunFacts;
+  sequence: number;
+  dump: DumpResult;
+  fingerprint: Fingerprint | null;
+  snapshot: SnapshotFacts | undefined;
+  state: { image: string | undefined; imageId: string | undefined };
+  durations: BackupManifest['durationsMs'];
+}
+
+/** The manifest of a placed backup. Pure. */
+export function buildManifest(settings: Settings, input: ManifestInput): BackupManifest {
+  const { dump, run } = input;
+  return {
+    manifestVersion: 1,
+    file: input.file,
+    created: run.started.toISOString(),
+    sequence: input.sequence,
+    ...(input.snapshot?.wal ? { wal: input.snapshot.wal } : {}),
+    size: dump.bytes,
+    sha256: dump.sha256,
+    format: run.format,
+    compression: run.format === 'plain' ? 'none' : 'gzip',
+    sqlBytes: dump.inspection.sqlBytes,
+    ...(run.encrypted ? { encryption: { scheme: 'age' as const, recipients: run.recipients, dumpBytes: dump.dumpBytes } } : {}),
+    // The dump's own header names both versions: no extra `docker exec` needed.
+    postgres: { server: input.snapshot?.server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
+    database: settings.dbName,
+    dbUser: settings.dbUser,
+    container: settings.container,
+    image: input.state.image,
+    imageId: input.state.imageId,
+    fingerprint: input.fingerprint,
+    durationsMs: input.durations,
+    toolVersion,
+  };
+}
+
+/** The facts the rotation hold compares, of a backup on disk (its manifest's fingerprint, if any). */
+function rotationFacts(backup: BackupFile): RotationFacts {
+  return { name: backup.name, size: statSync(backup.path).size, format: backup.format, encrypted: backup.encrypted, fingerprint: readManifest(backup.path)?.fingerprint };
+}
+
+/**
+ * Phase place: the name, the folder's next sequence number, the manifest and checksum. The
+ * previous backup is read first, for the rotation hold.
+ */
+function placePhase(context: BackupContext, run: RunFacts, temp: string, made: Omit<ManifestInput, 'file' | 'run' | 'sequence'>) {
+  const { settings, log } = context;
+  const before = listBackups(settings.backupDir);
+  const previous = before[0] ? rotationFacts(before[0]) : undefined;
+  const placed = placeBackup(settings.backupDir, temp, placementNames(run.started, run.format, run.encrypted));
+  const sequence = takeSequence(settings.backupDir, before);
+  made.durations.total = run.now().getTime() - run.started.getTime();
+  const manifest = buildManifest(settings, { ...made, file: placed.name, run, sequence });
+  writeSidecars(placed.path, manifest);
+  log.info(`Backup written: ${placed.path} (${formatBytes(made.dump.bytes)}, sequence ${sequence}) in ${(made.durations.total / 1000).toFixed(1)} s`);
+  return { ...placed, manifest, previous };
+}
+
+/**
+ * Phase rotate: hold (delete nothing) when the new backup looks like lost data, else remove all
+ * but the newest `keep`, never the new one or the newest drilled one. Reports a future date.
+ */
+function rotatePhase(context: BackupContext, run: RunFacts, placed: ReturnType<typeof placePhase>) {
+  const { settings, log } = context;
+  const { manifest } = placed;
+  const current = { name: placed.name, size: manifest.size, format: manifest.format, encrypted: run.encrypted, fingerprint: manifest.fingerprint };
+  const heldBecause = rotationHoldReasons(current, placed.previous, formatBytes);
+  const warnings: string[] = [];
+  let removed: string[] = [];
+  if (heldBecause.length) {
+    for (const reason of heldBecause) warnings.push(`${reason}: check that no data was lost`);
+    warnings.push(`Rotation held: no backup was deleted, because this one looks like data was lost (backup-database --status says why; the next backup rotates as usual)`);
+    for (const warning of warnings) log.warn(warning);
+  } else {
+    removed = rotateBackups(settings.backupDir, settings.keep, [placed.name]);
+    for (const name of removed) log.info(`Rotation: removed ${name} (keeping the newest ${settings.keep})`);
+  }
+  const onDisk = listBackups(settings.backupDir);
+  for (const warning of orderWarnings(onDisk, run.now())) {
+    log.warn(warning);
+    warnings.push(warning);
+  }
+  const rotation: RotationStatus = { time: run.started.toISOString(), file: placed.name, removed, heldBecause };
+  return { removed, warnings, rotation, onDisk: onDisk.map((b) => ({ file: b.name, size: statSync(b.path).size })) };
+}
+
 /** Runs one backup (or, with dryRun, every check and no dump); throws a CliError on failure. */
 export async function runBackup(context: BackupContext): Promise<BackupSummary> {
-  const { settings, log, $ } = context;
+  const { settings, log } = context;
   const now = context.now ?? (() => new Date());
-  const started = now();
   const format = backupFormatOf(settings);
   // Read (and checked) before anything is touched: a bad key or file is a usage error.
   const recipients = settings.ageRecipients ? resolveRecipients(settings.ageRecipients) : [];
-  const encrypted = recipients.length > 0;
+  const run: RunFacts = { started: now(), now, format, recipients, encrypted: recipients.length > 0 };
   checkBackupDirectories(settings, !context.dryRun);
-  let lock: HeldLock | undefined;
+  const held: RunResources = { lock: undefined, session: undefined, temp: undefined, startPing: undefined };
   if (!context.dryRun && !context.lockHeld) {
-    lock = acquireLock(settings.dir, 'backup-database');
-    if (lock.tookOverFrom) log.warn(`Took over a stale lock of ${lock.tookOverFrom.command} (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started}): that run is gone`);
+    held.lock = acquireLock(settings.dir, 'backup-database');
+    const was = held.lock.tookOverFrom;
+    if (was) log.warn(`Took over a stale lock of ${was.command} (pid ${was.pid}, started ${was.started}): that run is gone`);
   }
-  let temp: string | undefined;
-  let session: PsqlSession | undefined;
   try {
-    log.info(`${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`);
-    const leftoversRemoved = context.dryRun ? [] : removeLeftovers(settings.backupDir);
-    for (const name of leftoversRemoved) log.warn(`Removed ${name}, left behind by a run that crashed`);
-
-    const docker = new Docker(context.docker, $);
-    const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
-    const withFingerprint = settings.fingerprint === 'on' && !context.dryRun;
-    // The fingerprint's session connects and exports the snapshot while the health checks run
-    // (each is a `docker` round trip of ~0.1 s); it is only used once they pass, and a failed
-    // check kills it. The exporting session stays open in its transaction until pg_dump has
-    // imported the snapshot and the fingerprint has read every table of it.
-    let exported: Promise<string[]> | undefined;
-    if (withFingerprint) {
-      session = PsqlSession.open({ docker: context.docker, ...target });
-      exported = session.query(`${fingerprintSessionSettings} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot(), current_setting('server_version');`).then((rows) => rows[0]!);
-      exported.catch(() => {});
-    }
-    // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
-    // right before pg_dump (dump.ts), and then has only Docker's verdict to wait for here.
-    const state = context.dryRun ? await checkDatabaseHealth(docker, $, target, log) : await checkContainerState(docker, target, log);
-    checkSpace(settings.backupDir, log);
-
-    const durations = { total: 0, dump: 0, fingerprint: null as number | null };
+    const pre = await preflight(context, held);
+    const summary = { format, recipients, leftoversRemoved: pre.leftoversRemoved };
     if (context.dryRun) {
-      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(started, format, encrypted))}${encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`);
-      durations.total = now().getTime() - started.getTime();
-      return { dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, format, recipients, fingerprint: null, durationsMs: durations, rotated: [], leftoversRemoved, warnings: [] };
+      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(run.started, format, run.encrypted))}${run.encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`);
+      const durationsMs = { total: now().getTime() - run.started.getTime(), dump: 0, fingerprint: null };
+      return { ...summary, dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, sequence: undefined, fingerprint: null, durationsMs, rotated: [], rotationHeld: [], warnings: [] };
     }
-
-    const finalName = backupFileName(started, format, encrypted);
-    if (encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
-    temp = join(settings.backupDir, tempFileName(finalName));
-    let snapshot: string | undefined;
-    let server = '';
-    if (exported) {
-      // A server that does not accept connections fails this session: pg_isready names why.
-      [snapshot, server] = (await exported.catch(async (error: unknown) => {
-        await checkDatabaseHealth(docker, $, target, log);
-        throw error;
-      })) as [string, string];
-      log.info(`Exported snapshot ${snapshot}; dumping and fingerprinting it`);
-    }
-    const fingerprintStart = Date.now();
-    const tablesPromise = session
-      ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude)).then((result) => {
-          durations.fingerprint = Date.now() - fingerprintStart;
-          return result;
-        })
-      : Promise.resolve(undefined);
-    // Both run at once; a failure of either fails the backup.
-    tablesPromise.catch(() => {});
-    let dump: DumpResult;
-    try {
-      dump = await streamDump({
-        docker: context.docker,
-        container: settings.container,
-        user: settings.dbUser,
-        database: settings.dbName,
-        snapshot,
-        format,
-        path: temp,
-        recipients,
-        onProgress: context.onProgress,
-        tee: context.tee,
-      });
-    } catch (error) {
-      if (error instanceof NotReadyError) {
-        log.error(error.message);
-        throw error;
-      }
-      // Tell apart "the container went away" from other dump failures: the seed's message applies.
-      // Docker reports the state a moment after the streams break, so look for a few seconds.
-      for (let i = 0; i < 15; i++) {
-        const after = await docker.inspect(settings.container).catch(() => undefined);
-        if (after && !after.running) {
-          log.error(`${notRunningMessage(settings.container)} (it stopped during the dump)`);
-          throw new CliError(`${notRunningMessage(settings.container)} (it stopped during the dump)`, {
-            advice: 'The earlier backups were kept. Start the container and run the backup again.',
-            cause: error,
-          });
-        }
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-      // A fingerprint session that failed ends the snapshot's transaction, and pg_dump then only
-      // reports an invalid snapshot: the session's error is the cause worth naming.
-      const fingerprintError = await Promise.race([
-        tablesPromise.then(() => undefined, (e: unknown) => e),
-        new Promise((resolve) => setTimeout(resolve, 2000, undefined)),
-      ]);
-      if (fingerprintError) throw new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
-      throw error;
-    }
-    durations.dump = dump.durationMs;
-    const tables = await tablesPromise;
-    if (session) {
-      await session.close();
-      session = undefined;
-    }
-
-    const problems: string[] = [];
-    if (dump.bytes === 0) problems.push('the dump is empty');
-    if (!dump.inspection.gzipIntact) problems.push(`the ${format === 'custom' ? 'archive' : 'gzip stream'} is broken (${dump.inspection.gzipError})`);
-    if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
-    if (!dump.inspection.restrictMatched) problems.push("the closing \\unrestrict line does not match the opening \\restrict");
-    if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
-    log.info(`Dump verified: ${formatBytes(dump.dumpBytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL)${encrypted ? `, ${formatBytes(dump.bytes)} encrypted` : ''}, trailer present${format === 'gzip' ? ', gzip intact' : format === 'custom' ? ', pg_restore reads it whole' : ''}, sha256 ${dump.sha256}`);
-
-    const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
-    if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
-
-    const previous = listBackups(settings.backupDir)[0];
-    const placed = placeBackup(settings.backupDir, temp, started, format, encrypted);
-    temp = undefined;
-    durations.total = now().getTime() - started.getTime();
-    const manifest: BackupManifest = {
-      manifestVersion: 1,
-      file: placed.name,
-      created: started.toISOString(),
-      size: dump.bytes,
-      sha256: dump.sha256,
-      format,
-      compression: format === 'plain' ? 'none' : 'gzip',
-      sqlBytes: dump.inspection.sqlBytes,
-      ...(encrypted ? { encryption: { scheme: 'age' as const, recipients, dumpBytes: dump.dumpBytes } } : {}),
-      // The dump's own header names both versions: no extra `docker exec` needed.
-      postgres: { server: server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
-      database: settings.dbName,
-      dbUser: settings.dbUser,
-      container: settings.container,
-      image: state.image,
-      imageId: state.imageId,
-      fingerprint,
-      durationsMs: durations,
-      toolVersion,
-    };
-    writeSidecars(placed.path, manifest);
-    log.info(`Backup written: ${placed.path} (${formatBytes(dump.bytes)}) in ${(durations.total / 1000).toFixed(1)} s`);
-
-    const warnings: string[] = [];
-    if (previous && statSync(previous.path).size > 0 && previous.format === format && previous.encrypted === encrypted && dump.bytes < statSync(previous.path).size / 2) {
-      const warning = `This backup (${formatBytes(dump.bytes)}) is less than half the size of the previous one, ${previous.name} (${formatBytes(statSync(previous.path).size)}): check that no data was lost`;
-      log.warn(warning);
-      warnings.push(warning);
-    }
-
-    const rotated = rotateBackups(settings.backupDir, settings.keep, placed.name);
-    for (const name of rotated) log.info(`Rotation: removed ${name} (keeping the newest ${settings.keep})`);
-    const onDisk = listBackups(settings.backupDir).map((b) => ({ file: b.name, size: statSync(b.path).size }));
+    if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
+    held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
+    const snapshot = await awaitSnapshot(context, pre);
+    const { dump, fingerprint, durations } = await dumpAndFingerprint(context, run, held, pre.docker, snapshot, held.temp);
+    verifyDump(log, run, dump, fingerprint);
+    const placed = placePhase(context, run, held.temp, { dump, fingerprint, snapshot, state: pre.state, durations });
+    held.temp = undefined;
+    const rotation = rotatePhase(context, run, placed);
     updateStatus(settings.dir, (status) => {
-      const run = { time: started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
-      return { ...status, lastRun: { ...run, ok: true }, lastSuccess: run, backups: onDisk };
+      const last = { time: run.started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
+      return { ...status, lastRun: { ...last, ok: true }, lastSuccess: last, backups: rotation.onDisk, rotation: rotation.rotation };
     });
-    await sendPing(settings.pingUrl, "success", log);
+    await held.startPing;
+    await sendPing(settings.pingUrl, 'success', log);
     log.info('Backup completed successfully');
     return {
+      ...summary,
       dryRun: false,
       file: placed.name,
       path: placed.path,
       size: dump.bytes,
       sha256: dump.sha256,
-      format,
-      recipients,
+      sequence: placed.manifest.sequence,
       fingerprint: fingerprint?.sha256 ?? null,
       durationsMs: durations,
-      rotated,
-      leftoversRemoved,
-      warnings,
+      rotated: rotation.removed,
+      rotationHeld: rotation.rotation.heldBecause,
+      warnings: rotation.warnings,
     };
   } catch (error) {
-    session?.kill();
-    if (temp) {
-      try {
-        unlinkSync(temp);
-      } catch {
-        // never created
-      }
-    }
-    if (!context.dryRun && !(error instanceof UsageError)) {
-      const message = errorText(error);
-      log.error(`Backup failed: ${message}`);
-      try {
-        updateStatus(settings.dir, (status) => {
-          const run = { time: started.toISOString(), durationMs: now().getTime() - started.getTime(), error: message };
-          return { ...status, lastRun: { ...run, ok: false }, lastFailure: run };
-        });
-      } catch (statusError) {
-        log.warn(`could not update status.json: ${errorText(statusError)}`);
-      }
-      await sendPing(settings.pingUrl, "fail", log);
-    }
+    await recordFailure(context, run, held, error);
     throw error;
   } finally {
-    lock?.release();
+    held.lock?.release();
   }
+}
+
+/** The failure path: stop the session, remove the temp file, record and report the failure. */
+async function recordFailure(context: BackupContext, run: RunFacts, held: RunResources, error: unknown): Promise<void> {
+  const { settings, log } = context;
+  held.session?.kill();
+  if (held.temp) {
+    try {
+      unlinkSync(held.temp);
+    } catch {
+      // never created
+    }
+  }
+  if (context.dryRun || error instanceof UsageError) return;
+  const message = errorText(error);
+  log.error(`Backup failed: ${message}`);
+  try {
+    updateStatus(settings.dir, (status) => {
+      const last = { time: run.started.toISOString(), durationMs: run.now().getTime() - run.started.getTime(), error: message };
+      return { ...status, lastRun: { ...last, ok: false }, lastFailure: last };
+    });
+  } catch (statusError) {
+    log.warn(`could not update status.json: ${errorText(statusError)}`);
+  }
+  await held.startPing;
+  await sendPing(settings.pingUrl, 'fail', log);
 }

@@ -3,7 +3,7 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
-import type { BackupFormat } from './backup-files.ts';
+import type { BackupFormat, WalPosition } from './backup-files.ts';
 import type { Fingerprint } from './fingerprint.ts';
 import { sidecarsOf } from './backup-files.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -19,6 +19,13 @@ export interface BackupManifest {
   manifestVersion: 1;
   file: string;
   created: string;
+  /**
+   * The backup folder's number for this backup (lib/backup-files.ts takeSequence): backups are
+   * ordered by it, not by a clock. Absent in manifests written before it.
+   */
+  sequence?: number;
+  /** The WAL position read in the snapshot's session, and its cluster: the cross-check of the order. */
+  wal?: WalPosition;
   size: number;
   sha256: string;
   format: BackupFormat;

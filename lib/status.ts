@@ -20,6 +20,17 @@ export interface Status {
   /** The backups on disk after the last successful run, newest first. */
   backups?: Array<{ file: string; size: number }>;
   lastDrill?: { time: string; file: string; passed: boolean; durationMs: number; detail: string };
+  /** What rotation did after the last successful backup: what it removed, or why it deleted nothing. */
+  rotation?: RotationStatus;
+}
+
+export interface RotationStatus {
+  time: string;
+  /** The new backup rotation ran after. */
+  file: string;
+  removed: string[];
+  /** Why rotation was held (nothing removed); empty when it ran. */
+  heldBecause: string[];
 }
 
 export const statusFileName = 'status.json';

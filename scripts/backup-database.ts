@@ -36,7 +36,7 @@ export const backupDatabase = defineCommand(
   async ({ flags, settings, json, dryRun }) => {
     if (flags.status) {
       const report = await backupStatus(settings.dir, settings.backupDir);
-      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir));
+      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings));
       return;
     }
     checkBackupDirectories(settings, !dryRun);

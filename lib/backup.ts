@@ -1,5 +1,7 @@
-// The backup flow of the design: lock, health, space, a dump and a fingerprint of one snapshot,
-// verification, an atomic move into place with sidecars, and only then rotation.
+// The backup flow of the design, in named phases: preflight (folders, lock, health, space),
+// snapshot, dump and fingerprint of that one snapshot, verify, place (a free name, the folder's
+// sequence number, the sidecars), and only then rotate. Each phase's decision is a pure function
+// (dumpProblems, placementNames, buildManifest, rotationHoldReasons, planRotation).
 import { existsSync, mkdirSync, statfsSync, statSync, unlinkSync, accessSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { resolveRecipients } from './age.ts';

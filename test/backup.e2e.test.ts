@@ -1,11 +1,15 @@
 // backup-database end to end: the built executable against real PostgreSQL containers.
 import { createServer, type Server } from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { backupFileName, sequenceFileName } from '../lib/backup-files.ts';
 import { takeFingerprint } from '../lib/fingerprint.ts';
+import { lockFileName } from '../lib/lock.ts';
+import { resolveBackupArgument } from '../lib/restore-flow.ts';
 import { PsqlSession } from '../lib/psql-session.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb, writeRows } from './helpers/db.ts';
@@ -37,7 +41,7 @@ function earlierBackups(dir: string, hours: number[]): string[] {
 async function restoredFingerprint(file: string): Promise<string> {
   const target = scratchName('pb-restore-check');
   try {
-    await startDb(target);
+    await startDb(target, { timeoutMs: 300_000 });
     execFileSync('sh', ['-c', `${file.endsWith('.gz') ? 'gunzip -c' : 'cat'} "$1" | docker exec -i "$2" psql -X -q -v ON_ERROR_STOP=1 -U planetarion_user -d planetarion >/dev/null`, 'sh', file, target]);
     const session = PsqlSession.open({ docker: 'docker', container: target, user: 'planetarion_user', database: 'planetarion' });
     try {
@@ -53,7 +57,8 @@ async function restoredFingerprint(file: string): Promise<string> {
 const backup = suite('backup-database');
 
 backup('setup: a seeded database and a large one', async () => {
-  await Promise.all([startDb(db), startDb(big)]);
+  // A generous wait: the test machine may be busy with other suites.
+  await Promise.all([startDb(db, { timeoutMs: 300_000 }), startDb(big, { timeoutMs: 300_000 })]);
   await seedPlanetarion(db, { scale: 1 });
   // ~250 MB of plain SQL: a dump that takes seconds, so it can be interrupted mid-stream.
   await psql(big, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;");
@@ -142,7 +147,7 @@ backup('--format custom writes a .dump that restore-database proves; rotation tr
   assert.equal(files(join(dir, 'backups')).filter((f) => !f.endsWith('.json') && !f.endsWith('.sha256')), [earlier[1]!, summary.file].sort());
   const target = scratchName('pb-custom-restore');
   try {
-    await startDb(target);
+    await startDb(target, { timeoutMs: 300_000 });
     const restored = await runTool('restore-database', [summary.file, '--yes', '--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: target });
     assert.is(restored.code, 0, restored.stderr);
     assert.is(JSON.parse(restored.stdout).winner.fingerprint, summary.fingerprint);
@@ -187,7 +192,7 @@ for (const [name, prepare] of [
   ['missing', async () => 'pb-no-such-container'],
   ['stopped', async () => {
     const c = scratchName('pb-stopped');
-    await startDb(c);
+    await startDb(c, { timeoutMs: 300_000 });
     execFileSync('docker', ['stop', '-t', '5', c]);
     return c;
   }],
@@ -232,7 +237,7 @@ backup('the container killed while pg_dump streams: exit 1, no final file, no te
   const victim = scratchName('pb-victim');
   try {
     // A copy of the large database that may be killed.
-    await startDb(victim);
+    await startDb(victim, { timeoutMs: 300_000 });
     await psql(victim, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;");
     const dir = temp.make();
     const earlier = earlierBackups(dir, [2, 10]);
@@ -328,6 +333,8 @@ backup("a run killed mid-dump leaves a lock and a temp file; cron's next run tak
   first.child.kill('SIGKILL');
   await first.done;
   assert.ok(existsSync(join(dir, '.planetarion.lock')));
+  const hoursAgo = new Date(Date.now() - 3_600_000); // cron's next run comes hours later
+  utimesSync(join(dir, '.planetarion.lock'), hoursAgo, hoursAgo);
   const next = await runTool('backup-database', [], env);
   assert.is(next.code, 0, next.stderr);
   assert.match(logOf(dir), /Took over a stale lock of backup-database \(pid \d+/);
@@ -381,7 +388,7 @@ backup('a dump less than half the size of the previous one is warned about', asy
   assert.match(logOf(dir), /WARN - This backup .* is less than half the size/);
 });
 
-backup('monitoring ping: GET on success, /fail on failure; an unreachable ping never fails the backup', async () => {
+backup('monitoring ping: /start as a run starts, then GET on success or /fail on failure; an unreachable ping never fails the backup', async () => {
   assert.ok(ready, 'setup failed');
   const hits: string[] = [];
   const server: Server = createServer((req, res) => {
@@ -396,7 +403,7 @@ backup('monitoring ping: GET on success, /fail on failure; an unreachable ping n
     assert.is(ok.code, 0, ok.stderr);
     const bad = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: 'pb-no-such-container', PLANETARION_PING_URL: `http://127.0.0.1:${port}/ping/abc-uuid` });
     assert.is(bad.code, 1);
-    assert.equal(hits, ['/ping/abc-uuid', '/ping/abc-uuid/fail']);
+    assert.equal(hits, ['/ping/abc-uuid/start', '/ping/abc-uuid', '/ping/abc-uuid/start', '/ping/abc-uuid/fail']);
     assert.not.match(logOf(dir), /abc-uuid/);
   } finally {
     server.close();
@@ -428,6 +435,157 @@ backup('--status lists backups newest first with checksum results and the last r
   assert.match(human.stdout, new RegExp(`${newest} .* checksum ok`));
   assert.match(human.stdout, /CHECKSUM MISMATCH/);
   assert.match(human.stdout, /Last run: .* succeeded/);
+});
+
+/** Renames a backup and its sidecars as if it had been taken at `when` (its manifest says so too). */
+function redate(backups: string, file: string, when: Date): string {
+  const name = backupFileName(when, 'gzip');
+  const manifest = JSON.parse(readFileSync(join(backups, `${file}.json`), 'utf8'));
+  renameSync(join(backups, file), join(backups, name));
+  writeFileSync(join(backups, `${name}.json`), JSON.stringify({ ...manifest, file: name, created: when.toISOString() }));
+  writeFileSync(join(backups, `${name}.sha256`), readFileSync(join(backups, `${file}.sha256`), 'utf8').replace(file, name));
+  for (const sidecar of [`${file}.json`, `${file}.sha256`]) unlinkSync(join(backups, sidecar));
+  utimesSync(join(backups, name), when, when);
+  return name;
+}
+
+backup('a clock set back a day between two backups, and a file copied in with a later stamp: rotation and latest go by sequence; the future date is reported', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const backups = join(dir, 'backups');
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '2' };
+  const first = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+  assert.is(first.sequence, 1);
+  // The first run's clock was a day ahead (name, manifest and mtime say tomorrow); it is right now.
+  const tomorrow = new Date(Date.now() + 86_400_000);
+  const early = redate(backups, first.file, tomorrow);
+  const copied = backupFileName(new Date(Date.now() + 2 * 86_400_000), 'gzip');
+  copyFileSync(join(backups, early), join(backups, copied));
+  utimesSync(join(backups, copied), tomorrow, tomorrow);
+  const r = await runTool('backup-database', ['--json'], env);
+  assert.is(r.code, 0, r.stderr);
+  const second = JSON.parse(r.stdout);
+  assert.is(second.sequence, 2);
+  assert.equal(second.rotated, [copied], 'the copied-in file has no number: it is the oldest');
+  assert.equal(backupsIn(dir), [second.file, early].sort());
+  assert.is(resolveBackupArgument('latest', backups), join(backups, second.file));
+  assert.is(readFileSync(join(backups, sequenceFileName), 'utf8'), '2\n');
+  assert.match(logOf(dir), new RegExp(`WARN - ${early.replace(/\./g, '\\.')} is dated in the future`));
+  const status = JSON.parse((await runTool('backup-database', ['--status', '--json'], env)).stdout);
+  assert.equal(status.backups.map((b: { file: string; sequence: number }) => [b.file, b.sequence]), [[second.file, 2], [early, 1]]);
+  assert.match(status.warnings.join('\n'), /is dated in the future/);
+  assert.match((await runTool('backup-database', ['--status'], env)).stdout, /IN THE FUTURE[\s\S]*WARNING: .* is dated in the future/);
+});
+
+backup('a table emptied before a backup: rotation held, nothing deleted, --status says why; the next backup rotates again', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '1' };
+  await psql(db, 'CREATE TABLE held_alliances AS SELECT g AS id FROM generate_series(1, 500) g;');
+  try {
+    const first = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+    await psql(db, 'DELETE FROM held_alliances;');
+    const r = await runTool('backup-database', ['--json'], env);
+    assert.is(r.code, 0, r.stderr);
+    const held = JSON.parse(r.stdout);
+    assert.equal(held.rotated, []);
+    assert.equal(held.rotationHeld, [`table public.held_alliances has 0 rows, 500 in the previous backup ${first.file}`]);
+    assert.equal(backupsIn(dir), [first.file, held.file].sort());
+    assert.match(logOf(dir), /WARN - Rotation held: no backup was deleted/);
+    const status = await runTool('backup-database', ['--status'], env);
+    assert.match(status.stdout, new RegExp(`Rotation held after ${held.file.replace(/\./g, '\\.')} .*no backup was deleted, because\\n  - table public\\.held_alliances has 0 rows, 500 in the previous backup`));
+    assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).rotation.heldBecause, held.rotationHeld);
+    const next = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+    assert.equal(next.rotated.sort(), [first.file, held.file].sort());
+    assert.not.match((await runTool('backup-database', ['--status'], env)).stdout, /Rotation held/);
+  } finally {
+    await psql(db, 'DROP TABLE held_alliances;');
+  }
+});
+
+backup('the lock through its empty-file window: two runs racing a lock file not yet written both exit 75 and leave it; once written whole it names its holder', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db };
+  const lock = join(dir, lockFileName);
+  writeFileSync(lock, '');
+  const racing = await Promise.all([runTool('backup-database', [], env), runTool('backup-database', [], env)]);
+  for (const r of racing) {
+    assert.is(r.code, 75, r.stderr);
+    assert.match(r.stderr, /the lock .*\.planetarion\.lock is held: it is empty/);
+    assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  assert.is(readFileSync(lock, 'utf8'), '', 'nobody took it over');
+  writeFileSync(lock, JSON.stringify({ pid: process.pid, startTicks: undefined, command: 'restore-database', host: hostname(), started: 'now' }));
+  const named = await runTool('backup-database', [], env);
+  assert.is(named.code, 75);
+  assert.match(named.stderr, new RegExp(`restore-database \\(pid ${process.pid}`));
+  assert.equal(backupsIn(dir), []);
+});
+
+backup('symlinks planted at predictable names in the base and backup folders are replaced, never written through', async () => {
+  assert.ok(ready, 'setup failed');
+  const dir = temp.make();
+  const outside = temp.make('planetarion-victim-');
+  const victims = ['status', 'sequence'].map((n) => join(outside, n));
+  for (const v of victims) writeFileSync(v, 'precious');
+  mkdirSync(join(dir, 'backups'), { mode: 0o700 });
+  symlinkSync(victims[0]!, join(dir, 'status.json'));
+  symlinkSync(victims[1]!, join(dir, 'backups', sequenceFileName));
+  const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(r.code, 0, r.stderr);
+  for (const v of victims) assert.is(readFileSync(v, 'utf8'), 'precious');
+  assert.not.ok(lstatSync(join(dir, 'status.json')).isSymbolicLink());
+  assert.is(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).lastRun.ok, true);
+  // The log is appended to, not replaced: a link there is refused with one line.
+  const logDir = join(dir, 'logs');
+  unlinkSync(join(logDir, 'backup.log'));
+  symlinkSync(victims[0]!, join(logDir, 'backup.log'));
+  const refused = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /the log file .*backup\.log is a symbolic link/);
+  assert.is(readFileSync(victims[0]!, 'utf8'), 'precious');
+});
+
+backup('a role with 1 ms timeouts and an inheritance child: the backup succeeds, and the child is counted once', async () => {
+  assert.ok(ready, 'setup failed');
+  await psql(db, `CREATE TABLE inherit_parent (id int); CREATE TABLE inherit_child (extra text) INHERITS (inherit_parent);
+    INSERT INTO inherit_parent VALUES (1), (2), (3); INSERT INTO inherit_child VALUES (4, 'x'), (5, 'y');
+    ALTER ROLE planetarion_user SET statement_timeout = '1ms'; ALTER ROLE planetarion_user SET lock_timeout = '1ms';
+    ALTER ROLE planetarion_user SET idle_in_transaction_session_timeout = '1ms';`);
+  try {
+    const dir = temp.make();
+    const r = await runTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+    assert.is(r.code, 0, r.stderr);
+    const manifest = JSON.parse(readFileSync(join(dir, 'backups', `${JSON.parse(r.stdout).file}.json`), 'utf8'));
+    const rows = Object.fromEntries(manifest.fingerprint.tables.map((t: { table: string; rows: number }) => [t.table, t.rows]));
+    assert.is(rows.inherit_parent, 3);
+    assert.is(rows.inherit_child, 2);
+    assert.is(manifest.fingerprint.algorithm, 'typed-only');
+    assert.match(manifest.wal.lsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.match(manifest.wal.systemIdentifier, /^\d+$/);
+  } finally {
+    await psql(db, 'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP TABLE inherit_child, inherit_parent;');
+  }
+});
+
+backup('bad input: an unreadable planetarion.env, a folder writable by others: exit 2, one line, no stack', async () => {
+  const dir = temp.make();
+  mkdirSync(join(dir, 'planetarion.env'));
+  const unreadable = await runTool('backup-database', [], { PLANETARION_DIR: dir });
+  assert.is(unreadable.code, 2, unreadable.stderr);
+  assert.match(unreadable.stderr, /^Error: cannot read the config file .*planetarion\.env: it is a directory\n/);
+  execFileSync('rmdir', [join(dir, 'planetarion.env')]);
+  writeFileSync(join(dir, 'planetarion.env'), 'PLANETARION_PING_URL=\nPLANETARION_KEEP=\n');
+  chmodSync(dir, 0o777);
+  try {
+    const open = await runTool('backup-database', [], { PLANETARION_DIR: dir });
+    assert.is(open.code, 2, open.stderr);
+    assert.match(open.stderr, /^Error: PLANETARION_DIR '.*' is writable by its group and others \(mode 0777\).*\nRun: chmod 700 /);
+  } finally {
+    chmodSync(dir, 0o700);
+  }
+  for (const r of [unreadable]) assert.not.match(r.stderr, /\n\s+at /);
 });
 
 backup('bad settings exit 2 naming the setting, and create nothing', async () => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -11,8 +11,8 @@ const holder = join(import.meta.dirname, 'fixtures/hold-lock.ts');
 const tsx = join(import.meta.dirname, '../node_modules/.bin/tsx');
 
 interface Run { code: number | null; stdout: string; stderr: string }
-function run(dir: string, ms: number): { done: Promise<Run>; pid: number; kill(sig: NodeJS.Signals): void } {
-  const child = spawn(tsx, [holder, dir, String(ms)], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(dir: string, ms: number, startSignal?: string): { done: Promise<Run>; pid: number; kill(sig: NodeJS.Signals): void } {
+  const child = spawn(tsx, [holder, dir, String(ms), ...(startSignal ? [startSignal] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -139,7 +139,10 @@ race('two processes racing: exactly one gets it, the other exits 75 naming the h
 });
 
 race('eight processes racing through the moment the lock is written: exactly one wins, every loser names it', async () => {
-  const runs = Array.from({ length: 8 }, () => run(dir, 2500));
+  const go = join(dir, 'go');
+  const runs = Array.from({ length: 8 }, () => run(dir, 2500, go));
+  for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < runs.length; i++) await new Promise((r) => setTimeout(r, 50));
+  writeFileSync(go, '');
   const results = await Promise.all(runs.map((r) => r.done));
   const winners = results.filter((r) => r.code === 0);
   assert.is(winners.length, 1, JSON.stringify(results));

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ageSuffix } from './age.ts';
 import { writeFileAtomic } from './atomic-file.ts';
+import { UsageError } from './errors.ts';
 
 export const backupPrefix = 'planetarion_backup_';
 /** Plain SQL (the seed's format), SQL compressed with gzip inside the container, pg_dump's custom format. */
@@ -181,6 +182,7 @@ export function listBackups(dir: string): BackupFile[] {
     names = readdirSync(dir);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw new UsageError(`the backup folder '${dir}' is not a directory`, 'Set PLANETARION_BACKUP_DIR (or --backup-dir) to a folder.');
     throw error;
   }
   return names

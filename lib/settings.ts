@@ -1,7 +1,7 @@
 // Every setting of every command, in one table: its environment name, its flag, its default
 // and what values it allows. Precedence: flag > environment > <dir>/planetarion.env > default.
 import { readFileSync } from 'node:fs';
-import { isAbsolute, join, normalize, resolve } from 'node:path';
+import { dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { parseRecipientList } from './age.ts';
 import { UsageError } from './errors.ts';
 import { scheduleProblem } from './schedule.ts';
@@ -257,6 +257,7 @@ function readConfigFile(readFile: (path: string) => string | undefined, path: st
     return readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new UsageError(`PLANETARION_DIR '${dirname(path)}' is not a directory`, 'Set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
     const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
     throw new UsageError(
       `cannot read the config file ${path}: ${why}`,

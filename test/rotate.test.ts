@@ -131,6 +131,11 @@ disk("a manifest counts only for its own file: a backup copied in with its manif
   ]);
 });
 
+disk('a file where the backup folder should be is one clear line (exit 2), not a stack', () => {
+  writeFileSync(join(dir, 'backups'), '');
+  assert.throws(() => listBackups(join(dir, 'backups')), (error: Error & { exitCode?: number }) => /the backup folder '.*backups' is not a directory/.test(error.message) && error.exitCode === 2);
+});
+
 disk('rotation never deletes the newest backup that passed a restore drill', () => {
   const drilled = writeBackup('20260101_020000', { sequence: 1, lastDrill: { passed: true, time: 'x', durationMs: 1, detail: '' } });
   writeBackup('20260101_100000', { sequence: 2, lastDrill: { passed: false, time: 'x', durationMs: 1, detail: '' } });

@@ -93,6 +93,7 @@ invalid('an unreadable config file is one line naming it and the fix, exit 2', (
   const unreadable = (code: string) => () => {
     throw Object.assign(new Error(`${code}: x`), { code });
   };
+  assert.throws(() => resolveSettings({ env: { PLANETARION_DIR: '/etc/passwd' }, readFile: unreadable('ENOTDIR') }), /PLANETARION_DIR '\/etc\/passwd' is not a directory/);
   for (const [code, why] of [['EACCES', /permission denied/], ['EISDIR', /it is a directory/]] as const) {
     try {
       resolveSettings({ env: { PLANETARION_DIR: '/x' }, readFile: unreadable(code) });

@@ -72,7 +72,8 @@ backup('writes a verified .sql.gz with manifest and checksum, private modes, tim
   assert.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout);
   assert.match(summary.file, /^planetarion_backup_\d{8}_\d{6}\.sql\.gz$/);
-  assert.equal(files(join(dir, 'backups')), [summary.file, `${summary.file}.json`, `${summary.file}.sha256`]);
+  assert.equal(files(join(dir, 'backups')), [sequenceFileName, summary.file, `${summary.file}.json`, `${summary.file}.sha256`]);
+  assert.is(readFileSync(join(dir, 'backups', sequenceFileName), 'utf8'), '1\n');
   for (const f of files(join(dir, 'backups'))) assert.is(statSync(join(dir, 'backups', f)).mode & 0o777, 0o600, f);
   assert.is(statSync(join(dir, 'backups')).mode & 0o777, 0o700);
   assert.is(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
@@ -144,7 +145,7 @@ backup('--format custom writes a .dump that restore-database proves; rotation tr
   assert.match(summary.file, /^planetarion_backup_\d{8}_\d{6}\.dump$/);
   assert.is(readFileSync(join(dir, 'backups', summary.file)).subarray(0, 5).toString(), 'PGDMP');
   assert.equal(summary.rotated, [earlier[0]]);
-  assert.equal(files(join(dir, 'backups')).filter((f) => !f.endsWith('.json') && !f.endsWith('.sha256')), [earlier[1]!, summary.file].sort());
+  assert.equal(files(join(dir, 'backups')).filter((f) => !f.endsWith('.json') && !f.endsWith('.sha256') && f !== sequenceFileName), [earlier[1]!, summary.file].sort());
   const target = scratchName('pb-custom-restore');
   try {
     await startDb(target, { timeoutMs: 300_000 });

@@ -438,6 +438,13 @@ backup('--status lists backups newest first with checksum results and the last r
   assert.match(human.stdout, /Last run: .* succeeded/);
 });
 
+/** Runs a backup that must succeed; its --json summary. */
+async function backupSummary(env: Record<string, string>): Promise<{ file: string; sequence: number; rotated: string[]; rotationHeld: string[] }> {
+  const r = await runTool('backup-database', ['--json'], env);
+  assert.is(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
 /** Renames a backup and its sidecars as if it had been taken at `when` (its manifest says so too). */
 function redate(backups: string, file: string, when: Date): string {
   const name = backupFileName(when, 'gzip');
@@ -455,7 +462,7 @@ backup('a clock set back a day between two backups, and a file copied in with a 
   const dir = temp.make();
   const backups = join(dir, 'backups');
   const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '2' };
-  const first = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+  const first = await backupSummary(env);
   assert.is(first.sequence, 1);
   // The first run's clock was a day ahead (name, manifest and mtime say tomorrow); it is right now.
   const tomorrow = new Date(Date.now() + 86_400_000);
@@ -463,9 +470,7 @@ backup('a clock set back a day between two backups, and a file copied in with a 
   const copied = backupFileName(new Date(Date.now() + 2 * 86_400_000), 'gzip');
   copyFileSync(join(backups, early), join(backups, copied));
   utimesSync(join(backups, copied), tomorrow, tomorrow);
-  const r = await runTool('backup-database', ['--json'], env);
-  assert.is(r.code, 0, r.stderr);
-  const second = JSON.parse(r.stdout);
+  const second = await backupSummary(env);
   assert.is(second.sequence, 2);
   assert.equal(second.rotated, [copied], 'the copied-in file has no number: it is the oldest');
   assert.equal(backupsIn(dir), [second.file, early].sort());
@@ -484,11 +489,9 @@ backup('a table emptied before a backup: rotation held, nothing deleted, --statu
   const env = { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '1' };
   await psql(db, 'CREATE TABLE held_alliances AS SELECT g AS id FROM generate_series(1, 500) g;');
   try {
-    const first = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+    const first = await backupSummary(env);
     await psql(db, 'DELETE FROM held_alliances;');
-    const r = await runTool('backup-database', ['--json'], env);
-    assert.is(r.code, 0, r.stderr);
-    const held = JSON.parse(r.stdout);
+    const held = await backupSummary(env);
     assert.equal(held.rotated, []);
     assert.equal(held.rotationHeld, [`table public.held_alliances has 0 rows, 500 in the previous backup ${first.file}`]);
     assert.equal(backupsIn(dir), [first.file, held.file].sort());
@@ -496,7 +499,7 @@ backup('a table emptied before a backup: rotation held, nothing deleted, --statu
     const status = await runTool('backup-database', ['--status'], env);
     assert.match(status.stdout, new RegExp(`Rotation held after ${held.file.replace(/\./g, '\\.')} .*no backup was deleted, because\\n  - table public\\.held_alliances has 0 rows, 500 in the previous backup`));
     assert.equal(JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')).rotation.heldBecause, held.rotationHeld);
-    const next = JSON.parse((await runTool('backup-database', ['--json'], env)).stdout);
+    const next = await backupSummary(env);
     assert.equal(next.rotated.sort(), [first.file, held.file].sort());
     assert.not.match((await runTool('backup-database', ['--status'], env)).stdout, /Rotation held/);
   } finally {

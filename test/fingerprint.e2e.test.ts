@@ -49,7 +49,7 @@ async function changedTables(sql: string, algorithm: FingerprintAlgorithm): Prom
 const fp = suite('fingerprint');
 
 fp('setup: a database with a table of each kind', async () => {
-  await startDb(name);
+  await startDb(name, { timeoutMs: 300_000 }); // generous: the test machine may be busy
   await psql(name, schema);
   ready = true;
 });

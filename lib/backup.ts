@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { resolveRecipients } from './age.ts';
 import { fsyncDir } from './atomic-file.ts';
 import { backupFileName, listBackups, tempFileName, type BackupFormat } from './backup-files.ts';
+import { recordDatabaseProperties } from './database-properties.ts';
 import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -168,6 +169,8 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       return { dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, format, recipients, fingerprint: null, durationsMs: durations, rotated: [], leftoversRemoved, warnings: [] };
     }
 
+    // Read while the dump runs: what pg_dump leaves out of the dump, for the manifest.
+    const databaseProperties = recordDatabaseProperties($, { docker: context.docker, ...target }, log);
     const finalName = backupFileName(started, format, encrypted);
     if (encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     temp = join(settings.backupDir, tempFileName(finalName));
@@ -266,6 +269,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       // The dump's own header names both versions: no extra `docker exec` needed.
       postgres: { server: server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
       database: settings.dbName,
+      databaseProperties: await databaseProperties,
       dbUser: settings.dbUser,
       container: settings.container,
       image: state.image,

@@ -25,6 +25,8 @@ export interface DbTarget {
 export interface StartDbOptions extends DbTarget {
   /** Named volume (or absolute host path) mounted on /var/lib/postgresql/data. */
   volume?: string;
+  /** A tmpfs of this size (e.g. `96m`) as the data directory instead of the container's own layer: a small database volume. */
+  tmpfsSize?: string;
   /** Extra `--label key=value` pairs. */
   labels?: Record<string, string>;
   /** fsync on the new cluster (default false: faster, and crash safety is irrelevant in tests). Only applies when the data directory is initialised. */
@@ -134,6 +136,7 @@ export async function startDb(name: string, opts: StartDbOptions = {}): Promise<
   for (const [key, value] of Object.entries(opts.labels ?? {})) args.push('--label', `${key}=${value}`);
   args.push('-e', `POSTGRES_USER=${user}`, '-e', `POSTGRES_DB=${db}`, '-e', `POSTGRES_FSYNC=${opts.fsync ? 'on' : 'off'}`);
   if (opts.volume) args.push('-v', `${opts.volume}:/var/lib/postgresql/data`);
+  if (opts.tmpfsSize) args.push('--tmpfs', `/var/lib/postgresql/data:size=${opts.tmpfsSize}`);
   args.push(testImage);
   await check('docker', args, { timeoutMs: 60_000 });
 

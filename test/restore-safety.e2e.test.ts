@@ -36,8 +36,7 @@ const debugFiles = (dir: string) => readdirSync(join(dir, 'logs')).filter((f) =>
 const safety = suite('restore-database under faults');
 
 safety('setup: a seeded live database, a database with non-default properties, a small database volume', async () => {
-  const timeoutMs = 240_000; // the test machine is shared
-  await Promise.all([startDb(src, { timeoutMs }), startDb(props, { timeoutMs }), startDb(small, { tmpfsSize: '128m', timeoutMs })]);
+  await Promise.all([startDb(src), startDb(props), startDb(small, { tmpfsSize: '128m' })]);
   await Promise.all([seedPlanetarion(src, { scale: 0.2 }), seedPlanetarion(small, { scale: 0.2 })]);
   ready = true;
 });

@@ -31,7 +31,7 @@ export interface StartDbOptions extends DbTarget {
   labels?: Record<string, string>;
   /** fsync on the new cluster (default false: faster, and crash safety is irrelevant in tests). Only applies when the data directory is initialised. */
   fsync?: boolean;
-  /** How long to wait for healthy + pg_isready (default 60 000 ms). */
+  /** How long to wait for healthy + pg_isready (default 180 000 ms: the test machine may be shared and loaded). */
   timeoutMs?: number;
 }
 
@@ -130,7 +130,7 @@ export async function removeDb(name: string): Promise<void> {
 export async function startDb(name: string, opts: StartDbOptions = {}): Promise<void> {
   const user = opts.user ?? defaultUser;
   const db = opts.db ?? defaultDb;
-  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const timeoutMs = opts.timeoutMs ?? 180_000;
   await removeDb(name);
   const args = ['run', '-d', '--pull', 'never', '--name', name, '--network', 'none', '--label', `${testLabel}=1`];
   for (const [key, value] of Object.entries(opts.labels ?? {})) args.push('--label', `${key}=${value}`);

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { resolveRecipients } from './age.ts';
 import { fsyncDir, placeNoReplace, type PlaceCalls } from './atomic-file.ts';
 import { backupFileName, listBackups, orderWarnings, takeSequence, tempFileName, type BackupFile, type BackupFormat, type WalPosition } from './backup-files.ts';
+import { recordDatabaseProperties, type DatabaseProperties } from './database-properties.ts';
 import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -328,6 +329,8 @@ interface ManifestInput {
   snapshot: SnapshotFacts | undefined;
   state: { image: string | undefined; imageId: string | undefined };
   durations: BackupManifest['durationsMs'];
+  /** What pg_dump leaves out (encoding, locale, owner, ACL, settings); undefined when it could not be read. */
+  databaseProperties?: DatabaseProperties;
 }
 
 /** The manifest of a placed backup. Pure. */
@@ -348,6 +351,7 @@ export function buildManifest(settings: Settings, input: ManifestInput): BackupM
     // The dump's own header names both versions: no extra `docker exec` needed.
     postgres: { server: input.snapshot?.server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
     database: settings.dbName,
+    ...(input.databaseProperties ? { databaseProperties: input.databaseProperties } : {}),
     dbUser: settings.dbUser,
     container: settings.container,
     image: input.state.image,
@@ -433,10 +437,13 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     }
     if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
+    // Read while the dump runs: what pg_dump leaves out of the dump, for the manifest.
+    const properties = recordDatabaseProperties(context.$, { docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName }, log);
     const snapshot = await awaitSnapshot(context, pre);
     const { dump, fingerprint, durations } = await dumpAndFingerprint(context, run, held, pre.docker, snapshot, held.temp);
     verifyDump(log, run, dump, fingerprint);
-    const placed = placePhase(context, run, held.temp, { dump, fingerprint, snapshot, state: pre.state, durations });
+    const databaseProperties = await properties;
+    const placed = placePhase(context, run, held.temp, { dump, fingerprint, snapshot, state: pre.state, durations, databaseProperties });
     held.temp = undefined;
     const rotation = rotatePhase(context, run, placed);
     updateStatus(settings.dir, (status) => {

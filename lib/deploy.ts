@@ -11,6 +11,7 @@ import { compose, detectCompose, readComposeServices, slotComposeFile, type Comp
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
+import { recordDatabaseProperties } from './database-properties.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
@@ -230,7 +231,8 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
       const newWriters = slotContainers.filter((c) => c.service !== options.dbService);
       if (newWriters.length) await compose($, command, project, slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...newWriters.map((c) => c.service)]);
       const streamInto = options.freeze ? scratchName(target, 'stream', backupStamp(now())) : undefined;
-      if (streamInto) await createScratch(sql, streamInto);
+      // Created like the live database (encoding, locale, owner): those cannot change after the load.
+      if (streamInto) await createScratch(sql, streamInto, await recordDatabaseProperties($, { ...target, container: settings.container }, log));
 
       // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote. The
       // dump is restored into the new slot while it is written: the writers wait for the slower

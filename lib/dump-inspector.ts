@@ -1,7 +1,9 @@
 // Reads a plain-SQL dump as it streams past (gunzipping it when compressed) without keeping it:
 // it proves the gzip stream is intact, finds pg_dump's completion trailer, and collects the
 // sequence values the dump sets (pg_dump reads sequences outside the snapshot, so the values
-// in the file are the ones the fingerprint must hold).
+// in the file are the ones the fingerprint must hold). Only statements count: a line of COPY
+// data that reads like a setval() is a row of some table, never a sequence.
+import { CliError } from './errors.ts';
 import type { SequenceState } from './fingerprint.ts';
 import { GunzipScan } from './gunzip-scan.ts';
 
@@ -22,6 +24,10 @@ export interface DumpInspection {
 }
 
 const setvalPrefix = Buffer.from('SELECT pg_catalog.setval(');
+const copyPrefix = Buffer.from('COPY ');
+const copyStatementEnd = /FROM stdin;\r?$/;
+/** COPY data ends with a line holding only `\.` (a row's backslash is always escaped as `\\`). */
+const copyEnd = Buffer.from('\\.');
 const newline = 0x0a;
 const maxCarry = 1 << 20;
 const keepHead = 4096;
@@ -42,6 +48,8 @@ export class DumpInspector {
   private tail: Buffer = Buffer.alloc(0);
   private sqlBytes = 0;
   private readonly sequences: SequenceState[] = [];
+  /** Between a `COPY ... FROM stdin;` line and its `\.`: the lines are rows. */
+  private inCopy = false;
 
   constructor(compressed: boolean) {
     // Inflated in place as the bytes arrive: the stream is only read, never kept.
@@ -57,10 +65,14 @@ export class DumpInspector {
   /** All bytes were written: the findings. */
   async end(): Promise<DumpInspection> {
     this.gunzip?.end();
-    if (this.carry.length) this.scanLines(this.carry, true);
+    if (this.carry.length) this.scanLines(this.carry, this.carryAtLineStart);
     const tailText = this.tail.toString('utf8');
     const headText = this.head.toString('utf8');
     const restrict = /^\\restrict (\S+)/m.exec(headText);
+    const names = this.sequences.map((s) => s.name);
+    const twice = [...new Set(names.filter((name, i) => names.indexOf(name) !== i))];
+    // Two values for one sequence: which one the fingerprint should hold is unknowable.
+    if (twice.length) throw new CliError(`the dump sets sequence ${twice.join(', ')} more than once: it is not a dump pg_dump wrote`);
     return {
       complete: /-- PostgreSQL database dump complete\n/.test(tailText),
       restrictMatched: restrict ? new RegExp(`^\\\\unrestrict ${restrict[1]!.replace(/[^\w]/g, '\\$&')}\\s*$`, 'm').test(tailText) : true,
@@ -107,20 +119,40 @@ export class DumpInspector {
     }
   }
 
+  /** Scans complete lines: statements for setval() and COPY, COPY data only for its end. */
   private scanLines(lines: Buffer, startsAtLineStart: boolean): void {
     let from = 0;
-    for (;;) {
-      const at = lines.indexOf(setvalPrefix, from);
+    while (from < lines.length) {
+      if (this.inCopy) {
+        const end = this.lineStarting(lines, copyEnd, from, startsAtLineStart, true);
+        if (end < 0) return;
+        this.inCopy = false;
+        from = end + copyEnd.length;
+        continue;
+      }
+      const setval = this.lineStarting(lines, setvalPrefix, from, startsAtLineStart);
+      const copy = this.lineStarting(lines, copyPrefix, from, startsAtLineStart);
+      const at = setval < 0 ? copy : copy < 0 ? setval : Math.min(setval, copy);
       if (at < 0) return;
-      // Only at the start of a line: a row's text may contain the same words (COPY escapes newlines).
-      const atLineStart = at === 0 ? startsAtLineStart : lines[at - 1] === newline;
       let end = lines.indexOf(newline, at);
       if (end < 0) end = lines.length;
-      if (atLineStart) {
-        const parsed = parseSetval(lines.subarray(at, end).toString('utf8'));
+      const line = lines.subarray(at, end).toString('utf8');
+      if (at === copy) this.inCopy = copyStatementEnd.test(line);
+      else {
+        const parsed = parseSetval(line);
         if (parsed) this.sequences.push(parsed);
       }
       from = end;
     }
+  }
+
+  /** Where the next line that starts with `prefix` begins (-1: none); `whole`: the line is exactly `prefix`. */
+  private lineStarting(lines: Buffer, prefix: Buffer, from: number, startsAtLineStart: boolean, whole = false): number {
+    for (let at = lines.indexOf(prefix, from); at >= 0; at = lines.indexOf(prefix, at + 1)) {
+      const atLineStart = at === 0 ? startsAtLineStart : lines[at - 1] === newline;
+      const next = lines[at + prefix.length];
+      if (atLineStart && (!whole || next === undefined || next === newline || next === 0x0d)) return at;
+    }
+    return -1;
   }
 }

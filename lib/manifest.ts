@@ -4,6 +4,7 @@ import { createReadStream, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import type { BackupFormat, WalPosition } from './backup-files.ts';
+import type { DatabaseProperties } from './database-properties.ts';
 import type { Fingerprint } from './fingerprint.ts';
 import { sidecarsOf } from './backup-files.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -39,6 +40,8 @@ export interface BackupManifest {
   encryption?: { scheme: 'age'; recipients: string[]; dumpBytes: number };
   postgres: { server: string; pgDump: string };
   database: string;
+  /** The database's own settings (encoding, locale, owner, ACL, ...), which the dump leaves out; absent in older manifests. */
+  databaseProperties?: DatabaseProperties;
   dbUser: string;
   container: string;
   image: string | undefined;

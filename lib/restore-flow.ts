@@ -7,11 +7,13 @@ import { isEncrypted, missingIdentityReason } from './backup-check.ts';
 import { formatAge } from './backup-status.ts';
 import { formatBytes } from './backup.ts';
 import { listBackups, parseBackupName } from './backup-files.ts';
-import { CliError, UsageError } from './errors.ts';
-import { acquireLock } from './lock.ts';
+import { dropLeftoverScratch } from './database-swap.ts';
+import { CliError, UsageError, errorText } from './errors.ts';
+import { Interruption } from './interruption.ts';
+import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { readManifest, writeSidecars } from './manifest.ts';
-import { restoreBackup, restoreWithFallback, rollbackDatabase, type RestoreResult, type RestoreTarget } from './restore.ts';
+import { oneShotSql, restoreBackup, restoreWithFallback, rollbackDatabase, type RestoreOptions, type RestoreResult, type RestoreTarget } from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
 import { updateStatus } from './status.ts';
@@ -67,6 +69,8 @@ export interface RestoreFlowOptions {
   dryRun: boolean;
   fallback: boolean;
   noVerify: boolean;
+  /** Restore a backup of another database than the target (--other-database). */
+  otherDatabase?: boolean;
   mode: 'restore' | 'test' | 'rollback';
   /** age secret keys read from --identity / PLANETARION_AGE_IDENTITY (or deploy's stdin). */
   identities?: string[];
@@ -89,6 +93,36 @@ function recordDrill(settings: Settings, attempt: RestoreResult): void {
   updateStatus(settings.dir, (status) => ({ ...status, lastDrill: { ...drill, file: basename(attempt.file) } }));
 }
 
+/**
+ * Takes the shared lock and catches SIGINT/SIGTERM/SIGHUP for the body, so a signal stops it
+ * at a safe point; scratch databases a killed run left behind are dropped first.
+ */
+async function underLock<T>(options: RestoreFlowOptions, target: RestoreTarget, command: string, body: (abort: AbortSignal) => Promise<T>): Promise<T> {
+  const { log } = options;
+  const lock: HeldLock = acquireLock(options.settings.dir, command);
+  const interruption = new Interruption(log);
+  try {
+    if (lock.tookOverFrom) log.warn(`Took over a stale lock of ${lock.tookOverFrom.command} (pid ${lock.tookOverFrom.pid}, started ${lock.tookOverFrom.started}): that run is gone`);
+    await dropLeftoverScratch(oneShotSql(options.$, target), target.database, log).catch((e: unknown) => log.warn(`Could not look for scratch databases left by a killed run: ${errorText(e)}`));
+    return await body(interruption.abort);
+  } finally {
+    interruption.uninstall();
+    lock.release();
+  }
+}
+
+/** The error for a restore or drill that has no winner: what happened to the live database. */
+function noWinnerError(mode: RestoreFlowResult['mode'], target: RestoreTarget, attempts: RestoreResult[], abort: AbortSignal): CliError {
+  const last = attempts[attempts.length - 1];
+  const what = mode === 'test' ? 'restore drill' : 'restore';
+  const why = abort.aborted ? `interrupted by ${String(abort.reason)}` : `${attempts.length > 1 ? `all ${attempts.length} candidates failed; last: ` : ''}${last?.reason ?? 'no attempt'}`;
+  const diagnostics = attempts.map((a) => a.diagnostics).filter(Boolean).join(', ');
+  const live = attempts.some((a) => a.reachedSwap)
+    ? `The swap did not commit: '${target.database}' is the database it was and accepts connections again (see the log); no other backup was tried.`
+    : `The live database '${target.database}' was not changed.`;
+  return new CliError(`${what} failed: ${why}`, { advice: `${live}${diagnostics ? ` Diagnostics: ${diagnostics}` : ''}` });
+}
+
 /** Runs restore-database; throws CliError when nothing could be restored. */
 export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFlowResult> {
   const { settings, log, $ } = options;
@@ -96,15 +130,13 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
   if (options.mode === 'rollback') {
     await confirm(`Roll back database '${target.database}' in container '${target.container}' to its previous version.`, options.yes || options.dryRun);
     if (options.dryRun) return { mode: 'rollback', ok: true, winner: undefined, attempts: [] };
-    const lock = acquireLock(settings.dir, 'restore-database --rollback');
-    try {
-      const rollback = await rollbackDatabase(target, log);
+    return await underLock(options, target, 'restore-database --rollback', async (abort) => {
+      const rollback = await rollbackDatabase(target, log, new Date(), abort);
       log.info(`Rolled back: '${target.database}' is now what was '${rollback.restored}'`);
-      return { mode: 'rollback', ok: true, winner: undefined, attempts: [], rollback };
-    } finally {
-      lock.release();
-    }
+      return { mode: 'rollback' as const, ok: true, winner: undefined, attempts: [], rollback };
+    });
   }
+  if (options.mode === 'test' && options.noVerify) throw new UsageError('--test proves the backup by its fingerprint and cannot be combined with --no-verify');
 
   const file = resolveBackupArgument(options.file, settings.backupDir);
   // A configuration problem, caught before the lock and any database (exit 2).
@@ -115,27 +147,23 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
     return { mode: options.mode, ok: true, winner: undefined, attempts: [], dryRun: { file, target } };
   }
   if (options.mode === 'restore') await confirm(describeRestore(file, target), options.yes);
-  const lock = acquireLock(settings.dir, `restore-database${options.mode === 'test' ? ' --test' : ''}`);
-  try {
-    const engine = { target, $, log, logDir: settings.logDir, noVerify: options.noVerify, drillOnly: options.mode === 'test', identities: options.identities };
+  return await underLock(options, target, `restore-database${options.mode === 'test' ? ' --test' : ''}`, async (abort) => {
+    const engine: RestoreOptions = {
+      target, $, log, logDir: settings.logDir, noVerify: options.noVerify, otherDatabase: options.otherDatabase, drillOnly: options.mode === 'test',
+      identities: options.identities, abort,
+      // Encrypted backups keep row data off the NAS in clear: so do the log and the diagnostics.
+      redactRowData: Boolean(settings.ageRecipients) || isEncrypted(file),
+    };
     const { winner, attempts } = options.fallback
       ? await restoreWithFallback(fallbackCandidates(file, settings.backupDir), engine)
       : await restoreBackup(file, engine).then((r) => ({ winner: r.ok ? r : undefined, attempts: [r] }));
     if (options.mode === 'test') for (const attempt of attempts) recordDrill(settings, attempt);
-    if (!winner) {
-      const last = attempts[attempts.length - 1]!;
-      throw new CliError(
-        `${options.mode === 'test' ? 'restore drill' : 'restore'} failed: ${attempts.length > 1 ? `all ${attempts.length} candidates failed; last: ` : ''}${last.reason}`,
-        { advice: `The live database '${target.database}' was not changed. Diagnostics: ${attempts.map((a) => a.diagnostics).filter(Boolean).join(', ')}` },
-      );
-    }
+    if (!winner) throw noWinnerError(options.mode, target, attempts, abort);
     log.info(
       options.mode === 'test'
         ? `Restore drill passed: ${basename(winner.file)} restores and its fingerprint is proven`
         : `Restore completed: '${target.database}' now holds ${basename(winner.file)}`,
     );
     return { mode: options.mode, ok: true, winner, attempts };
-  } finally {
-    lock.release();
-  }
+  });
 }

@@ -17,6 +17,11 @@ const dump = [
   "1\tSELECT pg_catalog.setval('public.fake', 99, true);",
   `2\t${'x'.repeat(1_200_000)}`,
   '\\.',
+  'COPY public.log (line) FROM stdin;',
+  "SELECT pg_catalog.setval('public.tick_seq', 5, true);",
+  "SELECT pg_catalog.setval('public.fake', 99, true);",
+  '\\\\.',
+  '\\.',
   "SELECT pg_catalog.setval('public.tick_seq', 4321, true);",
   `SELECT pg_catalog.setval('game."Odd ''name"""', 7, false);`,
   '\\unrestrict AbC123',
@@ -79,6 +84,16 @@ test('a dump cut short: no trailer, no matching \\unrestrict; a truncated gzip s
   const flipped = Buffer.from(gz);
   flipped[flipped.length - 6]! ^= 0xff; // the CRC32 trailer
   assert.not.ok((await inspect(flipped, true, 4096)).gzipIntact);
+});
+
+test('a setval() of the same sequence twice is refused: the dump is not one pg_dump wrote', async () => {
+  const twice = dump.replace('\\unrestrict', "SELECT pg_catalog.setval('public.tick_seq', 1, false);\n\\unrestrict");
+  try {
+    await inspect(Buffer.from(twice), false, 4096);
+    assert.unreachable('accepted a duplicate sequence');
+  } catch (error) {
+    assert.match(String(error), /sets sequence public\.tick_seq more than once/);
+  }
 });
 
 test('parseSetval reads the name (quotes undoubled), value and is_called; other lines are not setval', () => {

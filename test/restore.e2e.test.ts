@@ -3,7 +3,6 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { createHash } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { takeFingerprint } from '../lib/fingerprint.ts';
@@ -12,7 +11,7 @@ import { Logger } from '../lib/log.ts';
 import { AdminSession, rollbackDatabase, swapDatabases } from '../lib/restore.ts';
 import { runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
-import { backupInto, databases, fingerprintOf, marker, setMarker } from './helpers/restore-checks.ts';
+import { backupInto, databases, fingerprintOf, marker, resealBackup, setMarker } from './helpers/restore-checks.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
 const src = scratchName('pb-restore-src');
@@ -24,16 +23,8 @@ let ready = false;
 
 
 
-/** Replaces a backup's bytes and rewrites its checksum and manifest sha256 to match (so only the fingerprint can tell). */
-function rewriteConsistently(dir: string, file: string, sql: string): void {
-  const path = join(dir, 'backups', file);
-  const bytes = gzipSync(Buffer.from(sql));
-  writeFileSync(path, bytes);
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  writeFileSync(`${path}.sha256`, `${sha}  ${file}\n`);
-  const manifest = JSON.parse(readFileSync(`${path}.json`, 'utf8'));
-  writeFileSync(`${path}.json`, JSON.stringify({ ...manifest, sha256: sha, size: bytes.length }));
-}
+/** Replaces a backup's SQL, its checksum and manifest sha256 rewritten to match (so only the fingerprint can tell). */
+const rewriteConsistently = (dir: string, file: string, sql: string) => resealBackup(join(dir, 'backups', file), gzipSync(Buffer.from(sql)));
 
 const restore = suite('restore-database');
 

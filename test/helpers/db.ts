@@ -25,11 +25,13 @@ export interface DbTarget {
 export interface StartDbOptions extends DbTarget {
   /** Named volume (or absolute host path) mounted on /var/lib/postgresql/data. */
   volume?: string;
+  /** A tmpfs of this size (e.g. `96m`) as the data directory instead of the container's own layer: a small database volume. */
+  tmpfsSize?: string;
   /** Extra `--label key=value` pairs. */
   labels?: Record<string, string>;
   /** fsync on the new cluster (default false: faster, and crash safety is irrelevant in tests). Only applies when the data directory is initialised. */
   fsync?: boolean;
-  /** How long to wait for healthy + pg_isready (default 60 000 ms). */
+  /** How long to wait for healthy + pg_isready (default 180 000 ms: the test machine may be shared and loaded). */
   timeoutMs?: number;
 }
 
@@ -128,12 +130,13 @@ export async function removeDb(name: string): Promise<void> {
 export async function startDb(name: string, opts: StartDbOptions = {}): Promise<void> {
   const user = opts.user ?? defaultUser;
   const db = opts.db ?? defaultDb;
-  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const timeoutMs = opts.timeoutMs ?? 180_000;
   await removeDb(name);
   const args = ['run', '-d', '--pull', 'never', '--name', name, '--network', 'none', '--label', `${testLabel}=1`];
   for (const [key, value] of Object.entries(opts.labels ?? {})) args.push('--label', `${key}=${value}`);
   args.push('-e', `POSTGRES_USER=${user}`, '-e', `POSTGRES_DB=${db}`, '-e', `POSTGRES_FSYNC=${opts.fsync ? 'on' : 'off'}`);
   if (opts.volume) args.push('-v', `${opts.volume}:/var/lib/postgresql/data`);
+  if (opts.tmpfsSize) args.push('--tmpfs', `/var/lib/postgresql/data:size=${opts.tmpfsSize}`);
   args.push(testImage);
   await check('docker', args, { timeoutMs: 60_000 });
 

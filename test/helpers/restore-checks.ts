@@ -1,5 +1,8 @@
 // What the restore tests look at in a container: its databases, a marker row that tells which
 // backup is live, its fingerprint; and real backups made with the built executable.
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import * as assert from 'uvu/assert';
 import { takeFingerprint } from '../../lib/fingerprint.ts';
 import { PsqlSession } from '../../lib/psql-session.ts';
@@ -37,4 +40,19 @@ export async function backupInto(dir: string, container: string, extra: Record<s
   assert.is(r.code, 0, r.stderr);
   await new Promise((resolve) => setTimeout(resolve, 1100)); // distinct timestamps in the names
   return JSON.parse(r.stdout).file as string;
+}
+
+/** Replaces a backup's bytes and rewrites its .sha256 and manifest to match (manifest fields patched too): only what reads the content can tell. */
+export function resealBackup(path: string, bytes: Buffer, patch: Record<string, unknown> = {}): void {
+  writeFileSync(path, bytes);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  writeFileSync(`${path}.sha256`, `${sha}  ${basename(path)}\n`);
+  const manifest = JSON.parse(readFileSync(`${path}.json`, 'utf8'));
+  writeFileSync(`${path}.json`, JSON.stringify({ ...manifest, sha256: sha, size: bytes.length, ...patch }));
+}
+
+/** Whether a database accepts connections: datallowconn and a real connection to it. */
+export async function acceptsConnections(container: string, database = 'planetarion'): Promise<boolean> {
+  const allowed = await psql(container, `SELECT datallowconn FROM pg_database WHERE datname = '${database.replace(/'/g, "''")}'`, { db: 'postgres' });
+  return allowed === 't' && (await psql(container, 'SELECT 1', { db: database }).catch(() => '')) === '1';
 }

@@ -48,7 +48,19 @@ export class LiveFence {
     try {
       const pid = (await session.query('SELECT pg_backend_pid();'))[0]![0]!;
       await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS false;`);
-      const ended = (await adminSql($, target, `SELECT format('pid %s (%s, %s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name'), coalesce(client_addr::text, 'local')) FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND pid <> ${Number(pid)} AND backend_type = 'client backend' AND pg_terminate_backend(pid);`)).split('\n').filter(Boolean);
+      // Selected first, ended after: in one WHERE, the planner may call pg_terminate_backend
+      // before the other conditions, on every session of the server (this one too).
+      const ended = (
+        await adminSql(
+          $,
+          target,
+          `WITH others AS MATERIALIZED (SELECT pid, usename, application_name, client_addr FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND pid NOT IN (${Number(pid)}, pg_backend_pid()) AND backend_type = 'client backend')
+           SELECT format('pid %s (%s, %s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name'), coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) FROM others;`,
+        )
+      )
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.replace(/\|[tf]$/, ''));
       if (ended.length) log.warn(`Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.join('; ')}`);
       const tables = (await session.query(`SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)).map((row) => row[0]!);
       await session.query(`SET lock_timeout = ${literal(lockTimeout)}; BEGIN; ${tables.length ? `LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE;` : ''}`);

@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { CliError } from './errors.ts';
+import { CliError, UsageError, errorText } from './errors.ts';
+import { isolateSlotStorage, type SlotStorage } from './slot-storage.ts';
 import type { Shell } from './shell.ts';
 import type { Duration } from 'zx/core';
 
@@ -30,16 +31,55 @@ export async function compose($: Shell, command: ComposeCommand, project: string
   return out.stdout;
 }
 
-interface ComposeService {
+export interface ComposeService {
   container_name?: string;
   ports?: unknown;
-  volumes?: Array<string | { type?: string; source?: string; target?: string }>;
+  environment?: unknown;
+  restart?: string;
+  volumes?: ComposeVolumeMount[];
   [key: string]: unknown;
 }
-interface ComposeFile {
-  services?: Record<string, ComposeService>;
-  volumes?: Record<string, unknown> | null;
+/** A service's volume entry: `source:target[:mode]` or the long form. */
+export type ComposeVolumeMount = string | { type?: string; source?: string; target?: string; read_only?: boolean; [key: string]: unknown };
+export interface ComposeFile {
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, ComposeVolumeSpec | null> | null;
   [key: string]: unknown;
+}
+/** A top-level named volume. */
+export interface ComposeVolumeSpec {
+  external?: boolean | { name?: string };
+  name?: string;
+  driver?: string;
+  driver_opts?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+/**
+ * The compose file parsed and checked: valid YAML, a `services` map, every service with a body.
+ * Anything else is a UsageError naming the file (nothing has been started yet).
+ */
+export function readComposeFile(path: string): ComposeFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read the compose file ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, 'Point --compose-file (DOCKER_COMPOSE_FILE on the workstation) at the stack\'s docker-compose file.');
+  }
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (error) {
+    throw new UsageError(`the compose file ${path} is not valid YAML: ${errorText(error).split('\n')[0]}`, 'Fix the file (docker compose -f FILE config shows where) and deploy again.');
+  }
+  const services = (doc as { services?: unknown } | null)?.services;
+  if (!doc || typeof doc !== 'object' || !services || typeof services !== 'object' || Array.isArray(services)) {
+    throw new UsageError(`the compose file ${path} has no services`, 'It must be a Compose file with a `services:` map (the game\'s docker-compose.qnap.yml).');
+  }
+  for (const [name, spec] of Object.entries(services as Record<string, unknown>)) {
+    if (!spec || typeof spec !== 'object' || Array.isArray(spec)) throw new UsageError(`the compose file ${path}: service '${name}' has no body`, `Give '${name}' its settings (image:, volumes: ...) or remove it.`);
+  }
+  return doc as ComposeFile;
 }
 
 export interface ComposeServiceInfo {
@@ -64,8 +104,7 @@ function dependenciesOf(spec: ComposeService): Array<{ service: string; healthy:
  * starts them (each after what it depends on), so the deployment can start them the same way.
  */
 export function readComposeServices(path: string, dbService: string, dbContainer: string, baseProject: string): ComposeServiceInfo[] {
-  const doc = parse(readFileSync(path, 'utf8')) as ComposeFile;
-  const specs = doc.services ?? {};
+  const specs = readComposeFile(path).services;
   const services = Object.keys(specs);
   if (!services.includes(dbService)) {
     throw new CliError(`the compose file ${path} has no service '${dbService}'`, { advice: `Name the database service with --db-service (services: ${services.join(', ')}).` });
@@ -85,36 +124,29 @@ export function readComposeServices(path: string, dbService: string, dbContainer
   return ordered;
 }
 
-const pgData = '/var/lib/postgresql/data';
-
 /**
  * The compose file of one slot: every container gets a slot-suffixed name (two slots run side by
  * side until the switch renames them), the database publishes no ports (the live one holds them),
- * and its data lives in a volume of its own even when the original bind-mounts a folder (two
- * PostgreSQL servers on one data dir would destroy it).
+ * and its database service mounts only storage the slot owns (slot-storage.ts).
  */
-export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<Pick<ComposeServiceInfo, 'service' | 'canonicalName'>> }): { yaml: string; warnings: string[] } {
-  const doc = parse(readFileSync(basePath, 'utf8')) as ComposeFile;
+export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<Pick<ComposeServiceInfo, 'service' | 'canonicalName'>> }): { yaml: string } & SlotStorage {
+  const doc = readComposeFile(basePath);
   const warnings: string[] = [];
   for (const { service, canonicalName } of options.names) {
-    const spec = doc.services![service]!;
+    const spec = doc.services[service]!;
     spec.container_name = `${canonicalName}-${options.slotId}`;
-    if (service !== options.dbService) continue;
-    if (spec.ports) {
+    if (service === options.dbService && spec.ports) {
       warnings.push(`the '${service}' service publishes ports; the deployment does not publish them (a second database would collide with the live one)`);
       delete spec.ports;
     }
-    spec.volumes = (spec.volumes ?? []).map((volume) => {
-      const [source, target] = typeof volume === 'string' ? volume.split(':') : [volume.source, volume.target];
-      if (target === pgData && source && (source.startsWith('.') || source.startsWith('/'))) {
-        warnings.push(`the '${service}' data dir is a bind mount (${source}); each slot gets its own volume 'pgdata' instead`);
-        doc.volumes = { ...(doc.volumes ?? {}), pgdata: {} };
-        return `pgdata:${pgData}`;
-      }
-      return volume;
-    });
   }
+  const storage = isolateSlotStorage(doc, options.dbService, options.slotId);
   // YAML 1.1 output: Compose v1 reads YAML 1.1, where an unquoted off or yes is a boolean.
-  return { yaml: stringify(doc, { version: '1.1' }), warnings };
+  return { yaml: stringify(doc, { version: '1.1' }), warnings: [...warnings, ...storage.warnings], folders: storage.folders };
 }
 
+/** Services that run once and exit (migrations, seeds): no restart policy, or `restart: "no"`. */
+export function oneShotServices(path: string): string[] {
+  const specs = readComposeFile(path).services;
+  return Object.keys(specs).filter((name) => [undefined, 'no', false].includes(specs[name]!.restart as string | undefined));
+}

@@ -3,6 +3,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.ts';
+import { UsageError, errorText } from './errors.ts';
 
 export interface SlotContainer {
   service: string;
@@ -21,12 +22,14 @@ export interface Slot {
   managed: boolean;
   containers: SlotContainer[];
   since: string;
+  /** NAS folders its volumes bind (driver_opts device), created for it and removed with it. */
+  folders?: string[];
 }
 
 export interface DeploySummary {
   time: string;
   ok: boolean;
-  mode: 'first' | 'ab' | 'rollback';
+  mode: 'first' | 'ab' | 'fresh' | 'rollback';
   backupUsed: string | null;
   backupAgeSeconds: number | null;
   fingerprint: string | null;
@@ -44,13 +47,26 @@ export interface DeployState {
 
 export const deployDirName = 'deploy';
 
-/** The state file's content; empty before the first deployment. */
+/** The state file's content; empty before the first deployment. A file that cannot be read is an error, never `{}`. */
 export function readDeployState(dir: string): DeployState {
+  const path = join(dir, deployDirName, 'state.json');
+  let text: string;
   try {
-    return JSON.parse(readFileSync(join(dir, deployDirName, 'state.json'), 'utf8')) as DeployState;
-  } catch {
-    return {};
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new UsageError(`cannot read the deployment state ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, 'Make it readable by this user (it is written 0600 by deploy-to-qnap).');
   }
+  try {
+    const state = JSON.parse(text) as unknown;
+    if (state && typeof state === 'object' && !Array.isArray(state)) return state as DeployState;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(
+    `the deployment state ${path} is corrupt (not a JSON object)`,
+    `It records which slot is live and which is kept for --rollback. Move it aside (mv ${path} ${path}.bad), check 'docker ps -a' for the live containers, and deploy again.`,
+  );
 }
 
 /** Writes the state atomically. */

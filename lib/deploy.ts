@@ -1,13 +1,18 @@
-// The A-B deployment on the NAS, under the shared lock. The new slot's database is staged beside
-// the live one, a backup is restored into it and proven by its fingerprint, and only then do its
-// services start and take over the names; until the switch, the live slot is never touched
-// except for stopping (and, on any failure, restarting) its writers.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// The A-B deployment on the NAS, under the shared lock, as a plan: a list of named phases that
+// --dry-run prints and the run executes (deploy-run.ts), with one rollback for the whole flow.
+// The new slot's database is staged beside the live one on storage of its own, a backup is
+// restored into it and proven by its fingerprint, and only then do its services start and take
+// over the names; until the switch, the live slot is never touched except for stopping (and, on
+// any failure or signal, restarting) its writers and fencing its database.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { backupFormatOf, runBackup } from './backup.ts';
 import { backupStamp, listBackups, parseBackupName } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
-import { compose, detectCompose, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
+import { compose, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
+import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
+import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
+import { runPhases, type Phase } from './deploy-run.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -15,9 +20,11 @@ import { recordDatabaseProperties } from './database-properties.ts';
 import { quoteIdent } from './fingerprint.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
+import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult, type RestoreTarget } from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
+
+export { baseProjectName } from './deploy-live.ts';
 
 export interface DeployOptions {
   settings: Settings;
@@ -31,6 +38,8 @@ export interface DeployOptions {
   /** Stop the live writers before the fresh backup (zero loss); false: the seed's --no-freeze. */
   freeze: boolean;
   acceptOlderBackup: boolean;
+  /** A deployment exists but does not run: restore the newest backup into a fresh one. */
+  freshFromBackup?: boolean;
   healthTimeoutMs: number;
   /** Installs or refreshes the backup cron job (setup-backup-cron's library). */
   installCron: (log: Logger) => Promise<void>;
@@ -44,27 +53,47 @@ export interface DeployResult extends DeploySummary {
   previous: Slot | undefined;
 }
 
-/** A compose project name derived from the NAS dir (compose allows [a-z0-9_-]). */
-export function baseProjectName(dir: string): string {
-  return basename(dir).toLowerCase().replace(/[^a-z0-9_-]/g, '') || 'planetarion';
-}
-
-/** The live slot: whatever runs under the configured DB container name (the old script's deployment too). */
-async function findLiveSlot(docker: Docker, options: DeployOptions, state: DeployState): Promise<Slot | undefined> {
-  const container = options.settings.container;
-  const db = await docker.inspect(container);
-  if (!db.exists || !db.running) return undefined;
-  if (state.live && state.live.containers.some((c) => c.name === container)) return state.live;
-  // Not ours (yet): a deployment started by the old script, recognised by its compose labels.
-  const { project, service } = await docker.composeLabels(container);
-  const members = project ? await docker.projectContainers(project) : [];
-  const containers: SlotContainer[] = members.length
-    ? members.map((m) => ({ service: m.service, name: m.name, canonicalName: m.name }))
-    : [{ service: service ?? options.dbService, name: container, canonicalName: container }];
-  return { project: project ?? container, slotId: `legacy${backupStamp(new Date())}`, managed: false, containers, since: 'before planetarion-backup' };
+/** What discovery found and what the run has done so far: the facts every phase and the rollback read. */
+interface DeployRun {
+  options: DeployOptions;
+  docker: Docker;
+  command: ComposeCommand;
+  state: DeployState;
+  mode: 'first' | 'ab' | 'fresh';
+  /** The slot that gives up the names at the switch: the live one, or a stopped one (--fresh-from-backup). */
+  old: Slot | undefined;
+  /** The running live database container (A-B only). */
+  liveDb: string | undefined;
+  slotFile: string;
+  slotYaml: string;
+  storageNotes: string[];
+  names: ComposeServiceInfo[];
+  /** Container names of the new slot's one-shot services (exit 0 is done). */
+  oneShot: string[];
+  next: Slot;
+  newDb: string;
+  started: number;
+  abort: AbortSignal | undefined;
+  progress: {
+    slotCreated: boolean;
+    /** Folders the slot's volumes bind that this run created. */
+    folders: string[];
+    /** The new server turned out to be the live cluster: its storage is the live one's, keep it. */
+    sameCluster: boolean;
+    stoppedWriters: string[];
+    fence: LiveFence | undefined;
+    liveDbStopped: boolean;
+    writersStoppedAt: number | undefined;
+    writersUpAt: number | undefined;
+  };
+  stream: { into: string; load: StreamLoad | undefined; fresh: string | undefined } | undefined;
+  proof: { winner: RestoreResult; attempts: RestoreResult[]; ageSeconds: number | null } | undefined;
+  result: DeployResult | undefined;
 }
 
 const writersOf = (slot: Slot, dbService: string) => slot.containers.filter((c) => c.service !== dbService);
+const newTarget = (run: DeployRun): RestoreTarget => ({ docker: run.options.docker, container: run.newDb, user: run.options.settings.dbUser, database: run.options.settings.dbName });
+const liveTarget = (run: DeployRun): RestoreTarget => ({ ...newTarget(run), container: run.liveDb! });
 
 /** Starts containers again (best effort on failure paths: logs what it could not do). */
 async function restart(docker: Docker, names: string[], log: Logger): Promise<void> {
@@ -77,11 +106,12 @@ async function restart(docker: Docker, names: string[], log: Logger): Promise<vo
   }
 }
 
-/** Removes a slot this tool created, with its volumes. */
-async function removeSlot($: Shell, command: ComposeCommand, slot: { project: string; file: string }, dir: string, log: Logger): Promise<void> {
+/** Removes a slot this tool created, with its volumes (not when they are the live ones) and its folders. */
+async function removeSlot($: Shell, command: ComposeCommand, slot: { project: string; file: string; folders?: string[] }, dir: string, log: Logger, keepStorage = false): Promise<void> {
   try {
-    await compose($, command, slot.project, slot.file, dir, ['down', '-v', '--remove-orphans']);
-    log.info(`Removed slot ${slot.project} and its volumes`);
+    await compose($, command, slot.project, slot.file, dir, ['down', ...(keepStorage ? [] : ['-v']), '--remove-orphans']);
+    for (const folder of keepStorage ? [] : (slot.folders ?? [])) rmSync(folder, { recursive: true, force: true });
+    log.info(`Removed slot ${slot.project}${keepStorage ? ' (its storage is the live one: kept)' : ' and its volumes'}`);
   } catch (error) {
     log.error(`Could not remove slot ${slot.project}: ${errorText(error)}`);
   }
@@ -98,237 +128,411 @@ async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Sl
   return { ...slot, containers };
 }
 
+/** The switch: the old slot (if any) gives up the names and stops; the new one takes them. */
+export async function switchSlots(docker: Docker, log: Logger, live: Slot | undefined, next: Slot): Promise<{ oldSlot: Slot | undefined; next: Slot }> {
+  // 5. Switch: the old slot gives up the names and stops; the new one takes them.
+  const oldSlot = live && (await renameSlot(docker, live, false));
+  if (oldSlot) await docker.stop(oldSlot.containers.map((c) => c.name));
+  next = await renameSlot(docker, next, true);
+  log.info(`Switched: ${next.containers.map((c) => c.name).join(', ')} are live${live ? `; ${live.project} is stopped and kept for --rollback` : ''}`);
+  return { oldSlot, next };
+}
+
 /**
  * Starts created containers in Compose's order, each once the services it needs with
  * `condition: service_healthy` are healthy (a plain `docker start` does not wait for them).
  */
-async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], timeoutMs: number): Promise<void> {
+async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
   const nameOf = new Map(containers.map((c) => [c.service, c.name]));
   const started: string[] = [];
   for (const { service, dependsOn } of services) {
     const name = nameOf.get(service);
     if (!name) continue;
     const healthyFirst = dependsOn.filter((d) => d.healthy && started.includes(nameOf.get(d.service)!)).map((d) => nameOf.get(d.service)!);
-    if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs);
+    if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal });
     await docker.start([name]);
     started.push(name);
   }
 }
-
-/** What a deployment would do, step by step, from the current state; changes nothing (--dry-run). */
-export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
+/** Finds what runs and reads the compose file; changes nothing. Refusals (exit 2) come from here, before anything starts. */
+async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const { settings, $ } = options;
   const docker = new Docker(options.docker, $);
   const command = await detectCompose($, options.docker);
-  const live = await findLiveSlot(docker, { ...options, installCron: async () => {} }, readDeployState(settings.dir));
-  const slotId = `s${backupStamp((options.now ?? (() => new Date()))())}`;
+  const state = readDeployState(settings.dir);
+  const found = await findDeployment(docker, settings, options.dbService, state);
+  if (found.kind === 'dormant' && !options.freshFromBackup) throw dormantRefusal(found, settings, options.composeFile);
+  if (found.kind === 'dormant' && !found.backups.length) throw new UsageError(`--fresh-from-backup: there is no backup in ${settings.backupDir} to restore`, 'Copy the newest backup (with its .json and .sha256) there, or start the stopped deployment.');
+  if (found.kind !== 'dormant' && options.freshFromBackup) {
+    throw new UsageError(`--fresh-from-backup is for a deployment that exists but does not run; ${found.kind === 'live' ? `'${found.dbContainer}' is running` : 'nothing of one exists here'}`, 'Deploy without --fresh-from-backup.');
+  }
+  const mode = found.kind === 'live' ? 'ab' : found.kind === 'dormant' ? 'fresh' : 'first';
+  // Backups are encrypted when recipients are set: one cannot be restored into the new slot
+  // without the key, so say so before anything is started or stopped (exit 2).
+  if (mode !== 'first' && settings.ageRecipients && !options.identities?.length) {
+    throw new UsageError(
+      'PLANETARION_AGE_RECIPIENTS is set, so backups are encrypted, and no identity was given to restore them into the new slot',
+      'On the workstation pass --identity FILE (or set PLANETARION_AGE_IDENTITY): deploy-to-qnap sends it over the SSH session, never to the NAS disk.',
+    );
+  }
+  const now = options.now ?? (() => new Date());
+  const slotId = `s${backupStamp(now())}`;
   const project = `${baseProjectName(settings.dir)}-${slotId}`;
   const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
-  const writers = live ? writersOf(live, options.dbService).map((c) => c.name) : [];
-  const up = `${command.join(' ')} -p ${project} -f ${join(settings.dir, deployDirName, `${project}.yml`)} up -d`;
-  if (!live) {
-    return [
-      `No live deployment ('${settings.container}' is not running): first deployment.`,
-      `1. ${up}   (services: ${names.map((n) => n.service).join(', ')})`,
-      `2. wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
-      `3. rename the containers to ${names.map((n) => n.canonicalName).join(', ')}`,
-      '4. install the backup cron job; record deploy/state.json',
-    ];
-  }
-  const backups = listBackups(settings.backupDir).map((b) => b.name);
-  return [
-    `Live slot: ${live.project} (${live.containers.map((c) => c.name).join(', ')})`,
-    `1. ${up} ${options.dbService}   (the new database, on its own volume, as ${settings.container}-${slotId}); create its other services without starting them`,
-    options.freeze
-      ? `2. stop the live writers (${writers.join(', ') || 'none'}) and take a fresh backup of ${settings.container}, restoring it into ${settings.container}-${slotId} as it is written`
-      : '2. --no-freeze: the live writers keep serving; no fresh backup',
-    `3. prove the restored fingerprint: ${options.freeze ? 'the fresh backup, then restore and prove ' : 'restore and prove '}${backups.join(', ') || '(no existing backups)'}`,
-    `   all fail: remove the new slot, restart the live writers, exit 1${options.freeze && !options.acceptOlderBackup ? '; an older backup winning also stops here (no --accept-older-backup)' : ''}`,
-    `4. docker start the new services in Compose's order, wait for health; unhealthy: remove the slot, restart the live writers, exit 1`,
-    `5. switch: ${live.containers.map((c) => c.name).join(', ')} stop and take the suffix -${live.slotId}; the new containers take the names ${names.map((n) => n.canonicalName).join(', ')}`,
-    '6. refresh the backup cron job; record deploy/state.json',
-  ];
+  const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
+  const { yaml, warnings, folders } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
+  const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
+  const oneShot = oneShotServices(options.composeFile);
+  return {
+    options,
+    docker,
+    command,
+    state,
+    mode,
+    old: found.kind === 'live' ? found.slot : found.kind === 'dormant' ? found.slot : undefined,
+    liveDb: found.kind === 'live' ? found.dbContainer : undefined,
+    slotFile,
+    slotYaml: yaml,
+    storageNotes: warnings,
+    names,
+    oneShot: containers.filter((c) => oneShot.includes(c.service) && c.service !== options.dbService).map((c) => c.name),
+    next: { project, slotId, managed: true, containers, since: now().toISOString(), ...(folders.length ? { folders } : {}) },
+    newDb: `${settings.container}-${slotId}`,
+    started: Date.now(),
+    abort: undefined,
+    progress: { slotCreated: false, folders: [], sameCluster: false, stoppedWriters: [], fence: undefined, liveDbStopped: false, writersStoppedAt: undefined, writersUpAt: undefined },
+    stream: undefined,
+    proof: undefined,
+    result: undefined,
+  };
 }
 
-/** Runs the whole A-B deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
-export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
-  const { settings, log, $ } = options;
-  const now = options.now ?? (() => new Date());
-  const started = Date.now();
-  const docker = new Docker(options.docker, $);
-  const lock = acquireLock(settings.dir, 'deploy-to-qnap');
-  try {
-    const command = await detectCompose($, options.docker);
-    const state = readDeployState(settings.dir);
-    const live = await findLiveSlot(docker, options, state);
-    // Backups are encrypted when recipients are set: one cannot be restored into the new slot
-    // without the key, so say so before anything is started or stopped (exit 2).
-    if (live && settings.ageRecipients && !options.identities?.length) {
-      throw new UsageError(
-        'PLANETARION_AGE_RECIPIENTS is set, so backups are encrypted, and no identity was given to restore them into the new slot',
-        'On the workstation pass --identity FILE (or set PLANETARION_AGE_IDENTITY): deploy-to-qnap sends it over the SSH session, never to the NAS disk.',
-      );
+/** The compose command line of the slot, for the plan. */
+const upCommand = (run: DeployRun) => `${run.command.join(' ')} -p ${run.next.project} -f ${run.slotFile} up -d`;
+const liveWriterNames = (run: DeployRun) => (run.old ? writersOf(run.old, run.options.dbService).map((c) => c.name) : []);
+
+/** Writes the slot's compose file (0600) and makes its own folders (0700); from here on the rollback removes the slot. */
+function createSlotFiles(run: DeployRun): void {
+  mkdirSync(dirname(run.slotFile), { recursive: true, mode: 0o700 });
+  writeFileSync(run.slotFile, run.slotYaml, { mode: 0o600 });
+  run.progress.slotCreated = true;
+  for (const folder of run.next.folders ?? []) {
+    try {
+      // Not recursive: the share it sits on must exist, and a folder already there is not the slot's.
+      mkdirSync(folder, { mode: 0o700 });
+    } catch (error) {
+      throw new CliError(`cannot create the new slot's data folder ${folder}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, {
+        advice: 'It sits beside the folder the compose file binds (driver_opts device); check that share and that nothing is in the way.',
+      });
     }
+    run.progress.folders.push(folder);
+  }
+  for (const note of run.storageNotes) run.options.log.warn(note);
+}
 
-    const slotId = `s${backupStamp(now())}`;
-    const project = `${baseProjectName(settings.dir)}-${slotId}`;
-    const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
-    const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
-    const { yaml, warnings } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
-    mkdirSync(dirname(slotFile), { recursive: true, mode: 0o700 });
-    writeFileSync(slotFile, yaml, { mode: 0o600 });
-    for (const warning of warnings) log.warn(warning);
-    const slotContainers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
-    let next: Slot = { project, slotId, managed: true, containers: slotContainers, since: now().toISOString() };
-    const newDb = `${settings.container}-${slotId}`;
-    const newSlot = { project, file: slotFile };
-    log.info(`Deploying slot ${project}${live ? ` beside the live slot ${live.project}` : ' (no live deployment)'}, compose ${command.join(' ')}`);
-
-    if (!live) {
+/** First deployment: the whole stack up, healthy. */
+function stageStackPhase(run: DeployRun): Phase {
+  const { options } = run;
+  return {
+    name: 'stage',
+    describe: `${upCommand(run)}   (services: ${run.names.map((n) => n.service).join(', ')}); wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
+    run: async () => {
+      createSlotFiles(run);
       try {
-        await compose($, command, project, slotFile, settings.dir, ['up', '-d']);
-        await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
+        await compose(options.$, run.command, run.next.project, run.slotFile, options.settings.dir, ['up', '-d']);
+        await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
       } catch (error) {
-        await removeSlot($, command, newSlot, settings.dir, log);
         throw new CliError(`the new stack did not become healthy: ${errorText(error)}`, { cause: error });
       }
-      next = await renameSlot(docker, next, true);
-      await options.installCron(log);
-      const summary: DeploySummary = { time: now().toISOString(), ok: true, mode: 'first', backupUsed: null, backupAgeSeconds: null, fingerprint: null, downtimeMs: null, totalMs: Date.now() - started, attempts: [] };
-      writeDeployState(settings.dir, { live: next, previous: state.previous, lastDeploy: summary });
-      log.info(`First deployment is live: ${next.containers.map((c) => c.name).join(', ')}`);
-      return { ...summary, live: next, previous: state.previous };
-    }
+    },
+  };
+}
 
-    // 1. Stage the new slot's database on its own volume, beside the live one.
-    await compose($, command, project, slotFile, settings.dir, ['up', '-d', options.dbService]);
-    const liveWriters = writersOf(live, options.dbService).map((c) => c.name);
-    let writersStoppedAt: number | undefined;
-    let aborted = false;
-    const abort = async (message: string, advice: string): Promise<never> => {
-      aborted = true;
-      await removeSlot($, command, newSlot, settings.dir, log);
-      if (writersStoppedAt !== undefined) await restart(docker, liveWriters, log);
-      throw new CliError(message, { advice });
-    };
-    try {
-      await docker.waitHealthy([newDb], options.healthTimeoutMs);
-    } catch (error) {
-      return await abort(`the new database did not start: ${errorText(error)}`, 'The live deployment was not touched.');
-    }
-
-    // Steps 2 to 4 change nothing the live slot cannot get back: any failure in them, expected or
-    // not, removes the new slot and restarts the live writers.
-    const stageAndProve = async () => {
+/** A-B and fresh: the new database on its own storage, proven to be another cluster, emptied; its other services created. */
+function stageDatabasePhase(run: DeployRun): Phase {
+  const { options } = run;
+  const { settings } = options;
+  const streams = run.mode === 'ab' && options.freeze;
+  return {
+    name: 'stage',
+    describe: [
+      `${upCommand(run)} ${options.dbService}   (the new database, as ${run.newDb}, on storage of its own${run.next.folders ? `: creates ${run.next.folders.join(', ')} (0700)` : ''})`,
+      run.liveDb ? `compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
+      `create its other services without starting them${streams ? '; create the database the fresh backup streams into' : ''}`,
+    ].filter(Boolean).join('; '),
+    run: async () => {
+      createSlotFiles(run);
+      const target = newTarget(run);
+      try {
+        await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
+        await run.docker.waitHealthy([run.newDb], options.healthTimeoutMs, { signal: run.abort });
+      } catch (error) {
+        throw new CliError(`the new database did not start: ${errorText(error)}`, { advice: 'The live deployment was not touched.' });
+      }
+      if (run.liveDb) {
+        await verifyOwnCluster(options.$, liveTarget(run), target).catch((error: unknown) => {
+          run.progress.sameCluster = /system_identifier/.test(errorText(error));
+          throw error;
+        });
+      }
       // Prepared while the writers still serve: the new slot's own empty database goes (the
       // restored one takes its name), its writers are created but not started (starting them
       // after the proof is then a `docker start`, not a Compose run), and the fresh dump gets
       // an empty database to stream into.
-      const target = { docker: options.docker, container: newDb, user: settings.dbUser, database: settings.dbName };
-      const restoreOptions = { target, $, log, logDir: settings.logDir, identities: options.identities };
-      const sql = oneShotSql($, target);
+      const sql = oneShotSql(options.$, target);
       await sql(`DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
-      const newWriters = slotContainers.filter((c) => c.service !== options.dbService);
-      if (newWriters.length) await compose($, command, project, slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...newWriters.map((c) => c.service)]);
-      const streamInto = options.freeze ? scratchName(target, 'stream', backupStamp(now())) : undefined;
-      // Created like the live database (encoding, locale, owner): those cannot change after the load.
-      if (streamInto) await createScratch(sql, streamInto, await recordDatabaseProperties($, { ...target, container: settings.container }, log));
-
-      // 2. Freeze: stop the live writers, so the fresh backup holds every row they wrote. The
-      // dump is restored into the new slot while it is written: the writers wait for the slower
-      // of the two, not for both one after the other.
-      let candidates: string[];
-      let fresh: string | undefined;
-      let stream: StreamLoad | undefined;
-      if (streamInto) {
-        log.info(`Stopping the live writers: ${liveWriters.join(', ') || 'none'}`);
-        writersStoppedAt = Date.now();
-        await docker.stop(liveWriters);
-        stream = new StreamLoad(target, streamInto, backupFormatOf(settings));
-        const load = stream;
-        try {
-          const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true, tee: (chunk) => load.write(chunk) });
-          fresh = backup.path!;
-        } catch (error) {
-          log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups`);
-          await stream.abort();
-          await dropScratch(sql, streamInto, log);
-          stream = undefined;
-        }
+      const writers = writersOf(run.next, options.dbService);
+      if (writers.length) await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...writers.map((c) => c.service)]);
+      if (streams) {
+        run.stream = { into: scratchName(target, 'stream', backupStamp((options.now ?? (() => new Date()))())), load: undefined, fresh: undefined };
+        // Created like the live database (encoding, locale, owner): those cannot change after the load.
+        const properties = await recordDatabaseProperties(options.$, { ...target, container: settings.container }, options.log);
+        await createScratch(sql, run.stream.into, properties);
       }
-      candidates = listBackups(settings.backupDir).map((b) => b.path);
-      if (fresh) candidates = [fresh, ...candidates.filter((c) => c !== fresh)];
-      if (!candidates.length) return await abort('there is no backup to restore into the new slot', 'The live deployment is serving as before. Check the backup log.');
+    },
+  };
+}
 
-      // 3. Prove the new slot's data, newest backup first: the fresh one already streamed in (a
-      // failure there is its attempt: the same bytes from the file would fail the same way).
-      const streamed = fresh && stream ? [await restoreBackup(fresh, restoreOptions, 1, stream)] : [];
-      const { winner, attempts } = streamed[0]?.ok
-        ? { winner: streamed[0], attempts: streamed }
-        : await restoreWithFallback(streamed.length ? candidates.slice(1) : candidates, restoreOptions, streamed);
-      const attemptSummary = attempts.map((a: RestoreResult) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics }));
-      const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
+/** Stops the live writers that run, recording them for the rollback (only those are restarted). */
+async function stopLiveWriters(run: DeployRun): Promise<void> {
+  const writers = liveWriterNames(run);
+  const states = await run.docker.inspectMany(writers);
+  const running = writers.filter((_, i) => states[i]!.running);
+  run.options.log.info(`Stopping the live writers: ${running.join(', ') || 'none'}`);
+  run.progress.stoppedWriters = running;
+  run.progress.writersStoppedAt = Date.now();
+  await run.docker.stop(running);
+}
+
+/** A-B with freeze: the writers stop, the live database is fenced, and its fresh dump streams into the new slot. */
+function freezePhase(run: DeployRun): Phase {
+  const { options } = run;
+  const { settings, log } = options;
+  return {
+    name: 'freeze',
+    describe: `stop the live writers (${liveWriterNames(run).join(', ') || 'none'}) and take a fresh backup of ${run.liveDb} once it is fenced (other sessions of '${settings.dbName}' ended, its tables locked against writes until it stops), restoring it into ${run.newDb} as it is written`,
+    run: async () => {
+      await stopLiveWriters(run);
+      run.progress.fence = await LiveFence.raise(options.$, liveTarget(run), log);
+      const stream = run.stream!;
+      const load = new StreamLoad(newTarget(run), stream.into, backupFormatOf(settings));
+      stream.load = load;
+      try {
+        // The backup is of the database that runs, whatever its container is called (an old script's `<project>_db_1`).
+        const backup = await runBackup({ settings: { ...settings, container: run.liveDb! }, docker: options.docker, $: options.$, log, dryRun: false, lockHeld: true, tee: (chunk) => load.write(chunk) });
+        stream.fresh = backup.path!;
+      } catch (error) {
+        await load.abort();
+        stream.load = undefined;
+        if (!options.acceptOlderBackup) {
+          throw new CliError(`the fresh backup of the live database failed: ${errorText(error)}`, {
+            advice: 'The live deployment is serving as before. To deploy from the newest older backup that restores (losing the data written since), add --accept-older-backup.',
+          });
+        }
+        log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups (--accept-older-backup)`);
+        await dropScratch(oneShotSql(options.$, newTarget(run)), stream.into, log);
+      }
+    },
+  };
+}
+
+/** What the prove phase restores, newest first. */
+function candidatesOf(run: DeployRun): string[] {
+  const fresh = run.stream?.fresh;
+  const existing = listBackups(run.options.settings.backupDir).map((b) => b.path);
+  return fresh ? [fresh, ...existing.filter((c) => c !== fresh)] : existing;
+}
+
+/** Restores into the new slot and proves the fingerprint: the streamed fresh backup, or the newest existing ones. */
+function provePhase(run: DeployRun): Phase {
+  const { options } = run;
+  const { settings, log } = options;
+  const freeze = run.mode === 'ab' && options.freeze;
+  const older = listBackups(settings.backupDir).map((b) => b.name).join(', ') || '(no existing backups)';
+  return {
+    name: 'prove',
+    describe: freeze
+      ? `prove the restored fingerprint of the fresh backup; it fails: abort at once${options.acceptOlderBackup ? `; with --accept-older-backup restore and prove the older ones instead: ${older}` : ' (older backups only with --accept-older-backup)'}`
+      : `restore and prove the newest existing backup, falling back to older ones: ${older}`,
+    run: async () => {
+      const restoreOptions = { target: newTarget(run), $: options.$, log, logDir: settings.logDir, identities: options.identities };
+      const candidates = candidatesOf(run);
+      if (!candidates.length) throw new CliError('there is no backup to restore into the new slot', { advice: 'The live deployment is serving as before. Check the backup log.' });
+      const fresh = run.stream?.fresh;
+      // The fresh one already streamed in (a failure there is its attempt: the same bytes from
+      // the file would fail the same way).
+      const streamed = fresh && run.stream?.load ? [await restoreBackup(fresh, restoreOptions, 1, run.stream.load)] : [];
+      if (freeze && streamed[0] && !streamed[0].ok && !options.acceptOlderBackup) {
+        throw new CliError(`the fresh backup could not be restored into the new slot: ${streamed[0].reason}`, {
+          advice: `The live deployment is serving as before. Diagnostics: ${streamed[0].diagnostics}. To deploy from the newest older backup that restores (losing the data written since), add --accept-older-backup.`,
+        });
+      }
+      const { winner, attempts } = streamed[0]?.ok ? { winner: streamed[0], attempts: streamed } : await restoreWithFallback(streamed.length ? candidates.slice(1) : candidates, restoreOptions, streamed);
       if (!winner) {
-        return await abort(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}`);
+        throw new CliError(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, { advice: `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}` });
       }
       const winnerTime = parseBackupName(basename(winner.file))?.time;
       const ageSeconds = winnerTime ? Math.round((Date.now() - winnerTime.getTime()) / 1000) : null;
-      if (options.freeze && winner.file !== fresh) {
-        const age = ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`;
-        if (!options.acceptOlderBackup) {
-          return await abort(
-            `the fresh backup could not be restored; the newest restorable one, ${basename(winner.file)}, is ${age} and would lose the data written since`,
-            `The live deployment is serving as before. Why each lost: ${lost.join('; ')}. To deploy with that older data anyway, add --accept-older-backup.`,
-          );
-        }
-        log.warn(`Deploying with an older backup, ${basename(winner.file)} (${age}): ${lost.join('; ')}`);
+      if (freeze && winner.file !== fresh) {
+        const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
+        log.warn(`Deploying with an older backup, ${basename(winner.file)} (${ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`}): ${lost.join('; ')}`);
       }
+      run.proof = { winner, attempts, ageSeconds };
+    },
+  };
+}
 
-      // 4. Start the new slot's services; in --no-freeze mode the live writers stop only now.
-      if (!options.freeze) {
-        writersStoppedAt = Date.now();
-        await docker.stop(liveWriters);
-      }
+/** Starts the new slot's services in Compose's order and waits for their health; in --no-freeze mode the live writers stop only now. */
+function startPhase(run: DeployRun): Phase {
+  const { options } = run;
+  const lateStop = run.mode === 'ab' && !options.freeze;
+  return {
+    name: 'start',
+    describe: `${lateStop ? `stop the live writers (${liveWriterNames(run).join(', ') || 'none'}) now (--no-freeze); ` : ''}docker start the new services in Compose's order and wait for their health checks (one-shot services that exit 0 are done)`,
+    run: async () => {
+      if (lateStop) await stopLiveWriters(run);
       try {
-        await startInOrder(docker, newWriters, names, options.healthTimeoutMs);
-        await docker.waitHealthy(slotContainers.map((c) => c.name), options.healthTimeoutMs);
+        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, options.healthTimeoutMs, run.abort);
+        await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
       } catch (error) {
-        log.error(`The new slot did not become healthy: ${errorText(error)}; rolling back`);
-        return await abort(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, 'The live deployment is serving again.');
+        if (run.abort?.aborted) throw error;
+        throw new CliError(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, { advice: 'The live deployment is serving again.' });
       }
-      return { winner, attemptSummary, ageSeconds, writersUpAt: Date.now() };
-    };
-    let staged: Awaited<ReturnType<typeof stageAndProve>>;
-    try {
-      staged = await stageAndProve();
-    } catch (error) {
-      if (aborted) throw error;
-      return await abort(`the deployment stopped before the switch: ${errorText(error)}`, 'The live deployment is serving as before.');
-    }
-    const { winner, attemptSummary, ageSeconds, writersUpAt } = staged;
+      run.progress.writersUpAt = Date.now();
+    },
+  };
+}
 
-    // 5. Switch: the old slot gives up the names and stops; the new one takes them.
-    const oldSlot = await renameSlot(docker, live, false);
-    await docker.stop(oldSlot.containers.map((c) => c.name));
-    next = await renameSlot(docker, next, true);
-    log.info(`Switched: ${next.containers.map((c) => c.name).join(', ')} are live; ${live.project} is stopped and kept for --rollback`);
-    if (state.previous?.managed && state.previous.project !== live.project) {
-      await removeSlot($, command, { project: state.previous.project, file: join(settings.dir, deployDirName, `${state.previous.project}.yml`) }, settings.dir, log);
-    }
-    await options.installCron(log);
-    const summary: DeploySummary = {
-      time: now().toISOString(),
-      ok: true,
-      mode: 'ab',
-      backupUsed: basename(winner.file),
-      backupAgeSeconds: ageSeconds,
-      fingerprint: winner.fingerprint,
-      downtimeMs: writersStoppedAt === undefined ? null : writersUpAt - writersStoppedAt,
-      totalMs: Date.now() - started,
-      attempts: attemptSummary,
-    };
-    writeDeployState(settings.dir, { live: next, previous: oldSlot, lastDeploy: summary });
-    return { ...summary, live: next, previous: oldSlot };
+/**
+ * The last step the rollback can undo: the live database stops with a fast shutdown, which ends
+ * the fence's session with every other one and rolls back what a blocked client had not
+ * committed (a plain `docker stop` is a smart shutdown for images without STOPSIGNAL SIGINT, and
+ * would wait for the fence's session until Docker kills the server).
+ */
+function releasePhase(run: DeployRun): Phase {
+  return {
+    name: 'release',
+    describe: `stop ${run.liveDb} with a fast shutdown (SIGINT): the fence ends with it, nothing of it stays set`,
+    run: async () => {
+      run.progress.liveDbStopped = true;
+      await run.docker.stopFast(run.liveDb!);
+    },
+  };
+}
+
+/** The switch: from here on nothing rolls back (the crash-safe journal is deploy-switch's concern). */
+function switchPhase(run: DeployRun): Phase {
+  const canonical = run.next.containers.map((c) => c.canonicalName).join(', ');
+  return {
+    name: 'switch',
+    committed: true,
+    describe: run.old
+      ? `switch: ${run.old.containers.map((c) => c.name).join(', ')} stop and take the suffix -${run.old.slotId}; the new containers take the names ${canonical}`
+      : `switch: rename the containers to ${canonical}`,
+    run: async () => {
+      const { oldSlot, next } = await switchSlots(run.docker, run.options.log, run.old, run.next);
+      run.old = oldSlot;
+      run.next = next;
+    },
+  };
+}
+
+/** After the switch: the slot before the previous one goes, the cron job is refreshed, the state recorded. */
+function finishPhase(run: DeployRun): Phase {
+  const { options } = run;
+  const { settings } = options;
+  const stale = run.mode === 'ab' && run.state.previous?.managed && run.state.previous.project !== run.old?.project ? run.state.previous : undefined;
+  return {
+    name: 'finish',
+    committed: true,
+    describe: `${stale ? `remove the slot before the previous one (${stale.project}) with its volumes; ` : ''}${run.old ? 'refresh' : 'install'} the backup cron job; record deploy/state.json`,
+    run: async () => {
+      if (stale) await removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log);
+      await options.installCron(options.log);
+      const { progress, proof } = run;
+      const previous = run.mode === 'first' ? run.state.previous : run.old;
+      const summary: DeploySummary = {
+        time: (options.now ?? (() => new Date()))().toISOString(),
+        ok: true,
+        mode: run.mode,
+        backupUsed: proof ? basename(proof.winner.file) : null,
+        backupAgeSeconds: proof ? proof.ageSeconds : null,
+        fingerprint: proof ? proof.winner.fingerprint : null,
+        downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
+        totalMs: Date.now() - run.started,
+        attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
+      };
+      writeDeployState(settings.dir, { live: run.next, previous, lastDeploy: summary });
+      run.result = { ...summary, live: run.next, previous };
+    },
+  };
+}
+
+/** The plan: the phases of this deployment, in order. The dry run prints them; the run executes them. */
+function deployPhases(run: DeployRun): Phase[] {
+  if (run.mode === 'first') return [stageStackPhase(run), switchPhase(run), finishPhase(run)];
+  const frozen = run.mode === 'ab' && run.options.freeze;
+  return [stageDatabasePhase(run), ...(frozen ? [freezePhase(run)] : []), provePhase(run), startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+}
+
+/** The one rollback of the flow: undoes what the progress says was done, in the order that gets the game back first. */
+async function rollBack(run: DeployRun): Promise<void> {
+  const { progress, docker, options } = run;
+  const { log, settings } = options;
+  if (progress.liveDbStopped && run.liveDb) {
+    await restart(docker, [run.liveDb], log);
+    await docker.waitHealthy([run.liveDb], options.healthTimeoutMs).catch((error: unknown) => log.error(`${run.liveDb} did not become healthy again: ${errorText(error)}`));
+  }
+  if (progress.fence) {
+    await progress.fence.release().then(
+      () => log.info(`Fence lifted: '${settings.dbName}' takes writes again`),
+      (error: unknown) => log.error(`Could not lift the fence: ${errorText(error)} — run: docker exec ${run.liveDb} psql -U ${settings.dbUser} -d postgres -c 'ALTER DATABASE ${quoteIdent(settings.dbName)} WITH ALLOW_CONNECTIONS true'`),
+    );
+  }
+  await restart(docker, progress.stoppedWriters, log);
+  await run.stream?.load?.abort().catch(() => {});
+  // On the live data files: killed, so not even its shutdown checkpoint is written to them.
+  if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
+  if (progress.slotCreated) await removeSlot(options.$, run.command, { ...run.next, folders: progress.folders, file: run.slotFile }, settings.dir, log, progress.sameCluster);
+}
+
+/** A line per phase, numbered: what --dry-run prints and the run logs. */
+function planLines(run: DeployRun, phases: Phase[]): string[] {
+  const { settings } = run.options;
+  const header =
+    run.mode === 'ab'
+      ? `Live slot: ${run.old!.project} (${run.old!.containers.map((c) => c.name).join(', ')})`
+      : run.mode === 'fresh'
+        ? `No live deployment runs; --fresh-from-backup: the newest backup is restored into a fresh deployment and proven${run.old ? `; the stopped ${run.old.containers.map((c) => c.name).join(', ')} give up their names at the switch` : ''}.`
+        : `No live deployment ('${settings.container}' is not running, and nothing of one exists): first deployment.`;
+  return [
+    header,
+    ...run.storageNotes.map((note) => `Storage: ${note}`),
+    ...phases.map((phase, i) => `${i + 1}. ${phase.name}: ${phase.describe}`),
+    run.mode === 'first'
+      ? '   any failure before the switch: remove the new stack, exit 1'
+      : '   any failure or SIGINT/SIGTERM/SIGHUP before the switch: lift the fence, restart the live writers that were running, remove the new slot, exit 1',
+  ];
+}
+
+/** What a deployment would do, phase by phase, from the current state; changes nothing (--dry-run). */
+export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
+  const run = await prepareRun({ ...options, installCron: async () => {} });
+  return planLines(run, deployPhases(run));
+}
+
+/** Runs the whole deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
+export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
+  const { settings, log } = options;
+  const lock = acquireLock(settings.dir, 'deploy-to-qnap');
+  try {
+    const run = await prepareRun(options);
+    const phases = deployPhases(run);
+    log.info(`Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`);
+    let once: Promise<void> | undefined;
+    await runPhases(phases, () => (once ??= rollBack(run)), log, (abort) => (run.abort = abort));
+    log.info(`Deployment is live: ${run.next.containers.map((c) => c.name).join(', ')}`);
+    return run.result!;
   } finally {
     lock.release();
   }

@@ -12,6 +12,18 @@ export interface ContainerState {
   /** The image name it was created from, and the image id. */
   image: string | undefined;
   imageId: string | undefined;
+  /** The exit code of a container that has exited. */
+  exitCode: number | undefined;
+}
+
+/** A container of a compose project, found by its labels. */
+export interface ComposeContainer {
+  name: string;
+  project: string;
+  service: string;
+  /** The folder compose ran in (com.docker.compose.project.working_dir). */
+  workingDir: string;
+  running: boolean;
 }
 
 /** The docker CLI at a known path, run through the given shell. */
@@ -48,14 +60,14 @@ export class Docker {
           JSON.parse(line) as {
             Id: string;
             Name: string;
-            State: { Status: string; Running: boolean; Health?: { Status: string } };
+            State: { Status: string; Running: boolean; ExitCode: number; Health?: { Status: string } };
             Config: { Image: string };
             Image: string;
           },
       );
     return containers.map((container) => {
       const info = found.find((i) => i.Name === `/${container}`) ?? found.find((i) => i.Id.startsWith(container));
-      if (!info) return { exists: false, running: false, status: undefined, health: undefined, image: undefined, imageId: undefined };
+      if (!info) return { exists: false, running: false, status: undefined, health: undefined, image: undefined, imageId: undefined, exitCode: undefined };
       return {
         exists: true,
         running: info.State.Running,
@@ -63,21 +75,27 @@ export class Docker {
         health: info.State.Health?.Status,
         image: info.Config.Image,
         imageId: info.Image,
+        exitCode: info.State.Running ? undefined : info.State.ExitCode,
       };
     });
   }
 
-  /** The containers of a compose project: name, service and whether it runs. */
-  async projectContainers(project: string): Promise<Array<{ name: string; service: string; running: boolean }>> {
-    const format = '{{.Names}}\t{{.Label "com.docker.compose.service"}}\t{{.State}}';
-    const out = await this.$({ timeout: '30s' })`${this.binary} ps -a --filter ${`label=com.docker.compose.project=${project}`} --format ${format}`;
+  /** Every container (running or not) compose started, by one label filter (`label=KEY=VALUE`). */
+  private async composeContainers(filter: string): Promise<ComposeContainer[]> {
+    const format = '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "com.docker.compose.service"}}\t{{.Label "com.docker.compose.project.working_dir"}}\t{{.State}}';
+    const out = await this.$({ timeout: '30s' })`${this.binary} ps -a --filter ${filter} --format ${format}`;
     return out.stdout
       .split('\n')
       .filter(Boolean)
       .map((line) => {
-        const [name, service, state] = line.split('\t');
-        return { name: name!, service: service!, running: state === 'running' };
+        const [name, project, service, workingDir, state] = line.split('\t');
+        return { name: name!, project: project!, service: service!, workingDir: workingDir ?? '', running: state === 'running' };
       });
+  }
+
+  /** The containers of a compose project: name, service and whether it runs. */
+  async projectContainers(project: string): Promise<ComposeContainer[]> {
+    return this.composeContainers(`label=com.docker.compose.project=${project}`);
   }
 
   /** The compose project and service labels of a container, if it was started by compose. */
@@ -88,14 +106,39 @@ export class Docker {
     return { project: project || undefined, service: service || undefined };
   }
 
-  /** Renames a container (running or not). */
+  /** Every container (running or not) compose started for `service`, in any project. */
+  async serviceContainers(service: string): Promise<ComposeContainer[]> {
+    return this.composeContainers(`label=com.docker.compose.service=${service}`);
+  }
+
+  /** The volumes compose made for a project (com.docker.compose.project label). */
+  async projectVolumes(project: string): Promise<string[]> {
+    const out = await this.$({ timeout: '30s' })`${this.binary} volume ls -q --filter ${`label=com.docker.compose.project=${project}`}`;
+    return out.stdout.split('\n').filter(Boolean);
+  }
+
+  /** Renames a container (running or not); a refusal (name taken, no such container) is a CliError. */
   async rename(from: string, to: string): Promise<void> {
-    await this.$({ timeout: '30s' })`${this.binary} rename ${from} ${to}`;
+    const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} rename ${from} ${to}`;
+    if (out.exitCode !== 0) {
+      throw new CliError(`docker rename ${from} ${to} failed: ${out.stderr.trim().split('\n').pop() || `exit ${out.exitCode}`}`, {
+        advice: `See 'docker ps -a' for what holds the name '${to}'; deploy-to-qnap --status shows which slot is live.`,
+      });
+    }
   }
 
   /** Stops containers (a no-op for an empty list). */
   async stop(names: string[]): Promise<void> {
     if (names.length) await this.$({ timeout: '120s' })`${this.binary} stop ${names}`;
+  }
+
+  /**
+   * Stops a PostgreSQL container with a fast shutdown (SIGINT to its server): every session is
+   * ended and what it had not committed rolled back, whatever the image's stop signal is.
+   */
+  async stopFast(name: string): Promise<void> {
+    await this.$({ timeout: '30s' })`${this.binary} kill --signal INT ${name}`;
+    await this.$({ timeout: '120s' })`${this.binary} wait ${name}`;
   }
 
   /** Starts containers (a no-op for an empty list). */
@@ -107,14 +150,20 @@ export class Docker {
    * Waits until every container runs and, where it has a health check, is healthy. Fails at
    * once when one turns unhealthy or exits, and after timeoutMs otherwise.
    */
-  async waitHealthy(names: string[], timeoutMs: number): Promise<void> {
+  async waitHealthy(names: string[], timeoutMs: number, options: { oneShot?: string[]; signal?: AbortSignal } = {}): Promise<void> {
     const until = Date.now() + timeoutMs;
+    // A one-shot container (migration, seed) that exited 0 is done, not failed; its health check
+    // (often the image's, meant for another service) says nothing: the check killed by its exit
+    // leaves it "unhealthy".
+    const oneShot = (name: string) => Boolean(options.oneShot?.includes(name));
+    const done = (name: string, state: ContainerState) => oneShot(name) && state.status === 'exited' && state.exitCode === 0;
     for (;;) {
+      options.signal?.throwIfAborted();
       // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
       // containers that are starting.
-      const states = (await this.inspectMany(names)).map((state, i) => ({ name: names[i]!, state }));
-      const bad = states.find(({ state }) => !state.exists || state.health === 'unhealthy' || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
-      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : bad.state.status) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
+      const states = (await this.inspectMany(names)).map((state, i) => ({ name: names[i]!, state })).filter(({ name, state }) => !done(name, state));
+      const bad = states.find(({ name, state }) => !state.exists || (state.health === 'unhealthy' && !oneShot(name)) || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
+      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' && !oneShot(bad.name) ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
       if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy'))) return;
       if (Date.now() > until) {
         const waiting = states.filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy'))).map(({ name, state }) => `${name} (${state.health ?? state.status})`);

@@ -27,8 +27,14 @@ export const deployToQnap = defineCommand(
       'With --local, runs the A-B deployment on this machine (the NAS): with no live deployment it',
       'starts the stack; with one, it stages the new database beside the live one, stops the live',
       'writers, takes a fresh backup and restores it into the new database as it is written, proves its',
-      'fingerprint (falling back to older backups), starts the new services, waits for their health checks and',
-      'switches the container names. Any failure before the switch leaves the live slot serving.',
+      'fingerprint (older backups only with --accept-older-backup), starts the new services, waits for their health checks and',
+      'switches the container names. The live deployment is found by what runs (the DB container name, or the',
+      'compose labels of a stack the old scripts started); one that exists but does not run is refused (start it,',
+      'or --fresh-from-backup). The new slot\'s database gets storage of its own (a driver_opts bind folder gets a',
+      'sibling <device>-<slot>, 0700; a bind mount or external volume a volume of the slot); a layout that cannot be',
+      'isolated is refused (exit 2). The freeze fences the live database: other sessions are ended and its tables',
+      'locked against writes. Any failure, or SIGINT/SIGTERM/SIGHUP, before the switch leaves the live slot serving.',
+      '--dry-run prints the phases the run would execute, from the current state.',
       'Encrypted backups (PLANETARION_AGE_RECIPIENTS on the NAS): give the identity on the workstation',
       '(--identity FILE or PLANETARION_AGE_IDENTITY); it is sent over the SSH session\'s standard input',
       '(the NAS side reads it with --identity-stdin) and never written to the NAS or put in argv or a log.',
@@ -37,7 +43,8 @@ export const deployToQnap = defineCommand(
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
       { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
       { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving; restore the newest existing backup (zero disruption, not zero loss)' },
-      { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores' },
+      { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores (without it, a failed fresh backup or restore aborts at once)' },
+      { name: 'fresh-from-backup', type: 'boolean', description: 'the deployment exists but does not run (its DB container stopped or removed, its volumes or backups left): restore the newest backup into a fresh deployment, proven like an A-B one' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
       { name: 'status', type: 'boolean', description: 'show the live and previous slots' },
       { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current one is backed up first)' },
@@ -65,7 +72,7 @@ export const deployToQnap = defineCommand(
     if (!flags.local) {
       // The workstation: the NAS-side run gets the flags that concern it.
       const remoteArgs: string[] = [];
-      for (const name of ['no-freeze', 'accept-older-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
+      for (const name of ['no-freeze', 'accept-older-backup', 'fresh-from-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
       for (const name of ['db-service', 'health-timeout', 'container', 'db-user', 'db-name', 'keep', 'schedule', 'root']) {
         if (typeof flags[name] === 'string') remoteArgs.push(`--${name}`, flags[name] as string);
       }
@@ -108,7 +115,7 @@ export const deployToQnap = defineCommand(
     const $ = createShell();
     const dbService = String(flags['db-service'] ?? 'db');
     if (dryRun) {
-      const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+      const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
       process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
       return;
     }
@@ -126,6 +133,7 @@ export const deployToQnap = defineCommand(
       dbService,
       freeze: flags['no-freeze'] !== true,
       acceptOlderBackup: flags['accept-older-backup'] === true,
+      freshFromBackup: flags['fresh-from-backup'] === true,
       healthTimeoutMs: healthTimeout * 1000,
       identities,
       // The self test (a backup --dry-run) is skipped: the deployment has just proven the
@@ -136,7 +144,7 @@ export const deployToQnap = defineCommand(
       },
     });
     const summary = [
-      `Deployment ${result.mode === 'first' ? '(first)' : 'A-B'} succeeded in ${(result.totalMs / 1000).toFixed(1)} s`,
+      `Deployment ${{ first: '(first)', ab: 'A-B', fresh: '(fresh from backup)', rollback: '(rollback)' }[result.mode]} succeeded in ${(result.totalMs / 1000).toFixed(1)} s`,
       result.backupUsed ? `restored ${result.backupUsed}${result.backupAgeSeconds !== null ? ` (${formatAge(result.backupAgeSeconds)} old)` : ''}, fingerprint ${result.fingerprint}` : 'no restore (first deployment)',
       result.downtimeMs !== null ? `writers were down ${(result.downtimeMs / 1000).toFixed(1)} s` : undefined,
       ...result.attempts.filter((a) => !a.ok).map((a) => `lost: ${a.file}: ${a.reason}`),

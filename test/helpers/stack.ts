@@ -1,13 +1,13 @@
 // The deploy tests' "NAS": a temp dir holding the test stack's compose file, with a DB container
 // name of its own, and a clean-up that removes every container and volume of its slots.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { distBin } from './cli.ts';
 import { makeFakeQnapRoot, type FakeQnapRoot } from './fake-qnap.ts';
 import { makeTempDir, removeTempDir } from './tmp.ts';
 
-const fixture = join(import.meta.dirname, '../fixtures/stack/docker-compose.qnap.yml');
+const fixtures = { stack: 'stack', real: 'stack-real' } as const;
 
 export interface TestNas {
   dir: string;
@@ -18,6 +18,8 @@ export interface TestNas {
   env: Record<string, string>;
   /** Flags every deploy of this NAS gets: the fake QNAP root its cron job goes to. */
   deployArgs: string[];
+  /** The NAS share the real-shaped stack's driver_opts volume binds (<dir>/share/pgdata). */
+  share: string;
   /** The fake QNAP tree (crontab, recorded reload calls). */
   qnap: FakeQnapRoot;
   /** Rewrites the compose file on the NAS (e.g. to make the app unhealthy). */
@@ -25,13 +27,19 @@ export interface TestNas {
   cleanup(): void;
 }
 
-/** A fresh NAS dir with the test stack's compose file. */
-export function makeTestNas(): TestNas {
+/**
+ * A fresh NAS dir with the test stack's compose file: `stack` names the DB container, `real` is
+ * shaped like the game's file (no container_name, data on a driver_opts bind folder in `share`).
+ */
+export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
   const dir = makeTempDir('pbnas');
   const project = basename(dir).toLowerCase().replace(/[^a-z0-9_-]/g, '');
   const container = `${project}-db`;
   const composePath = join(dir, 'docker-compose.qnap.yml');
-  writeFileSync(composePath, readFileSync(fixture, 'utf8').replace('container_name: planetarion-db', `container_name: ${container}`));
+  const share = join(dir, 'share');
+  mkdirSync(join(share, 'pgdata'), { recursive: true });
+  const fixture = join(import.meta.dirname, `../fixtures/${fixtures[kind]}/docker-compose.qnap.yml`);
+  writeFileSync(composePath, readFileSync(fixture, 'utf8').replace('container_name: planetarion-db', `container_name: ${container}`).replaceAll('__SHARE__', share));
   // Like the NAS after an upload: the command names beside the project (the launchers resolve links).
   for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap']) symlinkSync(join(distBin, name), join(dir, name));
   writeFileSync(join(dir, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${container}\n`);
@@ -42,6 +50,7 @@ export function makeTestNas(): TestNas {
     project,
     env: { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, PATH: `${qnap.bin}:${process.env.PATH}` },
     deployArgs: ['--root', qnap.root],
+    share,
     qnap,
     setCompose(edit) {
       writeFileSync(composePath, edit(readFileSync(composePath, 'utf8')));

@@ -12,6 +12,7 @@ import { readDeployState, writeDeployState, deployDirName, type DeployState, typ
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { quoteIdent } from './fingerprint.ts';
+import { reconcileSwitch, switchAndFinish } from './deploy-switch.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult } from './restore.ts';
@@ -118,6 +119,8 @@ async function startInOrder(docker: Docker, containers: SlotContainer[], service
 export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
   const { settings, $ } = options;
   const docker = new Docker(options.docker, $);
+  const pending = await reconcileSwitch({ dir: settings.dir, docker: options.docker, $, log: options.log, dbService: options.dbService }, { dryRun: true });
+  const journalNote = pending.action === 'none' ? [] : [`0. A switch journal was found first: ${pending.message}`];
   const command = await detectCompose($, options.docker);
   const live = await findLiveSlot(docker, { ...options, installCron: async () => {} }, readDeployState(settings.dir));
   const slotId = `s${backupStamp((options.now ?? (() => new Date()))())}`;
@@ -127,6 +130,7 @@ export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): P
   const up = `${command.join(' ')} -p ${project} -f ${join(settings.dir, deployDirName, `${project}.yml`)} up -d`;
   if (!live) {
     return [
+      ...journalNote,
       `No live deployment ('${settings.container}' is not running): first deployment.`,
       `1. ${up}   (services: ${names.map((n) => n.service).join(', ')})`,
       `2. wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
@@ -136,6 +140,7 @@ export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): P
   }
   const backups = listBackups(settings.backupDir).map((b) => b.name);
   return [
+    ...journalNote,
     `Live slot: ${live.project} (${live.containers.map((c) => c.name).join(', ')})`,
     `1. ${up} ${options.dbService}   (the new database, on its own volume, as ${settings.container}-${slotId}); create its other services without starting them`,
     options.freeze
@@ -157,6 +162,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
   const docker = new Docker(options.docker, $);
   const lock = acquireLock(settings.dir, 'deploy-to-qnap');
   try {
+    await reconcileSwitch({ dir: settings.dir, docker: options.docker, $, log, dbService: options.dbService });
     const command = await detectCompose($, options.docker);
     const state = readDeployState(settings.dir);
     const live = await findLiveSlot(docker, options, state);
@@ -305,15 +311,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     }
     const { winner, attemptSummary, ageSeconds, writersUpAt } = staged;
 
-    // 5. Switch: the old slot gives up the names and stops; the new one takes them.
-    const oldSlot = await renameSlot(docker, live, false);
-    await docker.stop(oldSlot.containers.map((c) => c.name));
-    next = await renameSlot(docker, next, true);
-    log.info(`Switched: ${next.containers.map((c) => c.name).join(', ')} are live; ${live.project} is stopped and kept for --rollback`);
-    if (state.previous?.managed && state.previous.project !== live.project) {
-      await removeSlot($, command, { project: state.previous.project, file: join(settings.dir, deployDirName, `${state.previous.project}.yml`) }, settings.dir, log);
-    }
-    await options.installCron(log);
+    // 5. Switch, journalled (deploy-switch.ts): from here on, failures only warn.
     const summary: DeploySummary = {
       time: now().toISOString(),
       ok: true,
@@ -325,33 +323,16 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
       totalMs: Date.now() - started,
       attempts: attemptSummary,
     };
-    writeDeployState(settings.dir, { live: next, previous: oldSlot, lastDeploy: summary });
-    return { ...summary, live: next, previous: oldSlot };
+    const older = state.previous?.managed && state.previous.project !== live.project ? state.previous : undefined;
+    const switchContext = { dir: settings.dir, docker: options.docker, $, log, dbService: options.dbService };
+    const switched = await switchAndFinish(switchContext, { kind: 'deploy', outgoing: live, incoming: next, stateBefore: state, summary }, [
+      { name: 'removing the older previous slot', run: async () => void (older && (await removeSlot($, command, { project: older.project, file: join(settings.dir, deployDirName, `${older.project}.yml`) }, settings.dir, log))) },
+      { name: 'installing the backup cron job', run: () => options.installCron(log) },
+    ]);
+    return { ...switched.summary, live: switched.live, previous: switched.previous };
   } finally {
     lock.release();
   }
 }
 
-/** Makes the previous slot live again; the current one is backed up first, then stopped and kept. */
-export async function rollbackDeployment(options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'healthTimeoutMs'>): Promise<{ live: Slot; previous: Slot }> {
-  const { settings, log, $ } = options;
-  const docker = new Docker(options.docker, $);
-  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
-  try {
-    const state = readDeployState(settings.dir);
-    if (!state.live || !state.previous) throw new CliError('there is no previous slot to roll back to', { advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.' });
-    // The data written since the switch would be lost otherwise: it is in this backup.
-    const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
-    log.info(`Backed up the current live database before rolling back: ${backup.file}`);
-    const current = await renameSlot(docker, state.live, false);
-    await docker.stop(current.containers.map((c) => c.name));
-    const restored = await renameSlot(docker, state.previous, true);
-    await docker.start(restored.containers.map((c) => c.name));
-    await docker.waitHealthy(restored.containers.map((c) => c.name), options.healthTimeoutMs);
-    writeDeployState(settings.dir, { ...state, live: restored, previous: current });
-    log.info(`Rolled back: ${restored.project} is live again; ${current.project} is stopped and kept`);
-    return { live: restored, previous: current };
-  } finally {
-    lock.release();
-  }
-}
+export { rollbackDeployment } from './deploy-rollback.ts';

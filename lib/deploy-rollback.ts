@@ -103,13 +103,15 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     } catch (error) {
       log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
       await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
-      await docker.start(writers);
-      await docker.waitHealthy(current.containers.map((c) => c.name), options.healthTimeoutMs);
+      const restarted = await docker
+        .start(writers)
+        .then(() => docker.waitHealthy(current.containers.map((c) => c.name), options.healthTimeoutMs))
+        .then(() => 'serves again', (e: unknown) => `was started again but does not serve yet (${errorText(e)})`);
       return rollbackFailed(
         settings,
         state,
         { ...summary, totalMs: Date.now() - started },
-        `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} serves again`,
+        `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} ${restarted}`,
         `The writes since the switch are also in ${pinned}. See docker logs of the previous slot's containers.`,
       );
     }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
-import { childWith, installDockerHook, logSince, logSize, nothingLost, patient, startGroup, stateOf, writersRun } from './helpers/deploy-faults.ts';
+import { childWith, installDockerHook, logSince, logSize, nothingLost, patient, slowMachine, startGroup, stateOf, writersRun } from './helpers/deploy-faults.ts';
 import { startSshd, type TestSshd } from './helpers/sshd.ts';
 import { makeTestNas, type TestNas } from './helpers/stack.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
@@ -44,7 +44,7 @@ remote('setup and first deployment: the compose file and planetarion.env are wri
   writeFileSync(join(workstation, 'docker-compose.qnap.yml'), patient(readFileSync(join(nas.dir, 'docker-compose.qnap.yml'), 'utf8')), { mode: 0o644 });
   writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\nDOCKER=${hook.path}\n`, { mode: 0o644 });
   writeFileSync(join(workstation, '.qnap-deploy.env'), `QNAP_IP=127.0.0.1\nQNAP_USER=root\nQNAP_PROJECT_DIR=${nas.dir}\n`);
-  const r = await runTool('deploy-to-qnap', nas.deployArgs, deployEnv(), { cwd: workstation });
+  const r = await runTool('deploy-to-qnap', [...nas.deployArgs, ...slowMachine], deployEnv(), { cwd: workstation });
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /Running on the NAS as run \d{8}_\d{6}-[0-9a-f]{6} \(pid \d+\), detached from this SSH session/);
   assert.match(r.stderr, /First deployment is live/);
@@ -57,9 +57,9 @@ remote('the ssh client killed during the freeze: the workstation reconnects and 
   // QNAP's crontab unreadable (a folder in its place): the cron step after the switch fails.
   renameSync(nas.qnap.crontab, `${nas.qnap.crontab}.real`);
   mkdirSync(nas.qnap.crontab);
-  const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, '--json'], deployEnv(), workstation);
+  const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
   try {
-    await waitFor('the freeze', () => /Stopping the live writers/.test(logSince(nas!, from)), 300_000, 50);
+    await waitFor('the freeze', () => /Stopping the live writers/.test(logSince(nas!, from)), 900_000, 50);
     const ssh = childWith(ws.pid, '--follow');
     assert.ok(ssh, 'the workstation follows the log over ssh');
     process.kill(ssh, 'SIGKILL');
@@ -87,16 +87,16 @@ remote('the workstation killed (with its ssh) during the switch: the NAS side fi
   assert.ok(sshd && nas, 'setup failed');
   const before = stateOf(nas);
   writeFileSync(hook.hook, 'slow * 2\n');
-  const ws = startGroup('deploy-to-qnap', nas.deployArgs, deployEnv(), workstation);
+  const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine], deployEnv(), workstation);
   try {
-    await waitFor('the first rename of the switch', () => existsSync(`${hook.hook}.slowed`), 300_000, 50);
+    await waitFor('the first rename of the switch', () => existsSync(`${hook.hook}.slowed`), 900_000, 50);
   } finally {
     process.kill(-ws.pid, 'SIGKILL');
   }
   await ws.done;
   const runs = join(nas.dir, 'deploy/runs');
   const run = readdirSync(runs).filter((f) => f.endsWith('.run.json')).sort().pop()!.replace('.run.json', '');
-  await waitFor('the NAS-side run to end', () => existsSync(join(runs, `${run}.result.json`)), 300_000, 200);
+  await waitFor('the NAS-side run to end', () => existsSync(join(runs, `${run}.result.json`)), 900_000, 200);
   rmSync(hook.hook, { force: true });
   assert.is(JSON.parse(readFileSync(join(runs, `${run}.result.json`), 'utf8')).exitCode, 0);
   const status = await runTool('deploy-to-qnap', ['--status'], deployEnv(), { cwd: workstation });

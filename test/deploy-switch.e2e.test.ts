@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
-import { dbOf, installDockerHook, nothingLost, patient, startGroup, stateOf, writersRun } from './helpers/deploy-faults.ts';
+import { dbOf, installDockerHook, nothingLost, patient, slowMachine, startGroup, stateOf, writersRun } from './helpers/deploy-faults.ts';
 import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
 
 let hook = { path: '', hook: '' };
@@ -19,14 +19,14 @@ let n: TestNas | undefined;
 /** Runs an A-B deployment on the NAS until the rename to `target` pauses, then kills it (kill -9) with its children. */
 async function deployKilledAtRename(target: string): Promise<void> {
   writeFileSync(hook.hook, `pause ${target} 0\n`);
-  const run = startGroup('deploy-to-qnap', ['--local', ...n!.deployArgs], n!.env);
+  const run = startGroup('deploy-to-qnap', ['--local', ...n!.deployArgs, ...slowMachine], n!.env);
   let ended: string | undefined;
   void run.done.then((r) => (ended = `the run ended (exit ${r.code}) before that rename:\n${r.stderr}`));
   try {
     await waitFor(`the rename to ${target}`, () => {
       if (ended) throw new Error(ended);
       return existsSync(`${hook.hook}.paused`);
-    }, 300_000, 50);
+    }, 900_000, 50);
   } finally {
     if (!ended) process.kill(-run.pid, 'SIGKILL');
   }
@@ -40,7 +40,7 @@ crash('setup: a first deployment', async () => {
   n.setCompose(patient);
   hook = installDockerHook(n);
   n.env.DOCKER = hook.path;
-  const r = await runTool('deploy-to-qnap', ['--local', ...n.deployArgs], n.env);
+  const r = await runTool('deploy-to-qnap', ['--local', ...n.deployArgs, ...slowMachine], n.env);
   assert.is(r.code, 0, r.stderr);
 });
 
@@ -95,7 +95,7 @@ crash('--rollback whose previous slot cannot start: the current slot serves agai
   const volume = execFileSync('docker', ['inspect', '-f', '{{range .Mounts}}{{if eq .Destination "/var/lib/postgresql/data"}}{{.Name}}{{end}}{{end}}', dbOf(before.previous!)]).toString().trim();
   assert.ok(volume, 'the previous database has a data volume');
   execFileSync('docker', ['run', '--rm', '--network', 'none', '--entrypoint', 'rm', '-v', `${volume}:/d`, 'planetarion-test-pg:latest', '/d/PG_VERSION']);
-  const r = await runTool('deploy-to-qnap', ['--local', '--rollback', '--health-timeout', '120', ...n.deployArgs], n.env);
+  const r = await runTool('deploy-to-qnap', ['--local', '--rollback', ...n.deployArgs, ...slowMachine], n.env);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`the previous slot ${before.previous!.project} did not become healthy .*; the rollback was not done and ${before.live.project} serves again`));
   const after = stateOf(n);

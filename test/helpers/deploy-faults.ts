@@ -47,6 +47,9 @@ export const patient = (yaml: string) =>
       '  db:\n    image: planetarion-test-pg:latest\n    healthcheck:\n      test: ["CMD-SHELL", "pg_isready -q -h /var/run/postgresql -U planetarion_user -d planetarion"]\n      interval: 1s\n      retries: 3\n      start_period: 300s\n',
     );
 
+/** Health timeouts for a test machine shared with other test runs, where a database can take minutes to start. */
+export const slowMachine = ['--health-timeout', '900'];
+
 export const stateOf = (n: TestNas) => JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8')) as { live: SlotJson; previous?: SlotJson; lastDeploy: Record<string, unknown> };
 export const liveWrites = (n: TestNas) => Number(sqlIn(n.container, 'SELECT count(*) FROM app_writes'));
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -65,7 +68,7 @@ export async function writersRun(n: TestNas): Promise<void> {
     }
     await sleep(500);
     return false;
-  }, 90_000, 200);
+  }, 600_000, 200);
 }
 
 /** Every row the previous slot's database holds is in the live one (per writer, by origin). */
@@ -81,7 +84,7 @@ export async function nothingLost(n: TestNas, previous: SlotJson): Promise<void>
       } catch {
         return false;
       }
-    }, 60_000, 300);
+    }, 600_000, 300);
     const rows = origins.split('\n').map((l) => l.split('|'));
     assert.ok(rows.length > 0 && Number(rows[0]![1]) > 0, origins);
     for (const [origin, count] of rows) assert.is(sqlIn(n.container, `SELECT count(*) FROM app_writes WHERE origin = '${origin}'`), count, `rows of writer ${origin}`);

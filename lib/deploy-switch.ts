@@ -50,9 +50,9 @@ export interface Switched {
 
 const slotName = (canonicalName: string, slot: Slot) => `${canonicalName}-${slot.slotId}`;
 
-/** A slot with each container under the name the journal gives it (`to` or `from`). */
-function renamed(slot: Slot, containers: JournalContainer[], side: 'from' | 'to'): Slot {
-  return { ...slot, containers: slot.containers.map((c) => ({ ...c, name: containers.find((j) => j.service === c.service)![side] })) };
+/** A slot with each container under the name the journal moves it to. */
+function renamed(slot: Slot, containers: JournalContainer[]): Slot {
+  return { ...slot, containers: slot.containers.map((c) => ({ ...c, name: containers.find((j) => j.from === c.name)!.to })) };
 }
 
 /** The journal of a switch about to start: each container's ID and labels from Docker. */
@@ -71,8 +71,8 @@ async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<S
   const startOnUndo = request.startOnUndo ?? (() => true);
   const out = dbFirst(outgoing.containers).map((c) => entry(c.name, c.service, slotName(c.canonicalName, outgoing), startOnUndo(c.service)));
   const into = dbFirst(incoming.containers).map((c) => entry(c.name, c.service, c.canonicalName, false));
-  const live = renamed(incoming, into, 'to');
-  const previous = renamed(outgoing, out, 'to');
+  const live = renamed(incoming, into);
+  const previous = renamed(outgoing, out);
   return {
     kind: request.kind,
     phase: 'renaming',

@@ -18,7 +18,7 @@ let workstation = '';
 let hook = { path: '', hook: '' };
 
 function deployEnv(): Record<string, string> {
-  return { QNAP_SSH_KEY: sshd!.keyFile, QNAP_SSH_PORT: String(sshd!.port), QNAP_SSH_KNOWN_HOSTS: sshd!.knownHosts, QNAP_SSH_TIMEOUT: '3' };
+  return { QNAP_SSH_KEY: sshd!.keyFile, QNAP_SSH_PORT: String(sshd!.port), QNAP_SSH_KNOWN_HOSTS: sshd!.knownHosts, QNAP_SSH_TIMEOUT: '20' };
 }
 
 const remote = suite('deploy-to-qnap: the NAS side outlives the SSH session');
@@ -91,7 +91,11 @@ remote('the workstation killed (with its ssh) during the switch: the NAS side fi
   try {
     await waitFor('the first rename of the switch', () => existsSync(`${hook.hook}.slowed`), 900_000, 50);
   } finally {
-    process.kill(-ws.pid, 'SIGKILL');
+    try {
+      process.kill(-ws.pid, 'SIGKILL');
+    } catch {
+      // It gave up following already (a loaded machine's sshd can be slower than its retries): the NAS side goes on all the same.
+    }
   }
   await ws.done;
   const runs = join(nas.dir, 'deploy/runs');

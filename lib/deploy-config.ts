@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, normalize, resolve } from 'node:path';
 import type { FlagSpec } from './command.ts';
-import { UsageError } from './errors.ts';
+import { UsageError, errorText } from './errors.ts';
 import { defaultDir, parseEnvFile, readIfPresent, type SettingSource } from './settings.ts';
 import type { SshTarget } from './ssh.ts';
 
@@ -170,6 +170,17 @@ function isFileOnDisk(path: string): boolean {
   }
 }
 
+/** The config file's text (undefined when absent); one that exists but cannot be read is a UsageError. */
+function readConfigFile(readFile: (path: string) => string | undefined, path: string): string | undefined {
+  try {
+    return readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : errorText(error);
+    throw new UsageError(`cannot read ${path}: ${why}`, `Make it a file this user can read (chmod 600 ${path}), or remove it and set the QNAP_* variables in the environment.`);
+  }
+}
+
 /**
  * Reads the deploy configuration: `.qnap-deploy.env` in cwd < environment < flags < defaults
  * for the rest. A missing QNAP_IP or QNAP_USER, or a bad value, throws UsageError (exit 2)
@@ -185,7 +196,7 @@ export function loadDeployConfig(input: DeployConfigInput): DeployConfig {
     dirExists: input.dirExists ?? ((p) => existsSync(p) && statSync(p).isDirectory()),
   };
   const filePath = join(input.cwd, deployConfigFileName);
-  const text = (input.readFile ?? readIfPresent)(filePath);
+  const text = readConfigFile(input.readFile ?? readIfPresent, filePath);
   let file = new Map<string, string>();
   if (text !== undefined) {
     try {

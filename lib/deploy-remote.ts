@@ -8,6 +8,7 @@ import { sshTargetOf } from './deploy-config.ts';
 import { CliError, UsageError, type ExitCode } from './errors.ts';
 import { availableBuilds, localBinRoot, probeNas, shipImage, uploadExecutables, uploadFile } from './nas-upload.ts';
 import { Ssh } from './ssh.ts';
+import { followRemoteRun, remoteRunRecord, runDetachedOnNas } from './deploy-follow.ts';
 
 export interface RemoteDeployOptions {
   config: DeployConfig;
@@ -17,8 +18,12 @@ export interface RemoteDeployOptions {
   images: string[];
   /** The local settings file to upload as <dir>/planetarion.env, if any. */
   settingsFile: string | undefined;
-  /** Only --status / --rollback: nothing is uploaded. */
+  /** Only --status / --rollback / --follow: nothing is uploaded. */
   upload: boolean;
+  /** Run it detached from the SSH session and follow its log (a deployment, --rollback). */
+  detach: boolean;
+  /** Only follow this detached run (`--follow ID`). */
+  follow?: string;
   dryRun: boolean;
   /** Progress lines for the person at the workstation. */
   say: (line: string) => void;
@@ -57,7 +62,8 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     }
     const upload = await uploadExecutables(ssh, join(binRoot, nas.folder), dir);
     say(upload.action === 'skipped' ? `Executables on the NAS are current (${nas.folder})` : `Uploaded the ${nas.folder} executables (${upload.bytes} bytes) to ${upload.remoteBin}`);
-    await uploadFile(ssh, config.composeFile, `${dir}/docker-compose.qnap.yml`, { mode: 0o644 });
+    // 0600 like planetarion.env: a compose file holds the database's passwords.
+    await uploadFile(ssh, config.composeFile, `${dir}/docker-compose.qnap.yml`);
     say(`Uploaded ${config.composeFile} to ${dir}/docker-compose.qnap.yml`);
     if (options.settingsFile) {
       await uploadFile(ssh, options.settingsFile, `${dir}/planetarion.env`);
@@ -68,9 +74,17 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
       say(shipped.action === 'skipped' ? `Image ${image} is already on the NAS` : `Shipped image ${image} (${shipped.bytes} bytes)`);
     }
   }
-  say(`Running on the NAS: ${remoteCommand.join(' ')}${options.identity ? ' (the age identity on its standard input)' : ''}`);
-  const code = await ssh.stream(remoteCommand, streamOptions);
-  if (code !== 0) {
-    throw new CliError(`the deployment on the NAS failed (exit ${code}); its output is above, its log is ${dir}/logs/deploy.log`, { exitCode: (code === 2 || code === 75 ? code : 1) as ExitCode });
+  const json = options.remoteArgs.includes('--json');
+  if (options.follow) {
+    const record = await remoteRunRecord(ssh, dir, options.follow);
+    return followRemoteRun(ssh, dir, record, record.logOffset, { say, json });
   }
+  if (!options.detach) {
+    const code = await ssh.stream(remoteCommand, streamOptions);
+    if (code !== 0) throw new CliError(`the command on the NAS failed (exit ${code})`, { exitCode: (code === 2 || code === 75 ? code : 1) as ExitCode });
+    return;
+  }
+  // Detached from this SSH session: a lost connection never stops the deployment (deploy-detach.ts).
+  say(`Starting on the NAS: ${remoteCommand.join(' ')}${options.identity ? ' (the age identity on its standard input)' : ''}`);
+  await runDetachedOnNas(ssh, dir, remoteCommand.slice(4), { say, json, stdin: options.identity });
 }

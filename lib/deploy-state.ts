@@ -37,6 +37,15 @@ export interface DeploySummary {
   totalMs: number;
   attempts: Array<{ file: string; ok: boolean; reason: string | undefined; diagnostics: string | undefined }>;
   error?: string;
+  /**
+   * Where the names ended: `switched` (the new slot is live, whatever failed after), `undone` (an
+   * interrupted switch was put back), `rollback failed` (the current slot was started again).
+   */
+  outcome?: 'switched' | 'undone' | 'rolled back' | 'rollback failed';
+  /** What failed after the switch (cron, clean-up, ...): the switch stands. */
+  warnings?: string[];
+  /** A backup kept out of rotation (--rollback keeps the writes made since the switch in one). */
+  pinnedBackup?: string;
 }
 
 export interface DeployState {

@@ -18,6 +18,7 @@ import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { recordDatabaseProperties } from './database-properties.ts';
 import { quoteIdent } from './fingerprint.ts';
+import { reconcileSwitch, switchSlots, type SwitchContext } from './deploy-switch.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult, type RestoreTarget } from './restore.ts';
@@ -128,14 +129,11 @@ async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Sl
   return { ...slot, containers };
 }
 
-/** The switch: the old slot (if any) gives up the names and stops; the new one takes them. */
-export async function switchSlots(docker: Docker, log: Logger, live: Slot | undefined, next: Slot): Promise<{ oldSlot: Slot | undefined; next: Slot }> {
-  // 5. Switch: the old slot gives up the names and stops; the new one takes them.
-  const oldSlot = live && (await renameSlot(docker, live, false));
-  if (oldSlot) await docker.stop(oldSlot.containers.map((c) => c.name));
-  next = await renameSlot(docker, next, true);
-  log.info(`Switched: ${next.containers.map((c) => c.name).join(', ')} are live${live ? `; ${live.project} is stopped and kept for --rollback` : ''}`);
-  return { oldSlot, next };
+/** A first deployment's containers take the live names (nothing serves under them yet, so there is nothing to journal). */
+async function takeNames(docker: Docker, log: Logger, next: Slot): Promise<Slot> {
+  const named = await renameSlot(docker, next, true);
+  log.info(`Named: ${named.containers.map((c) => c.name).join(', ')} are live`);
+  return named;
 }
 
 /**
@@ -420,24 +418,48 @@ function releasePhase(run: DeployRun): Phase {
   };
 }
 
-/** The switch: from here on nothing rolls back (the crash-safe journal is deploy-switch's concern). */
+/** The run's summary as recorded with the switch. */
+function deploySummary(run: DeployRun): DeploySummary {
+  const { progress, proof, options } = run;
+  return {
+    time: (options.now ?? (() => new Date()))().toISOString(),
+    ok: true,
+    mode: run.mode,
+    backupUsed: proof ? basename(proof.winner.file) : null,
+    backupAgeSeconds: proof ? proof.ageSeconds : null,
+    fingerprint: proof ? proof.winner.fingerprint : null,
+    downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
+    totalMs: Date.now() - run.started,
+    attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
+  };
+}
+
+/** The switch, journalled (deploy-switch.ts): a crash between two renames is finished or undone by the next run. */
 function switchPhase(run: DeployRun): Phase {
   const canonical = run.next.containers.map((c) => c.canonicalName).join(', ');
   return {
     name: 'switch',
     committed: true,
     describe: run.old
-      ? `switch: ${run.old.containers.map((c) => c.name).join(', ')} stop and take the suffix -${run.old.slotId}; the new containers take the names ${canonical}`
+      ? `switch (journalled in deploy/): ${run.old.containers.map((c) => c.name).join(', ')} stop and take the suffix -${run.old.slotId}; the new containers take the names ${canonical}`
       : `switch: rename the containers to ${canonical}`,
     run: async () => {
-      const { oldSlot, next } = await switchSlots(run.docker, run.options.log, run.old, run.next);
-      run.old = oldSlot;
-      run.next = next;
+      const { options } = run;
+      const summary = deploySummary(run);
+      if (!run.old) {
+        run.next = await takeNames(run.docker, options.log, run.next);
+        run.result = { ...summary, live: run.next, previous: run.state.previous };
+        return;
+      }
+      const switched = await switchSlots(switchContextOf(options), { kind: 'deploy', outgoing: run.old, incoming: run.next, stateBefore: run.state, summary });
+      run.old = switched.previous;
+      run.next = switched.live;
+      run.result = { ...switched.summary, live: switched.live, previous: switched.previous };
     },
   };
 }
 
-/** After the switch: the slot before the previous one goes, the cron job is refreshed, the state recorded. */
+/** After the switch: the slot before the previous one goes, the cron job is refreshed, the state recorded; failures only warn. */
 function finishPhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings } = options;
@@ -445,25 +467,23 @@ function finishPhase(run: DeployRun): Phase {
   return {
     name: 'finish',
     committed: true,
-    describe: `${stale ? `remove the slot before the previous one (${stale.project}) with its volumes; ` : ''}${run.old ? 'refresh' : 'install'} the backup cron job; record deploy/state.json`,
+    describe: `${stale ? `remove the slot before the previous one (${stale.project}) with its volumes; ` : ''}${run.old ? 'refresh' : 'install'} the backup cron job; record deploy/state.json (a failure here only warns: the switch stands)`,
     run: async () => {
-      if (stale) await removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log);
-      await options.installCron(options.log);
-      const { progress, proof } = run;
-      const previous = run.mode === 'first' ? run.state.previous : run.old;
-      const summary: DeploySummary = {
-        time: (options.now ?? (() => new Date()))().toISOString(),
-        ok: true,
-        mode: run.mode,
-        backupUsed: proof ? basename(proof.winner.file) : null,
-        backupAgeSeconds: proof ? proof.ageSeconds : null,
-        fingerprint: proof ? proof.winner.fingerprint : null,
-        downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
-        totalMs: Date.now() - run.started,
-        attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
+      const warnings: string[] = [];
+      const step = async (name: string, fn: () => Promise<void>) => {
+        try {
+          await fn();
+        } catch (error) {
+          warnings.push(`${name} failed after the switch: ${errorText(error)}`);
+          options.log.warn(warnings[warnings.length - 1]!);
+        }
       };
-      writeDeployState(settings.dir, { live: run.next, previous, lastDeploy: summary });
-      run.result = { ...summary, live: run.next, previous };
+      if (stale) await step('removing the older previous slot', () => removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log));
+      await step('installing the backup cron job', () => options.installCron(options.log));
+      const result = run.result!;
+      const summary: DeploySummary = { ...deploySummary(run), ...(warnings.length ? { warnings } : {}) };
+      await step('recording deploy/state.json', async () => writeDeployState(settings.dir, { live: result.live, previous: result.previous, lastDeploy: summary }));
+      run.result = { ...summary, live: result.live, previous: result.previous };
     },
   };
 }
@@ -496,6 +516,15 @@ async function rollBack(run: DeployRun): Promise<void> {
   if (progress.slotCreated) await removeSlot(options.$, run.command, { ...run.next, folders: progress.folders, file: run.slotFile }, settings.dir, log, progress.sameCluster);
 }
 
+/** What the journalled switch needs of the deployment's options. */
+const switchContextOf = (options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'dbService'>): SwitchContext => ({
+  dir: options.settings.dir,
+  docker: options.docker,
+  $: options.$,
+  log: options.log,
+  dbService: options.dbService,
+});
+
 /** A line per phase, numbered: what --dry-run prints and the run logs. */
 function planLines(run: DeployRun, phases: Phase[]): string[] {
   const { settings } = run.options;
@@ -517,8 +546,9 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
 
 /** What a deployment would do, phase by phase, from the current state; changes nothing (--dry-run). */
 export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
+  const pending = await reconcileSwitch(switchContextOf(options), { dryRun: true });
   const run = await prepareRun({ ...options, installCron: async () => {} });
-  return planLines(run, deployPhases(run));
+  return [...(pending.action === 'none' ? [] : [`0. A switch journal was found first: ${pending.message}`]), ...planLines(run, deployPhases(run))];
 }
 
 /** Runs the whole deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
@@ -526,6 +556,8 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
   const { settings, log } = options;
   const lock = acquireLock(settings.dir, 'deploy-to-qnap');
   try {
+    // A switch a killed run left half done is finished or undone before anything else is looked at.
+    await reconcileSwitch(switchContextOf(options));
     const run = await prepareRun(options);
     const phases = deployPhases(run);
     log.info(`Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`);
@@ -538,26 +570,4 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
   }
 }
 
-/** Makes the previous slot live again; the current one is backed up first, then stopped and kept. */
-export async function rollbackDeployment(options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'healthTimeoutMs'>): Promise<{ live: Slot; previous: Slot }> {
-  const { settings, log, $ } = options;
-  const docker = new Docker(options.docker, $);
-  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
-  try {
-    const state = readDeployState(settings.dir);
-    if (!state.live || !state.previous) throw new CliError('there is no previous slot to roll back to', { advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.' });
-    // The data written since the switch would be lost otherwise: it is in this backup.
-    const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
-    log.info(`Backed up the current live database before rolling back: ${backup.file}`);
-    const current = await renameSlot(docker, state.live, false);
-    await docker.stop(current.containers.map((c) => c.name));
-    const restored = await renameSlot(docker, state.previous, true);
-    await docker.start(restored.containers.map((c) => c.name));
-    await docker.waitHealthy(restored.containers.map((c) => c.name), options.healthTimeoutMs);
-    writeDeployState(settings.dir, { ...state, live: restored, previous: current });
-    log.info(`Rolled back: ${restored.project} is live again; ${current.project} is stopped and kept`);
-    return { live: restored, previous: current };
-  } finally {
-    lock.release();
-  }
-}
+export { rollbackDeployment } from './deploy-rollback.ts';

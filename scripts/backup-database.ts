@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import { backupStatus, renderBackupStatus } from '../lib/backup-status.ts';
 import { checkBackupDirectories, formatBytes, runBackup } from '../lib/backup.ts';
 import { defineCommand } from '../lib/command.ts';
+import { reconcileIfIdle } from '../lib/deploy-switch.ts';
+import { errorText } from '../lib/errors.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
@@ -49,10 +51,13 @@ export const backupDatabase = defineCommand(
     const docker = locateDocker({ explicit: settings.docker });
     const tty = process.stderr.isTTY === true;
     const started = Date.now();
+    const $ = createShell();
+    // A switch that a killed deployment left half done is put right first: the backup is then of the live database.
+    if (!dryRun) await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database').catch((error: unknown) => log.warn(`Could not reconcile the deploy switch journal: ${errorText(error)}`));
     const summary = await runBackup({
       settings,
       docker,
-      $: createShell(),
+      $,
       log,
       dryRun,
       onProgress: tty

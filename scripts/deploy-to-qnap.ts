@@ -3,7 +3,10 @@ import { parseIdentities, readIdentityFile } from '../lib/age.ts';
 import { join, resolve } from 'node:path';
 import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
 import { runRemoteDeploy } from '../lib/deploy-remote.ts';
-import { defineCommand } from '../lib/command.ts';
+import { defineCommand, type Invocation } from '../lib/command.ts';
+import { argvOf, checkRunId, followRun, latestRun, recordRunOutcome, runOutcome, startDetachedRun } from '../lib/deploy-detach.ts';
+import { reconcileIfIdle } from '../lib/deploy-switch.ts';
+import type { Settings } from '../lib/settings.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
 import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
@@ -35,6 +38,16 @@ export const deployToQnap = defineCommand(
       'isolated is refused (exit 2). The freeze fences the live database: other sessions are ended and its tables',
       'locked against writes. Any failure, or SIGINT/SIGTERM/SIGHUP, before the switch leaves the live slot serving.',
       '--dry-run prints the phases the run would execute, from the current state.',
+      'From the workstation, the deployment and --rollback run on the NAS detached from the SSH session',
+      '(their own session; output to <dir>/logs/deploy.log): the workstation follows the log and reports the',
+      'outcome; if the connection drops it reconnects, and if it cannot, the NAS side goes on regardless',
+      "(follow it again with --follow RUN, or see --status). The container renames of the switch are journalled",
+      'in <dir>/deploy/switch.json; every later deploy-to-qnap run (--status, --rollback too) and backup-database',
+      'first finishes a switch a crash interrupted (the old slot gave up its names and the new one serves) or',
+      'undoes it (the old slot live and started again). After the switch, failures (cron, clean-up) only warn.',
+      '--rollback stops the current writers, takes a backup and pins it in <backups>/pinned/ (rotation keeps',
+      'it; it is not restored into the previous slot), starts the previous slot and switches only once it is',
+      'healthy; if it does not become healthy, the current writers start again and the state says so.',
       'Encrypted backups (PLANETARION_AGE_RECIPIENTS on the NAS): give the identity on the workstation',
       '(--identity FILE or PLANETARION_AGE_IDENTITY); it is sent over the SSH session\'s standard input',
       '(the NAS side reads it with --identity-stdin) and never written to the NAS or put in argv or a log.',
@@ -46,11 +59,15 @@ export const deployToQnap = defineCommand(
       { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores (without it, a failed fresh backup or restore aborts at once)' },
       { name: 'fresh-from-backup', type: 'boolean', description: 'the deployment exists but does not run (its DB container stopped or removed, its volumes or backups left): restore the newest backup into a fresh deployment, proven like an A-B one' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
-      { name: 'status', type: 'boolean', description: 'show the live and previous slots' },
-      { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current one is backed up first)' },
+      { name: 'status', type: 'boolean', description: 'show the live and previous slots, the last deployment and the last run (a half-done switch is reconciled first)' },
+      { name: 'rollback', type: 'boolean', description: 'make the previous slot live again (the current writers stop and their backup is pinned first)' },
       { name: 'root', type: 'string', valueName: 'DIR', description: 'with --local: the filesystem root for the cron job (/etc/config/crontab), for tests and images', defaultText: '/' },
       { name: 'identity-stdin', type: 'boolean', description: 'with --local: read the age identity from standard input (what the workstation sends over SSH)' },
       { name: 'image', type: 'string', valueName: 'NAMES', description: 'images to ship to the NAS first (docker save | ssh docker load), comma-separated' },
+      { name: 'follow', type: 'string', valueName: 'RUN', description: "follow a detached run's log until it ends and report its outcome (the run ID is in --status)" },
+      { name: 'detach', type: 'boolean', description: 'with --local: start the run in a session of its own, print its record and return (what the workstation does)' },
+      { name: 'from', type: 'string', valueName: 'BYTES', description: "with --follow: the log offset to follow from [default: the run's start]" },
+      { name: 'run-id', type: 'string', valueName: 'RUN', description: 'with --local: the ID a detached run records its result under (set by --detach)' },
       ...deployConfigFlags,
     ],
     settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'schedule', 'ageRecipients', 'ageIdentity', 'docker'],
@@ -65,6 +82,7 @@ export const deployToQnap = defineCommand(
       'deploy-to-qnap --local --no-freeze --json',
       'deploy-to-qnap --status',
       'deploy-to-qnap --rollback --local',
+      'deploy-to-qnap --follow 20261130_150102-a1b2c3   # follow a NAS-side run again after a lost connection',
     ],
   },
   async ({ flags, settings, json, dryRun }) => {
@@ -82,78 +100,113 @@ export const deployToQnap = defineCommand(
         remoteArgs,
         images: String(flags.image ?? '').split(',').map((i) => i.trim()).filter(Boolean),
         settingsFile,
-        upload: !flags.status && !flags.rollback,
+        upload: !flags.status && !flags.rollback && !flags.follow,
+        detach: !flags.status && !dryRun,
+        follow: flags.follow as string | undefined,
         dryRun,
         say: (line) => process.stderr.write(`${line}\n`),
         // Read (and checked) here, on the workstation; only a restore needs it.
-        identity: settings.ageIdentity && !flags.status && !flags.rollback ? readIdentityFile(settings.ageIdentity).join('\n') + '\n' : undefined,
+        identity: settings.ageIdentity && !flags.status && !flags.rollback && !flags.follow ? readIdentityFile(settings.ageIdentity).join('\n') + '\n' : undefined,
       });
       return;
     }
-    if (flags.status) {
-      const state = readDeployState(settings.dir);
-      if (json) return void process.stdout.write(JSON.stringify(state, null, 2) + '\n');
-      const line = (label: string, slot: typeof state.live) => `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
-      const last = state.lastDeploy;
-      process.stdout.write(
-        [
-          line('Live', state.live),
-          line('Previous (for --rollback)', state.previous),
-          last ? `Last deployment: ${last.time} ${last.ok ? 'succeeded' : 'FAILED'}${last.backupUsed ? `, restored ${last.backupUsed}${last.backupAgeSeconds !== null ? ` (${formatAge(last.backupAgeSeconds)} old)` : ''}` : ''}${last.downtimeMs !== null ? `, writers down ${(last.downtimeMs / 1000).toFixed(1)} s` : ''}` : 'Last deployment: none',
-          '',
-        ].join('\n'),
-      );
+    if (flags.follow) {
+      const from = flags.from === undefined ? undefined : Number(flags.from);
+      if (from !== undefined && !(Number.isInteger(from) && from >= 0)) throw new UsageError(`invalid --from '${flags.from}': a byte offset (a whole number)`);
+      await followRun(settings.dir, String(flags.follow), from, process.stdout);
       return;
     }
-    const identities = flags['identity-stdin'] ? await readIdentityFromStdin() : settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined;
-    const healthTimeout = Number(flags['health-timeout'] ?? '180');
-    if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
-    // On the NAS the compose file is the one deploy uploaded beside the executables.
-    const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
-    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
-    const docker = locateDocker({ explicit: settings.docker });
-    const $ = createShell();
-    const dbService = String(flags['db-service'] ?? 'db');
-    if (dryRun) {
-      const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
-      process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
+    if (flags.status) return showStatus(settings, json);
+    if (flags.detach) {
+      // The identity is read here and handed to the run over a pipe: never a file, argv or log.
+      const stdin = flags['identity-stdin'] ? (await readIdentityFromStdin()).join('\n') + '\n' : undefined;
+      const record = await startDetachedRun({ dir: settings.dir, logFile: join(settings.logDir, deployLogName), args: argvOf(flags, ['detach']), stdin });
+      process.stdout.write(JSON.stringify(record) + '\n');
       return;
     }
-    if (flags.rollback) {
-      const result = await rollbackDeployment({ settings, docker, $, log, healthTimeoutMs: healthTimeout * 1000 });
-      if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-      return;
-    }
-    const result = await runDeploy({
-      settings,
-      docker,
-      $,
-      log,
-      composeFile,
-      dbService,
-      freeze: flags['no-freeze'] !== true,
-      acceptOlderBackup: flags['accept-older-backup'] === true,
-      freshFromBackup: flags['fresh-from-backup'] === true,
-      healthTimeoutMs: healthTimeout * 1000,
-      identities,
-      // The self test (a backup --dry-run) is skipped: the deployment has just proven the
-      // database healthy and, over a live slot, backed it up.
-      installCron: async (cronLog) => {
-        const cron = await installBackupCron({ settings, $, env: process.env, root: resolveRoot(flags.root as string | undefined), binary: undefined, drill: true, skipTest: true, dryRun: false, progress: (line) => cronLog.info(line) });
-        cronLog.info(`Backup cron job ${cron.changed ? 'installed' : 'already current'} in ${cron.crontab}`);
-      },
-    });
-    const summary = [
-      `Deployment ${{ first: '(first)', ab: 'A-B', fresh: '(fresh from backup)', rollback: '(rollback)' }[result.mode]} succeeded in ${(result.totalMs / 1000).toFixed(1)} s`,
-      result.backupUsed ? `restored ${result.backupUsed}${result.backupAgeSeconds !== null ? ` (${formatAge(result.backupAgeSeconds)} old)` : ''}, fingerprint ${result.fingerprint}` : 'no restore (first deployment)',
-      result.downtimeMs !== null ? `writers were down ${(result.downtimeMs / 1000).toFixed(1)} s` : undefined,
-      ...result.attempts.filter((a) => !a.ok).map((a) => `lost: ${a.file}: ${a.reason}`),
-      `logs: ${join(settings.logDir, deployLogName)}`,
-    ].filter(Boolean);
-    log.info(summary.join('; '));
-    if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    const runId = flags['run-id'];
+    if (typeof runId === 'string') return recordRunOutcome(settings.dir, checkRunId(runId), () => runOnNas({ flags, settings, json, dryRun }));
+    return runOnNas({ flags, settings, json, dryRun });
   },
 );
+
+/** --status on the NAS: reconciles a half-done switch first (when no run holds the lock), then the slots and the last run. */
+async function showStatus(settings: Settings, json: boolean): Promise<void> {
+  const log = new Logger({ file: join(settings.logDir, deployLogName) });
+  const reconciled = await reconcileIfIdle({ dir: settings.dir, docker: locateDocker({ explicit: settings.docker }), $: createShell(), log }, 'deploy-to-qnap --status');
+  const state = readDeployState(settings.dir);
+  const record = latestRun(settings.dir);
+  const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
+  if (json) return void process.stdout.write(JSON.stringify({ ...state, run, reconciled }, null, 2) + '\n');
+  const line = (label: string, slot: typeof state.live) => `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
+  const last = state.lastDeploy;
+  const outcome = run?.outcome;
+  process.stdout.write(
+    [
+      ...(reconciled.action === 'busy' ? ['A switch journal is pending and another run holds the lock: it is reconciled once that run ends.'] : []),
+      line('Live', state.live),
+      line('Previous (for --rollback)', state.previous),
+      last ? `Last deployment: ${last.time} ${last.mode}${last.outcome ? ` ${last.outcome}` : ''} ${last.ok ? 'succeeded' : 'FAILED'}${last.error ? ` (${last.error})` : ''}${last.backupUsed ? `, restored ${last.backupUsed}${last.backupAgeSeconds !== null ? ` (${formatAge(last.backupAgeSeconds)} old)` : ''}` : ''}${last.downtimeMs !== null ? `, writers down ${(last.downtimeMs / 1000).toFixed(1)} s` : ''}${last.pinnedBackup ? `, pinned backup ${last.pinnedBackup}` : ''}` : 'Last deployment: none',
+      ...(last?.warnings ?? []).map((w) => `  warning: ${w}`),
+      run
+        ? `Last run: ${run.runId} (${run.command}) started ${run.started}: ${outcome ? (outcome.died ? `DIED: ${outcome.error}` : `ended with exit ${outcome.exitCode}${outcome.error ? ` (${outcome.error})` : ''}`) : `running (pid ${run.pid}); follow it: deploy-to-qnap --follow ${run.runId}`}; log ${run.logFile}`
+        : 'Last run: none',
+      '',
+    ].join('\n'),
+  );
+}
+
+/** The A-B deployment, --rollback or --dry-run on the NAS itself. */
+async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'flags' | 'settings' | 'json' | 'dryRun'>): Promise<void> {
+  const identities = flags['identity-stdin'] ? await readIdentityFromStdin() : settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined;
+  const healthTimeout = Number(flags['health-timeout'] ?? '180');
+  if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
+  // On the NAS the compose file is the one deploy uploaded beside the executables.
+  const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
+  const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
+  const docker = locateDocker({ explicit: settings.docker });
+  const $ = createShell();
+  const dbService = String(flags['db-service'] ?? 'db');
+  if (dryRun) {
+    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+    process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
+    return;
+  }
+  if (flags.rollback) {
+    const result = await rollbackDeployment({ settings, docker, $, log, healthTimeoutMs: healthTimeout * 1000 });
+    if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    return;
+  }
+  const result = await runDeploy({
+    settings,
+    docker,
+    $,
+    log,
+    composeFile,
+    dbService,
+    freeze: flags['no-freeze'] !== true,
+    acceptOlderBackup: flags['accept-older-backup'] === true,
+    freshFromBackup: flags['fresh-from-backup'] === true,
+    healthTimeoutMs: healthTimeout * 1000,
+    identities,
+    // The self test (a backup --dry-run) is skipped: the deployment has just proven the
+    // database healthy and, over a live slot, backed it up.
+    installCron: async (cronLog) => {
+      const cron = await installBackupCron({ settings, $, env: process.env, root: resolveRoot(flags.root as string | undefined), binary: undefined, drill: true, skipTest: true, dryRun: false, progress: (line) => cronLog.info(line) });
+      cronLog.info(`Backup cron job ${cron.changed ? 'installed' : 'already current'} in ${cron.crontab}`);
+    },
+  });
+  const summary = [
+    `Deployment ${{ first: '(first)', ab: 'A-B', fresh: '(fresh from backup)', rollback: '(rollback)' }[result.mode]} ${result.warnings?.length ? 'switched, with warnings,' : 'succeeded'} in ${(result.totalMs / 1000).toFixed(1)} s`,
+    result.backupUsed ? `restored ${result.backupUsed}${result.backupAgeSeconds !== null ? ` (${formatAge(result.backupAgeSeconds)} old)` : ''}, fingerprint ${result.fingerprint}` : 'no restore (first deployment)',
+    result.downtimeMs !== null ? `writers were down ${(result.downtimeMs / 1000).toFixed(1)} s` : undefined,
+    ...result.attempts.filter((a) => !a.ok).map((a) => `lost: ${a.file}: ${a.reason}`),
+    ...(result.warnings ?? []).map((w) => `warning: ${w}`),
+    `logs: ${join(settings.logDir, deployLogName)}`,
+  ].filter(Boolean);
+  log.info(summary.join('; '));
+  if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+}
 
 /** The identity the workstation sends on standard input (--identity-stdin); kept in memory only. */
 async function readIdentityFromStdin(): Promise<string[]> {

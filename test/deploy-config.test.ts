@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseCommandLine, type CommandSpec } from '../lib/command.ts';
@@ -161,6 +164,29 @@ invalid('a known_hosts file in a missing folder; a bad timeout', () => {
 });
 invalid('a line that is not KEY=VALUE', () => {
   assert.match(usageError({ fileText: 'QNAP_IP nas\n' }).message, `invalid ${file}: line 1`);
+});
+invalid('a .qnap-deploy.env that exists but cannot be read: one line naming it, exit 2', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'planetarion-ws-'));
+  try {
+    // Root reads a file of mode 000, so the real unreadable file here is a directory of that name.
+    mkdirSync(join(dir, deployConfigFileName));
+    const e = (() => {
+      try {
+        loadDeployConfig({ cwd: dir, env: {} });
+      } catch (error) {
+        return error as UsageError;
+      }
+      throw new Error('expected a UsageError');
+    })();
+    assert.instance(e, UsageError);
+    assert.is(e.exitCode, ExitCode.usage);
+    assert.is(e.message, `cannot read ${join(dir, deployConfigFileName)}: it is a directory`);
+    assert.match(e.advice!, 'chmod 600');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const denied = Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+  assert.is(usageError({ readFile: () => { throw denied; } }).message, `cannot read ${file}: permission denied`);
 });
 invalid.run();
 

@@ -1,0 +1,127 @@
+// deploy-to-qnap --rollback: the previous slot becomes live again. The writes made since the
+// switch are kept in a backup pinned out of rotation (the current writers stop first, so it holds
+// every one of them); they are not restored into the previous slot, whose schema may be older.
+// The previous slot is started under its slot names and must become healthy before any name
+// moves: if it does not, it is stopped again and the current writers start again, and the state
+// says so. The switch itself is the journalled one of deploy-switch.ts.
+import { linkSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { runBackup } from './backup.ts';
+import { sidecarsOf } from './backup-files.ts';
+import { fsyncDir } from './atomic-file.ts';
+import { readDeployState, writeDeployState, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
+import { reconcileSwitch, switchSlots, type SwitchContext } from './deploy-switch.ts';
+import { Docker } from './docker.ts';
+import { CliError, errorText } from './errors.ts';
+import { acquireLock } from './lock.ts';
+import type { Logger } from './log.ts';
+import type { Settings } from './settings.ts';
+import type { Shell } from './shell.ts';
+
+export interface RollbackOptions {
+  settings: Settings;
+  docker: string;
+  $: Shell;
+  log: Logger;
+  healthTimeoutMs: number;
+}
+
+export interface RollbackResult {
+  live: Slot;
+  previous: Slot;
+  /** The backup of the writes made since the switch, kept out of rotation. */
+  pinnedBackup: string;
+}
+
+/** The folder (inside the backup dir) whose backups rotation never sees. */
+export const pinnedDirName = 'pinned';
+
+/** Hard-links a backup and its sidecars into `<backupDir>/pinned/`, out of rotation's reach; returns its path there. */
+export function pinBackup(path: string, backupDir: string): string {
+  const dir = join(backupDir, pinnedDirName);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { manifest, checksum } = sidecarsOf(path);
+  for (const file of [path, manifest, checksum]) linkSync(file, join(dir, basename(file)));
+  fsyncDir(dir);
+  return join(dir, basename(path));
+}
+
+/** The slot's database container first, then the rest. */
+function dbFirst(slot: Slot, settings: Settings): SlotContainer[] {
+  return [...slot.containers].sort((a, b) => Number(b.canonicalName === settings.container) - Number(a.canonicalName === settings.container));
+}
+
+/** Starts a slot, its database first, and waits until all of it serves. */
+async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeoutMs: number): Promise<void> {
+  const [db, ...rest] = dbFirst(slot, settings);
+  await docker.start([db!.name]);
+  await docker.waitHealthy([db!.name], timeoutMs);
+  await docker.start(rest.map((c) => c.name));
+  await docker.waitHealthy(slot.containers.map((c) => c.name), timeoutMs);
+}
+
+/** Records a rollback that did not happen, and says why (exit 1). */
+function rollbackFailed(settings: Settings, state: DeployState, summary: DeploySummary, message: string, advice: string): never {
+  writeDeployState(settings.dir, { ...state, lastDeploy: { ...summary, ok: false, outcome: 'rollback failed', error: message } });
+  throw new CliError(message, { advice });
+}
+
+/** Makes the previous slot live again; see the top of this file. */
+export async function rollbackDeployment(options: RollbackOptions): Promise<RollbackResult> {
+  const { settings, log, $ } = options;
+  const docker = new Docker(options.docker, $);
+  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
+  try {
+    const ctx: SwitchContext = { dir: settings.dir, docker: options.docker, $, log };
+    await reconcileSwitch(ctx);
+    const state = readDeployState(settings.dir);
+    if (!state.live || !state.previous) throw new CliError('there is no previous slot to roll back to', { advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.' });
+    const [current, previous] = [state.live, state.previous];
+    const dbService = dbFirst(current, settings)[0]!.service;
+    const started = Date.now();
+    const writers = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+
+    // 1. The current writers stop, so the backup holds every write made since the switch.
+    log.info(`Stopping the current writers before the backup: ${writers.join(', ') || 'none'}`);
+    await docker.stop(writers);
+    const summary: DeploySummary = { time: new Date().toISOString(), ok: true, mode: 'rollback', backupUsed: null, backupAgeSeconds: null, fingerprint: null, downtimeMs: null, totalMs: 0, attempts: [] };
+    let pinned: string;
+    try {
+      const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+      pinned = pinBackup(backup.path!, settings.backupDir);
+      summary.pinnedBackup = pinned;
+      log.info(`Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`);
+    } catch (error) {
+      await docker.start(writers).catch((e: unknown) => log.error(`Could not restart ${writers.join(', ')}: ${errorText(e)}`));
+      return rollbackFailed(settings, state, summary, `the backup before the rollback failed (${errorText(error)}); nothing was switched`, `${current.project} serves again.`);
+    }
+
+    // 2. The previous slot must serve under its slot names before any name moves.
+    try {
+      log.info(`Starting the previous slot ${previous.project}: ${previous.containers.map((c) => c.name).join(', ')}`);
+      await startSlot(docker, previous, settings, options.healthTimeoutMs);
+    } catch (error) {
+      log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
+      await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      const restarted = await docker
+        .start(writers)
+        .then(() => docker.waitHealthy(current.containers.map((c) => c.name), options.healthTimeoutMs))
+        .then(() => 'serves again', (e: unknown) => `was started again but does not serve yet (${errorText(e)})`);
+      return rollbackFailed(
+        settings,
+        state,
+        { ...summary, totalMs: Date.now() - started },
+        `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} ${restarted}`,
+        `The writes since the switch are also in ${pinned}. See docker logs of the previous slot's containers.`,
+      );
+    }
+
+    // 3. The journalled switch: the current slot gives up the names and stops.
+    const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started } });
+    writeDeployState(settings.dir, { live: switched.live, previous: switched.previous, lastDeploy: { ...switched.summary, outcome: 'rolled back' } });
+    log.info(`Rolled back: ${switched.live.project} is live again; ${switched.previous.project} is stopped and kept`);
+    return { live: switched.live, previous: switched.previous, pinnedBackup: pinned };
+  } finally {
+    lock.release();
+  }
+}

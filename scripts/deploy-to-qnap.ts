@@ -2,23 +2,14 @@ import { existsSync } from 'node:fs';
 import { parseIdentities, readIdentityFile } from '../lib/age.ts';
 import { join, resolve } from 'node:path';
 import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
-import { runRemoteDeploy } from '../lib/deploy-remote.ts';
 import { defineCommand } from '../lib/command.ts';
-import { readDeployState } from '../lib/deploy-state.ts';
-import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
-import { locateDocker } from '../lib/docker-binary.ts';
 import { UsageError } from '../lib/errors.ts';
-import { Logger } from '../lib/log.ts';
-import { createShell } from '../lib/shell.ts';
-import { formatAge } from '../lib/backup-status.ts';
-import { installBackupCron, resolveRoot } from '../lib/cron-setup.ts';
 
 export const deployLogName = 'deploy.log';
 
 export const deployToQnap = defineCommand(
   {
     name: 'deploy-to-qnap',
-    summary: 'A-B deployment: restore a proven backup into the new containers before switching to them',
     usage: '[options]',
     description: [
       'From a workstation: reads .qnap-deploy.env (QNAP_IP, QNAP_USER, QNAP_PROJECT_DIR, DOCKER_COMPOSE_FILE,',
@@ -63,6 +54,8 @@ export const deployToQnap = defineCommand(
   async ({ flags, settings, json, dryRun }) => {
     if (flags['identity-stdin'] && !flags.local) throw new UsageError('--identity-stdin is for the NAS-side run (--local); on the workstation use --identity FILE');
     if (!flags.local) {
+      // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
+      const { runRemoteDeploy } = await import('../lib/deploy-remote.ts');
       // The workstation: the NAS-side run gets the flags that concern it.
       const remoteArgs: string[] = [];
       for (const name of ['no-freeze', 'accept-older-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
@@ -83,6 +76,15 @@ export const deployToQnap = defineCommand(
       });
       return;
     }
+    const [{ formatAge }, { installBackupCron, resolveRoot }, { readDeployState }, { planDeploy, rollbackDeployment, runDeploy }, { locateDocker }, { Logger }, { createShell }] = await Promise.all([
+      import('../lib/backup-status.ts'),
+      import('../lib/cron-setup.ts'),
+      import('../lib/deploy-state.ts'),
+      import('../lib/deploy.ts'),
+      import('../lib/docker-binary.ts'),
+      import('../lib/log.ts'),
+      import('../lib/shell.ts'),
+    ]);
     if (flags.status) {
       const state = readDeployState(settings.dir);
       if (json) return void process.stdout.write(JSON.stringify(state, null, 2) + '\n');

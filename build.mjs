@@ -118,12 +118,18 @@ for (const target of selected) bases[target.arch] = await timed(`base node ${tar
 const launcherNames = await timed('command names', () => listLauncherNames(selected[0], bases[selected[0].arch].node));
 
 // --- 3. Per architecture: blob, injection, folder ----------------------------------------------------
-// In parallel: the arm64 blob waits on qemu, and postject runs in its own process so the two
+// The build is deterministic, so a folder made from the same inputs (and still matching its
+// SHA256SUMS) is kept as it is: `npm run demo` and `npm test` build every time. Otherwise in
+// parallel: the arm64 blob waits on qemu, and postject runs in its own process so the two
 // injections use both CPUs.
+const previousInfo = await readFile(join(dist, 'build-info.json'), 'utf8').then(JSON.parse, () => undefined);
 const reports = await Promise.all(
   selected.map(async (target) => {
+    const key = await buildKey(target);
+    const kept = await timed(`check ${target.arch}`, () => currentFolder(target, key));
+    if (kept) return kept;
     const blob = await timed(`sea blob ${target.arch}`, () => seaBlob(target, bases[target.arch].node));
-    return timed(`folder ${target.arch}`, () => buildFolder(target, bases[target.arch].stripped, blob));
+    return { ...(await timed(`folder ${target.arch}`, () => buildFolder(target, bases[target.arch].stripped, blob))), key };
   }),
 );
 
@@ -133,13 +139,13 @@ const buildInfo = {
   node: `v${nodeVersion}`,
   commands: launcherNames,
   sizeBudget,
-  targets: Object.fromEntries(reports.map((r) => [r.arch, r])),
+  targets: Object.fromEntries(reports.map(({ kept, ...r }) => [r.arch, r])),
 };
 await writeFile(join(work, 'build-info.json'), JSON.stringify(buildInfo, null, 2) + '\n');
 
 // --- 5. Publish: each rename is atomic; readers see the old or the new folder, never a mix -----------------
 await mkdir(join(dist, 'bin'), { recursive: true });
-for (const target of selected) await publish(join(work, `linux-${target.arch}`), join(dist, 'bin', `linux-${target.arch}`));
+for (const r of reports) if (!r.kept) await publish(join(work, `linux-${r.arch}`), join(dist, 'bin', `linux-${r.arch}`));
 // A folder this build did not make would be from another version: never ship the two side by side.
 for (const target of targets.filter((t) => !selected.includes(t))) await rm(join(dist, 'bin', `linux-${target.arch}`), { recursive: true, force: true });
 await rename(bundlePath, join(dist, 'planetarion.cjs'));
@@ -151,7 +157,7 @@ const shownDist = relative(process.cwd(), dist).startsWith('..') ? dist : relati
 console.log(`planetarion-backup ${pkg.version}, node v${nodeVersion}, commands: ${launcherNames.join(' ')}`);
 for (const r of reports) {
   console.log(
-    `  ${join(shownDist, 'bin', `linux-${r.arch}`)}: ${mb(r.folderBytes)} (stripped node ${mb(r.strippedNodeBytes)}, ratio ${r.ratio.toFixed(3)}, budget ${sizeBudget})`,
+    `  ${join(shownDist, 'bin', `linux-${r.arch}`)}: ${mb(r.folderBytes)} (stripped node ${mb(r.strippedNodeBytes)}, ratio ${r.ratio.toFixed(3)}, budget ${sizeBudget})${r.kept ? ', up to date' : ''}`,
   );
 }
 console.log(`  timings: ${timings.map(([label, s]) => `${label} ${s.toFixed(1)}s`).join(', ')}`);
@@ -232,6 +238,25 @@ async function bundle() {
     },
     banner: { js: `const __planetarion_import_meta_url = require('node:url').pathToFileURL(__filename).href;` },
   });
+}
+
+/** Everything one architecture's folder is made from, hashed: the bundle, this script, the versions, the libraries' files. */
+async function buildKey(target) {
+  const hash = createHash('sha256');
+  hash.update(await readFile(bundlePath)).update(await readFile(fileURLToPath(import.meta.url)));
+  hash.update(JSON.stringify({ arch: target.arch, version: pkg.version, nodeVersion, launcherNames }));
+  for (const [soname, path] of await neededLibraries(bases[target.arch].stripped, target.libDirs)) hash.update(`${soname} ${path} ${(await stat(path)).size}\n`);
+  return hash.digest('hex');
+}
+
+/** The report of the folder in dist/ when a build with the same key made it and it still matches its SHA256SUMS. */
+async function currentFolder(target, key) {
+  const previous = previousInfo?.targets?.[target.arch];
+  if (previous?.key !== key) return undefined;
+  const folder = join(dist, 'bin', `linux-${target.arch}`);
+  const sums = await readFile(join(folder, 'SHA256SUMS'), 'utf8').catch(() => undefined);
+  if (sums === undefined || sums !== (await sha256Sums(folder))) return undefined;
+  return { ...previous, kept: true };
 }
 
 /**

@@ -272,6 +272,11 @@ async function seaBlob(target, node) {
     output: relative(work, blobPath),
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
+    // A cache the running Node rejects (a V8 flag in NODE_OPTIONS, another CPU's V8) costs only the
+    // compile it would have saved, but Node warns about it, synchronously and before any of our
+    // code runs, with the plain type 'Warning': cron would log or mail it on every run. Deprecation
+    // and experimental warnings keep printing.
+    execArgv: ['--disable-warning=Warning'],
   };
   await writeFile(configPath, JSON.stringify(config, null, 2) + '\n');
   const [command, ...args] = target.runNode(node);

@@ -142,6 +142,9 @@ host('every command answers --help and --version with node nowhere on PATH', () 
     // disableExperimentalSEAWarning: nothing else may reach stderr (cron mails it).
     assert.equal(r.stderr, '', `${name} --version stderr`);
   }
+  // A code cache this Node rejects (here: a V8 flag that changes the flag hash) must stay silent too.
+  const rejected = ok(run(join(x64, 'backup-database'), ['--version'], { env: { ...env, NODE_OPTIONS: '--jitless' } }), 'backup-database --version, cache rejected');
+  assert.deepEqual([rejected.stdout, rejected.stderr], [versionLine('x64'), ''], 'a rejected code cache prints nothing');
   const help = ok(run(join(x64, 'backup-database'), ['--help'], { env }), 'backup-database --help').stdout;
   assert.match(help, /backup-database/, 'dispatched on its own name');
   assert.doesNotMatch(help, /^Commands:/m, 'backup-database --help is not the planetarion command list');

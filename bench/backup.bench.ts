@@ -17,7 +17,8 @@ const scales = (process.env.BENCH_SCALES ?? '1,40').split(',').map(Number);
 
 async function benchScale(scale: number) {
   const db = `pb-bench-s${scale}`;
-  await startDb(db);
+  // Generous: on a busy shared machine the container takes minutes to become healthy.
+  await startDb(db, { timeoutMs: 300_000 });
   try {
     process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
     await measure('docker', ['exec', db, 'pgbench', '-i', '-q', '-s', String(scale), '-U', 'planetarion_user', 'planetarion']);

@@ -1,6 +1,7 @@
 // Measuring commands for the benchmarks: wall time and peak RSS (VmHWM sampled from /proc).
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
+import { cleanEnv } from '../test/helpers/cli.ts';
 
 export interface Sample {
   seconds: number;
@@ -38,3 +39,13 @@ export function measure(command: string, args: string[], options: { env?: NodeJS
 }
 
 export const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/**
+ * The environment the benchmarked executables get: the tests' clean one without
+ * NODE_EXTRA_CA_CERTS, which this machine sets and Node reads at every start (the NAS does not).
+ */
+export function benchEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env = cleanEnv(extra);
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+}

@@ -3,11 +3,16 @@
 // the NAS; the identity (secret key) is read where a restore needs it and never written there.
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
-import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { UsageError } from './errors.ts';
 
 /** The suffix an encrypted backup carries after its format's extension (`.sql.gz.age`). */
 export const ageSuffix = '.age';
+
+/**
+ * The age library, loaded on first use: its curve setup costs every start that loads it, and most
+ * runs (unencrypted backups, --help, settings checks) never encrypt or decrypt anything.
+ */
+const ageLibrary = () => import('age-encryption');
 
 const recipientPattern = /^age1[02-9ac-hj-np-z]{58}$/;
 const identityPattern = /^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/;
@@ -75,6 +80,7 @@ export function readIdentityFile(path: string, origin = 'PLANETARION_AGE_IDENTIT
 
 /** The public keys that belong to secret keys (for messages: which recipient an identity is). */
 export async function recipientsOf(identities: string[]): Promise<string[]> {
+  const { identityToRecipient } = await ageLibrary();
   return Promise.all(identities.map((identity) => identityToRecipient(identity)));
 }
 
@@ -112,6 +118,7 @@ async function* fromWebStream(stream: ReadableStream<Uint8Array>): AsyncGenerato
 
 /** Encrypts a byte stream to the recipients as it flows (64 KiB age chunks; memory stays flat). */
 export async function* encryptStream(source: AsyncIterable<Uint8Array>, recipients: string[]): AsyncGenerator<Uint8Array> {
+  const { Encrypter } = await ageLibrary();
   const encrypter = new Encrypter();
   for (const recipient of recipients) encrypter.addRecipient(recipient);
   yield* fromWebStream(await encrypter.encrypt(toWebStream(source)));
@@ -123,6 +130,7 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, recipien
  * before it is passed on, and a truncated or tampered file fails at the chunk where it breaks.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, identities: string[]): AsyncGenerator<Uint8Array> {
+  const { Decrypter } = await ageLibrary();
   const decrypter = new Decrypter();
   for (const identity of identities) decrypter.addIdentity(identity);
   let plaintext: ReadableStream<Uint8Array>;

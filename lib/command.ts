@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ExitCode, UsageError } from './errors.ts';
 import { resolveSettings, settingSpec, type ResolvedSettings, type SettingKey } from './settings.ts';
-import { toolVersion } from './version.ts';
+import { versionLine } from './version.ts';
 
 export interface FlagSpec {
   name: string;
@@ -17,8 +17,6 @@ export interface FlagSpec {
 
 export interface CommandSpec {
   name: string;
-  /** One line for listings. */
-  summary: string;
   /** e.g. `[FILE | latest] [options]` */
   usage: string;
   /** Paragraphs shown under the usage line. */
@@ -43,7 +41,6 @@ export interface Invocation {
 /** One user-facing command: its name is also the name of its launcher on the NAS. */
 export interface Command {
   name: string;
-  summary: string;
   /** Runs with the user's arguments; throws CliError (or anything) on failure. */
   run(argv: string[]): Promise<void>;
 }
@@ -134,12 +131,11 @@ export function renderHelp(spec: CommandSpec): string {
 export function defineCommand(spec: CommandSpec, body: (invocation: Invocation) => Promise<void>): Command & { spec: CommandSpec } {
   return {
     name: spec.name,
-    summary: spec.summary,
     spec,
     async run(argv) {
       const { flags, positionals } = parseCommandLine(spec, argv);
       if (flags.help) return void process.stdout.write(renderHelp(spec));
-      if (flags.version) return void process.stdout.write(`${toolVersion}\n`);
+      if (flags.version) return void process.stdout.write(`${versionLine()}\n`);
       const settings = resolveSettings({ flags });
       await body({ flags, positionals, settings, json: flags.json === true, dryRun: flags['dry-run'] === true });
     },

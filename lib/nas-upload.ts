@@ -134,8 +134,9 @@ export function availableBuilds(binRoot: string): string[] {
  * built executable (its launcher path is process.argv0, through links), else the checkout's dist/bin.
  */
 export async function localBinRoot(): Promise<string> {
-  const sea = await import('node:sea').catch(() => undefined);
-  if (sea?.isSea()) return dirname(dirname(realpathSync(process.argv0)));
+  // getBuiltinModule, not import(): a dynamic import fails inside a SEA built with a code cache,
+  // and that failure must not read as "not a SEA".
+  if (process.getBuiltinModule('node:sea').isSea()) return dirname(dirname(realpathSync(process.argv0)));
   // import.meta.url, not import.meta.dirname: the bundle defines only the former (build.mjs).
   return join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'bin');
 }

@@ -7,3 +7,8 @@ export const toolVersion: string =
   typeof __PLANETARION_VERSION__ === 'string'
     ? __PLANETARION_VERSION__
     : (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** What --version prints: the tool's version and the Node runtime it runs on (the embedded one, in the executable). */
+export function versionLine(): string {
+  return `planetarion-backup ${toolVersion} (node ${process.version}, ${process.platform}-${process.arch})`;
+}

@@ -1,19 +1,11 @@
 import { join } from 'node:path';
-import { backupStatus, renderBackupStatus } from '../lib/backup-status.ts';
-import { checkBackupDirectories, formatBytes, runBackup } from '../lib/backup.ts';
 import { defineCommand } from '../lib/command.ts';
-import { reconcileIfIdle } from '../lib/deploy-switch.ts';
-import { errorText } from '../lib/errors.ts';
-import { locateDocker } from '../lib/docker-binary.ts';
-import { Logger } from '../lib/log.ts';
-import { createShell } from '../lib/shell.ts';
 
 export const backupLogName = 'backup.log';
 
 export const backupDatabase = defineCommand(
   {
     name: 'backup-database',
-    summary: 'take a verified backup of the game database and rotate old ones',
     usage: '[options]',
     description: [
       'Dumps the database from inside its container in one consistent snapshot, verifies the',
@@ -41,11 +33,21 @@ export const backupDatabase = defineCommand(
     ],
   },
   async ({ flags, settings, json, dryRun }) => {
+    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
     if (flags.status) {
+      const { backupStatus, renderBackupStatus } = await import('../lib/backup-status.ts');
       const report = await backupStatus(settings.dir, settings.backupDir);
       process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings));
       return;
     }
+    const [{ checkBackupDirectories, formatBytes, runBackup }, { locateDocker }, { Logger }, { createShell }, { reconcileIfIdle }, { errorText }] = await Promise.all([
+      import('../lib/backup.ts'),
+      import('../lib/docker-binary.ts'),
+      import('../lib/log.ts'),
+      import('../lib/shell.ts'),
+      import('../lib/deploy-switch.ts'),
+      import('../lib/errors.ts'),
+    ]);
     checkBackupDirectories(settings, !dryRun);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
     const docker = locateDocker({ explicit: settings.docker });

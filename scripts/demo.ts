@@ -4,7 +4,8 @@
 // rotation, a proven restore, the cron setup (--dry-run, fake QNAP root) and an A-B deployment that
 // takes the demo database over as the live slot. Prints what each step did and where the files are;
 // removes everything it made (containers, volumes, folders) unless --keep.
-// Needs the test bed: Docker and the planetarion-test-pg image (npm run test:env).
+// Needs the test bed: Docker and the planetarion-test-pg image; `npm run demo` sets it up first
+// (test/env/setup.sh, a no-op when ready) and builds.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,7 +40,8 @@ Runs the built executables end to end on this machine against a demo database co
 own and a temp folder laid out like the NAS share, printing what each step did.
   --keep      leave the containers, volumes and folders for a look around (prints how to remove them)
   --verbose   show every log line the tools print
-Needs Docker and the planetarion-test-pg image (npm run test:env); builds dist/ if it is missing.
+npm run demo first makes the machine ready (test/env/setup.sh: Docker, the planetarion-test-pg
+image; needs root the first time) and builds dist/ (a no-op when current).
 `;
 
 interface Run {

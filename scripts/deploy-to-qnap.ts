@@ -21,7 +21,6 @@ export const deployLogName = 'deploy.log';
 export const deployToQnap = defineCommand(
   {
     name: 'deploy-to-qnap',
-    summary: 'A-B deployment: restore a proven backup into the new containers before switching to them',
     usage: '[options]',
     description: [
       'From a workstation: reads .qnap-deploy.env (QNAP_IP, QNAP_USER, QNAP_PROJECT_DIR, DOCKER_COMPOSE_FILE,',

@@ -1,17 +1,11 @@
 import { join } from 'node:path';
-import { readIdentityFile } from '../lib/age.ts';
 import { defineCommand } from '../lib/command.ts';
-import { locateDocker } from '../lib/docker-binary.ts';
 import { UsageError } from '../lib/errors.ts';
-import { Logger } from '../lib/log.ts';
-import { runRestore } from '../lib/restore-flow.ts';
-import { createShell } from '../lib/shell.ts';
 import { backupLogName } from './backup-database.ts';
 
 export const restoreDatabase = defineCommand(
   {
     name: 'restore-database',
-    summary: 'restore a backup safely: checksum first, restore beside the live database, prove, then swap',
     usage: '[FILE | latest] [options]',
     description: [
       'Checks the file against its sha256 before touching any database, restores it into a new',
@@ -52,6 +46,14 @@ export const restoreDatabase = defineCommand(
   async ({ flags, positionals, settings, json, dryRun }) => {
     if (flags.rollback && (flags.test || positionals.length)) throw new UsageError('--rollback takes no file and cannot be combined with --test');
     const mode = flags.rollback ? 'rollback' : flags.test ? 'test' : 'restore';
+    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
+    const [{ readIdentityFile }, { locateDocker }, { Logger }, { runRestore }, { createShell }] = await Promise.all([
+      import('../lib/age.ts'),
+      import('../lib/docker-binary.ts'),
+      import('../lib/log.ts'),
+      import('../lib/restore-flow.ts'),
+      import('../lib/shell.ts'),
+    ]);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
     const result = await runRestore({
       settings,

@@ -1,11 +1,9 @@
 import { defineCommand } from '../lib/command.ts';
-import { runSelfTest } from '../lib/self-test.ts';
 
 /** `planetarion self-test`: proves this executable runs commands correctly on this host. */
 export const selfTest = defineCommand(
   {
     name: 'self-test',
-    summary: 'check that this executable runs shell commands correctly on this machine',
     usage: '[--json]',
     description: 'Runs a shell pipeline through /bin/sh with hard-to-quote arguments and checks they arrive intact.',
     flags: [],
@@ -15,6 +13,7 @@ export const selfTest = defineCommand(
     examples: ['planetarion self-test', 'planetarion self-test --json'],
   },
   async ({ json }) => {
+    const { runSelfTest } = await import('../lib/self-test.ts');
     const result = await runSelfTest();
     process.stdout.write(json ? JSON.stringify(result) + '\n' : `self-test passed: ${result.version} on ${result.arch} (${result.processArch} build), node ${result.node}\n`);
   },

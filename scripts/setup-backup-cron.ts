@@ -1,19 +1,9 @@
 import { defineCommand } from '../lib/command.ts';
-import {
-  backupCronStatus,
-  installBackupCron,
-  renderCronSetup,
-  resolveRoot,
-  selfTestFailure,
-  uninstallBackupCron,
-} from '../lib/cron-setup.ts';
 import { UsageError } from '../lib/errors.ts';
-import { createShell } from '../lib/shell.ts';
 
 export const setupBackupCron = defineCommand(
   {
     name: 'setup-backup-cron',
-    summary: 'install the backup and restore-drill cron lines so they survive a QNAP reboot, and test them',
     usage: '[options]',
     description: [
       'Installs two marked lines: backup-database on --schedule and the restore drill',
@@ -60,6 +50,11 @@ export const setupBackupCron = defineCommand(
   },
   async ({ flags, settings, json, dryRun }) => {
     if (flags.uninstall && flags.status) throw new UsageError('--uninstall and --status cannot be combined');
+    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
+    const [{ backupCronStatus, installBackupCron, renderCronSetup, resolveRoot, selfTestFailure, uninstallBackupCron }, { createShell }] = await Promise.all([
+      import('../lib/cron-setup.ts'),
+      import('../lib/shell.ts'),
+    ]);
     const options = {
       settings,
       $: createShell(),

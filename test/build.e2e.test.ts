@@ -1,6 +1,7 @@
 // End-to-end checks of what `npm run build` ships (dist/bin/linux-<arch>/): the executables run
-// without Node installed, with nothing but busybox and the folder on the machine, on arm64 (under
-// qemu), and within the size budget. Runs `node build.mjs` first if dist/ is missing.
+// the pinned Node without Node installed, with nothing but busybox and the folder on the machine,
+// on arm64 (under qemu), within the size budget, load only the code a command needs, and two
+// builds give the same files. Runs `node build.mjs` first if dist/ is missing.
 // Run: node --import tsx node_modules/uvu/bin.js test 'build\.e2e' --no-color
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -13,7 +14,12 @@ import { suite } from 'uvu';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
-const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string; config: { embeddedNode: string } };
+const version = pkg.version;
+/** The Node every executable embeds: pinned in package.json, a supported LTS line. */
+const embeddedNode = `v${pkg.config.embeddedNode}`;
+/** What `--version` prints on each architecture. */
+const versionLine = (arch: string) => `planetarion-backup ${version} (node ${embeddedNode}, linux-${arch})\n`;
 /** The launchers the NAS needs, whatever else the build adds. */
 const requiredCommands = ['planetarion', 'backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'];
 
@@ -78,6 +84,11 @@ function busyboxPath(): string {
 // --- the folder itself ------------------------------------------------------------------------------
 const layout = suite('build: folder layout');
 
+layout('the build embeds the pinned Node 24 LTS', () => {
+  assert.match(embeddedNode, /^v24\.\d+\.\d+$/, 'package.json config.embeddedNode');
+  assert.equal(buildInfo.node, embeddedNode, 'build-info.json node');
+});
+
 layout('every architecture has the required launchers, the runtime and a matching SHA256SUMS', () => {
   for (const name of requiredCommands) assert.ok(commands.includes(name), `build-info.json lacks command ${name}`);
   for (const folder of [x64, arm64]) {
@@ -127,10 +138,13 @@ host('every command answers --help and --version with node nowhere on PATH', () 
   for (const name of commands) {
     ok(run(join(x64, name), ['--help'], { env }), `${name} --help`);
     const r = ok(run(join(x64, name), ['--version'], { env }), `${name} --version`);
-    assert.equal(r.stdout, `${version}\n`, `${name} --version`);
+    assert.equal(r.stdout, versionLine('x64'), `${name} --version`);
     // disableExperimentalSEAWarning: nothing else may reach stderr (cron mails it).
     assert.equal(r.stderr, '', `${name} --version stderr`);
   }
+  // A code cache this Node rejects (here: a V8 flag that changes the flag hash) must stay silent too.
+  const rejected = ok(run(join(x64, 'backup-database'), ['--version'], { env: { ...env, NODE_OPTIONS: '--jitless' } }), 'backup-database --version, cache rejected');
+  assert.deepEqual([rejected.stdout, rejected.stderr], [versionLine('x64'), ''], 'a rejected code cache prints nothing');
   const help = ok(run(join(x64, 'backup-database'), ['--help'], { env }), 'backup-database --help').stdout;
   assert.match(help, /backup-database/, 'dispatched on its own name');
   assert.doesNotMatch(help, /^Commands:/m, 'backup-database --help is not the planetarion command list');
@@ -200,7 +214,7 @@ bare('the container really is bare: no bash, no glibc, no node, and the executab
 bare('every command answers --help and --version', () => {
   for (const name of commands) {
     ok(inBare(`/opt/planetarion/${name}`, '--help'), `${name} --help`);
-    assert.equal(ok(inBare(`/opt/planetarion/${name}`, '--version'), `${name} --version`).stdout, `${version}\n`, `${name} --version`);
+    assert.equal(ok(inBare(`/opt/planetarion/${name}`, '--version'), `${name} --version`).stdout, versionLine('x64'), `${name} --version`);
   }
 });
 
@@ -210,7 +224,7 @@ bare('self-test runs a zx pipeline with tricky quoting through busybox sh', () =
   assert.equal(result.ok, true, r.stdout);
   assert.equal(result.version, version);
   assert.equal(result.arch, 'x86_64');
-  assert.equal(result.node, buildInfo.node);
+  assert.equal(result.node, embeddedNode);
 });
 
 bare('a symlinked launcher resolves its folder and dispatches on the name it was invoked by', () => {
@@ -218,7 +232,7 @@ bare('a symlinked launcher resolves its folder and dispatches on the name it was
   assert.equal(direct, ok(inBare('/opt/planetarion/backup-database', '--help'), 'launcher --help').stdout);
   assert.doesNotMatch(direct, /^Commands:/m, 'dispatched as backup-database, not planetarion');
   // Found through PATH, as cron and an SSH user would run it.
-  assert.equal(ok(inBare('backup-database', '--version'), 'backup-database via PATH').stdout, `${version}\n`);
+  assert.equal(ok(inBare('backup-database', '--version'), 'backup-database via PATH').stdout, versionLine('x64'));
   assert.match(ok(inBare('planetarion', '--help'), 'planetarion via PATH').stdout, /^Commands:/m);
 });
 
@@ -253,7 +267,10 @@ arm('the launcher execs the aarch64 loader with the runtime folder', () => {
 });
 
 arm('dispatches on argv0 and prints the version', () => {
-  assert.equal(ok(arm64Exe('backup-database', '--version'), 'arm64 backup-database --version').stdout, `${version}\n`);
+  const r = ok(arm64Exe('backup-database', '--version'), 'arm64 backup-database --version');
+  assert.equal(r.stdout, versionLine('arm64'));
+  // Its code cache was written by the arm64 Node itself; a rejected or foreign one must stay silent.
+  assert.equal(r.stderr, '', 'arm64 --version stderr');
   const help = ok(arm64Exe('/some/where/backup-database', '--help'), 'arm64 backup-database --help').stdout;
   assert.doesNotMatch(help, /^Commands:/m);
   assert.match(ok(arm64Exe('planetarion', '--help'), 'arm64 planetarion --help').stdout, /^Commands:/m);
@@ -264,15 +281,89 @@ arm('self-test passes (its shell commands are this host\'s, so uname says x86_64
   const result = JSON.parse(r.stdout) as { ok: boolean; version: string; node: string };
   assert.equal(result.ok, true, r.stdout);
   assert.equal(result.version, version);
-  assert.equal(result.node, buildInfo.node);
+  assert.equal(result.node, embeddedNode);
 });
 
 arm.run();
 
+// --- start: a command loads only its own code ------------------------------------------------------------
+const lazy = suite('build: a command evaluates only the modules it needs');
+
+interface Coverage {
+  result: { functions: { functionName: string; ranges: { count: number }[] }[] }[];
+}
+
+/**
+ * The bundled modules the real executable knows and the ones whose top-level code ran, from V8's
+ * coverage (NODE_V8_COVERAGE). esbuild names the init function of every lazily evaluated module
+ * after its path, so a module that is evaluated at start (no longer lazy) has no such function
+ * and is missing from `known`.
+ */
+function modulesEvaluated(name: string, args: string[]): { known: Set<string>; ran: Set<string> } {
+  const dir = mkdtempSync(join(scratch, 'coverage-'));
+  ok(run(join(x64, name), args, { env: { PATH: busyboxPath(), NODE_V8_COVERAGE: dir } }), `${name} ${args.join(' ')}`);
+  const known = new Set<string>();
+  const ran = new Set<string>();
+  for (const file of readdirSync(dir)) {
+    for (const script of (JSON.parse(readFileSync(join(dir, file), 'utf8')) as Coverage).result) {
+      for (const fn of script.functions) {
+        if (!/^(lib|scripts|node_modules)\/.+\.[cm]?[jt]s$/.test(fn.functionName)) continue;
+        known.add(fn.functionName);
+        if (fn.ranges[0]!.count > 0) ran.add(fn.functionName);
+      }
+    }
+  }
+  return { known, ran };
+}
+
+/** What `backup-database --version` and `--help` must not evaluate: the libraries and every other command's code. */
+const notForHelp = {
+  'age-encryption': /^node_modules\/(age-encryption|@noble|@scure)\//,
+  yaml: /^node_modules\/yaml\//,
+  zx: /^node_modules\/zx\//,
+  'the backup itself': /^lib\/(backup|dump|fingerprint|shell)\.ts$/,
+  'the other commands': /^scripts\/(restore-database|setup-backup-cron|deploy-to-qnap|self-test)\.ts$/,
+  'their libraries': /^lib\/(restore|restore-flow|deploy|deploy-remote|compose|cron-setup|nas-upload|ssh)\.ts$/,
+};
+
+for (const args of [['--version'], ['--help']]) {
+  lazy(`backup-database ${args[0]} evaluates neither the libraries nor the other commands`, () => {
+    const { known, ran } = modulesEvaluated('backup-database', args);
+    assert.ok(ran.has('scripts/backup-database.ts'), `the probe sees the command's own module run: ${[...ran].join(' ')}`);
+    for (const [what, pattern] of Object.entries(notForHelp)) {
+      const modules = [...known].filter((m) => pattern.test(m));
+      assert.ok(modules.length > 0, `${what}: no lazily evaluated module matches ${pattern} (evaluated at start?)`);
+      assert.deepEqual(modules.filter((m) => ran.has(m)), [], `${what} evaluated by backup-database ${args[0]}`);
+    }
+  });
+}
+
+lazy('planetarion --version evaluates no command at all', () => {
+  const { ran } = modulesEvaluated('planetarion', ['--version']);
+  assert.deepEqual([...ran].filter((m) => m.startsWith('scripts/') || m.startsWith('node_modules/')), []);
+});
+
+lazy.run();
+
+// --- reproducible: deploy skips files whose SHA256SUMS entry matches --------------------------------------
+const repro = suite('build: two builds give the same files');
+
+repro('a second build into another folder has the same SHA256SUMS, code caches included', () => {
+  const other = join(scratch, 'dist-again');
+  ok(run(process.execPath, ['build.mjs', '--dist', other], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 }), 'node build.mjs --dist');
+  for (const arch of ['x64', 'arm64']) {
+    const sums = readFileSync(join(dist, 'bin', `linux-${arch}`, 'SHA256SUMS'), 'utf8');
+    assert.equal(readFileSync(join(other, 'bin', `linux-${arch}`, 'SHA256SUMS'), 'utf8'), sums, `linux-${arch} SHA256SUMS`);
+  }
+  rmSync(other, { recursive: true, force: true });
+});
+
+repro.run();
+
 // --- size budget -------------------------------------------------------------------------------------------
 const size = suite('build: size budget');
 
-size('each folder is at most 1.15 x the stripped Node binary', () => {
+size('each folder is at most 1.10 x the stripped Node binary', () => {
   const nodeVersion = buildInfo.node.replace(/^v/, '');
   for (const [arch, strip] of [
     ['x64', 'strip'],
@@ -289,7 +380,7 @@ size('each folder is at most 1.15 x the stripped Node binary', () => {
     const folder = join(dist, 'bin', `linux-${arch}`);
     const total = filesUnder(folder).reduce((sum, f) => sum + statSync(f).size, 0);
     const ratio = total / stripped;
-    assert.ok(ratio <= 1.15, `linux-${arch}: ${total} bytes is ${ratio.toFixed(3)} x stripped node (${stripped}); budget 1.15`);
+    assert.ok(ratio <= 1.1, `linux-${arch}: ${total} bytes is ${ratio.toFixed(3)} x stripped node (${stripped}); budget 1.10`);
     assert.equal(buildInfo.targets[arch]!.folderBytes, total, `build-info.json folderBytes for ${arch}`);
     assert.equal(buildInfo.targets[arch]!.strippedNodeBytes, stripped, `build-info.json strippedNodeBytes for ${arch}`);
   }

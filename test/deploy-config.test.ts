@@ -193,7 +193,7 @@ invalid.run();
 const flags = suite('deployConfigFlags');
 flags('parse through a command spec; each names its environment variable', () => {
   const spec: CommandSpec = {
-    name: 'deploy-to-qnap', summary: '', usage: '', description: '', flags: deployConfigFlags, settings: [],
+    name: 'deploy-to-qnap', usage: '', description: '', flags: deployConfigFlags, settings: [],
     dryRun: true, maxPositionals: 0, examples: [],
   };
   const { flags: parsed } = parseCommandLine(spec, ['--host', 'nas', '--user', 'admin', '--project-dir', '/share/p', '--compose-file', 'c.yml',

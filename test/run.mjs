@@ -1,9 +1,11 @@
-// `npm test`: the type check, the build the end-to-end suites run, then every uvu suite
-// (unit and integration against the real test bed). uvu prints Total/Passed only, so the
-// last line is `N passed, N failed`, which CI reads. `npm test -- PATTERN` runs matching suites.
+// `npm test`: the test bed (test/env/setup.sh: idempotent, a no-op when the machine is ready),
+// the type check, the build the end-to-end suites run, then every uvu suite (unit and integration
+// against the real test bed). uvu prints Total/Passed only, so the last line is
+// `N passed, N failed`, which CI reads. `npm test -- PATTERN` runs matching suites.
 import { spawn } from 'node:child_process';
 
-const pattern = process.argv[2] ?? '\\.test\\.ts$';
+// A pattern picks among the test suites only (test/env holds scripts whose names match too).
+const pattern = process.argv[2] ? `^(?=.*(?:${process.argv[2]})).*\\.test\\.ts$` : '\\.test\\.ts$';
 let passed = 0;
 let failed = 0;
 
@@ -26,8 +28,9 @@ async function step(name, command, args) {
   return code === 0;
 }
 
+const ready = await step('test bed', 'bash', ['test/env/setup.sh']);
 await step('type check', 'npx', ['tsc', '--noEmit']);
-const built = await step('build', 'node', ['build.mjs']);
+const built = ready && (await step('build', 'node', ['build.mjs']));
 if (built) {
   console.log('\n== test suites');
   // --no-color: uvu sets FORCE_COLOR for children otherwise, and tests read their output.

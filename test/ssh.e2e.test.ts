@@ -263,7 +263,7 @@ upload('first upload onto an empty NAS dir: files, links, self-test, no temp lef
   // The links run the right command (launchers resolve links with readlink -f).
   const version = sh(join(nasDir(), 'backup-database'), ['--version']);
   assert.is(version.status, 0, version.stderr);
-  assert.match(version.stdout, /^\d+\.\d+\.\d+/);
+  assert.match(version.stdout, /^planetarion-backup \d+\.\d+\.\d+ \(node v\d+\.\d+\.\d+, linux-(x64|arm64)\)\n$/);
   assert.equal(readdirSync(nasDir()).filter((n) => n.startsWith('.')), []);
 });
 upload('second upload: skipped (SHA256SUMS match), links kept', async () => {

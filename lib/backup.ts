@@ -13,6 +13,7 @@ import { checkContainerState, checkDatabaseHealth, notRunningMessage, NotReadyEr
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { writeSidecars, type BackupManifest } from './manifest.ts';
+import { copyOffsite, type OffsiteOutcome } from './offsite/copy.ts';
 import { sendPing } from './ping.ts';
 import { PsqlSession } from './psql-session.ts';
 import { removeLeftovers, rotateBackups } from './rotate.ts';
@@ -49,6 +50,8 @@ export interface BackupSummary {
   rotated: string[];
   leftoversRemoved: string[];
   warnings: string[];
+  /** The off-site phase; undefined when PLANETARION_OFFSITE is not set (or for deploy's backup). */
+  offsite?: OffsiteOutcome;
 }
 
 /** The format a backup with these settings is written in. */
@@ -291,8 +294,11 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       const run = { time: started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
       return { ...status, lastRun: { ...run, ok: true }, lastSuccess: run, backups: onDisk };
     });
-    await sendPing(settings.pingUrl, true, log);
-    log.info('Backup completed successfully');
+    // Deploy's backup (the one with a tee) runs while the writers are stopped: the next scheduled
+    // run's catch-up copies it off-site.
+    const offsite = context.tee ? undefined : await copyOffsite({ settings, log, newFile: placed.name, now });
+    await sendPing(settings.pingUrl, offsite?.ok !== false, log);
+    log.info(offsite?.ok === false ? `Backup completed locally (${placed.name} is good); the off-site copy failed` : 'Backup completed successfully');
     return {
       dryRun: false,
       file: placed.name,
@@ -306,6 +312,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       rotated,
       leftoversRemoved,
       warnings,
+      offsite,
     };
   } catch (error) {
     session?.kill();

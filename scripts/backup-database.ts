@@ -5,6 +5,10 @@ import { defineCommand } from '../lib/command.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
+import { CliError, UsageError } from '../lib/errors.ts';
+import { checkOffsite } from '../lib/offsite/copy.ts';
+import { offsiteConfig } from '../lib/offsite/config.ts';
+import { offsiteReport, renderOffsiteReport } from '../lib/offsite/status.ts';
 
 export const backupLogName = 'backup.log';
 
@@ -20,14 +24,23 @@ export const backupDatabase = defineCommand(
       'removes backups beyond the newest N. Every step is logged with a timestamp to <logs>/backup.log.',
       'With PLANETARION_AGE_RECIPIENTS set, the dump is encrypted with age as it streams (.sql.gz.age):',
       'nothing unencrypted reaches the disk, and only the public keys need to be on the NAS.',
+      'With PLANETARION_OFFSITE=s3://BUCKET/PREFIX, every verified backup is then also uploaded (with its',
+      'manifest and .sha256) and confirmed by the server; backups not yet off-site are caught up, and off-site',
+      'rotation keeps the newest PLANETARION_OFFSITE_KEEP. An off-site failure leaves the local backup good and',
+      'exits 1. S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or a',
+      'credentials file (AWS_SHARED_CREDENTIALS_FILE); never on the command line.',
     ].join('\n'),
-    flags: [{ name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified) and the last run' }],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'ageRecipients', 'docker'],
+    flags: [
+      { name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified) and the last run' },
+      { name: 'offsite', type: 'boolean', description: 'with --status: also list the backups in the off-site bucket' },
+    ],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'ageRecipients', 'docker', 'offsite', 's3Endpoint', 's3Region', 's3PathStyle', 'offsiteKeep', 's3Timeout', 's3CredentialsFile'],
     dryRun: true,
     maxPositionals: 0,
     examples: [
       'backup-database                      # what cron runs at 02:00, 10:00 and 18:00',
       'backup-database --status',
+      'backup-database --status --offsite      # also what is in the bucket',
       'PLANETARION_AGE_RECIPIENTS=/share/CACHEDEV1_DATA/planetarion/age-recipients.txt backup-database',
       'backup-database --dry-run --container planetarion-db',
       'PLANETARION_DIR=/share/CACHEDEV1_DATA/planetarion backup-database --compress none --json',
@@ -36,9 +49,16 @@ export const backupDatabase = defineCommand(
   async ({ flags, settings, json, dryRun }) => {
     if (flags.status) {
       const report = await backupStatus(settings.dir, settings.backupDir);
-      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir));
+      const offsite = await offsiteReport(settings, report.status, flags.offsite === true);
+      if (flags.offsite && !offsite) throw new UsageError('--offsite: PLANETARION_OFFSITE is not set', 'Set PLANETARION_OFFSITE=s3://BUCKET/PREFIX (backup-database --help).');
+      process.stdout.write(
+        json
+          ? JSON.stringify({ ...report, ...(offsite ? { offsite } : {}) }, null, 2) + '\n'
+          : renderBackupStatus(report.backups, report.status, settings.backupDir) + (offsite ? renderOffsiteReport(offsite, offsiteConfig(settings)) : ''),
+      );
       return;
     }
+    if (flags.offsite) throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
     checkBackupDirectories(settings, !dryRun);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
     const docker = locateDocker({ explicit: settings.docker });
@@ -55,6 +75,12 @@ export const backupDatabase = defineCommand(
         : undefined,
     });
     if (tty && !dryRun) process.stderr.write('\n');
+    if (dryRun) await checkOffsite(settings, log);
     if (json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    if (summary.offsite?.ok === false) {
+      throw new CliError(`the off-site copy to ${summary.offsite.url} failed: ${summary.offsite.error}`, {
+        advice: `The local backup ${summary.file} is good (verified, in ${settings.backupDir}); the next run uploads what is missing.`,
+      });
+    }
   },
 );

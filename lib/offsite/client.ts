@@ -53,7 +53,8 @@ export class OffsiteStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 3,
-      requestHandler: { connectionTimeout: Math.min(config.timeoutMs, 10_000), requestTimeout: config.timeoutMs },
+      // Without throwOnRequestTimeout the handler only logs a stalled request and waits on forever.
+      requestHandler: { connectionTimeout: Math.min(config.timeoutMs, 10_000), requestTimeout: config.timeoutMs, throwOnRequestTimeout: true },
     });
     return new OffsiteStore(config, credentials, client, sdk, storage);
   }
@@ -90,16 +91,27 @@ export class OffsiteStore {
     }
   }
 
-  /** Uploads a stream (multipart above one part, at most queueSize parts in memory); aborts the multipart upload on failure. */
+  /** Uploads a stream (multipart above one part, at most queueSize parts in memory); aborts a failed multipart upload. */
   async upload(name: string, body: Readable | Buffer, metadata: Record<string, string>): Promise<void> {
     const upload = new this.storage.Upload({
       client: this.client,
       params: { Bucket: this.config.bucket, Key: this.key(name), Body: body, Metadata: metadata, ContentType: 'application/octet-stream' },
       partSize,
       queueSize,
-      leavePartsOnError: false,
+      // The SDK's own abort would replace the upload's error by the abort's where a server
+      // does not implement AbortMultipartUpload: abort here, best effort, and report the cause.
+      leavePartsOnError: true,
     });
-    await upload.done();
+    try {
+      await upload.done();
+    } catch (error) {
+      if (upload.uploadId) {
+        await this.client
+          .send(new this.sdk.AbortMultipartUploadCommand({ Bucket: this.config.bucket, Key: this.key(name), UploadId: upload.uploadId }))
+          .catch(() => {}); // parts left behind are no object; a lifecycle rule expires them
+      }
+      throw error;
+    }
   }
 
   /** A small object's text; undefined when it does not exist. */

@@ -115,3 +115,14 @@ export function credentialsFileWarning(credentials: Credentials): string | undef
 export function offsiteError(message: string, advice?: string): CliError {
   return new CliError(message, { advice });
 }
+
+/** What setup-backup-cron warns about off-site: an unencrypted copy, and keys cron cannot (and must not) get from the command line. */
+export function offsiteCronWarnings(settings: Settings, env: NodeJS.ProcessEnv): string[] {
+  if (!settings.offsite) return [];
+  const warnings: string[] = [];
+  if (!settings.ageRecipients) warnings.push(`off-site copies to ${settings.offsite} will not be encrypted: the storage provider can read them (set PLANETARION_AGE_RECIPIENTS)`);
+  if (env.AWS_ACCESS_KEY_ID && !settings.s3CredentialsFile) {
+    warnings.push('AWS_ACCESS_KEY_ID is set in this shell but cron will not see it (keys never go into the cron line): put the keys in a credentials file (mode 0600) and AWS_SHARED_CREDENTIALS_FILE=<that file> in planetarion.env');
+  }
+  return warnings;
+}

@@ -51,6 +51,7 @@ export async function startS3(bucket = 'planetarion-offsite'): Promise<TestS3> {
       for (const suffix of [objectSuffix, `${objectSuffix}.md5`, '._S3rver_metadata.json']) rmSync(join(root, key + suffix), { force: true });
     },
     async put(key, body, metadata) {
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
       const { S3Client, PutObjectCommand } = await import('@aws-sdk/client-s3');
       const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3Credentials.AWS_ACCESS_KEY_ID, secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY } });
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, Metadata: metadata }));

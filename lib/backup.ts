@@ -16,6 +16,7 @@ import { checkContainerState, checkDatabaseHealth, notRunningMessage, NotReadyEr
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
 import { readManifest, writeSidecars, type BackupManifest } from './manifest.ts';
+import { copyOffsite, type OffsiteOutcome } from './offsite/copy.ts';
 import { sendPing } from './ping.ts';
 import { PsqlSession } from './psql-session.ts';
 import { removeLeftovers, rotateBackups, rotationHoldReasons, type RotationFacts } from './rotate.ts';
@@ -56,6 +57,8 @@ export interface BackupSummary {
   rotationHeld: string[];
   leftoversRemoved: string[];
   warnings: string[];
+  /** The off-site phase; undefined when PLANETARION_OFFSITE is not set (or for deploy's backup). */
+  offsite?: OffsiteOutcome;
 }
 
 /** The format a backup with these settings is written in. */
@@ -451,8 +454,11 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       return { ...status, lastRun: { ...last, ok: true }, lastSuccess: last, backups: rotation.onDisk, rotation: rotation.rotation };
     });
     await held.startPing;
-    await sendPing(settings.pingUrl, 'success', log);
-    log.info('Backup completed successfully');
+    // Deploy's backup (the one with a tee) runs while the writers are stopped: the next scheduled
+    // run's catch-up copies it off-site.
+    const offsite = context.tee ? undefined : await copyOffsite({ settings, log, newFile: placed.name, now });
+    await sendPing(settings.pingUrl, offsite?.ok === false ? 'fail' : 'success', log);
+    log.info(offsite?.ok === false ? `Backup completed locally (${placed.name} is good); the off-site copy failed` : 'Backup completed successfully');
     return {
       ...summary,
       dryRun: false,
@@ -466,6 +472,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       rotated: rotation.removed,
       rotationHeld: rotation.rotation.heldBecause,
       warnings: rotation.warnings,
+      offsite,
     };
   } catch (error) {
     await recordFailure(context, run, held, error);

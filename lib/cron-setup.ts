@@ -20,6 +20,7 @@ import {
 import { locateDocker } from './docker-binary.ts';
 import { CliError, ExitCode, UsageError, errorText } from './errors.ts';
 import { formatTimestamp } from './log.ts';
+import { offsiteCronWarnings } from './offsite/config.ts';
 import { nextRuns } from './schedule.ts';
 import { defaultDir, resolveSettings, settingSpec, settingSpecs, type SettingKey, type Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
@@ -397,12 +398,15 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   const docker = dockerForCron(settings, root, env);
   const warnings: string[] = [];
   if (docker.pin) warnings.push(`docker is not on cron's PATH (${cronPath}) nor where Container Station puts it; the lines pin DOCKER=${docker.pin}`);
+  warnings.push(...offsiteCronWarnings(settings, env));
   for (const name of settingsCronWillMiss(env)) warnings.push(`${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, 'planetarion.env')}`);
   const assignments = cronAssignments(settings, docker.pin);
   const log = join(settings.logDir, cronLogName);
   const lines: ManagedLine[] = [{ job: 'backup', line: cronLine({ job: 'backup', schedule: settings.schedule, env: assignments, argv: [binary], log }) }];
   if (options.drill) {
-    lines.push({ job: 'drill', line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: [restoreBinary, '--test', 'latest'], log }) });
+    // With off-site copies the weekly drill fetches the newest one: it proves the copy a new NAS would restore.
+    const drillArgv = [restoreBinary, '--test', ...(settings.offsite ? ['--from-offsite'] : []), 'latest'];
+    lines.push({ job: 'drill', line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: drillArgv, log }) });
   }
 
   const before = await readCrontab($, target);

@@ -33,6 +33,20 @@ export interface Settings {
   ageRecipients: string | undefined;
   /** Path of the age identity (secret key) file a restore of an encrypted backup needs. */
   ageIdentity: string | undefined;
+  /** `s3://bucket/prefix`: where verified backups are also copied; undefined: no off-site copy. */
+  offsite: string | undefined;
+  /** S3 endpoint URL of a provider other than AWS (MinIO, B2, Wasabi, R2, QuObjects); undefined: AWS. */
+  s3Endpoint: string | undefined;
+  /** The bucket's region; undefined: us-east-1 (what most S3-compatible servers accept). */
+  s3Region: string | undefined;
+  /** Path-style URLs (endpoint/bucket/key); undefined: on when an endpoint is set. */
+  s3PathStyle: 'on' | 'off' | undefined;
+  /** How many backups off-site rotation keeps; undefined: the local keep. */
+  offsiteKeep: number | undefined;
+  /** Seconds an S3 request may go without progress before it is retried. */
+  s3Timeout: number;
+  /** A credentials file (AWS ini format) used when AWS_ACCESS_KEY_ID is not set. */
+  s3CredentialsFile: string | undefined;
 }
 export type SettingKey = keyof Settings;
 
@@ -70,6 +84,34 @@ function parseSchedule(raw: string): string {
   const problem = scheduleProblem(raw);
   if (problem) throw new Error(problem);
   return raw.trim().split(/\s+/).join(' ');
+}
+
+function wholeNumber(min: number, max: number) {
+  return (raw: string): number => {
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) throw new Error(`a whole number from ${min} to ${max}`);
+    return Number(raw);
+  };
+}
+
+function httpUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error('an http:// or https:// URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('an http:// or https:// URL');
+  return raw.replace(/\/+$/, '');
+}
+
+/** `s3://bucket[/prefix]`: a bucket name as S3 allows it, a prefix without empty segments. */
+function parseOffsiteUrl(raw: string): string {
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(raw.trim());
+  const prefix = match?.[2]?.replace(/\/+$/, '') ?? '';
+  if (!match || (prefix !== '' && prefix.split('/').includes('')) || /[\\\x00-\x1f]/.test(prefix)) {
+    throw new Error('s3://BUCKET or s3://BUCKET/PREFIX (a bucket name: lower-case letters, digits, . -; a prefix without empty parts)');
+  }
+  return prefix ? `s3://${match[1]}/${prefix}` : `s3://${match[1]}`;
 }
 
 function define<K extends SettingKey>(spec: SettingSpec<K>): SettingSpec<K> {
@@ -197,6 +239,51 @@ export const settingSpecs = [
     description: 'the age identity (secret key) file that decrypts .age backups; keep it off the NAS',
     defaultValue: () => undefined,
     // A relative path is taken from where the command runs (it is usually given as a flag).
+    parse: (raw) => resolve(raw),
+  }),
+  define({
+    key: 'offsite', env: 'PLANETARION_OFFSITE', flag: 'offsite-url', valueName: 's3://BUCKET/PREFIX',
+    description: 'also copy every verified backup to this S3 bucket and prefix (credentials: AWS_ACCESS_KEY_ID and\nAWS_SECRET_ACCESS_KEY in the environment, or the credentials file below; never on the command line)',
+    defaultValue: () => undefined,
+    parse: parseOffsiteUrl,
+  }),
+  define({
+    key: 's3Endpoint', env: 'PLANETARION_S3_ENDPOINT', flag: 's3-endpoint', valueName: 'URL',
+    description: 'S3 endpoint of a provider other than AWS (MinIO, Backblaze B2, Wasabi, R2, QuObjects)',
+    defaultValue: () => undefined,
+    parse: httpUrl,
+  }),
+  define({
+    key: 's3Region', env: 'PLANETARION_S3_REGION', flag: 's3-region', valueName: 'REGION',
+    description: "the bucket's region (default us-east-1)",
+    defaultValue: () => undefined,
+    parse: pattern(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a region name such as eu-central-1 (lower-case letters, digits, -)'),
+  }),
+  define({
+    key: 's3PathStyle', env: 'PLANETARION_S3_PATH_STYLE', flag: 's3-path-style', valueName: 'on|off',
+    description: 'path-style URLs (endpoint/bucket/key) instead of bucket.endpoint (default: on when an endpoint is set)',
+    defaultValue: () => undefined,
+    parse(raw) {
+      if (raw !== 'on' && raw !== 'off') throw new Error("'on' or 'off'");
+      return raw;
+    },
+  }),
+  define({
+    key: 'offsiteKeep', env: 'PLANETARION_OFFSITE_KEEP', flag: 'offsite-keep', valueName: 'N',
+    description: 'how many backups off-site rotation keeps (default: PLANETARION_KEEP)',
+    defaultValue: () => undefined,
+    parse: wholeNumber(1, 10000),
+  }),
+  define({
+    key: 's3Timeout', env: 'PLANETARION_S3_TIMEOUT', flag: 's3-timeout', valueName: 'SECONDS',
+    description: 'how long an S3 request may stall before it is retried (3 attempts each)',
+    defaultValue: () => '60',
+    parse: wholeNumber(1, 3600),
+  }),
+  define({
+    key: 's3CredentialsFile', env: 'AWS_SHARED_CREDENTIALS_FILE', flag: 's3-credentials-file', valueName: 'FILE',
+    description: 'AWS-style credentials file (mode 0600; profile AWS_PROFILE or default), read when AWS_ACCESS_KEY_ID is not set',
+    defaultValue: () => undefined,
     parse: (raw) => resolve(raw),
   }),
 ] as const satisfies readonly SettingSpec[];

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.ts';
+import type { OffsiteRunRecord } from './offsite/copy.ts';
 
 export interface RunStatus {
   time: string;
@@ -20,6 +21,8 @@ export interface Status {
   /** The backups on disk after the last successful run, newest first. */
   backups?: Array<{ file: string; size: number }>;
   lastDrill?: { time: string; file: string; passed: boolean; durationMs: number; detail: string };
+  /** The off-site phase of the backup runs (lib/offsite/copy.ts). */
+  offsite?: { lastRun?: OffsiteRunRecord; lastSuccess?: OffsiteRunRecord; lastFailure?: OffsiteRunRecord };
   /** What rotation did after the last successful backup: what it removed, or why it deleted nothing. */
   rotation?: RotationStatus;
 }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { defineCommand } from '../lib/command.ts';
+import { UsageError } from '../lib/errors.ts';
 
 export const backupLogName = 'backup.log';
 
@@ -19,14 +20,23 @@ export const backupDatabase = defineCommand(
       'be writable by their owner only (chmod 700).',
       'With PLANETARION_AGE_RECIPIENTS set, the dump is encrypted with age as it streams (.sql.gz.age):',
       'nothing unencrypted reaches the disk, and only the public keys need to be on the NAS.',
+      'With PLANETARION_OFFSITE=s3://BUCKET/PREFIX, every verified backup is then also uploaded (with its',
+      'manifest and .sha256) and confirmed by the server; backups not yet off-site are caught up, and off-site',
+      'rotation keeps the newest PLANETARION_OFFSITE_KEEP. An off-site failure leaves the local backup good and',
+      'exits 1. S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or a',
+      'credentials file (AWS_SHARED_CREDENTIALS_FILE); never on the command line.',
     ].join('\n'),
-    flags: [{ name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified), the last run, and why rotation was held' }],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'ageRecipients', 'docker'],
+    flags: [
+      { name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified), the last run, and why rotation was held' },
+      { name: 'offsite', type: 'boolean', description: 'with --status: also list the backups in the off-site bucket' },
+    ],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'ageRecipients', 'docker', 'offsite', 's3Endpoint', 's3Region', 's3PathStyle', 'offsiteKeep', 's3Timeout', 's3CredentialsFile'],
     dryRun: true,
     maxPositionals: 0,
     examples: [
       'backup-database                      # what cron runs at 02:00, 10:00 and 18:00',
       'backup-database --status',
+      'backup-database --status --offsite      # also what is in the bucket',
       'PLANETARION_AGE_RECIPIENTS=/share/CACHEDEV1_DATA/planetarion/age-recipients.txt backup-database',
       'backup-database --dry-run --container planetarion-db',
       'PLANETARION_DIR=/share/CACHEDEV1_DATA/planetarion backup-database --compress none --json',
@@ -37,16 +47,26 @@ export const backupDatabase = defineCommand(
     if (flags.status) {
       const { backupStatus, renderBackupStatus } = await import('../lib/backup-status.ts');
       const report = await backupStatus(settings.dir, settings.backupDir);
-      process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings));
+      // The off-site client (and the AWS SDK behind it) is loaded only when the report asks the bucket.
+      const [{ offsiteReport, renderOffsiteReport }, { offsiteConfig }] = await Promise.all([import('../lib/offsite/status.ts'), import('../lib/offsite/config.ts')]);
+      const offsite = await offsiteReport(settings, report.status, flags.offsite === true);
+      if (flags.offsite && !offsite) throw new UsageError('--offsite: PLANETARION_OFFSITE is not set', 'Set PLANETARION_OFFSITE=s3://BUCKET/PREFIX (backup-database --help).');
+      process.stdout.write(
+        json
+          ? JSON.stringify({ ...report, ...(offsite ? { offsite } : {}) }, null, 2) + '\n'
+          : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings) + (offsite ? renderOffsiteReport(offsite, offsiteConfig(settings)) : ''),
+      );
       return;
     }
-    const [{ checkBackupDirectories, formatBytes, runBackup }, { locateDocker }, { Logger }, { createShell }, { reconcileIfIdle }, { errorText }] = await Promise.all([
+    if (flags.offsite) throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
+    const [{ checkBackupDirectories, formatBytes, runBackup }, { locateDocker }, { Logger }, { createShell }, { reconcileIfIdle }, { CliError, errorText }, { checkOffsite }] = await Promise.all([
       import('../lib/backup.ts'),
       import('../lib/docker-binary.ts'),
       import('../lib/log.ts'),
       import('../lib/shell.ts'),
       import('../lib/deploy-switch.ts'),
       import('../lib/errors.ts'),
+      import('../lib/offsite/copy.ts'),
     ]);
     checkBackupDirectories(settings, !dryRun);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
@@ -67,6 +87,12 @@ export const backupDatabase = defineCommand(
         : undefined,
     });
     if (tty && !dryRun) process.stderr.write('\n');
+    if (dryRun) await checkOffsite(settings, log);
     if (json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    if (summary.offsite?.ok === false) {
+      throw new CliError(`the off-site copy to ${summary.offsite.url} failed: ${summary.offsite.error}`, {
+        advice: `The local backup ${summary.file} is good (verified, in ${settings.backupDir}); the next run uploads what is missing.`,
+      });
+    }
   },
 );

@@ -21,6 +21,9 @@ export const restoreDatabase = defineCommand(
       'An encrypted backup (.age) needs the age identity (--identity FILE or PLANETARION_AGE_IDENTITY): it is',
       'decrypted to its end before any database is touched (wrong key, truncated or tampered: refused) and',
       'again as it streams into the container; without an identity the restore exits 2 and touches nothing.',
+      '--from-offsite latest|NAME fetches the backup from PLANETARION_OFFSITE (streamed, checksum verified before',
+      'any database is touched) and restores it the same way, also onto an empty backup folder (a new NAS);',
+      'with --test it is the restore drill of the off-site copy.',
     ].join('\n'),
     flags: [
       { name: 'yes', type: 'boolean', short: 'y', description: 'do not ask for confirmation (required without a terminal)' },
@@ -29,8 +32,9 @@ export const restoreDatabase = defineCommand(
       { name: 'other-database', type: 'boolean', description: "restore a backup whose manifest names another database than PLANETARION_DB_NAME" },
       { name: 'test', type: 'boolean', description: 'restore drill: restore into a scratch database, prove the fingerprint, drop it; the live database is never touched' },
       { name: 'rollback', type: 'boolean', description: 'make the previous database live again (swaps back)' },
+      { name: 'from-offsite', type: 'string', valueName: 'latest|NAME', description: 'fetch the backup from the off-site bucket (PLANETARION_OFFSITE) and restore that' },
     ],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'ageIdentity', 'docker'],
+    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'ageIdentity', 'docker', 'offsite', 's3Endpoint', 's3Region', 's3PathStyle', 's3Timeout', 's3CredentialsFile'],
     dryRun: true,
     maxPositionals: 1,
     examples: [
@@ -41,6 +45,8 @@ export const restoreDatabase = defineCommand(
       'restore-database --rollback --yes',
       'restore-database /tmp/old.sql --no-verify --container planetarion-db-test',
       'restore-database latest --identity ~/.config/planetarion/age-key.txt --yes',
+      'restore-database --from-offsite latest --yes   # the NAS is new or its backups are gone',
+      'restore-database --test --from-offsite latest  # the restore drill of the off-site copy',
     ],
   },
   async ({ flags, positionals, settings, json, dryRun }) => {
@@ -55,12 +61,15 @@ export const restoreDatabase = defineCommand(
       import('../lib/shell.ts'),
     ]);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
+    const fromOffsite = typeof flags['from-offsite'] === 'string' ? flags['from-offsite'] : undefined;
+    if (fromOffsite !== undefined && (flags.rollback || positionals.length)) throw new UsageError('--from-offsite names the backup itself: it takes no FILE and no --rollback');
+    const fetched = fromOffsite === undefined ? undefined : await (await import('../lib/offsite/download.ts')).fetchFromOffsite({ settings, log, argument: fromOffsite, hasIdentity: settings.ageIdentity !== undefined, adopt: mode === 'restore' && !dryRun });
     const result = await runRestore({
       settings,
       docker: locateDocker({ explicit: settings.docker }),
       $: createShell(),
       log,
-      file: positionals[0],
+      file: fetched?.path ?? positionals[0],
       yes: flags.yes === true,
       dryRun,
       fallback: flags.fallback === true,
@@ -68,7 +77,7 @@ export const restoreDatabase = defineCommand(
       otherDatabase: flags['other-database'] === true,
       mode,
       identities: mode !== 'rollback' && settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined,
-    });
+    }).finally(() => fetched?.cleanup());
     if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   },
 );

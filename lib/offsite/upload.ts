@@ -1,0 +1,112 @@
+// Uploading one backup with its sidecars, and proving the server holds what was sent: the size
+// and the sha256 metadata it reports, and its ETag against the MD5s computed while streaming
+// (or, where the server's ETag is not an MD5, by reading the object back).
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import { pipeline, Transform, type TransformCallback } from 'node:stream';
+import { sidecarsOf } from '../backup-files.ts';
+import { CliError } from '../errors.ts';
+import { readChecksum, readManifest } from '../manifest.ts';
+import { partSize, type OffsiteStore, type RemoteHead } from './client.ts';
+import { sha256OfObject } from './download.ts';
+
+/** Hashes a stream as it passes: sha256 and MD5 of the whole, and the MD5 of each multipart part. */
+export class UploadHasher extends Transform {
+  readonly sha256 = createHash('sha256');
+  readonly md5 = createHash('md5');
+  private readonly partDigests: Buffer[] = [];
+  private part: Hash = createHash('md5');
+  private partBytes = 0;
+  bytes = 0;
+
+  constructor(private readonly size: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.sha256.update(chunk);
+    this.md5.update(chunk);
+    this.bytes += chunk.length;
+    for (let offset = 0; offset < chunk.length; ) {
+      const take = Math.min(partSize - this.partBytes, chunk.length - offset);
+      this.part.update(chunk.subarray(offset, offset + take));
+      this.partBytes += take;
+      offset += take;
+      if (this.partBytes === partSize) this.endPart();
+    }
+    done(null, chunk);
+  }
+
+  private endPart(): void {
+    this.partDigests.push(this.part.digest());
+    this.part = createHash('md5');
+    this.partBytes = 0;
+  }
+
+  /** The ETags an S3 server computes for these bytes: the MD5 of a single PUT, or md5(part MD5s)-N of a multipart upload. */
+  expectedEtags(): string[] {
+    if (this.partBytes > 0) this.endPart();
+    const whole = this.md5.digest('hex');
+    if (this.size < partSize) return [whole];
+    const multipart = `${createHash('md5').update(Buffer.concat(this.partDigests)).digest('hex')}-${this.partDigests.length}`;
+    return [multipart, whole];
+  }
+}
+
+/** What a local backup needs off-site: its size, sha256 and manifest time. */
+export interface LocalBackupFacts {
+  name: string;
+  path: string;
+  size: number;
+  sha256: string;
+  created: string;
+}
+
+/** The facts of a local backup, or undefined when it has no .sha256 to copy it with. */
+export function localFacts(path: string): LocalBackupFacts | undefined {
+  const sha256 = readChecksum(path);
+  if (!sha256) return undefined;
+  const manifest = readManifest(path);
+  return { name: basename(path), path, size: statSync(path).size, sha256, created: manifest?.created ?? statSync(path).mtime.toISOString() };
+}
+
+/** Whether HeadObject shows the object as uploaded by uploadBackup: size and sha256 metadata. */
+export function headMatches(head: RemoteHead | undefined, size: number, sha256: string): boolean {
+  return head !== undefined && head.size === size && head.metadata.sha256 === sha256;
+}
+
+/** Uploads a backup and its two sidecars (the manifest last), confirming each; throws a CliError on any doubt. */
+export async function uploadBackup(store: OffsiteStore, facts: LocalBackupFacts): Promise<{ etagChecked: boolean }> {
+  const hasher = new UploadHasher(facts.size);
+  const body = pipeline(createReadStream(facts.path), hasher, () => {});
+  await store.upload(facts.name, body, { sha256: facts.sha256, created: facts.created });
+  if (hasher.bytes !== facts.size || hasher.sha256.digest('hex') !== facts.sha256) {
+    await store.delete(facts.name).catch(() => {});
+    throw new CliError(`${facts.name} changed or does not match its .sha256 while it was uploaded; its off-site copy was removed`, {
+      advice: 'Check the local file with: backup-database --status',
+    });
+  }
+  const head = await store.head(facts.name);
+  if (!headMatches(head, facts.size, facts.sha256)) {
+    throw new CliError(`the server does not confirm ${facts.name}: it reports ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'none'}` : 'no object'}, expected ${facts.size} bytes, sha256 ${facts.sha256}`);
+  }
+  let etagChecked = hasher.expectedEtags().includes(head!.etag);
+  if (!etagChecked) {
+    // Not an MD5 ETag (encryption at rest, some providers' multipart scheme): read it back instead.
+    const actual = await sha256OfObject(store, facts.name);
+    if (actual !== facts.sha256) throw new CliError(`the server holds other bytes for ${facts.name} than were sent (sha256 ${actual})`);
+    etagChecked = true;
+  }
+  const sidecars = sidecarsOf(facts.path);
+  for (const sidecar of [sidecars.checksum, sidecars.manifest]) await uploadSmall(store, sidecar);
+  return { etagChecked };
+}
+
+/** Uploads a small file in one PUT and confirms its size and sha256. */
+async function uploadSmall(store: OffsiteStore, path: string): Promise<void> {
+  const data = readFileSync(path);
+  const sha256 = createHash('sha256').update(data).digest('hex');
+  await store.upload(basename(path), data, { sha256 });
+  if (!headMatches(await store.head(basename(path)), data.length, sha256)) throw new CliError(`the server does not confirm ${basename(path)}`);
+}

@@ -126,10 +126,17 @@ race.before.each(() => {
 });
 race.after.each(() => removeTempDir(dir));
 
+/** Starts `count` holders that try the lock at the same moment (once every one of them is ready). */
+async function raceHolders(count: number, ms: number): Promise<Run[]> {
+  const go = join(dir, 'go');
+  const runs = Array.from({ length: count }, () => run(dir, ms, go));
+  for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < count; i++) await new Promise((r) => setTimeout(r, 50));
+  writeFileSync(go, '');
+  return Promise.all(runs.map((r) => r.done));
+}
+
 race('two processes racing: exactly one gets it, the other exits 75 naming the holder pid', async () => {
-  const a = run(dir, 1500);
-  const b = run(dir, 1500);
-  const results = await Promise.all([a.done, b.done]);
+  const results = await raceHolders(2, 1500);
   const winners = results.filter((r) => r.code === 0);
   const losers = results.filter((r) => r.code === 75);
   assert.is(winners.length, 1, JSON.stringify(results));
@@ -139,11 +146,7 @@ race('two processes racing: exactly one gets it, the other exits 75 naming the h
 });
 
 race('eight processes racing through the moment the lock is written: exactly one wins, every loser names it', async () => {
-  const go = join(dir, 'go');
-  const runs = Array.from({ length: 8 }, () => run(dir, 2500, go));
-  for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < runs.length; i++) await new Promise((r) => setTimeout(r, 50));
-  writeFileSync(go, '');
-  const results = await Promise.all(runs.map((r) => r.done));
+  const results = await raceHolders(8, 2500);
   const winners = results.filter((r) => r.code === 0);
   assert.is(winners.length, 1, JSON.stringify(results));
   const holderPid = /locked (\d+)/.exec(winners[0]!.stdout)![1];

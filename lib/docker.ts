@@ -121,7 +121,7 @@ export class Docker {
   async rename(from: string, to: string): Promise<void> {
     const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} rename ${from} ${to}`;
     if (out.exitCode !== 0) {
-      throw new CliError(`docker rename ${from} ${to} failed: ${out.stderr.trim().split('\n').pop() || `exit ${out.exitCode}`}`, {
+      throw new CliError(`docker rename ${from} ${to} failed: ${out.stderr.trim().replace(/\s*\n\s*/g, ' ') || `exit ${out.exitCode}`}`, {
         advice: `See 'docker ps -a' for what holds the name '${to}'; deploy-to-qnap --status shows which slot is live.`,
       });
     }

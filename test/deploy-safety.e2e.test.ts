@@ -29,7 +29,7 @@ const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** SQL in a container's planetarion database, with a timeout: a write blocked by a fence left behind must fail the test, not hang it. */
 const sql = (container: string, text: string) =>
-  execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: text, timeout: 15_000 }).toString().trim();
+  execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: text, timeout: 120_000 }).toString().trim();
 const systemId = (container: string) => sql(container, 'SELECT system_identifier FROM pg_control_system()');
 const appName = (n: TestNas) => `${n.project}-app`;
 const health = (name: string) => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
@@ -63,7 +63,7 @@ safety('an old-script stack without container_name, data on a driver_opts bind f
   sql(legacyDb, 'CREATE TABLE host_ticks (n int PRIMARY KEY)');
   const liveId = systemId(legacyDb);
   const writer = startHostWriter(legacyDb);
-  await waitFor('the host writer to commit', () => writer.committed().length > 3, 30_000, 100);
+  await waitFor('the host writer to commit', () => writer.committed().length > 3, 180_000, 100);
   let r: ToolResult;
   try {
     r = await deploy(n);
@@ -102,7 +102,9 @@ safety('a stopped live DB container is refused (exit 2, nothing started); a remo
   const n = nas();
   assert.is((await deploy(n)).code, 0);
   await waitFor('the app', () => health(appName(n)) === 'healthy', 60_000, 200);
-  const backup = JSON.parse((await runTool('backup-database', ['--json'], n.env)).stdout).file as string;
+  const backedUp = await runTool('backup-database', ['--json'], n.env);
+  assert.is(backedUp.code, 0, backedUp.stderr);
+  const backup = JSON.parse(backedUp.stdout).file as string;
   const rows = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
   execFileSync('docker', ['stop', n.container]);
   const before = containersOf(n.project);

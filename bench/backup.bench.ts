@@ -16,7 +16,8 @@ const runs = Number(process.env.BENCH_RUNS ?? 3);
 const scales = (process.env.BENCH_SCALES ?? '1,40').split(',').map(Number);
 
 async function benchScale(scale: number) {
-  const db = `pb-bench-s${scale}`;
+  // Per process: benches from other checkouts on this machine must not remove this one's container.
+  const db = `pb-bench-s${scale}-${process.pid}`;
   // Generous: on a busy shared machine the container takes minutes to become healthy.
   await startDb(db, { timeoutMs: 300_000 });
   try {

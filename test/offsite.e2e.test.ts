@@ -160,7 +160,13 @@ offsite('off-site rotation keeps the newest PLANETARION_OFFSITE_KEEP complete co
   assert.equal(report.remote.map((b: { file: string }) => b.file), made.slice(1).reverse());
   assert.ok(report.remote.every((b: { complete: boolean }) => b.complete));
   assert.is(report.foreign, 2, 'notes.txt and the .bak (the sub-prefix is not listed)');
-  assert.equal(report.local.map((b: { offsite: string }) => b.offsite), ['copied', 'copied', 'missing']);
+  assert.equal(report.local.map((b: { offsite: string }) => b.offsite), ['copied', 'copied', 'beyond keep']);
+  // The next run neither uploads the local backup that off-site rotation removed nor removes anything else.
+  const next = await tool('backup-database', ['--json'], env);
+  assert.is(next.code, 0, next.stderr);
+  const summary = JSON.parse(next.stdout);
+  assert.equal(summary.offsite.uploaded, [summary.file]);
+  assert.equal(summary.offsite.rotated, [made[1]]);
 });
 
 offsite('the server down during a backup: the local backup is good, exit 1 saying so, status.json and the ping say fail; the next run catches up', async () => {

@@ -41,7 +41,8 @@ export async function copyOffsite(context: OffsiteContext): Promise<OffsiteOutco
   const { log } = context;
   const started = (context.now ?? (() => new Date()))();
   const outcome: OffsiteOutcome = { url: config.url, ok: false, uploaded: [], present: [], pending: [], rotated: [], warnings: [] };
-  const locals = listBackups(context.settings.backupDir).map((b) => b.path);
+  // Only the backups off-site rotation keeps: an older local one would be uploaded and removed again.
+  const locals = listBackups(context.settings.backupDir).slice(0, config.keep).map((b) => b.path);
   outcome.pending = locals.map((p) => p.split('/').pop()!);
   let store: OffsiteStore | undefined;
   try {

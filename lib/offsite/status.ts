@@ -12,7 +12,7 @@ import { inventory, isComplete, type RemoteBackup } from './remote.ts';
 import { headMatches, localFacts } from './upload.ts';
 
 /** copied: all three objects there, size and sha256 confirmed; the others say what the next backup run re-uploads. */
-export type OffsiteState = 'copied' | 'missing' | 'incomplete' | 'differs' | 'no checksum';
+export type OffsiteState = 'copied' | 'missing' | 'incomplete' | 'differs' | 'no checksum' | 'beyond keep';
 
 export interface OffsiteReport {
   url: string;
@@ -36,7 +36,9 @@ export async function offsiteReport(settings: Settings, status: Status, withRemo
   try {
     store = await OffsiteStore.open(config);
     const { backups, foreign } = await inventory(store);
-    for (const backup of listBackups(settings.backupDir)) report.local.push({ file: backup.name, offsite: await localState(store, backup.path, backups) });
+    for (const [index, backup] of listBackups(settings.backupDir).entries()) {
+      report.local.push({ file: backup.name, offsite: index < config.keep ? await localState(store, backup.path, backups) : 'beyond keep' });
+    }
     report.unencrypted = backups.filter((b) => !b.encrypted).map((b) => b.name);
     if (withRemote) {
       report.remote = backups.map((b) => ({ file: b.name, size: b.size ?? null, created: b.time.toISOString(), complete: isComplete(b), encrypted: b.encrypted }));
@@ -65,6 +67,7 @@ const stateText: Record<OffsiteState, string> = {
   incomplete: 'OFF-SITE INCOMPLETE (the next backup run uploads it again)',
   differs: 'OFF-SITE COPY DIFFERS (the next backup run uploads it again)',
   'no checksum': 'not copied off-site (no .sha256)',
+  'beyond keep': 'not kept off-site (older than the newest PLANETARION_OFFSITE_KEEP)',
 };
 
 /** The human lines --status appends. */

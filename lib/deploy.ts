@@ -480,10 +480,10 @@ function finishPhase(run: DeployRun): Phase {
       };
       if (stale) await step('removing the older previous slot', () => removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log));
       await step('installing the backup cron job', () => options.installCron(options.log));
-      const result = run.result!;
-      const summary: DeploySummary = { ...deploySummary(run), ...(warnings.length ? { warnings } : {}) };
-      await step('recording deploy/state.json', async () => writeDeployState(settings.dir, { live: result.live, previous: result.previous, lastDeploy: summary }));
-      run.result = { ...summary, live: result.live, previous: result.previous };
+      const { live, previous, ...switched } = run.result!;
+      const summary: DeploySummary = { ...switched, outcome: 'switched', totalMs: Date.now() - run.started, ...(warnings.length ? { warnings } : {}) };
+      await step('recording deploy/state.json', async () => writeDeployState(settings.dir, { live, previous, lastDeploy: summary }));
+      run.result = { ...summary, live, previous };
     },
   };
 }

@@ -102,10 +102,11 @@ safety('a stopped live DB container is refused (exit 2, nothing started); a remo
   const n = nas();
   assert.is((await deploy(n)).code, 0);
   await waitFor('the app', () => health(appName(n)) === 'healthy', 60_000, 200);
+  // Counted before the backup: the app keeps writing until the container stops.
+  const rows = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
   const backedUp = await runTool('backup-database', ['--json'], n.env);
   assert.is(backedUp.code, 0, backedUp.stderr);
   const backup = JSON.parse(backedUp.stdout).file as string;
-  const rows = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
   execFileSync('docker', ['stop', n.container]);
   const before = containersOf(n.project);
   const slotFiles = readdirSync(join(n.dir, 'deploy')).sort();

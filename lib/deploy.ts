@@ -563,7 +563,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     log.info(`Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`);
     let once: Promise<void> | undefined;
     await runPhases(phases, () => (once ??= rollBack(run)), log, (abort) => (run.abort = abort));
-    log.info(`Deployment is live: ${run.next.containers.map((c) => c.name).join(', ')}`);
+    log.info(`${run.mode === 'first' ? 'First deployment' : 'Deployment'} is live: ${run.next.containers.map((c) => c.name).join(', ')}`);
     return run.result!;
   } finally {
     lock.release();

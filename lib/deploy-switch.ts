@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { readJournal, removeJournal, writeJournal, inspectContainers, isServing, journalFileName, type ContainerFacts, type JournalContainer, type SwitchJournal } from './deploy-journal.ts';
 import { deployDirName, writeDeployState, type DeployState, type DeploySummary, type Slot } from './deploy-state.ts';
+import { Docker } from './docker.ts';
 import { CliError, errorText } from './errors.ts';
 import { acquireLock, LockHeldError } from './lock.ts';
 import type { Logger } from './log.ts';
@@ -117,11 +118,24 @@ async function applyUndo(ctx: SwitchContext, journal: SwitchJournal): Promise<vo
   facts = await inspectContainers(ctx.$, ctx.docker, ids());
   for (const c of journal.outgoing.containers) await renameTo(ctx, c, facts, c.from);
   // One at a time, the database first: its writers wait for it.
+  const started: string[] = [];
   for (const c of journal.outgoing.containers.filter((c) => c.startOnUndo && !facts.get(c.id)?.running)) {
     await ctx.$({ timeout: '120s' })`${ctx.docker} start ${c.id}`;
     ctx.log.info(`Started ${c.from} again`);
+    started.push(c.from);
+  }
+  // The deployment may have stopped the live database before the switch: serve again before the
+  // caller goes on (a backup right after the undo needs a healthy database).
+  if (started.length) {
+    await new Docker(ctx.docker, ctx.$).waitHealthy(started, undoHealthTimeoutMs).then(
+      () => ctx.log.info(`Healthy again: ${started.join(', ')}`),
+      (error: unknown) => ctx.log.warn(`After the undo, not healthy yet: ${errorText(error)}`),
+    );
   }
 }
+
+/** How long an undone switch waits for the live slot to be healthy again. */
+const undoHealthTimeoutMs = 180_000;
 
 export type Reconciled = { action: 'none' } | { action: 'recorded' | 'finished' | 'undone'; message: string };
 

@@ -152,9 +152,9 @@ export class Docker {
    */
   async waitHealthy(names: string[], timeoutMs: number, options: { oneShot?: string[]; signal?: AbortSignal } = {}): Promise<void> {
     const until = Date.now() + timeoutMs;
-    // A one-shot container (migration, seed) that exited 0 is done, not failed; its health check
-    // (often the image's, meant for another service) says nothing: the check killed by its exit
-    // leaves it "unhealthy".
+    // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
+    // check says (often the image's, meant for another service: the check killed by its exit
+    // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.
     const oneShot = (name: string) => Boolean(options.oneShot?.includes(name));
     const done = (name: string, state: ContainerState) => oneShot(name) && state.status === 'exited' && state.exitCode === 0;
     for (;;) {
@@ -162,8 +162,8 @@ export class Docker {
       // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
       // containers that are starting.
       const states = (await this.inspectMany(names)).map((state, i) => ({ name: names[i]!, state })).filter(({ name, state }) => !done(name, state));
-      const bad = states.find(({ name, state }) => !state.exists || (state.health === 'unhealthy' && !oneShot(name)) || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
-      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' && !oneShot(bad.name) ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
+      const bad = states.find(({ state }) => !state.exists || state.health === 'unhealthy' || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
+      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
       if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy'))) return;
       if (Date.now() > until) {
         const waiting = states.filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy'))).map(({ name, state }) => `${name} (${state.health ?? state.status})`);

@@ -268,12 +268,10 @@ upload('first upload onto an empty NAS dir: files, links, self-test, no temp lef
 });
 upload('second upload: skipped (SHA256SUMS match), links kept', async () => {
   const inode = statSync(join(nasDir(), 'bin', 'runtime', 'planetarion')).ino;
-  const started = Date.now();
   const result = await uploadExecutables(connect(), distBin, nasDir());
   assert.is(result.action, 'skipped');
   assert.is(result.bytes, 0);
   assert.is(statSync(join(nasDir(), 'bin', 'runtime', 'planetarion')).ino, inode);
-  assert.ok(Date.now() - started < 3000);
   assert.ok(lstatSync(join(nasDir(), 'planetarion')).isSymbolicLink());
 });
 upload('a changed local SHA256SUMS forces a re-upload, swapped in with no leftovers', async () => {

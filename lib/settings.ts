@@ -212,16 +212,7 @@ export const settingSpecs = [
     key: 'pingUrl', env: 'PLANETARION_PING_URL', flag: 'ping-url', valueName: 'URL',
     description: 'monitoring URL: GET <url>/start as a run starts, <url> on success, <url>/fail on failure (a failed ping never fails the backup)',
     defaultValue: () => undefined,
-    parse(raw) {
-      let url: URL;
-      try {
-        url = new URL(raw);
-      } catch {
-        throw new Error('an http:// or https:// URL');
-      }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('an http:// or https:// URL');
-      return raw.replace(/\/+$/, '');
-    },
+    parse: httpUrl,
   }),
   define({
     key: 'ageRecipients', env: 'PLANETARION_AGE_RECIPIENTS', flag: 'age-recipients', valueName: 'KEYS|FILE',

@@ -198,11 +198,13 @@ faults('every candidate failing: exit 1, the new slot removed, the old slot serv
 faults('the new app never becomes healthy: automatic rollback, the old slot live again, exit 1', async () => {
   const n = nas();
   assert.is((await deploy(n)).code, 0);
-  n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"'));
+  // The app's checks count from 2 s, so it turns 'unhealthy' quickly; the timeout stays long
+  // enough for the new database's first start (initdb), which the same timeout bounds.
+  n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"').replace('start_period: 20s', 'start_period: 2s'));
   const liveBefore = containersOf(n.project);
-  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '15', ...n.deployArgs], n.env);
+  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '90', ...n.deployArgs], n.env);
   assert.is(r.code, 1, r.stderr);
-  assert.match(r.stderr, /did not become healthy.*rolled back/);
+  assert.match(r.stderr, /did not become healthy.*rolled back/, r.stderr);
   assert.equal(containersOf(n.project), liveBefore);
   await sleep(3000);
   assert.is(appHealthy(n), 'healthy');

@@ -20,7 +20,7 @@ function cleanAll(): void {
   while (nases.length) nases.pop()!.cleanup();
 }
 
-const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '60', ...n.deployArgs, ...args], n.env);
+const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '180', ...n.deployArgs, ...args], n.env);
 const liveWrites = (n: TestNas) => Number(sqlIn(n.container, 'SELECT count(*) FROM app_writes'));
 const appHealthy = (n: TestNas) => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', `${n.project}-app`]).toString().trim();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -84,7 +84,7 @@ first('second deployment over a live one: every row the writers wrote is live, t
   assert.ok(manifest.fingerprint.tables.find((t: { table: string }) => t.table === 'app_writes').rows > Number(oldOrigin[1]));
 
   // --rollback makes the previous slot live again.
-  const back = await runTool('deploy-to-qnap', ['--local', '--rollback', '--health-timeout', '60', ...n.deployArgs], n.env);
+  const back = await runTool('deploy-to-qnap', ['--local', '--rollback', '--health-timeout', '180', ...n.deployArgs], n.env);
   assert.is(back.code, 0, back.stderr);
   const state = JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8'));
   assert.is(state.live.project, result.previous.project);
@@ -202,7 +202,7 @@ faults('the new app never becomes healthy: automatic rollback, the old slot live
   // enough for the new database's first start (initdb), which the same timeout bounds.
   n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"').replace('start_period: 20s', 'start_period: 2s'));
   const liveBefore = containersOf(n.project);
-  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '90', ...n.deployArgs], n.env);
+  const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, /did not become healthy.*rolled back/, r.stderr);
   assert.equal(containersOf(n.project), liveBefore);

@@ -224,7 +224,7 @@ ops('setup: a test NAS with a first deployment and the Planetarion-like seed; th
   assert.ok(steps.length >= 10, `only ${steps.length} runnable blocks found`);
   n = makeTestNas();
   // Generic mode: the cron job goes to the recording `crontab` first on PATH, never the machine's.
-  const first = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '60'], n.env);
+  const first = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '180'], n.env);
   assert.is(first.code, 0, first.stderr);
   await seedPlanetarion(n.container, { scale: 0.2 });
   ready = true;

@@ -1,10 +1,14 @@
-// A real S3 server on loopback for the off-site tests (s3rver: files in a temp dir, real SigV4
-// checks, multipart uploads), and a fault-injecting HTTP proxy in front of it that can answer
-// 5xx, stall a request or refuse connections, per request.
-import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// A real S3 server on loopback for the off-site tests (s3rver: files in a temp dir, multipart
+// uploads), and a fault-injecting HTTP proxy in front of it that can answer 5xx, stall a request
+// or refuse connections, per request. s3rver checks that the access key exists but not a SigV4
+// signature (its authentication middleware accepts any version-4 signature), so the proxy checks
+// every signature with the SDK's own signer and answers 403 SignatureDoesNotMatch as S3 does.
+import { createHash, createHmac } from 'node:crypto';
+import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join, relative } from 'node:path';
+import { SignatureV4 } from '@smithy/signature-v4';
 import S3rver from 's3rver';
 import { makeTempDir, removeTempDir } from './tmp.ts';
 
@@ -122,18 +126,22 @@ export class FaultProxy {
     const info = { method: req.method ?? 'GET', path: url.pathname, query: url.searchParams };
     this.seen.push(info);
     const fault = this.rule(info);
+    if (fault === 'pass') {
+      // The body is not needed: the SDK signs S3 payloads as UNSIGNED-PAYLOAD or a declared hash.
+      void signatureMatches(req.method ?? 'GET', url, req.headers).then((matches) => {
+        if (matches) this.forward(req, res);
+        else answerError(req, res, { status: 403, code: 'SignatureDoesNotMatch' }, 'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
+      });
+      return;
+    }
     if (fault === 'stall') {
       req.resume(); // take the body, never answer
       return;
     }
-    if (fault !== 'pass') {
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(fault.status, { 'content-type': 'application/xml' });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>injected by the test proxy</Message></Error>`);
-      });
-      return;
-    }
+    answerError(req, res, fault, 'injected by the test proxy');
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse): void {
     const upstream = request({ host: '127.0.0.1', port: this.target, method: req.method, path: req.url, headers: req.headers }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
@@ -141,6 +149,65 @@ export class FaultProxy {
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   }
+}
+
+function answerError(req: IncomingMessage, res: ServerResponse, fault: { status: number; code: string }, message: string): void {
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(fault.status, { 'content-type': 'application/xml' });
+    res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>${message}</Message></Error>`);
+  });
+}
+
+function bytes(data: string | ArrayBuffer | ArrayBufferView): string | Uint8Array {
+  if (typeof data === 'string') return data;
+  return ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+}
+
+/** node:crypto as the signer's hash (an HMAC when it is given a secret). */
+class NodeSha256 {
+  private readonly hash;
+  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+  }
+  update(data: string | ArrayBuffer | ArrayBufferView): void {
+    this.hash.update(bytes(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return this.hash.digest();
+  }
+}
+
+/**
+ * Signs the request again with the secret the server knows for its access key, over the headers
+ * the client says it signed, at the time it says it signed; a request without SigV4 is passed on
+ * (the server itself refuses an unknown access key).
+ */
+async function signatureMatches(method: string, url: URL, headers: IncomingHttpHeaders): Promise<boolean> {
+  const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$/.exec(String(headers.authorization ?? ''));
+  const date = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(String(headers['x-amz-date'] ?? ''));
+  if (!auth || !date) return true;
+  const [, accessKeyId, , region, service, signedHeaders, signature] = auth;
+  if (accessKeyId !== s3Credentials.AWS_ACCESS_KEY_ID) return true;
+  const signer = new SignatureV4({ credentials: { accessKeyId, secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY }, region, service, sha256: NodeSha256, uriEscapePath: false, applyChecksum: false });
+  const names = signedHeaders.split(';');
+  const query: Record<string, string | string[]> = {};
+  for (const key of new Set(url.searchParams.keys())) {
+    const values = url.searchParams.getAll(key);
+    query[key] = values.length === 1 ? values[0] : values;
+  }
+  const signed = await signer.sign(
+    {
+      method,
+      protocol: 'http:',
+      hostname: url.hostname,
+      path: url.pathname,
+      query,
+      headers: Object.fromEntries(names.map((name) => [name, String(headers[name] ?? '')])),
+    },
+    { signingDate: new Date(Date.UTC(+date[1], +date[2] - 1, +date[3], +date[4], +date[5], +date[6])), signableHeaders: new Set(names) },
+  );
+  return String(signed.headers.authorization ?? '').endsWith(`Signature=${signature}`);
 }
 
 /** A FaultProxy in front of `s3`, listening. */

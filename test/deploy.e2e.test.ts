@@ -200,7 +200,7 @@ faults('the new app never becomes healthy: automatic rollback, the old slot live
   assert.is((await deploy(n)).code, 0);
   // The app's checks count from 2 s, so it turns 'unhealthy' quickly; the timeout stays long
   // enough for the new database's first start (initdb), which the same timeout bounds.
-  n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"').replace('start_period: 20s', 'start_period: 2s'));
+  n.setCompose((yaml) => yaml.replace('APP_HEALTHY: "${APP_HEALTHY:-1}"', 'APP_HEALTHY: "0"').replace('start_period: 300s', 'start_period: 2s'));
   const liveBefore = containersOf(n.project);
   const r = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
   assert.is(r.code, 1, r.stderr);

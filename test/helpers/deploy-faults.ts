@@ -41,7 +41,7 @@ exec docker "$@"
 /** The test stack with a health check that tolerates a machine busy with other test runs. */
 export const patient = (yaml: string) =>
   yaml
-    .replace('      retries: 2\n      start_period: 20s', '      timeout: 60s\n      retries: 30\n      start_period: 900s')
+    .replace('      retries: 2\n      start_period: 300s', '      timeout: 60s\n      retries: 30\n      start_period: 900s')
     .replace(
       '  db:\n    image: planetarion-test-pg:latest\n',
       '  db:\n    image: planetarion-test-pg:latest\n    healthcheck:\n      test: ["CMD-SHELL", "pg_isready -q -h /var/run/postgresql -U planetarion_user -d planetarion"]\n      interval: 1s\n      timeout: 60s\n      retries: 30\n      start_period: 900s\n',

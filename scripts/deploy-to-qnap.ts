@@ -55,7 +55,7 @@ export const deployToQnap = defineCommand(
     flags: [
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
       { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
-      { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving; restore the newest existing backup (zero disruption, not zero loss)' },
+      { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving until the switch (which still stops the old containers and starts the new ones: a short outage all the same); restore the newest existing backup, so every write after it is lost' },
       { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores (without it, a failed fresh backup or restore aborts at once)' },
       { name: 'fresh-from-backup', type: 'boolean', description: 'the deployment exists but does not run (its DB container stopped or removed, its volumes or backups left): restore the newest backup into a fresh deployment, proven like an A-B one' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },

@@ -160,7 +160,7 @@ qnap('--dry-run shows the change as a diff and changes nothing', async () => {
   assert.match(r.stdout, `\n-${expectedLine(tree.nas, 'backup', '0 2,10,18 * * *')}\n+${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n`);
   assert.not.match(r.stdout, /^[-+]0 4 \* \* 0/m);
   assert.is(read(tree.crontab), before);
-  assert.is(tree.calls().length, calls);
+  assert.equal(tree.calls().slice(calls), ['crontab -l'], 'only read (for an old line only the running cron holds)');
 });
 
 qnap('re-install with a new schedule: the line is replaced where it stands, the rest byte for byte', async () => {

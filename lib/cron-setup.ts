@@ -534,6 +534,7 @@ export async function backupCronStatus(options: Pick<CronSetupOptions, '$' | 'en
     const same = (a: FoundLine[], b: FoundLine[]) => a.map((l) => l.line).join('\n') === b.map((l) => l.line).join('\n');
     if (!same(found, loaded)) warnings.push(`the running cron (crontab -l) does not hold the same managed lines as ${target.file}; run setup-backup-cron again`);
   }
+  for (const line of oldScriptLines(text)) warnings.push(`the old scripts' line still runs a backup; run setup-backup-cron to replace it: ${line.trim()}`);
   for (const job of ['backup', 'drill'] as const) {
     if (found.filter((l) => l.job === job).length > 1) warnings.push(`the ${job} line is there more than once; run setup-backup-cron again to fix it`);
   }

@@ -39,10 +39,10 @@ export function oldScriptHash(path: string): string | null {
   }
 }
 
-/** What --status says of an old script backup: what it is and why it proves nothing. */
+/** What an old script backup is and why it proves nothing (for --status and restore-database's refusal). */
 export function oldScriptCaveat(gameStateHash: string | null): string {
   const hash = gameStateHash === null ? 'no game-state hash' : gameStateHash === 'unavailable' ? 'its game-state hash unavailable' : `game-state hash ${gameStateHash} (not checkable)`;
-  return `old script backup: no checksum, no fingerprint, ${hash}; it carries no proof, restore it only with --no-verify`;
+  return `old script backup: no checksum, no fingerprint, ${hash}; it carries no proof`;
 }
 
 /** Every backup in the dir, newest first, each checked against its checksum. */
@@ -82,7 +82,7 @@ export function renderBackupStatus(backups: BackupOnDisk[], status: Status, back
   const lines = [`Backups in ${backupDir} (newest first):`];
   if (backups.length === 0) lines.push('  none');
   for (const b of backups) {
-    const check = b.origin === 'old-script' ? oldScriptCaveat(b.gameStateHash) : { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
+    const check = b.origin === 'old-script' ? `${oldScriptCaveat(b.gameStateHash)}, restore it only with --no-verify` : { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
     const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
     const encryption = b.encrypted ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})` : '';
     const age = b.ageSeconds < 0 ? 'IN THE FUTURE' : `${formatAge(b.ageSeconds)} old`;

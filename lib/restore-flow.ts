@@ -56,9 +56,9 @@ export function checkOldScriptBackup(file: string, options: Pick<RestoreFlowOpti
   const old = oldScriptBackupAt(file);
   if (!old) return;
   const caveat = oldScriptCaveat(oldScriptHash(file));
-  if (options.mode === 'test') throw new UsageError(`${old.name} is an ${caveat.replace(/, restore it only with --no-verify$/, '')}: a restore drill cannot prove it`, 'Drill a backup made by backup-database (backup-database --status lists them).');
+  if (options.mode === 'test') throw new UsageError(`${old.name} is an ${caveat}: a restore drill cannot prove it`, 'Drill a backup made by backup-database (backup-database --status lists them).');
   if (!options.noVerify) {
-    throw new UsageError(`${old.name} is an ${caveat.replace(/, restore it only with --no-verify$/, '')}`, 'Restore it unproven with --no-verify (the restored data cannot be checked against anything), or pick a backup made by backup-database (backup-database --status lists them).');
+    throw new UsageError(`${old.name} is an ${caveat}`, 'Restore it unproven with --no-verify (the restored data cannot be checked against anything), or pick a backup made by backup-database (backup-database --status lists them).');
   }
   options.log.warn(`${old.name} is an old script backup: restoring it unproven (--no-verify), as accepted; nothing can check the restored data against it`);
 }

@@ -2,7 +2,7 @@
 // naming pattern and the ordering are defined. Backups are ordered by a sequence number the
 // backup folder keeps, never by a clock: the local time in a name repeats when DST falls back,
 // and a clock (the kernel's too, so mtimes as well) can be set back or a file copied in.
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ageSuffix } from './age.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -14,7 +14,16 @@ export type BackupFormat = 'plain' | 'gzip' | 'custom';
 export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: '.sql.gz', custom: '.dump' };
 
 // `.age` after any format: an encrypted backup belongs to the same rotation series as the others.
-const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(\.sql|\.sql\.gz|\.dump)(\.age)?$/;
+// The old shell script wrote plain SQL named with its game-state hash too: `..._HHMMSS_<hash>.sql`.
+const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(?:(\.sql|\.sql\.gz|\.dump)(\.age)?|_([A-Za-z0-9]{1,128})\.sql)$/;
+
+/**
+ * Who made a backup. `old-script`: the shell scripts this project replaces (plain SQL with no
+ * manifest or checksum, or the `_<hash>.sql` form, whose hash is in practice `unavailable`):
+ * such a backup carries no proof, so it restores only unproven (--no-verify), never as a deploy's
+ * proof, and rotation keeps it until enough verified backups of this tool exist.
+ */
+export type BackupOrigin = 'tool' | 'old-script';
 
 export interface BackupFile {
   name: string;
@@ -32,6 +41,7 @@ export interface BackupFile {
   wal: WalPosition | undefined;
   /** When it was made: its manifest's UTC time, else the time in its name. */
   created: Date;
+  origin: BackupOrigin;
 }
 
 /** A WAL position (`pg_current_wal_lsn()`) and the cluster's system_identifier: positions compare only within one cluster. */
@@ -64,11 +74,24 @@ export function backupFileName(date: Date, format: BackupFormat, encrypted = fal
 export function parseBackupName(name: string, dir = ''): BackupFile | undefined {
   const m = namePattern.exec(name);
   if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, ext, age] = m;
+  const [, y, mo, d, h, mi, s, ext, age, oldHash] = m;
   const time = new Date(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s));
   if (Number.isNaN(time.getTime()) || backupStamp(time) !== `${y}${mo}${d}_${h}${mi}${s}`) return undefined;
-  const format = (Object.keys(extensionOf) as BackupFormat[]).find((f) => extensionOf[f] === ext)!;
-  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined, sequence: undefined, wal: undefined, created: time };
+  const format = (Object.keys(extensionOf) as BackupFormat[]).find((f) => extensionOf[f] === (ext ?? '.sql'))!;
+  const origin: BackupOrigin = oldHash === undefined ? 'tool' : 'old-script';
+  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined, sequence: undefined, wal: undefined, created: time, origin };
+}
+
+/** Whether a backup on disk is the old script's: named so, or plain SQL with neither manifest nor checksum beside it. */
+function isOldScriptBackup(b: BackupFile): boolean {
+  if (b.origin === 'old-script') return true;
+  const { manifest, checksum } = sidecarsOf(b.path);
+  return b.format === 'plain' && !b.encrypted && !existsSync(manifest) && !existsSync(checksum);
+}
+
+/** The backups a restore can prove (made by this tool): what a deploy may restore. */
+export function provableBackups(backups: BackupFile[]): BackupFile[] {
+  return backups.filter((b) => b.origin !== 'old-script');
 }
 
 /** The manifest and checksum files that belong to a backup. */
@@ -190,7 +213,8 @@ export function listBackups(dir: string): BackupFile[] {
     .filter((f): f is BackupFile => f !== undefined)
     .map((f) => {
       const order = recordedOrder(f.path);
-      return order ? { ...f, ...order, created: order.created ?? f.time } : f;
+      const known = order ? { ...f, ...order, created: order.created ?? f.time } : f;
+      return isOldScriptBackup(known) ? { ...known, origin: 'old-script' as const } : known;
     })
     .sort(newestFirst);
 }

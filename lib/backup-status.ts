@@ -1,7 +1,7 @@
 // `backup-database --status`: the backups on disk, whether each still matches its checksum,
 // and what the last run did.
-import { statSync } from 'node:fs';
-import { listBackups, orderWarnings } from './backup-files.ts';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { listBackups, orderWarnings, type BackupOrigin } from './backup-files.ts';
 import { readChecksum, readManifest, sha256File } from './manifest.ts';
 import { readStatus, type Status } from './status.ts';
 import { formatBytes } from './backup.ts';
@@ -20,6 +20,29 @@ export interface BackupOnDisk {
   encrypted: boolean;
   recipients: string[];
   lastDrill: { time: string; passed: boolean } | null;
+  /** `old-script`: made by the old shell scripts; it carries no proof (restore it only with --no-verify). */
+  origin: BackupOrigin;
+  /** An old script backup's `-- GAME_STATE_HASH:` trailer (in practice `unavailable`); null otherwise. */
+  gameStateHash: string | null;
+}
+
+/** The `-- GAME_STATE_HASH: <hash>` trailer the old script appended to its dumps, from the file's end. */
+export function oldScriptHash(path: string): string | null {
+  const fd = openSync(path, 'r');
+  try {
+    const size = statSync(path).size;
+    const tail = Buffer.alloc(Math.min(size, 4096));
+    readSync(fd, tail, 0, tail.length, size - tail.length);
+    return /^-- GAME_STATE_HASH: *(\S+)/m.exec(tail.toString('utf8'))?.[1] ?? null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What an old script backup is and why it proves nothing (for --status and restore-database's refusal). */
+export function oldScriptCaveat(gameStateHash: string | null): string {
+  const hash = gameStateHash === null ? 'no game-state hash' : gameStateHash === 'unavailable' ? 'its game-state hash unavailable' : `game-state hash ${gameStateHash} (not checkable)`;
+  return `old script backup: no checksum, no fingerprint, ${hash}; it carries no proof`;
 }
 
 /** Every backup in the dir, newest first, each checked against its checksum. */
@@ -39,6 +62,8 @@ export async function inspectBackups(backupDir: string, now = new Date()): Promi
       encrypted: backup.encrypted,
       recipients: manifest?.encryption?.recipients ?? [],
       lastDrill: manifest?.lastDrill ? { time: manifest.lastDrill.time, passed: manifest.lastDrill.passed } : null,
+      origin: backup.origin,
+      gameStateHash: backup.origin === 'old-script' ? oldScriptHash(backup.path) : null,
     });
   }
   return result;
@@ -57,7 +82,7 @@ export function renderBackupStatus(backups: BackupOnDisk[], status: Status, back
   const lines = [`Backups in ${backupDir} (newest first):`];
   if (backups.length === 0) lines.push('  none');
   for (const b of backups) {
-    const check = { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
+    const check = b.origin === 'old-script' ? `${oldScriptCaveat(b.gameStateHash)}, restore it only with --no-verify` : { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
     const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
     const encryption = b.encrypted ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})` : '';
     const age = b.ageSeconds < 0 ? 'IN THE FUTURE' : `${formatAge(b.ageSeconds)} old`;

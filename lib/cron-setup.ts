@@ -3,7 +3,7 @@
 // lines, read them back, and prove the installed command works with `backup-database --dry-run`.
 import { accessSync, chmodSync, chownSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic-file.ts';
 import {
   cronLine,
@@ -11,8 +11,11 @@ import {
   findManagedLines,
   foreignBackupLines,
   managedLinesProblem,
+  oldScriptLines,
   planCrontab,
   removeManagedLines,
+  restoreOldScriptLines,
+  retireOldScriptLines,
   type FoundLine,
   type ManagedJob,
   type ManagedLine,
@@ -21,6 +24,7 @@ import { locateDocker } from './docker-binary.ts';
 import { CliError, ExitCode, UsageError, errorText } from './errors.ts';
 import { formatTimestamp } from './log.ts';
 import { offsiteCronWarnings } from './offsite/config.ts';
+import { moveOldScripts, oldScriptsFolder, oldScriptsIn, restoreOldScripts } from './old-scripts.ts';
 import { nextRuns } from './schedule.ts';
 import { defaultDir, resolveSettings, settingSpec, settingSpecs, type SettingKey, type Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
@@ -360,6 +364,11 @@ export interface CronSetupResult {
   warnings: string[];
   status?: Status;
   statusFile?: string;
+  /**
+   * The old shell scripts: install takes over (or, dry run, would) their cron lines, which stay
+   * commented out, and moves their scripts into `folder`; uninstall puts both back.
+   */
+  oldScripts?: { lines: string[]; scripts: string[]; folder: string };
 }
 
 /** What every action's result says of the crontab: which one, and how `before` became `after`. */
@@ -410,14 +419,16 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   }
 
   const before = await readCrontab($, target);
-  const after = planCrontab(before, lines);
-  for (const line of foreignBackupLines(after)) warnings.push(`another line also runs a backup (the old script's?); remove it if so: ${line.trim()}`);
+  const takeover = await planTakeover($, target, before, settings.dir);
+  const after = planCrontab(takeover.text, lines);
+  for (const line of foreignBackupLines(after)) warnings.push(`another line also runs a backup; remove it unless it is meant to run beside the managed one: ${line.trim()}`);
   const result: CronSetupResult = {
     ...crontabResult('install', target, before, after, options.dryRun),
     lines,
     nextRuns: nextRunsOf([{ job: 'backup', schedule: settings.schedule }, ...(options.drill ? [{ job: 'drill' as const, schedule: settings.drillSchedule }] : [])], now),
     diff: crontabDiff(before, after, target.file ?? 'crontab'),
     warnings,
+    oldScripts: takeover.oldScripts,
   };
   for (const w of warnings) progress(`Warning: ${w}`);
 
@@ -446,6 +457,9 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
       }
     } else await verifyCrontab($, target, after, lines);
     progress(`Verified: ${target.label} holds the ${lines.map((l) => l.job).join(' and ')} line${lines.length > 1 ? 's' : ''}`);
+    // Only once the managed line runs: the old line, if it still ran, would find its script gone.
+    result.oldScripts!.scripts = moveOldScripts(settings.dir).moved.map((m) => basename(m.from));
+    reportTakeover(result, target, progress);
   }
   if (!options.skipTest) {
     progress(`Self test: ${binary} --dry-run (with cron's environment)`);
@@ -454,19 +468,46 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   return result;
 }
 
-/** Removes the managed lines, nothing else. */
-export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'dryRun' | 'progress'>): Promise<CronSetupResult> {
+/**
+ * What taking over the old scripts changes: their cron lines commented out (on QNAP also those
+ * only the running cron holds, recorded in the file), and the scripts in the NAS folder that
+ * will move to old-scripts/.
+ */
+async function planTakeover($: Shell, target: CrontabTarget, before: string, dir: string): Promise<{ text: string; oldScripts: NonNullable<CronSetupResult['oldScripts']> }> {
+  // QNAP: the old setup script loaded its line with `crontab -` only, so the file may lack it.
+  const loadedOnly = target.file ? oldScriptLines(await readLoadedCrontab($)) : [];
+  const { text, retired } = retireOldScriptLines(before, loadedOnly);
+  return { text, oldScripts: { lines: retired, scripts: oldScriptsIn(dir), folder: join(dir, oldScriptsFolder) } };
+}
+
+/** Progress lines for what a takeover (or its undoing) did. */
+function reportTakeover(result: CronSetupResult, target: CrontabTarget, progress: (line: string) => void): void {
+  const old = result.oldScripts;
+  if (!old) return;
+  const install = result.action === 'install';
+  for (const line of old.lines) {
+    progress(install ? `Took over the old scripts' cron line (kept commented out in ${target.label}; --uninstall puts it back): ${line}` : `Put back the old scripts' cron line: ${line}`);
+  }
+  if (old.scripts.length) {
+    progress(install ? `Moved the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}` : `Moved the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`);
+  }
+}
+
+/** Removes the managed lines and undoes a takeover of the old scripts (their cron line and the scripts back), nothing else. */
+export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'dryRun' | 'progress' | 'settings'>): Promise<CronSetupResult> {
   const { $, env, root, progress } = options;
   const target = detectCrontab(root, env);
   const before = await readCrontab($, target);
-  const after = removeManagedLines(before);
+  const { text: after, restored } = restoreOldScriptLines(removeManagedLines(before));
   const removed = findManagedLines(before);
+  const folder = join(options.settings.dir, oldScriptsFolder);
   const result: CronSetupResult = {
     ...crontabResult('uninstall', target, before, after, options.dryRun),
     lines: removed.map(({ job, line }) => ({ job, line })),
     nextRuns: {},
     diff: crontabDiff(before, after, target.file ?? 'crontab'),
     warnings: [],
+    oldScripts: { lines: restored, scripts: oldScriptsIn(folder), folder },
   };
   if (options.dryRun) return result;
   if (result.changed) {
@@ -477,6 +518,8 @@ export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 
     progress(`${target.label} holds no managed line; nothing to remove`);
   }
   await verifyCrontab($, target, after, []);
+  result.oldScripts!.scripts = restoreOldScripts(options.settings.dir).moved.map((m) => basename(m.to));
+  reportTakeover(result, target, progress);
   return result;
 }
 
@@ -491,6 +534,7 @@ export async function backupCronStatus(options: Pick<CronSetupOptions, '$' | 'en
     const same = (a: FoundLine[], b: FoundLine[]) => a.map((l) => l.line).join('\n') === b.map((l) => l.line).join('\n');
     if (!same(found, loaded)) warnings.push(`the running cron (crontab -l) does not hold the same managed lines as ${target.file}; run setup-backup-cron again`);
   }
+  for (const line of oldScriptLines(text)) warnings.push(`the old scripts' line still runs a backup; run setup-backup-cron to replace it: ${line.trim()}`);
   for (const job of ['backup', 'drill'] as const) {
     if (found.filter((l) => l.job === job).length > 1) warnings.push(`the ${job} line is there more than once; run setup-backup-cron again to fix it`);
   }
@@ -511,6 +555,22 @@ function renderNextRuns(result: CronSetupResult): string[] {
   const out: string[] = [];
   for (const [job, runs] of Object.entries(result.nextRuns)) {
     out.push(`Next ${job === 'backup' ? 'backups' : 'restore drills'} (${result.timeZone}): ${runs.map((r) => formatRun(new Date(r))).join(', ')}`);
+  }
+  return out;
+}
+
+/** What happened (or, dry run, would happen) to the old scripts' cron lines and files. */
+function renderOldScripts(result: CronSetupResult): string[] {
+  const old = result.oldScripts;
+  if (!old || result.action === 'status') return [];
+  const out: string[] = [];
+  const would = result.dryRun;
+  if (result.action === 'install') {
+    if (old.lines.length) out.push(`${would ? 'Would replace' : 'Replaced'} the old scripts' cron line${old.lines.length > 1 ? 's' : ''} by the managed one (kept commented out; --uninstall puts ${old.lines.length > 1 ? 'them' : 'it'} back):`, ...old.lines.map((l) => `  ${l}`));
+    if (old.scripts.length) out.push(`${would ? 'Would move' : 'Moved'} the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}`);
+  } else {
+    if (old.lines.length) out.push(`${would ? 'Would put' : 'Put'} back the old scripts' cron line${old.lines.length > 1 ? 's' : ''}:`, ...old.lines.map((l) => `  ${l}`));
+    if (old.scripts.length) out.push(`${would ? 'Would move' : 'Moved'} the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`);
   }
   return out;
 }
@@ -548,6 +608,7 @@ export function renderCronSetup(result: CronSetupResult): string {
     out.push(`${result.changed ? 'Installed in' : 'Already installed in'} ${where}:`);
     for (const l of result.lines) out.push(`  ${l.job}: ${l.line}`);
   }
+  out.push(...renderOldScripts(result));
   if (result.action !== 'status') {
     if (result.backupCopy) out.push(`Previous crontab kept as ${result.backupCopy}`);
     if (result.commands.length) out.push(`Ran: ${result.commands.join(', then ')}`);

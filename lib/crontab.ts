@@ -155,7 +155,7 @@ export function managedLinesProblem(text: string, expected: readonly ManagedLine
   return extra ? `an unexpected ${extra.job} line is there: ${extra.line}` : undefined;
 }
 
-/** Lines that are not ours but run a backup too (e.g. the old shell script's), worth a warning. */
+/** Lines that are not ours but run a backup too (a hand-written one; the old script's is taken over), worth a warning. */
 export function foreignBackupLines(text: string): string[] {
   return splitLines(text)
     .map((l) => l.text)
@@ -215,4 +215,58 @@ export function crontabDiff(before: string, after: string, label: string): strin
     }
   }
   return out.join('\n') + '\n';
+}
+
+/**
+ * The old shell scripts' backup line (`0 2,10,18 * * * .../backup-database.sh`): taken over by
+ * the managed line. It is kept in the crontab commented out behind this marker, so that
+ * `--uninstall` can put it back exactly as it was, and no one mistakes it for a running job.
+ */
+export const retiredMarker = `# ${markerPrefix}old-script-line `;
+
+/** Whether a crontab line runs the old shell script's backup (not a comment, not ours). */
+export function isOldScriptLine(line: string): boolean {
+  return managedJobOf(line) === undefined && !line.trimStart().startsWith('#') && /(^|[\s/'"])backup-database\.sh(?=$|[\s;&|>'"])/.test(line);
+}
+
+/** The old script's lines in a crontab, as they stand. */
+export function oldScriptLines(text: string): string[] {
+  return splitLines(text)
+    .map((l) => l.text)
+    .filter(isOldScriptLine);
+}
+
+/**
+ * The crontab with every old-script line commented out behind retiredMarker, where it stands;
+ * `alsoRetire` (old lines cron runs but the file lacks: QNAP's crontab loaded with `crontab -`)
+ * are appended in that form so that they are recorded for --uninstall. Pure.
+ */
+export function retireOldScriptLines(text: string, alsoRetire: readonly string[] = []): { text: string; retired: string[] } {
+  const retired: string[] = [];
+  const out = splitLines(text).map((l) => {
+    if (!isOldScriptLine(l.text)) return l;
+    retired.push(l.text);
+    return { text: retiredMarker + l.text, eol: '\n' as const };
+  });
+  // A line already recorded (an earlier takeover) is not recorded twice.
+  const recorded = new Set(splitLines(text).filter((l) => l.text.startsWith(retiredMarker)).map((l) => l.text.slice(retiredMarker.length)));
+  const extra = [...new Set(alsoRetire)].filter((l) => !retired.includes(l) && !recorded.has(l));
+  if (extra.length && out.length && out[out.length - 1]!.eol === '') out[out.length - 1] = { ...out[out.length - 1]!, eol: '\n' };
+  for (const line of extra) {
+    retired.push(line);
+    out.push({ text: retiredMarker + line, eol: '\n' });
+  }
+  return { text: joinLines(out), retired };
+}
+
+/** The crontab with the retired old-script lines active again, where they stand (what --uninstall does). Pure. */
+export function restoreOldScriptLines(text: string): { text: string; restored: string[] } {
+  const restored: string[] = [];
+  const out = splitLines(text).map((l) => {
+    if (!l.text.startsWith(retiredMarker)) return l;
+    const line = l.text.slice(retiredMarker.length);
+    restored.push(line);
+    return { ...l, text: line };
+  });
+  return { text: joinLines(out), restored };
 }

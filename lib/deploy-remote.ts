@@ -1,12 +1,13 @@
 // deploy-to-qnap from a workstation: check the NAS over SSH, bring the matching executables,
 // the compose file, the settings file and images there, then run the A-B flow on the NAS with
 // the uploaded executable, its output streamed back.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DeployConfig } from './deploy-config.ts';
 import { sshTargetOf } from './deploy-config.ts';
 import { CliError, UsageError, type ExitCode } from './errors.ts';
 import { availableBuilds, localBinRoot, probeNas, shipImage, uploadExecutables, uploadFile } from './nas-upload.ts';
+import { applySettingsUpload, describeSettingsPlan, planSettingsUpload, settingsRefusal } from './settings-merge.ts';
 import { Ssh } from './ssh.ts';
 import { followRemoteRun, remoteRunRecord, runDetachedOnNas } from './deploy-follow.ts';
 
@@ -18,6 +19,8 @@ export interface RemoteDeployOptions {
   images: string[];
   /** The local settings file to upload as <dir>/planetarion.env, if any. */
   settingsFile: string | undefined;
+  /** --replace-settings: the local settings file replaces the NAS's instead of being merged into it. */
+  replaceSettings?: boolean;
   /** Only --status / --rollback / --follow: nothing is uploaded. */
   upload: boolean;
   /** Run it detached from the SSH session and follow its log (a deployment, --rollback). */
@@ -51,6 +54,11 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     if (!existsSync(config.composeFile)) {
       throw new UsageError(`the compose file ${config.composeFile} does not exist`, 'Set DOCKER_COMPOSE_FILE in .qnap-deploy.env or pass --compose-file.');
     }
+    // Merged into the NAS's file, never overwriting it: a change needs --replace-settings (lib/settings-merge.ts).
+    const settingsPath = `${dir}/planetarion.env`;
+    const settings = options.settingsFile ? await planSettingsUpload(ssh, readFileSync(options.settingsFile, 'utf8'), settingsPath, options.replaceSettings === true) : undefined;
+    for (const line of settings ? describeSettingsPlan(settings, settingsPath) : []) say(line);
+    if (settings?.action === 'refuse' && !options.dryRun) throw settingsRefusal(settings, settingsPath);
     if (options.dryRun) {
       say(`Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/docker-compose.qnap.yml${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`);
       if (!(await ssh.run(['test', '-x', `${dir}/deploy-to-qnap`])).exitCode) {
@@ -65,10 +73,7 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     // 0600 like planetarion.env: a compose file holds the database's passwords.
     await uploadFile(ssh, config.composeFile, `${dir}/docker-compose.qnap.yml`);
     say(`Uploaded ${config.composeFile} to ${dir}/docker-compose.qnap.yml`);
-    if (options.settingsFile) {
-      await uploadFile(ssh, options.settingsFile, `${dir}/planetarion.env`);
-      say(`Uploaded ${options.settingsFile} to ${dir}/planetarion.env`);
-    }
+    if (settings) await applySettingsUpload(ssh, settings, settingsPath);
     for (const image of options.images) {
       const shipped = await shipImage(ssh, image);
       say(shipped.action === 'skipped' ? `Image ${image} is already on the NAS` : `Shipped image ${image} (${shipped.bytes} bytes)`);

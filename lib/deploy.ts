@@ -7,7 +7,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { backupFormatOf, runBackup } from './backup.ts';
-import { backupStamp, listBackups, parseBackupName } from './backup-files.ts';
+import { backupStamp, listBackups, parseBackupName, provableBackups } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
 import { compose, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
@@ -337,7 +337,8 @@ function freezePhase(run: DeployRun): Phase {
 /** What the prove phase restores, newest first. */
 function candidatesOf(run: DeployRun): string[] {
   const fresh = run.stream?.fresh;
-  const existing = listBackups(run.options.settings.backupDir).map((b) => b.path);
+  // The old scripts' backups carry no proof: never a deployment's.
+  const existing = provableBackups(listBackups(run.options.settings.backupDir)).map((b) => b.path);
   return fresh ? [fresh, ...existing.filter((c) => c !== fresh)] : existing;
 }
 
@@ -346,7 +347,7 @@ function provePhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings, log } = options;
   const freeze = run.mode === 'ab' && options.freeze;
-  const older = listBackups(settings.backupDir).map((b) => b.name).join(', ') || '(no existing backups)';
+  const older = provableBackups(listBackups(settings.backupDir)).map((b) => b.name).join(', ') || '(no existing backups made by backup-database; the old scripts\' carry no proof)';
   return {
     name: 'prove',
     describe: freeze
@@ -355,7 +356,7 @@ function provePhase(run: DeployRun): Phase {
     run: async () => {
       const restoreOptions = { target: newTarget(run), $: options.$, log, logDir: settings.logDir, identities: options.identities };
       const candidates = candidatesOf(run);
-      if (!candidates.length) throw new CliError('there is no backup to restore into the new slot', { advice: 'The live deployment is serving as before. Check the backup log.' });
+      if (!candidates.length) throw new CliError('there is no backup made by backup-database to restore into the new slot (the old scripts\' backups carry no proof)', { advice: 'The live deployment is serving as before. Check the backup log, or run backup-database on the NAS first.' });
       const fresh = run.stream?.fresh;
       // The fresh one already streamed in (a failure there is its attempt: the same bytes from
       // the file would fail the same way).

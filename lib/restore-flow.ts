@@ -2,11 +2,11 @@
 // engine in lib/restore.ts (or drill, or roll back), and record what happened.
 import { existsSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
-import { basename, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { isEncrypted, missingIdentityReason } from './backup-check.ts';
-import { formatAge } from './backup-status.ts';
+import { formatAge, oldScriptCaveat, oldScriptHash } from './backup-status.ts';
 import { formatBytes } from './backup.ts';
-import { listBackups, parseBackupName } from './backup-files.ts';
+import { listBackups, parseBackupName, type BackupFile } from './backup-files.ts';
 import { dropLeftoverScratch } from './database-swap.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { Interruption } from './interruption.ts';
@@ -31,17 +31,44 @@ export function resolveBackupArgument(argument: string | undefined, backupDir: s
   return found;
 }
 
-/** The fallback candidates: the chosen file first, then every older backup in the dir, newest first. */
-export function fallbackCandidates(first: string, backupDir: string): string[] {
+/**
+ * The fallback candidates: the chosen file first, then every older backup in the dir, newest
+ * first; the old scripts' backups only when an unproven restore was accepted (--no-verify).
+ */
+export function fallbackCandidates(first: string, backupDir: string, includeOldScript = false): string[] {
   const firstTime = parseBackupName(basename(first))?.time.getTime() ?? Infinity;
-  return [first, ...listBackups(backupDir).filter((b) => b.path !== first && b.time.getTime() <= firstTime).map((b) => b.path)];
+  const older = listBackups(backupDir).filter((b) => b.path !== first && b.time.getTime() <= firstTime && (includeOldScript || b.origin !== 'old-script'));
+  return [first, ...older.map((b) => b.path)];
+}
+
+/** The backup as its folder lists it, when it is one of the old scripts' (undefined otherwise). */
+export function oldScriptBackupAt(file: string): BackupFile | undefined {
+  const name = basename(file);
+  if (!parseBackupName(name)) return undefined;
+  return listBackups(dirname(file)).find((b) => b.name === name && b.origin === 'old-script');
+}
+
+/**
+ * An old script backup carries no proof: refused (exit 2) unless the operator accepts an unproven
+ * restore with --no-verify, and never drilled (a drill is a proof); accepted, it is said in the log.
+ */
+export function checkOldScriptBackup(file: string, options: Pick<RestoreFlowOptions, 'mode' | 'noVerify' | 'log'>): void {
+  const old = oldScriptBackupAt(file);
+  if (!old) return;
+  const caveat = oldScriptCaveat(oldScriptHash(file));
+  if (options.mode === 'test') throw new UsageError(`${old.name} is an ${caveat}: a restore drill cannot prove it`, 'Drill a backup made by backup-database (backup-database --status lists them).');
+  if (!options.noVerify) {
+    throw new UsageError(`${old.name} is an ${caveat}`, 'Restore it unproven with --no-verify (the restored data cannot be checked against anything), or pick a backup made by backup-database (backup-database --status lists them).');
+  }
+  options.log.warn(`${old.name} is an old script backup: restoring it unproven (--no-verify), as accepted; nothing can check the restored data against it`);
 }
 
 /** What the confirmation shows: file, age, size, target. */
 export function describeRestore(file: string, target: RestoreTarget, now = new Date()): string {
   const parsed = parseBackupName(basename(file));
   const age = parsed ? `, ${formatAge(Math.round((now.getTime() - parsed.time.getTime()) / 1000))} old` : '';
-  return `Restore ${file} (${formatBytes(statSync(file).size)}${age}) into database '${target.database}' in container '${target.container}'.\nThe current database is kept as '${target.database}_previous_<time>' for --rollback.`;
+  const unproven = oldScriptBackupAt(file) ? ', an old script backup, restored UNPROVEN' : '';
+  return `Restore ${file} (${formatBytes(statSync(file).size)}${age}${unproven}) into database '${target.database}' in container '${target.container}'.\nThe current database is kept as '${target.database}_previous_<time>' for --rollback.`;
 }
 
 /** Asks on the terminal; without one, refuses unless --yes was given. */
@@ -141,6 +168,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
   const file = resolveBackupArgument(options.file, settings.backupDir);
   // A configuration problem, caught before the lock and any database (exit 2).
   if (isEncrypted(file) && !options.identities?.length) throw new UsageError(missingIdentityReason(file), 'The identity (secret key) is the file age-keygen wrote; the NAS holds only the public key.');
+  checkOldScriptBackup(file, options);
   if (options.dryRun) {
     process.stderr.write(describeRestore(file, target) + '\n');
     log.info(`Dry run: would restore ${file} into '${target.database}' in '${target.container}'${options.fallback ? ', falling back to older backups' : ''}`);
@@ -155,7 +183,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
       redactRowData: Boolean(settings.ageRecipients) || isEncrypted(file),
     };
     const { winner, attempts } = options.fallback
-      ? await restoreWithFallback(fallbackCandidates(file, settings.backupDir), engine)
+      ? await restoreWithFallback(fallbackCandidates(file, settings.backupDir, options.noVerify), engine)
       : await restoreBackup(file, engine).then((r) => ({ winner: r.ok ? r : undefined, attempts: [r] }));
     if (options.mode === 'test') for (const attempt of attempts) recordDrill(settings, attempt);
     if (!winner) throw noWinnerError(options.mode, target, attempts, abort);

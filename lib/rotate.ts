@@ -9,10 +9,16 @@ import { fsyncDir } from './atomic-file.ts';
 import type { Fingerprint } from './fingerprint.ts';
 import { readManifest } from './manifest.ts';
 
-/** The backups rotation removes: all but the newest `keep`, never one named in `protect`. Pure. */
+/**
+ * The backups rotation removes: all but the newest `keep`, never one named in `protect`. The old
+ * scripts' backups count only once `keep` backups of this tool (each verified before it was put
+ * in place) exist: until then none of them is removed, as they are all there is to fall back on. Pure.
+ */
 export function planRotation(backups: BackupFile[], keep: number, protect: string | Array<string | undefined>): BackupFile[] {
   const ordered = [...backups].sort(newestFirst);
-  const kept = new Set<string | undefined>([...ordered.slice(0, keep).map((b) => b.name), ...[protect].flat()]);
+  const verified = ordered.filter((b) => b.origin !== 'old-script').length;
+  const oldKept = verified < keep ? ordered.filter((b) => b.origin === 'old-script').map((b) => b.name) : [];
+  const kept = new Set<string | undefined>([...ordered.slice(0, keep).map((b) => b.name), ...[protect].flat(), ...oldKept]);
   return ordered.filter((b) => !kept.has(b.name));
 }
 

@@ -30,6 +30,11 @@ const qnapCrontabText = [
   '10 15 * * * /usr/bin/power_clean -c 2>/dev/null',
   '',
 ].join('\n');
+const oldScriptLine = '0 2,10,18 * * * /share/CACHEDEV1_DATA/planetarion/backup-database.sh >> /share/CACHEDEV1_DATA/planetarion/logs/backup.log 2>&1';
+/** The same crontab once the managed line took over the old script's: that line commented out behind the marker, where it stood. */
+const qnapTakenOver = qnapCrontabText.replace(`\n${oldScriptLine}\n`, `\n# planetarion-backup:old-script-line ${oldScriptLine}\n`);
+/** The old system's scripts, as they lie in the NAS folder. */
+const oldScripts = ['backup-database.sh', 'deploy-to-qnap.sh', 'restore-database.sh', 'setup-backup-cron.sh'];
 
 interface FakeQnap {
   /** Stands for / (--root). */
@@ -91,16 +96,17 @@ qnap('setup: a seeded database and a fake QNAP tree', async () => {
   ready = true;
 });
 
-qnap('install: both lines appended, other lines byte for byte, previous copy kept, crontab then crond.sh restart, self test passed', async () => {
+qnap('install: both lines appended, the old script line taken over, other lines byte for byte, previous copy kept, crontab then crond.sh restart, self test passed', async () => {
   assert.ok(ready, 'setup failed');
+  for (const name of oldScripts) writeFileSync(join(tree.nas, name), `#!/bin/sh\n# ${name}\n`, { mode: 0o755 });
   const r = await runTool('setup-backup-cron', ['--root', tree.root, '--json'], tree.env());
   assert.is(r.code, 0, ok(r));
   const backup = expectedLine(tree.nas, 'backup', '0 2,10,18 * * *');
   const drill = expectedLine(tree.nas, 'drill', '0 4 * * 0');
-  assert.fixture(read(tree.crontab), `${qnapCrontabText}${backup}\n${drill}\n`);
+  assert.fixture(read(tree.crontab), `${qnapTakenOver}${backup}\n${drill}\n`);
   assert.fixture(read(tree.backupCopy), qnapCrontabText);
   assert.is(statSync(tree.crontab).mode & 0o777, 0o644, 'the mode is kept');
-  assert.equal(tree.calls(), [`crontab ${tree.crontab}`, 'crond.sh restart', 'crontab -l']);
+  assert.equal(tree.calls(), ['crontab -l', `crontab ${tree.crontab}`, 'crond.sh restart', 'crontab -l']);
   const summary = JSON.parse(r.stdout);
   assert.is(summary.mode, 'qnap');
   assert.is(summary.changed, true);
@@ -110,7 +116,13 @@ qnap('install: both lines appended, other lines byte for byte, previous copy kep
   assert.is(summary.nextRuns.backup.length, 3);
   assert.is(summary.nextRuns.drill.length, 3);
   for (const iso of summary.nextRuns.drill) assert.is(new Date(iso).getDay(), 0, 'drills on Sundays');
-  assert.ok(summary.warnings.some((w: string) => w.includes('backup-database.sh')), 'warns about the old script line');
+  assert.equal(summary.warnings, [], 'the old script line is replaced, not warned about');
+  assert.equal(summary.oldScripts, { lines: [oldScriptLine], scripts: oldScripts, folder: join(tree.nas, 'old-scripts') });
+  assert.match(r.stderr, `Took over the old scripts' cron line (kept commented out in ${tree.crontab} (QNAP); --uninstall puts it back): ${oldScriptLine}\n`);
+  assert.match(r.stderr, `Moved the old scripts to ${tree.nas}/old-scripts/ (--uninstall moves them back): ${oldScripts.join(', ')}\n`);
+  assert.equal(readdirSync(join(tree.nas, 'old-scripts')).sort(), oldScripts);
+  assert.is(statSync(join(tree.nas, 'old-scripts')).mode & 0o777, 0o700);
+  for (const name of oldScripts) assert.not.ok(existsSync(join(tree.nas, name)), `${name} moved`);
   assert.ok(existsSync(join(tree.nas, 'logs')), 'the log folder cron appends to exists');
   assert.is(readdirSync(join(tree.root, 'etc/config')).sort().join(' '), 'crontab crontab.planetarion-backup.bak', 'no temp file left');
 });
@@ -123,7 +135,7 @@ qnap('the human report: the lines, the next three runs of each in local time, th
   assert.match(r.stdout, /^Next backups \(.+\): (Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{4}-\d\d-\d\d (02|10|18):00:00, \w{3} [\d-]+ (02|10|18):00:00, \w{3} [\d-]+ (02|10|18):00:00$/m);
   assert.match(r.stdout, /^Next restore drills \(.+\): Sun [\d-]+ 04:00:00, Sun [\d-]+ 04:00:00, Sun [\d-]+ 04:00:00$/m);
   assert.match(r.stdout, /^Self test passed/m);
-  assert.match(r.stderr, /^Warning: another line also runs a backup \(the old script's\?\); remove it if so: 0 2,10,18 \* \* \* \/share\/CACHEDEV1_DATA\/planetarion\/backup-database\.sh/m);
+  assert.not.match(r.stderr, /Warning/, 'nothing left to warn about: the old line is taken over');
 });
 
 qnap('re-running with the same settings rewrites and reloads nothing, duplicates nothing', async () => {
@@ -135,7 +147,7 @@ qnap('re-running with the same settings rewrites and reloads nothing, duplicates
   assert.is(JSON.parse(r.stdout).changed, false);
   assert.is(read(tree.crontab), before);
   assert.fixture(read(tree.backupCopy), qnapCrontabText, 'the copy still holds the file as it was before we touched it');
-  assert.equal(tree.calls().slice(calls), ['crontab -l']);
+  assert.equal(tree.calls().slice(calls), ['crontab -l', 'crontab -l']);
 });
 
 qnap('--dry-run shows the change as a diff and changes nothing', async () => {
@@ -148,7 +160,7 @@ qnap('--dry-run shows the change as a diff and changes nothing', async () => {
   assert.match(r.stdout, `\n-${expectedLine(tree.nas, 'backup', '0 2,10,18 * * *')}\n+${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n`);
   assert.not.match(r.stdout, /^[-+]0 4 \* \* 0/m);
   assert.is(read(tree.crontab), before);
-  assert.is(tree.calls().length, calls);
+  assert.equal(tree.calls().slice(calls), ['crontab -l'], 'only read (for an old line only the running cron holds)');
 });
 
 qnap('re-install with a new schedule: the line is replaced where it stands, the rest byte for byte', async () => {
@@ -157,9 +169,9 @@ qnap('re-install with a new schedule: the line is replaced where it stands, the 
   const calls = tree.calls().length;
   const r = await runTool('setup-backup-cron', ['--root', tree.root, '--skip-test', '--json'], tree.env({ PLANETARION_SCHEDULE: '15 3 * * *' }));
   assert.is(r.code, 0, ok(r));
-  assert.fixture(read(tree.crontab), `${qnapCrontabText}${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n${expectedLine(tree.nas, 'drill', '0 4 * * 0')}\n`);
+  assert.fixture(read(tree.crontab), `${qnapTakenOver}${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n${expectedLine(tree.nas, 'drill', '0 4 * * 0')}\n`);
   assert.is(read(tree.backupCopy), previous);
-  assert.equal(tree.calls().slice(calls), [`crontab ${tree.crontab}`, 'crond.sh restart', 'crontab -l']);
+  assert.equal(tree.calls().slice(calls), ['crontab -l', `crontab ${tree.crontab}`, 'crond.sh restart', 'crontab -l']);
   assert.is(JSON.parse(r.stdout).selfTest, undefined, '--skip-test');
 });
 
@@ -200,17 +212,20 @@ qnap('--no-drill removes only the drill line', async () => {
   assert.ok(ready, 'setup failed');
   const r = await runTool('setup-backup-cron', ['--root', tree.root, '--no-drill', '--skip-test'], tree.env({ PLANETARION_SCHEDULE: '15 3 * * *' }));
   assert.is(r.code, 0, ok(r));
-  assert.fixture(read(tree.crontab), `${qnapCrontabText}${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n`);
+  assert.fixture(read(tree.crontab), `${qnapTakenOver}${expectedLine(tree.nas, 'backup', '15 3 * * *')}\n`);
 });
 
-qnap('--uninstall removes only the managed lines: the file is the original again, byte for byte', async () => {
+qnap('--uninstall removes only the managed lines and undoes the takeover: the file is the original again, byte for byte, the old scripts back', async () => {
   assert.ok(ready, 'setup failed');
   const previous = read(tree.crontab);
   const calls = tree.calls().length;
   const r = await runTool('setup-backup-cron', ['--root', tree.root, '--uninstall'], tree.env());
   assert.is(r.code, 0, ok(r));
   assert.match(r.stdout, /^Removed 1 managed line from /);
+  assert.match(r.stdout, `\nPut back the old scripts' cron line:\n  ${oldScriptLine}\nMoved the old scripts back from ${tree.nas}/old-scripts/: ${oldScripts.join(', ')}\n`);
   assert.fixture(read(tree.crontab), qnapCrontabText);
+  for (const name of oldScripts) assert.ok(existsSync(join(tree.nas, name)), `${name} is back`);
+  assert.not.ok(existsSync(join(tree.nas, 'old-scripts')), 'the emptied folder is gone');
   assert.is(read(tree.backupCopy), previous);
   assert.equal(tree.calls().slice(calls), [`crontab ${tree.crontab}`, 'crond.sh restart', 'crontab -l']);
   const again = await runTool('setup-backup-cron', ['--root', tree.root, '--uninstall'], tree.env());
@@ -218,6 +233,25 @@ qnap('--uninstall removes only the managed lines: the file is the original again
   assert.match(again.stdout, /nothing removed/);
   const status = await runTool('setup-backup-cron', ['--root', tree.root, '--status'], tree.env());
   assert.match(status.stdout, /^backup: not installed\ndrill: not installed$/m);
+});
+
+qnap("an old line only the running cron holds (the old setup loaded it with crontab -): replaced, recorded in the file, put back there by --uninstall", async () => {
+  assert.ok(ready, 'setup failed');
+  const t = fakeQnap();
+  const file = '0 3 * * * /sbin/hwclock -s\n';
+  writeFileSync(t.crontab, file);
+  execFileSync('crontab', ['-'], { input: `${file}${oldScriptLine}\n`, env: t.env() });
+  const r = await runTool('setup-backup-cron', ['--root', t.root, '--skip-test', '--no-drill', '--json'], t.env());
+  assert.is(r.code, 0, ok(r));
+  const installed = `${file}# planetarion-backup:old-script-line ${oldScriptLine}\n${expectedLine(t.nas, 'backup', '0 2,10,18 * * *')}\n`;
+  assert.fixture(read(t.crontab), installed);
+  assert.is(execFileSync('crontab', ['-l'], { env: t.env() }).toString(), installed, 'the running cron no longer runs the old line');
+  assert.equal(JSON.parse(r.stdout).oldScripts.lines, [oldScriptLine]);
+  const again = await runTool('setup-backup-cron', ['--root', t.root, '--skip-test', '--no-drill', '--json'], t.env());
+  assert.is(JSON.parse(again.stdout).changed, false, 'recorded once');
+  const removed = await runTool('setup-backup-cron', ['--root', t.root, '--uninstall'], t.env());
+  assert.is(removed.code, 0, ok(removed));
+  assert.fixture(read(t.crontab), `${file}${oldScriptLine}\n`);
 });
 
 /** Runs setup-backup-cron on a fresh tree and checks that nothing at all was written. */
@@ -313,7 +347,7 @@ qnap('a crontab that cannot be written (immutable file, immutable folder): exit 
   assert.is(r.code, 1, ok(r));
   assert.match(r.stderr, /^Error: cannot write .*etc\/config\/crontab: it is immutable or protected \(chattr \+i\?\); the crontab was not changed$/m);
   assert.fixture(read(file.crontab), qnapCrontabText);
-  assert.equal(file.calls(), []);
+  assert.equal(file.calls(), ['crontab -l'], 'only read');
   assert.equal(readdirSync(join(file.root, 'etc/config')), ['crontab']);
 
   const folder = fakeQnap();
@@ -323,7 +357,7 @@ qnap('a crontab that cannot be written (immutable file, immutable folder): exit 
   assert.is(r2.code, 1, ok(r2));
   assert.match(r2.stderr, /^Error: cannot write .*crontab\.planetarion-backup\.bak: .*the crontab was not changed$/m);
   assert.fixture(read(folder.crontab), qnapCrontabText);
-  assert.equal(folder.calls(), []);
+  assert.equal(folder.calls(), ['crontab -l'], 'only read');
 });
 
 qnap('a failing self test: exit 1, said clearly, the lines stay installed', async () => {
@@ -334,7 +368,7 @@ qnap('a failing self test: exit 1, said clearly, the lines stay installed', asyn
   assert.is(r.code, 1, ok(r));
   assert.match(r.stdout, /^Self test FAILED \(backup-database --dry-run with cron's environment, exit 1\):\n[^]*Database container 'pb-cron-no-such-container' is not running/m);
   assert.match(r.stderr, /^Error: the self test \(backup-database --dry-run\) failed with exit 1; the cron lines ARE installed/m);
-  assert.fixture(read(t.crontab), `${qnapCrontabText}${expectedLine(t.nas, 'backup', '0 2,10,18 * * *', missing)}\n${expectedLine(t.nas, 'drill', '0 4 * * 0', missing)}\n`);
+  assert.fixture(read(t.crontab), `${qnapTakenOver}${expectedLine(t.nas, 'backup', '0 2,10,18 * * *', missing)}\n${expectedLine(t.nas, 'drill', '0 4 * * 0', missing)}\n`);
 });
 
 qnap.after(async () => {

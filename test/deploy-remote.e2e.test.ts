@@ -61,16 +61,44 @@ remote('first deployment: uploads the executables, command links, compose file a
   assert.match(readFileSync(nas.qnap.crontab, 'utf8'), new RegExp(`${nas.dir}/backup-database >> .* # planetarion-backup:backup`));
 });
 
-remote('second deployment: executables already current are not uploaded again; A-B over the live slot; --status from the workstation', async () => {
+remote('second deployment: executables already current are not uploaded again; planetarion.env merged (the NAS\'s own key kept); A-B over the live slot; --status from the workstation', async () => {
   assert.ok(sshd && nas, 'setup failed');
+  const nasSettings = `${readFileSync(join(nas.dir, 'planetarion.env'), 'utf8')}PLANETARION_KEEP=7\n`;
+  writeFileSync(join(nas.dir, 'planetarion.env'), nasSettings, { mode: 0o600 });
+  writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\nPLANETARION_DRILL_SCHEDULE='0 4 * * 0'\n`);
   const r = await runTool('deploy-to-qnap', nas.deployArgs, deployEnv(), { cwd: workstation });
   assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, `Settings: merged into ${nas.dir}/planetarion.env (nothing on the NAS changes or goes):\n  PLANETARION_KEEP: only on the NAS (kept)\n  PLANETARION_DRILL_SCHEDULE: only here (added)\n`);
+  assert.is(readFileSync(join(nas.dir, 'planetarion.env'), 'utf8'), `${nasSettings}# added by deploy-to-qnap from the workstation's planetarion.env\nPLANETARION_DRILL_SCHEDULE='0 4 * * 0'\n`);
   assert.match(r.stderr, /Executables on the NAS are current/);
   assert.match(r.stderr, /Deployment A-B succeeded/);
   const status = await runTool('deploy-to-qnap', ['--status'], deployEnv(), { cwd: workstation });
   assert.is(status.code, 0, status.stderr);
   assert.match(status.stdout, /^Live: .* \(.*-db, .*-app\)/m);
   assert.match(status.stdout, /^Previous \(for --rollback\): /m);
+});
+
+remote('a planetarion.env that would change a key on the NAS: exit 2 with the difference, nothing uploaded; --replace-settings --dry-run shows what it would drop', async () => {
+  assert.ok(sshd && nas, 'setup failed');
+  const settings = readFileSync(join(nas.dir, 'planetarion.env'), 'utf8');
+  const compose = readFileSync(join(nas.dir, 'docker-compose.qnap.yml'), 'utf8');
+  const before = readdirSync(nas.dir).sort();
+  writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\nPLANETARION_KEEP=3\n`);
+  writeFileSync(join(workstation, 'docker-compose.qnap.yml'), `${compose}# changed\n`);
+  const r = await runTool('deploy-to-qnap', nas.deployArgs, deployEnv(), { cwd: workstation });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, `Error: the workstation's planetarion.env would change PLANETARION_KEEP in ${nas.dir}/planetarion.env; nothing was uploaded\n`);
+  assert.match(r.stderr, '  PLANETARION_KEEP: on the NAS "7", here "3"\n');
+  assert.match(r.stderr, /--replace-settings/);
+  assert.is(readFileSync(join(nas.dir, 'planetarion.env'), 'utf8'), settings);
+  assert.is(readFileSync(join(nas.dir, 'docker-compose.qnap.yml'), 'utf8'), compose, 'nothing uploaded');
+  assert.equal(readdirSync(nas.dir).sort(), before);
+  const plan = await runTool('deploy-to-qnap', [...nas.deployArgs, '--replace-settings', '--dry-run'], deployEnv(), { cwd: workstation });
+  assert.is(plan.code, 0, plan.stderr);
+  assert.match(plan.stderr, /Settings: --replace-settings: the workstation's planetarion.env replaces .*\n {2}PLANETARION_KEEP: on the NAS "7", here "3"\n {2}PLANETARION_DRILL_SCHEDULE: only on the NAS \(dropped\)\n/);
+  assert.is(readFileSync(join(nas.dir, 'planetarion.env'), 'utf8'), settings);
+  writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\n`);
+  writeFileSync(join(workstation, 'docker-compose.qnap.yml'), compose);
 });
 
 remote('SSH refused, a wrong key, a connection that hangs: a clear message, exit 1, nothing changed on the NAS', async () => {

@@ -2,7 +2,10 @@
 // order, with `sh -e` in a test NAS folder (the command links beside it, a deployed stack, the
 // Planetarion-like seed), and must exit 0. Every troubleshooting entry (```text error=ID) is
 // provoked for real; the lines printed must match the guide's (… matches anything), and the
-// entry's fix (```sh runnable fix=ID) must then make the tools work again.
+// entry's fix (```sh runnable fix=ID) must then make the tools work again. The guide writes the
+// QNAP's plain values (its folder, `planetarion-db`, an example backup name): the test runs each
+// block with the test NAS's folder, container and newest backup in their place. Each line of an
+// everyday-task block (```sh task) must be one of the runnable blocks' lines, so it is tested too.
 import { spawn, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -19,6 +22,8 @@ const guidePath = join(repo, 'docs/OPERATIONS.md');
 /** What the guide shows in place of the test NAS's folder and container. */
 const qnapDir = '/share/CACHEDEV1_DATA/planetarion';
 const qnapContainer = 'planetarion-db';
+/** The backup name the guide uses as its example of "a file --status listed". */
+const exampleBackup = 'planetarion_backup_20261130_100000.sql.gz';
 
 export interface FencedBlock {
   /** The words of the info string: ['sh', 'runnable', 'fix=no-space']. */
@@ -60,13 +65,21 @@ const runnable = guide.filter((b) => b.info[0] === 'sh' && b.info.includes('runn
 const steps = runnable.filter((b) => attr(b, 'fix') === undefined);
 const fixes = new Map(runnable.filter((b) => attr(b, 'fix') !== undefined).map((b) => [attr(b, 'fix')!, b]));
 const messages = new Map(guide.filter((b) => attr(b, 'error') !== undefined).map((b) => [attr(b, 'error')!, b]));
+const tasks = guide.filter((b) => b.info[0] === 'sh' && b.info.includes('task'));
 
 let n: TestNas | undefined;
 let ready = false;
 let holder: ReturnType<typeof spawn> | undefined;
 
+/** The guide's plain QNAP values replaced by the test NAS's: its folder, its container, its newest backup. */
+function onTestNas(script: string): string {
+  const example = script.includes(exampleBackup) ? newestBackup() : exampleBackup;
+  return script.replaceAll(qnapDir, n!.dir).replaceAll(qnapContainer, n!.container).replaceAll(exampleBackup, example);
+}
+
 /** Runs a shell script in the test NAS folder with its environment (as the operator's SSH session). */
-function shell(script: string, options: { asNobody?: boolean; timeoutMs?: number } = {}): Promise<ToolResult> {
+function shell(guideScript: string, options: { asNobody?: boolean; timeoutMs?: number } = {}): Promise<ToolResult> {
+  const script = onTestNas(guideScript);
   const argv = options.asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-e', '-c', script] : ['sh', '-e', '-c', script];
   return new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), { cwd: n!.dir, env: cleanEnv(n!.env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -234,6 +247,21 @@ ops('every troubleshooting entry of the guide is provoked by this test, and ever
   assert.equal([...messages.keys()].sort(), Object.keys(failures).sort());
   for (const failure of Object.values(failures)) if (failure.fix) assert.ok(fixes.has(failure.fix), `no fix=${failure.fix} block`);
   assert.equal([...fixes.keys()].sort(), [...new Set(Object.values(failures).flatMap((f) => (f.fix ? [f.fix] : [])))].sort());
+});
+
+/** A command line of a block, without its comment and without --yes (the guide's tasks let the tool ask). */
+const commandLines = (code: string) =>
+  code.split('\n').map((l) => l.replace(/\s+#.*$/, '').replace(/ --yes\b/g, '').trim()).filter((l) => l && !l.startsWith('#'));
+
+ops('the everyday tasks: five blocks, each of whose commands a runnable block runs', () => {
+  assert.is(tasks.length, 5);
+  const tested = new Set(runnable.flatMap((b) => commandLines(b.code)));
+  for (const block of tasks) {
+    for (const line of commandLines(block.code)) {
+      if (line.startsWith('deploy-to-qnap')) continue; // the workstation's: it runs ./deploy-to-qnap --local on the NAS, which is tested
+      assert.ok(tested.has(line), `docs/OPERATIONS.md line ${block.line}: '${line}' is in no runnable block`);
+    }
+  }
 });
 
 for (const block of steps) {

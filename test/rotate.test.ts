@@ -1,5 +1,5 @@
 // The order of backups and rotation's decisions, as data: by sequence, never by a clock.
-import { mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -146,3 +146,54 @@ disk('rotation never deletes the newest backup that passed a restore drill', () 
   assert.equal(listBackups(dir).map((b) => b.name), [newest, drilled]);
 });
 disk.run();
+
+const old = suite("the old scripts' backups");
+let oldDir = '';
+old.before(() => {
+  oldDir = makeTempDir('planetarion-old-backups-');
+});
+old.after(() => removeTempDir(oldDir));
+/** A backup file as the old script wrote it: plain SQL, its trailer lines appended, no sidecars. */
+function oldBackup(name: string): void {
+  writeFileSync(join(oldDir, name), 'SELECT 1;\n--\n-- PostgreSQL database dump complete\n--\n\n-- GAME_STATE_HASH: unavailable\n-- BACKUP_TIMESTAMP: 20231201_020000\n');
+}
+/** A backup of this tool: gzip, with its manifest's sequence and a checksum file. */
+function newBackup(stamp: string, sequence: number): void {
+  const name = `planetarion_backup_${stamp}.sql.gz`;
+  writeFileSync(join(oldDir, name), 'x');
+  writeFileSync(join(oldDir, `${name}.json`), JSON.stringify({ file: name, sequence }));
+  writeFileSync(join(oldDir, `${name}.sha256`), `0  ${name}\n`);
+}
+
+old('both names the old script wrote parse as old script backups; a hash is never part of another format', () => {
+  const hashed = parseBackupName('planetarion_backup_20231201_020000_unavailable.sql')!;
+  assert.is(hashed.origin, 'old-script');
+  assert.is(hashed.format, 'plain');
+  assert.is(hashed.stamp, '20231201_020000');
+  assert.is(parseBackupName('planetarion_backup_20231201_020000.sql')!.origin, 'tool', 'by name alone; listBackups looks at the sidecars');
+  assert.is(parseBackupName('planetarion_backup_20231201_020000_abc.sql.gz'), undefined);
+  assert.is(parseBackupName('planetarion_backup_20231201_020000_.sql'), undefined);
+});
+old('on disk: plain SQL without sidecars is the old script\'s; with a manifest and checksum it is ours', () => {
+  oldBackup('planetarion_backup_20231201_020000.sql');
+  oldBackup('planetarion_backup_20231201_100000_unavailable.sql');
+  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'), 'x');
+  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql.json'), JSON.stringify({ file: 'planetarion_backup_20231201_180000.sql', sequence: 1 }));
+  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql.sha256'), 'x');
+  assert.equal(listBackups(oldDir).map((b) => [b.stamp, b.origin]), [
+    ['20231201_180000', 'tool'],
+    ['20231201_100000', 'old-script'],
+    ['20231201_020000', 'old-script'],
+  ]);
+  unlinkSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'));
+  for (const ext of ['.json', '.sha256']) unlinkSync(join(oldDir, `planetarion_backup_20231201_180000.sql${ext}`));
+});
+old('rotation (keep 3) removes none of them until 3 backups of this tool exist, then counts them like any older backup', () => {
+  newBackup('20260101_020000', 1);
+  newBackup('20260101_100000', 2);
+  assert.equal(rotateBackups(oldDir, 3, []), [], 'two verified backups: the old ones are all there is to fall back on');
+  newBackup('20260101_180000', 3);
+  assert.equal(rotateBackups(oldDir, 3, []), ['planetarion_backup_20231201_100000_unavailable.sql', 'planetarion_backup_20231201_020000.sql']);
+  assert.equal(listBackups(oldDir).map((b) => b.sequence), [3, 2, 1]);
+});
+old.run();

@@ -2,11 +2,15 @@
 // the compose file, the settings file and images there, then run the A-B flow on the NAS with
 // the uploaded executable, its output streamed back.
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { readComposeFile } from './compose.ts';
+import { buildAndShip, buildOnNas, serviceImagesArg, tagBuilds, type ImageOutcome } from './deploy-images.ts';
+import { relativeBinds, syncSources } from './deploy-sync.ts';
+import { locateDocker } from './docker-binary.ts';
 import type { DeployConfig } from './deploy-config.ts';
 import { sshTargetOf } from './deploy-config.ts';
 import { CliError, UsageError, type ExitCode } from './errors.ts';
-import { availableBuilds, localBinRoot, probeNas, shipImage, uploadExecutables, uploadFile } from './nas-upload.ts';
+import { availableBuilds, localBinRoot, probeNas, shipImage, uploadExecutables, uploadFile, type NasInfo } from './nas-upload.ts';
 import { applySettingsUpload, describeSettingsPlan, planSettingsUpload, settingsRefusal } from './settings-merge.ts';
 import { Ssh } from './ssh.ts';
 import { followRemoteRun, remoteRunRecord, runDetachedOnNas } from './deploy-follow.ts';
@@ -17,6 +21,8 @@ export interface RemoteDeployOptions {
   remoteArgs: string[];
   /** Images to ship with `docker save | ssh docker load`. */
   images: string[];
+  /** Build the services with `build:` on the NAS from their synced context (default: here, for the NAS's architecture). */
+  buildOnNas?: boolean;
   /** The local settings file to upload as <dir>/planetarion.env, if any. */
   settingsFile: string | undefined;
   /** --replace-settings: the local settings file replaces the NAS's instead of being merged into it. */
@@ -55,10 +61,13 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
       throw new UsageError(`the compose file ${config.composeFile} does not exist`, 'Set DOCKER_COMPOSE_FILE in .qnap-deploy.env or pass --compose-file.');
     }
     // Merged into the NAS's file, never overwriting it: a change needs --replace-settings (lib/settings-merge.ts).
+    // Decided before anything is synced, built or uploaded.
     const settingsPath = `${dir}/planetarion.env`;
     const settings = options.settingsFile ? await planSettingsUpload(ssh, readFileSync(options.settingsFile, 'utf8'), settingsPath, options.replaceSettings === true) : undefined;
     for (const line of settings ? describeSettingsPlan(settings, settingsPath) : []) say(line);
     if (settings?.action === 'refuse' && !options.dryRun) throw settingsRefusal(settings, settingsPath);
+    const images = await prepareSources(ssh, nas, options);
+    if (images.length) remoteCommand.push('--service-images', serviceImagesArg(images));
     if (options.dryRun) {
       say(`Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/docker-compose.qnap.yml${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`);
       if (!(await ssh.run(['test', '-x', `${dir}/deploy-to-qnap`])).exitCode) {
@@ -92,4 +101,36 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
   // Detached from this SSH session: a lost connection never stops the deployment (deploy-detach.ts).
   say(`Starting on the NAS: ${remoteCommand.join(' ')}${options.identity ? ' (the age identity on its standard input)' : ''}`);
   await runDetachedOnNas(ssh, dir, remoteCommand.slice(4), { say, json, stdin: options.identity });
+}
+
+/**
+ * Before the NAS-side run: the relative bind mounts (and, with --build-on-nas, the build contexts)
+ * synced to the NAS, and the images of the services that build made and put there. With dryRun,
+ * says what would be built, shipped and synced, and returns the tags the slot would run.
+ */
+async function prepareSources(ssh: Ssh, nas: NasInfo, options: RemoteDeployOptions): Promise<ImageOutcome[]> {
+  const { config, say, dryRun } = options;
+  const doc = readComposeFile(config.composeFile);
+  const root = dirname(config.composeFile);
+  const builds = tagBuilds(doc, root, config.projectDir, nas.machine);
+  const paths = [...new Set([...relativeBinds(doc).map((b) => b.path), ...(options.buildOnNas ? builds.map((b) => b.context) : [])])];
+  if (paths.length) {
+    const sync = await syncSources(ssh, root, paths, config.projectDir, { dryRun });
+    say(`${dryRun ? 'Plan: sync' : 'Synced'} ${paths.map((p) => `./${p}`).join(', ')} to ${sync.root}: ${sync.changed.length} changed, ${sync.removed.length} removed of ${sync.total} files (not .git, node_modules, __pycache__); each new slot mounts its own copy`);
+  }
+  const outcomes: ImageOutcome[] = [];
+  for (const build of builds) {
+    const what = `'${build.service}' (${build.context}/${build.dockerfile.replace(/^\.\//, '')}${build.target ? `, target ${build.target}` : ''}${Object.keys(build.args).length ? `, args ${Object.keys(build.args).join(' ')}` : ''})`;
+    if (dryRun) {
+      say(`Plan: build ${what} ${options.buildOnNas ? 'on the NAS' : `here for ${build.platform}`} as ${build.tag}${options.buildOnNas ? '' : ', ship it with docker save | ssh docker load'} (skipped when the NAS has that tag)`);
+      outcomes.push({ service: build.service, tag: build.tag, built: 'already', shipment: undefined });
+      continue;
+    }
+    const outcome = options.buildOnNas ? await buildOnNas(ssh, build, config.projectDir) : await buildAndShip(ssh, build, root, locateDocker());
+    const built = outcome.built === 'already' ? (options.buildOnNas ? 'already on the NAS' : 'already built here') : `built ${outcome.built}`;
+    const shipped = outcome.shipment ? (outcome.shipment.action === 'skipped' ? `; image ${build.tag} is already on the NAS` : `; shipped image ${build.tag} (${outcome.shipment.bytes} bytes)`) : '';
+    say(`Image of ${what}: ${build.tag} ${built}${shipped}`);
+    outcomes.push(outcome);
+  }
+  return outcomes;
 }

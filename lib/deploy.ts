@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { backupFormatOf, runBackup } from './backup.ts';
 import { backupStamp, listBackups, parseBackupName, provableBackups } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
-import { compose, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
+import { compose, copySlotSources, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo, type SlotCopy } from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
@@ -46,6 +46,8 @@ export interface DeployOptions {
   installCron: (log: Logger) => Promise<void>;
   /** age secret keys for encrypted backups (from the workstation over SSH stdin); memory only. */
   identities?: string[];
+  /** Images the workstation built for the services with `build:` (service -> content tag). */
+  serviceImages?: Record<string, string>;
   now?: () => Date;
 }
 
@@ -68,6 +70,10 @@ interface DeployRun {
   slotFile: string;
   slotYaml: string;
   storageNotes: string[];
+  /** Every other change of the slot's file to the operator's (ports, build -> image, bind mounts), with its reason. */
+  deviations: string[];
+  /** The slot's copies of the relative bind mounts, made before it starts. */
+  copies: SlotCopy[];
   names: ComposeServiceInfo[];
   /** Container names of the new slot's one-shot services (exit 0 is done). */
   oneShot: string[];
@@ -178,7 +184,9 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const project = `${baseProjectName(settings.dir)}-${slotId}`;
   const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
   const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
-  const { yaml, warnings, folders } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
+  const slotDir = join(settings.dir, deployDirName, project);
+  const { yaml, warnings, folders: storageFolders, deviations, copies } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, projectDir: settings.dir, slotDir, images: options.serviceImages });
+  const folders = copies.length ? [...storageFolders, slotDir] : storageFolders;
   const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
   const oneShot = oneShotServices(options.composeFile);
   return {
@@ -192,6 +200,8 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     slotFile,
     slotYaml: yaml,
     storageNotes: warnings,
+    deviations,
+    copies,
     names,
     oneShot: containers.filter((c) => oneShot.includes(c.service) && c.service !== options.dbService).map((c) => c.name),
     next: { project, slotId, managed: true, containers, since: now().toISOString(), ...(folders.length ? { folders } : {}) },
@@ -226,6 +236,8 @@ function createSlotFiles(run: DeployRun): void {
     run.progress.folders.push(folder);
   }
   for (const note of run.storageNotes) run.options.log.warn(note);
+  copySlotSources(run.copies);
+  for (const note of run.deviations) run.options.log.info(`Deviation: ${note}`);
 }
 
 /** First deployment: the whole stack up, healthy. */
@@ -510,6 +522,8 @@ async function rollBack(run: DeployRun): Promise<void> {
       (error: unknown) => log.error(`Could not lift the fence: ${errorText(error)} — run: docker exec ${run.liveDb} psql -U ${settings.dbUser} -d postgres -c 'ALTER DATABASE ${quoteIdent(settings.dbName)} WITH ALLOW_CONNECTIONS true'`),
     );
   }
+  // The new writers first: they may hold the ports the live ones publish.
+  if (progress.slotCreated) await docker.stop(writersOf(run.next, options.dbService).map((c) => c.name)).catch(() => {});
   await restart(docker, progress.stoppedWriters, log);
   await run.stream?.load?.abort().catch(() => {});
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
@@ -538,6 +552,7 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
   return [
     header,
     ...run.storageNotes.map((note) => `Storage: ${note}`),
+    ...run.deviations.map((note) => `Deviation: ${note}`),
     ...phases.map((phase, i) => `${i + 1}. ${phase.name}: ${phase.describe}`),
     run.mode === 'first'
       ? '   any failure before the switch: remove the new stack, exit 1'

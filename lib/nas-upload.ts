@@ -367,20 +367,22 @@ function localImageId(docker: string, image: string): Promise<string> {
 
 /**
  * Ships a local Docker image to the NAS: `docker save IMAGE | ssh ... docker load`, streamed
- * with backpressure (never held in memory). Skipped when the NAS already has the same image ID;
- * afterwards the NAS's ID is checked against ours.
+ * with backpressure (never held in memory), tagged there `as` (default: its own name). Skipped
+ * when the NAS already has that name with the same image ID; afterwards the NAS's ID is checked
+ * against ours.
  */
-export async function shipImage(ssh: Ssh, image: string, options: { docker?: string } = {}): Promise<ImageShipment> {
+export async function shipImage(ssh: Ssh, image: string, options: { docker?: string; as?: string } = {}): Promise<ImageShipment> {
   const docker = options.docker ?? locateDocker();
   const id = await localImageId(docker, image);
+  const name = options.as ?? image;
   const remoteId = async () => {
-    const r = await ssh.run(remoteDocker(['image', 'inspect', '--format', '{{.Id}}', image]));
+    const r = await ssh.run(remoteDocker(['image', 'inspect', '--format', '{{.Id}}', name]));
     // The snippet's message is its last line (login scripts on the NAS may print before it).
     if (r.exitCode === 127) throw new CliError(r.stderr.trim().split('\n').pop() || 'docker was not found on the NAS');
     return r.exitCode === 0 ? r.stdout.trim() : undefined;
   };
   // Also proves the connection (with retries) before a stream that cannot be replayed.
-  if ((await remoteId()) === id) return { image, id, action: 'skipped', bytes: 0 };
+  if ((await remoteId()) === id) return { image: name, id, action: 'skipped', bytes: 0 };
 
   const save = spawn(docker, ['save', image], { stdio: ['ignore', 'pipe', 'pipe'] });
   let saveErr = '';
@@ -412,7 +414,8 @@ export async function shipImage(ssh: Ssh, image: string, options: { docker?: str
       advice: saveCode !== 0 ? `docker save also failed here: ${saveErr.trim()}` : 'Check the free space of the NAS volume that holds Docker data.',
     });
   }
+  if (name !== image) await ssh.check(remoteDocker(['tag', image, name]), `docker tag ${image} ${name}`);
   const after = await remoteId();
-  if (after !== id) throw new CliError(`after docker load the NAS's '${image}' is ${after ?? 'missing'}, not ${id}`);
-  return { image, id, action: 'shipped', bytes };
+  if (after !== id) throw new CliError(`after docker load the NAS's '${name}' is ${after ?? 'missing'}, not ${id}`);
+  return { image: name, id, action: 'shipped', bytes };
 }

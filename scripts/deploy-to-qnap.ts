@@ -10,6 +10,7 @@ import type { Settings } from '../lib/settings.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
 import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
 import { locateDocker } from '../lib/docker-binary.ts';
+import { parseServiceImages } from '../lib/deploy-images.ts';
 import { UsageError } from '../lib/errors.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
@@ -37,7 +38,13 @@ export const deployToQnap = defineCommand(
       'sibling <device>-<slot>, 0700; a bind mount or external volume a volume of the slot); a layout that cannot be',
       'isolated is refused (exit 2). The freeze fences the live database: other sessions are ended and its tables',
       'locked against writes. Any failure, or SIGINT/SIGTERM/SIGHUP, before the switch leaves the live slot serving.',
-      '--dry-run prints the phases the run would execute, from the current state.',
+      'Services with build: and no image: are built on the workstation for the NAS\'s architecture, tagged by',
+      'their content, and shipped (docker save | ssh docker load; nothing travels when the NAS has the tag), or',
+      'built on the NAS with --build-on-nas; the new slot runs those images. Relative bind mounts (./src) are',
+      'synced to <dir>/deploy/sync (changed files only; not .git, node_modules, __pycache__) and each slot',
+      'mounts its own copy, so the live slot\'s code does not change before the switch. The new database',
+      'publishes no ports (the live one holds them until the release; nor after the switch); writers keep theirs.',
+      '--dry-run prints the phases the run would execute, from the current state, and every deviation from the file.',
       'From the workstation, the deployment and --rollback run on the NAS detached from the SSH session',
       '(their own session; output to <dir>/logs/deploy.log): the workstation follows the log and reports the',
       'outcome; if the connection drops it reconnects, and if it cannot, the NAS side goes on regardless',
@@ -65,6 +72,8 @@ export const deployToQnap = defineCommand(
       { name: 'identity-stdin', type: 'boolean', description: 'with --local: read the age identity from standard input (what the workstation sends over SSH)' },
       { name: 'replace-settings', type: 'boolean', description: "put this planetarion.env on the NAS as it is, dropping or changing the NAS's keys (without it, a deploy that would change one is refused and shows the difference)" },
       { name: 'image', type: 'string', valueName: 'NAMES', description: 'images to ship to the NAS first (docker save | ssh docker load), comma-separated' },
+      { name: 'build-on-nas', type: 'boolean', description: 'services with build: are built on the NAS from their synced build context, not on this workstation for the NAS\'s architecture and shipped' },
+      { name: 'service-images', type: 'string', valueName: 'SERVICE=IMAGE,...', description: 'with --local: the images built for the services with build: (set by the workstation)' },
       { name: 'follow', type: 'string', valueName: 'RUN', description: "follow a detached run's log until it ends and report its outcome (the run ID is in --status)" },
       { name: 'detach', type: 'boolean', description: 'with --local: start the run in a session of its own, print its record and return (what the workstation does)' },
       { name: 'from', type: 'string', valueName: 'BYTES', description: "with --follow: the log offset to follow from [default: the run's start]" },
@@ -79,6 +88,7 @@ export const deployToQnap = defineCommand(
       'deploy-to-qnap --identity ~/.config/planetarion/age-key.txt   # encrypted backups',
       'deploy-to-qnap --dry-run',
       'deploy-to-qnap --image planetarion-backend:latest,planetarion-frontend:latest',
+      'deploy-to-qnap --build-on-nas                # build the services with build: on the NAS',
       'deploy-to-qnap --local                       # on the NAS, in /share/CACHEDEV1_DATA/planetarion',
       'deploy-to-qnap --local --no-freeze --json',
       'deploy-to-qnap --status',
@@ -100,6 +110,7 @@ export const deployToQnap = defineCommand(
         config: loadDeployConfig({ cwd: process.cwd(), env: process.env, flags }),
         remoteArgs,
         images: String(flags.image ?? '').split(',').map((i) => i.trim()).filter(Boolean),
+        buildOnNas: flags['build-on-nas'] === true,
         settingsFile,
         replaceSettings: flags['replace-settings'] === true,
         upload: !flags.status && !flags.rollback && !flags.follow,
@@ -169,8 +180,9 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
   const docker = locateDocker({ explicit: settings.docker });
   const $ = createShell();
   const dbService = String(flags['db-service'] ?? 'db');
+  const serviceImages = parseServiceImages(flags['service-images'] as string | undefined);
   if (dryRun) {
-    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, serviceImages, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
     process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
     return;
   }
@@ -191,6 +203,7 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
     freshFromBackup: flags['fresh-from-backup'] === true,
     healthTimeoutMs: healthTimeout * 1000,
     identities,
+    serviceImages,
     // The self test (a backup --dry-run) is skipped: the deployment has just proven the
     // database healthy and, over a live slot, backed it up.
     installCron: async (cronLog) => {

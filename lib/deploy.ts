@@ -11,6 +11,8 @@ import { backupStamp, listBackups, parseBackupName } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
 import { compose, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
+import { onlinePhases } from './deploy-online.ts';
+import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
@@ -39,6 +41,8 @@ export interface DeployOptions {
   /** Stop the live writers before the fresh backup (zero loss); false: the seed's --no-freeze. */
   freeze: boolean;
   acceptOlderBackup: boolean;
+  /** Fill the new slot from a fresh dump under the freeze even when the live slot could be replicated online. */
+  offline?: boolean;
   /** A deployment exists but does not run: restore the newest backup into a fresh one. */
   freshFromBackup?: boolean;
   healthTimeoutMs: number;
@@ -88,6 +92,9 @@ interface DeployRun {
     writersUpAt: number | undefined;
   };
   stream: { into: string; load: StreamLoad | undefined; fresh: string | undefined } | undefined;
+  /** How the new slot is filled (A-B): online by logical replication, or not and why. */
+  online: OnlineCheck | undefined;
+  replication: Replication | undefined;
   proof: { winner: RestoreResult; attempts: RestoreResult[]; ageSeconds: number | null } | undefined;
   result: DeployResult | undefined;
 }
@@ -178,7 +185,10 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const project = `${baseProjectName(settings.dir)}-${slotId}`;
   const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
   const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
-  const { yaml, warnings, folders } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
+  const liveDb = found.kind === 'live' ? found.dbContainer : undefined;
+  const live: RestoreTarget = { docker: options.docker, container: liveDb ?? settings.container, user: settings.dbUser, database: settings.dbName };
+  const online = !liveDb ? undefined : options.offline ? { online: false as const, reason: '--offline' } : !options.freeze ? { online: false as const, reason: '--no-freeze' } : await checkOnline($, live);
+  const { yaml, warnings, folders } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, ...(online?.online ? { liveSocketVolume: online.socketVolume } : {}) });
   const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
   const oneShot = oneShotServices(options.composeFile);
   return {
@@ -200,6 +210,8 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     abort: undefined,
     progress: { slotCreated: false, folders: [], sameCluster: false, stoppedWriters: [], fence: undefined, liveDbStopped: false, writersStoppedAt: undefined, writersUpAt: undefined },
     stream: undefined,
+    online,
+    replication: online?.online ? new Replication($, live, { ...live, container: `${settings.container}-${slotId}` }, slotId, options.log) : undefined,
     proof: undefined,
     result: undefined,
   };
@@ -250,7 +262,7 @@ function stageStackPhase(run: DeployRun): Phase {
 function stageDatabasePhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings } = options;
-  const streams = run.mode === 'ab' && options.freeze;
+  const streams = run.mode === 'ab' && options.freeze && !run.replication;
   return {
     name: 'stage',
     describe: [
@@ -427,7 +439,7 @@ function deploySummary(run: DeployRun): DeploySummary {
     mode: run.mode,
     backupUsed: proof ? basename(proof.winner.file) : null,
     backupAgeSeconds: proof ? proof.ageSeconds : null,
-    fingerprint: proof ? proof.winner.fingerprint : null,
+    fingerprint: proof ? proof.winner.fingerprint : (run.replication?.fingerprint ?? null),
     downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
     totalMs: Date.now() - run.started,
     attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
@@ -492,7 +504,27 @@ function finishPhase(run: DeployRun): Phase {
 function deployPhases(run: DeployRun): Phase[] {
   if (run.mode === 'first') return [stageStackPhase(run), switchPhase(run), finishPhase(run)];
   const frozen = run.mode === 'ab' && run.options.freeze;
-  return [stageDatabasePhase(run), ...(frozen ? [freezePhase(run)] : []), provePhase(run), startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+  const fill = run.replication ? onlinePhases(onlineRunOf(run, run.replication)) : [...(frozen ? [freezePhase(run)] : []), provePhase(run)];
+  return [stageDatabasePhase(run), ...fill, startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+}
+
+/** What the online phases (deploy-online.ts) need of the run: the writers' stop and the fence stay recorded here for the rollback. */
+function onlineRunOf(run: DeployRun, replication: Replication) {
+  const { options } = run;
+  return {
+    replication,
+    liveDb: run.liveDb!,
+    newDb: run.newDb,
+    writers: liveWriterNames(run),
+    database: options.settings.dbName,
+    fingerprintExclude: options.settings.fingerprintExclude,
+    abort: () => run.abort,
+    freeze: async () => {
+      await stopLiveWriters(run);
+      run.progress.fence = await LiveFence.raise(options.$, liveTarget(run), options.log);
+      return run.progress.fence;
+    },
+  };
 }
 
 /** The one rollback of the flow: undoes what the progress says was done, in the order that gets the game back first. */
@@ -510,6 +542,8 @@ async function rollBack(run: DeployRun): Promise<void> {
     );
   }
   await restart(docker, progress.stoppedWriters, log);
+  // After the writers (the game first): the publication goes before the keyless tables' identity is put back.
+  await run.replication?.abandon();
   await run.stream?.load?.abort().catch(() => {});
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
   if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
@@ -537,6 +571,7 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
   return [
     header,
     ...run.storageNotes.map((note) => `Storage: ${note}`),
+    ...(run.online ? [run.online.online ? `Fill: online, by logical replication from ${run.liveDb} while the game runs; the writers stop only for the final catch-up and the proof` : `Fill: offline (freeze, fresh dump, restore): ${run.online.reason}`] : []),
     ...phases.map((phase, i) => `${i + 1}. ${phase.name}: ${phase.describe}`),
     run.mode === 'first'
       ? '   any failure before the switch: remove the new stack, exit 1'

@@ -27,9 +27,13 @@ export const deployToQnap = defineCommand(
       'QNAP_SSH_KEY, QNAP_SSH_PORT), checks the NAS over SSH, uploads the executables for its architecture,',
       'the compose file and planetarion.env (if present here), and runs the A-B deployment there.',
       'With --local, runs the A-B deployment on this machine (the NAS): with no live deployment it',
-      'starts the stack; with one, it stages the new database beside the live one, stops the live',
-      'writers, takes a fresh backup and restores it into the new database as it is written, proves its',
-      'fingerprint (older backups only with --accept-older-backup), starts the new services, waits for their health checks and',
+      'starts the stack; with one, it stages the new database beside the live one and fills it. Online when the',
+      'live slot is one of this tool\'s (its socket folder on a named volume, wal_level=logical; every slot it',
+      'creates has both): PostgreSQL logical replication fills it while the game runs, then the live writers',
+      'stop and the database is fenced only for the final catch-up, the sequences and the fingerprint proof.',
+      'Otherwise (or with --offline) it stops the live writers, takes a fresh backup and restores it into the',
+      'new database as it is written, and proves its fingerprint (older backups only with --accept-older-backup).',
+      'Then it starts the new services, waits for their health checks and',
       'switches the container names. The live deployment is found by what runs (the DB container name, or the',
       'compose labels of a stack the old scripts started); one that exists but does not run is refused (start it,',
       'or --fresh-from-backup). The new slot\'s database gets storage of its own (a driver_opts bind folder gets a',
@@ -55,6 +59,7 @@ export const deployToQnap = defineCommand(
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
       { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
       { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving; restore the newest existing backup (zero disruption, not zero loss)' },
+      { name: 'offline', type: 'boolean', description: 'fill the new slot from a fresh backup under the freeze even when it could be filled online by logical replication' },
       { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores (without it, a failed fresh backup or restore aborts at once)' },
       { name: 'fresh-from-backup', type: 'boolean', description: 'the deployment exists but does not run (its DB container stopped or removed, its volumes or backups left): restore the newest backup into a fresh deployment, proven like an A-B one' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
@@ -89,7 +94,7 @@ export const deployToQnap = defineCommand(
     if (!flags.local) {
       // The workstation: the NAS-side run gets the flags that concern it.
       const remoteArgs: string[] = [];
-      for (const name of ['no-freeze', 'accept-older-backup', 'fresh-from-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
+      for (const name of ['no-freeze', 'offline', 'accept-older-backup', 'fresh-from-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
       for (const name of ['db-service', 'health-timeout', 'container', 'db-user', 'db-name', 'keep', 'schedule', 'root']) {
         if (typeof flags[name] === 'string') remoteArgs.push(`--${name}`, flags[name] as string);
       }
@@ -167,7 +172,7 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
   const $ = createShell();
   const dbService = String(flags['db-service'] ?? 'db');
   if (dryRun) {
-    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, freeze: flags['no-freeze'] !== true, offline: flags.offline === true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
     process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
     return;
   }
@@ -184,6 +189,7 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
     composeFile,
     dbService,
     freeze: flags['no-freeze'] !== true,
+    offline: flags.offline === true,
     acceptOlderBackup: flags['accept-older-backup'] === true,
     freshFromBackup: flags['fresh-from-backup'] === true,
     healthTimeoutMs: healthTimeout * 1000,

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { CliError, UsageError, errorText } from './errors.ts';
-import { prepareOnlineSlot } from './slot-online.ts';
 import { isolateSlotStorage, type SlotStorage } from './slot-storage.ts';
 import type { Shell } from './shell.ts';
 import type { Duration } from 'zx/core';
@@ -130,7 +129,7 @@ export function readComposeServices(path: string, dbService: string, dbContainer
  * side until the switch renames them), the database publishes no ports (the live one holds them),
  * and its database service mounts only storage the slot owns (slot-storage.ts).
  */
-export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<Pick<ComposeServiceInfo, 'service' | 'canonicalName'>>; liveSocketVolume?: string }): { yaml: string } & SlotStorage {
+export function slotComposeFile(basePath: string, options: { dbService: string; slotId: string; names: Array<Pick<ComposeServiceInfo, 'service' | 'canonicalName'>> }): { yaml: string } & SlotStorage {
   const doc = readComposeFile(basePath);
   const warnings: string[] = [];
   for (const { service, canonicalName } of options.names) {
@@ -142,8 +141,6 @@ export function slotComposeFile(basePath: string, options: { dbService: string; 
     }
   }
   const storage = isolateSlotStorage(doc, options.dbService, options.slotId);
-  // Socket volume and wal_level=logical: the next deployment can then fill its slot online.
-  storage.warnings.push(...prepareOnlineSlot(doc, options.dbService, options.liveSocketVolume));
   // YAML 1.1 output: Compose v1 reads YAML 1.1, where an unquoted off or yes is a boolean.
   return { yaml: stringify(doc, { version: '1.1' }), warnings: [...warnings, ...storage.warnings], folders: storage.folders };
 }

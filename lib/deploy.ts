@@ -13,6 +13,7 @@ import { compose, detectCompose, oneShotServices, readComposeServices, slotCompo
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { onlinePhases } from './deploy-online.ts';
 import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
+import { onlineSlotYaml } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
@@ -188,7 +189,10 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const liveDb = found.kind === 'live' ? found.dbContainer : undefined;
   const live: RestoreTarget = { docker: options.docker, container: liveDb ?? settings.container, user: settings.dbUser, database: settings.dbName };
   const online = !liveDb ? undefined : options.offline ? { online: false as const, reason: '--offline' } : !options.freeze ? { online: false as const, reason: '--no-freeze' } : await checkOnline($, live);
-  const { yaml, warnings, folders } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, ...(online?.online ? { liveSocketVolume: online.socketVolume } : {}) });
+  const slot = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
+  const { folders } = slot;
+  const { yaml, notes } = onlineSlotYaml(slot.yaml, options.dbService, online?.online ? online.socketVolume : undefined);
+  const warnings = [...slot.warnings, ...notes];
   const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
   const oneShot = oneShotServices(options.composeFile);
   return {

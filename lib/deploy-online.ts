@@ -18,11 +18,12 @@ export interface OnlineRun {
   freeze: () => Promise<LiveFence>;
 }
 
-export function onlinePhases(run: OnlineRun): Phase[] {
+/** The online phases by name; deploy.ts places them (detach goes after the new services start). */
+export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'prove' | 'detach', Phase> {
   const r = run.replication;
   let fence: LiveFence | undefined;
-  return [
-    {
+  return {
+    replicate: {
       name: 'replicate',
       describe: `load the live schema (pg_dump --schema-only) into ${run.newDb}; REPLICA IDENTITY FULL on live tables without a key (put back on every path); publication ${r.name} FOR ALL TABLES on ${run.liveDb}, subscription with copy_data in ${run.newDb} through the live socket folder; wait while the game runs until every table is copied and the lag is small`,
       run: async () => {
@@ -31,7 +32,7 @@ export function onlinePhases(run: OnlineRun): Phase[] {
         await r.waitCopied(run.abort());
       },
     },
-    {
+    freeze: {
       name: 'freeze',
       describe: `stop the live writers (${run.writers.join(', ') || 'none'}) and fence '${run.database}' in ${run.liveDb} (other sessions ended, tables locked against writes until it stops); wait until ${run.newDb} has replayed the live database's final WAL position; copy every sequence value`,
       run: async () => {
@@ -40,12 +41,12 @@ export function onlinePhases(run: OnlineRun): Phase[] {
         await r.copySequences();
       },
     },
-    {
+    prove: {
       name: 'prove',
       describe: `prove the fingerprint of the frozen live database against ${run.newDb} (a difference, such as DDL during the copy: abort)`,
       run: () => r.prove(run.fingerprintExclude),
     },
-    {
+    detach: {
       name: 'detach',
       describe: `drop subscription ${r.name} in ${run.newDb}, its replication slots and the publication on ${run.liveDb}; put back the tables' REPLICA IDENTITY under the fence`,
       run: async () => {
@@ -56,5 +57,5 @@ export function onlinePhases(run: OnlineRun): Phase[] {
         }
       },
     },
-  ];
+  };
 }

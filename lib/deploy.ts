@@ -508,8 +508,12 @@ function finishPhase(run: DeployRun): Phase {
 function deployPhases(run: DeployRun): Phase[] {
   if (run.mode === 'first') return [stageStackPhase(run), switchPhase(run), finishPhase(run)];
   const frozen = run.mode === 'ab' && run.options.freeze;
-  const fill = run.replication ? onlinePhases(onlineRunOf(run, run.replication)) : [...(frozen ? [freezePhase(run)] : []), provePhase(run)];
-  return [stageDatabasePhase(run), ...fill, startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+  if (run.replication) {
+    // Online: the subscription is dropped after the new writers are up (the frozen live database sends nothing more), before the live one stops.
+    const online = onlinePhases(onlineRunOf(run, run.replication));
+    return [stageDatabasePhase(run), online.replicate, online.freeze, online.prove, startPhase(run), online.detach, releasePhase(run), switchPhase(run), finishPhase(run)];
+  }
+  return [stageDatabasePhase(run), ...(frozen ? [freezePhase(run)] : []), provePhase(run), startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
 }
 
 /** What the online phases (deploy-online.ts) need of the run: the writers' stop and the fence stay recorded here for the rollback. */

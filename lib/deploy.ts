@@ -13,7 +13,7 @@ import { compose, detectCompose, oneShotServices, readComposeServices, slotCompo
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { onlinePhases } from './deploy-online.ts';
 import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
-import { onlineSlotYaml } from './slot-online.ts';
+import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
@@ -191,7 +191,7 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const online = !liveDb ? undefined : options.offline ? { online: false as const, reason: '--offline' } : !options.freeze ? { online: false as const, reason: '--no-freeze' } : await checkOnline($, live);
   const slot = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names });
   const { folders } = slot;
-  const { yaml, notes } = onlineSlotYaml(slot.yaml, options.dbService, online?.online ? online.socketVolume : undefined);
+  const { yaml, notes } = onlineSlotYaml(slot.yaml, options.dbService, project, online?.online ? online.socketVolume : undefined);
   const warnings = [...slot.warnings, ...notes];
   const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
   const oneShot = oneShotServices(options.composeFile);
@@ -252,6 +252,7 @@ function stageStackPhase(run: DeployRun): Phase {
     describe: `${upCommand(run)}   (services: ${run.names.map((n) => n.service).join(', ')}); wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
     run: async () => {
       createSlotFiles(run);
+      await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, options.settings.dir, ['up', '-d']);
         await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
@@ -276,6 +277,7 @@ function stageDatabasePhase(run: DeployRun): Phase {
     ].filter(Boolean).join('; '),
     run: async () => {
       createSlotFiles(run);
+      await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       const target = newTarget(run);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
@@ -495,6 +497,7 @@ function finishPhase(run: DeployRun): Phase {
         }
       };
       if (stale) await step('removing the older previous slot', () => removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log));
+      await step('removing unused socket volumes', () => sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)));
       await step('installing the backup cron job', () => options.installCron(options.log));
       const { live, previous, ...switched } = run.result!;
       const summary: DeploySummary = { ...switched, outcome: 'switched', totalMs: Date.now() - run.started, ...(warnings.length ? { warnings } : {}) };
@@ -556,6 +559,7 @@ async function rollBack(run: DeployRun): Promise<void> {
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
   if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
   if (progress.slotCreated) await removeSlot(options.$, run.command, { ...run.next, folders: progress.folders, file: run.slotFile }, settings.dir, log, progress.sameCluster);
+  if (progress.slotCreated) await sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir));
 }
 
 /** What the journalled switch needs of the deployment's options. */

@@ -8,15 +8,17 @@ import { onlineSlotYaml } from '../lib/slot-online.ts';
 
 type Doc = { services: Record<string, { volumes?: string[]; command?: unknown }>; volumes?: Record<string, unknown> };
 const prepare = (yaml: string, live?: string) => {
-  const out = onlineSlotYaml(yaml, 'db', live);
+  const out = onlineSlotYaml(yaml, 'db', 'game-s20261130_130000', live);
   return { doc: parse(out.yaml) as Doc, notes: out.notes };
 };
 const db = (body: string, rest = '') => `services:\n  db:\n    image: postgres:15\n${body}${rest}`;
 
-test('no command: the image runs postgres with -c wal_level=logical; a named socket volume stays as written', () => {
-  const { doc, notes } = prepare(db('    volumes:\n      - pgsocket:/var/run/postgresql\n', 'volumes:\n  pgsocket:\n'));
+test("no command: the image runs postgres with -c wal_level=logical; a named socket volume becomes the slot's external one (the next slot mounts it, so Compose must not remove it)", () => {
+  const { doc, notes } = prepare(db('    volumes:\n      - pgsocket:/var/run/postgresql\n', '  app:\n    image: game\n    volumes:\n      - pgsocket:/var/run/postgresql\nvolumes:\n  pgsocket:\n'));
   assert.equal(doc.services.db!.command, ['-c', 'wal_level=logical']);
   assert.equal(doc.services.db!.volumes, ['pgsocket:/var/run/postgresql']);
+  assert.equal(doc.services.app!.volumes, ['pgsocket:/var/run/postgresql']);
+  assert.equal(doc.volumes!.pgsocket, { external: true, name: 'game-s20261130_130000_dbsocket' });
   assert.equal(notes, []);
 });
 
@@ -34,8 +36,8 @@ test('another command is left alone, and the plan says the next deployment will 
 test('no socket mount, or an anonymous one: the socket folder goes on a named volume of the slot', () => {
   const none = prepare(db('    volumes:\n      - pgdata:/var/lib/postgresql/data\n', 'volumes:\n  pgdata:\n'));
   assert.equal(none.doc.services.db!.volumes, ['pgdata:/var/lib/postgresql/data', 'slot_socket:/var/run/postgresql']);
-  assert.equal(none.doc.volumes!.slot_socket, {});
-  assert.match(none.notes.join('\n'), /socket folder \/var\/run\/postgresql is on the slot's volume 'slot_socket'/);
+  assert.equal(none.doc.volumes!.slot_socket, { external: true, name: 'game-s20261130_130000_dbsocket' });
+  assert.match(none.notes.join('\n'), /socket folder \/var\/run\/postgresql is on the slot's volume game-s20261130_130000_dbsocket/);
   const anonymous = prepare(db('    volumes:\n      - /run/postgresql\n'));
   assert.equal(anonymous.doc.services.db!.volumes, ['slot_socket:/run/postgresql']);
 });

@@ -256,3 +256,11 @@ export class Replication {
     if (dropped.length) this.log.warn(`Dropped the replication leftovers of an interrupted deployment on ${this.live.container}: ${dropped.join(', ')}`);
   }
 }
+
+/** Replication slots and publications of this tool on the live database (a run was killed before dropping them); empty when it cannot be asked. */
+export async function replicationLeftovers($: Shell, live: RestoreTarget): Promise<string[]> {
+  const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
+  const slots = await adminSql($, live, `SELECT format('replication slot %s (keeps %s MB of WAL)', slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint / 1048576) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} OR slot_name LIKE 'pg\\_%\\_sync\\_%';`).catch(() => '');
+  const publications = await databaseSql($, live, `SELECT format('publication %s', pubname) FROM pg_publication WHERE pubname LIKE ${prefix};`).catch(() => '');
+  return [...slots.split('\n'), ...publications.split('\n')].filter(Boolean);
+}

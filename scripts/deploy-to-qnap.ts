@@ -5,6 +5,7 @@ import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
 import { runRemoteDeploy } from '../lib/deploy-remote.ts';
 import { defineCommand, type Invocation } from '../lib/command.ts';
 import { argvOf, checkRunId, followRun, latestRun, recordRunOutcome, runOutcome, startDetachedRun } from '../lib/deploy-detach.ts';
+import { replicationLeftovers } from '../lib/deploy-replication.ts';
 import { reconcileIfIdle } from '../lib/deploy-switch.ts';
 import type { Settings } from '../lib/settings.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
@@ -141,7 +142,8 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
-  if (json) return void process.stdout.write(JSON.stringify({ ...state, run, reconciled }, null, 2) + '\n');
+  const leftovers = await replicationLeftovers(createShell(), { docker: locateDocker({ explicit: settings.docker }), container: settings.container, user: settings.dbUser, database: settings.dbName });
+  if (json) return void process.stdout.write(JSON.stringify({ ...state, run, reconciled, replicationLeftovers: leftovers }, null, 2) + '\n');
   const line = (label: string, slot: typeof state.live) => `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
   const last = state.lastDeploy;
   const outcome = run?.outcome;
@@ -152,6 +154,7 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
       line('Previous (for --rollback)', state.previous),
       last ? `Last deployment: ${last.time} ${last.mode}${last.outcome ? ` ${last.outcome}` : ''} ${last.ok ? 'succeeded' : 'FAILED'}${last.error ? ` (${last.error})` : ''}${last.backupUsed ? `, restored ${last.backupUsed}${last.backupAgeSeconds !== null ? ` (${formatAge(last.backupAgeSeconds)} old)` : ''}` : ''}${last.downtimeMs !== null ? `, writers down ${(last.downtimeMs / 1000).toFixed(1)} s` : ''}${last.pinnedBackup ? `, pinned backup ${last.pinnedBackup}` : ''}` : 'Last deployment: none',
       ...(last?.warnings ?? []).map((w) => `  warning: ${w}`),
+      ...leftovers.map((l) => `LEFTOVER of an interrupted online deployment on ${settings.container}: ${l}; the next deployment drops it (or drop it by hand now: it keeps WAL until the disk is full)`),
       run
         ? `Last run: ${run.runId} (${run.command}) started ${run.started}: ${outcome ? (outcome.died ? `DIED: ${outcome.error}` : `ended with exit ${outcome.exitCode}${outcome.error ? ` (${outcome.error})` : ''}`) : `running (pid ${run.pid}); follow it: deploy-to-qnap --follow ${run.runId}`}; log ${run.logFile}`
         : 'Last run: none',

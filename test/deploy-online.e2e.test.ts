@@ -97,7 +97,7 @@ online('the second deployment fills the new slot online while the writer commits
   const result = JSON.parse(r.stdout);
   assert.is(result.mode, 'ab');
   assert.match(r.stderr, /Subscription planetarion_deploy_s\d+_\d+: .* copies 'planetarion'/);
-  assert.match(r.stderr, /REPLICA IDENTITY FULL for the deployment on the tables without a key: public\.scores/);
+  assert.match(r.stderr, /REPLICA IDENTITY FULL for the deployment on the tables without a key: .*public\.scores/);
   assert.match(r.stderr, /Fingerprint proven: [0-9a-f]{64}/);
   assert.match(result.fingerprint, /^[0-9a-f]{64}$/);
   assert.is(result.backupUsed, null);

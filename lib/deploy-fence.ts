@@ -77,6 +77,28 @@ export class LiveFence {
     }
   }
 
+  /**
+   * Runs statements on the fenced tables (an ALTER TABLE the locks would block in any other
+   * session) and commits them with the fence up: new sessions are refused and the other ones
+   * ended before the commit, and the same session locks the tables again right after it.
+   */
+  async commitWithin(sql: string): Promise<void> {
+    const db = quoteIdent(this.target.database);
+    const pid = Number((await this.session.query('SELECT pg_backend_pid();'))[0]![0]!);
+    await adminSql(this.$, this.target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS false;`);
+    try {
+      await adminSql(
+        this.$,
+        this.target,
+        `WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = ${literal(this.target.database)} AND pid NOT IN (${pid}, pg_backend_pid()) AND backend_type = 'client backend') SELECT pg_terminate_backend(pid) FROM others;`,
+      );
+      const tables = (await this.session.query(`SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)).map((row) => row[0]!);
+      await this.session.query(`${sql}\nCOMMIT; BEGIN; ${tables.length ? `LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE;` : ''}`);
+    } finally {
+      await adminSql(this.$, this.target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`);
+    }
+  }
+
   /** Ends the fence: the locks go with the session; connections are allowed (idempotent). */
   async release(): Promise<void> {
     this.session.kill();

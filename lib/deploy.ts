@@ -11,6 +11,9 @@ import { backupStamp, listBackups, parseBackupName, provableBackups } from './ba
 import { formatAge } from './backup-status.ts';
 import { compose, copySlotSources, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo, type SlotCopy } from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
+import { onlinePhases } from './deploy-online.ts';
+import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
+import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
@@ -39,6 +42,8 @@ export interface DeployOptions {
   /** Stop the live writers before the fresh backup (zero loss); false: the seed's --no-freeze. */
   freeze: boolean;
   acceptOlderBackup: boolean;
+  /** Fill the new slot from a fresh dump under the freeze even when the live slot could be replicated online. */
+  offline?: boolean;
   /** A deployment exists but does not run: restore the newest backup into a fresh one. */
   freshFromBackup?: boolean;
   healthTimeoutMs: number;
@@ -94,6 +99,9 @@ interface DeployRun {
     writersUpAt: number | undefined;
   };
   stream: { into: string; load: StreamLoad | undefined; fresh: string | undefined } | undefined;
+  /** How the new slot is filled (A-B): online by logical replication, or not and why. */
+  online: OnlineCheck | undefined;
+  replication: Replication | undefined;
   proof: { winner: RestoreResult; attempts: RestoreResult[]; ageSeconds: number | null } | undefined;
   result: DeployResult | undefined;
 }
@@ -185,8 +193,14 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
   const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
   const slotDir = join(settings.dir, deployDirName, project);
-  const { yaml, warnings, folders: storageFolders, deviations, copies } = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, projectDir: settings.dir, slotDir, images: options.serviceImages });
-  const folders = copies.length ? [...storageFolders, slotDir] : storageFolders;
+  const liveDb = found.kind === 'live' ? found.dbContainer : undefined;
+  const live: RestoreTarget = { docker: options.docker, container: liveDb ?? settings.container, user: settings.dbUser, database: settings.dbName };
+  const online = !liveDb ? undefined : options.offline ? { online: false as const, reason: '--offline' } : !options.freeze ? { online: false as const, reason: '--no-freeze' } : await checkOnline($, live);
+  const slot = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, projectDir: settings.dir, slotDir, images: options.serviceImages });
+  const { deviations, copies } = slot;
+  const folders = copies.length ? [...slot.folders, slotDir] : slot.folders;
+  const { yaml, notes } = onlineSlotYaml(slot.yaml, options.dbService, project, online?.online ? online.socketVolume : undefined);
+  const warnings = [...slot.warnings, ...notes];
   const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
   const oneShot = oneShotServices(options.composeFile);
   return {
@@ -210,6 +224,8 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     abort: undefined,
     progress: { slotCreated: false, folders: [], sameCluster: false, stoppedWriters: [], fence: undefined, liveDbStopped: false, writersStoppedAt: undefined, writersUpAt: undefined },
     stream: undefined,
+    online,
+    replication: online?.online ? new Replication($, live, { ...live, container: `${settings.container}-${slotId}` }, slotId, options.log) : undefined,
     proof: undefined,
     result: undefined,
   };
@@ -248,6 +264,7 @@ function stageStackPhase(run: DeployRun): Phase {
     describe: `${upCommand(run)}   (services: ${run.names.map((n) => n.service).join(', ')}); wait until every container is healthy (at most ${Math.round(options.healthTimeoutMs / 1000)} s)`,
     run: async () => {
       createSlotFiles(run);
+      await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, options.settings.dir, ['up', '-d']);
         await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
@@ -262,7 +279,7 @@ function stageStackPhase(run: DeployRun): Phase {
 function stageDatabasePhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings } = options;
-  const streams = run.mode === 'ab' && options.freeze;
+  const streams = run.mode === 'ab' && options.freeze && !run.replication;
   return {
     name: 'stage',
     describe: [
@@ -272,6 +289,7 @@ function stageDatabasePhase(run: DeployRun): Phase {
     ].filter(Boolean).join('; '),
     run: async () => {
       createSlotFiles(run);
+      await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       const target = newTarget(run);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
@@ -440,7 +458,7 @@ function deploySummary(run: DeployRun): DeploySummary {
     mode: run.mode,
     backupUsed: proof ? basename(proof.winner.file) : null,
     backupAgeSeconds: proof ? proof.ageSeconds : null,
-    fingerprint: proof ? proof.winner.fingerprint : null,
+    fingerprint: proof ? proof.winner.fingerprint : (run.replication?.fingerprint ?? null),
     downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
     totalMs: Date.now() - run.started,
     attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
@@ -492,6 +510,7 @@ function finishPhase(run: DeployRun): Phase {
         }
       };
       if (stale) await step('removing the older previous slot', () => removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log));
+      await step('removing unused socket volumes', () => sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)));
       await step('installing the backup cron job', () => options.installCron(options.log));
       const { live, previous, ...switched } = run.result!;
       const summary: DeploySummary = { ...switched, outcome: 'switched', totalMs: Date.now() - run.started, ...(warnings.length ? { warnings } : {}) };
@@ -505,7 +524,31 @@ function finishPhase(run: DeployRun): Phase {
 function deployPhases(run: DeployRun): Phase[] {
   if (run.mode === 'first') return [stageStackPhase(run), switchPhase(run), finishPhase(run)];
   const frozen = run.mode === 'ab' && run.options.freeze;
+  if (run.replication) {
+    // Online: the subscription is dropped after the new writers are up (the frozen live database sends nothing more), before the live one stops.
+    const online = onlinePhases(onlineRunOf(run, run.replication));
+    return [stageDatabasePhase(run), online.replicate, online.freeze, online.prove, startPhase(run), online.detach, releasePhase(run), switchPhase(run), finishPhase(run)];
+  }
   return [stageDatabasePhase(run), ...(frozen ? [freezePhase(run)] : []), provePhase(run), startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+}
+
+/** What the online phases (deploy-online.ts) need of the run: the writers' stop and the fence stay recorded here for the rollback. */
+function onlineRunOf(run: DeployRun, replication: Replication) {
+  const { options } = run;
+  return {
+    replication,
+    liveDb: run.liveDb!,
+    newDb: run.newDb,
+    writers: liveWriterNames(run),
+    database: options.settings.dbName,
+    fingerprintExclude: options.settings.fingerprintExclude,
+    abort: () => run.abort,
+    freeze: async () => {
+      await stopLiveWriters(run);
+      run.progress.fence = await LiveFence.raise(options.$, liveTarget(run), options.log);
+      return run.progress.fence;
+    },
+  };
 }
 
 /** The one rollback of the flow: undoes what the progress says was done, in the order that gets the game back first. */
@@ -525,10 +568,13 @@ async function rollBack(run: DeployRun): Promise<void> {
   // The new writers first: they may hold the ports the live ones publish.
   if (progress.slotCreated) await docker.stop(writersOf(run.next, options.dbService).map((c) => c.name)).catch(() => {});
   await restart(docker, progress.stoppedWriters, log);
+  // After the writers (the game first): the publication goes before the keyless tables' identity is put back.
+  await run.replication?.abandon();
   await run.stream?.load?.abort().catch(() => {});
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
   if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
   if (progress.slotCreated) await removeSlot(options.$, run.command, { ...run.next, folders: progress.folders, file: run.slotFile }, settings.dir, log, progress.sameCluster);
+  if (progress.slotCreated) await sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir));
 }
 
 /** What the journalled switch needs of the deployment's options. */
@@ -553,6 +599,7 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
     header,
     ...run.storageNotes.map((note) => `Storage: ${note}`),
     ...run.deviations.map((note) => `Deviation: ${note}`),
+    ...(run.online ? [run.online.online ? `Fill: online, by logical replication from ${run.liveDb} while the game runs; the writers stop only for the final catch-up and the proof` : `Fill: offline (freeze, fresh dump, restore): ${run.online.reason}`] : []),
     ...phases.map((phase, i) => `${i + 1}. ${phase.name}: ${phase.describe}`),
     run.mode === 'first'
       ? '   any failure before the switch: remove the new stack, exit 1'

@@ -5,6 +5,7 @@ import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
 import { runRemoteDeploy } from '../lib/deploy-remote.ts';
 import { defineCommand, type Invocation } from '../lib/command.ts';
 import { argvOf, checkRunId, followRun, latestRun, recordRunOutcome, runOutcome, startDetachedRun } from '../lib/deploy-detach.ts';
+import { replicationLeftovers } from '../lib/deploy-replication.ts';
 import { reconcileIfIdle } from '../lib/deploy-switch.ts';
 import type { Settings } from '../lib/settings.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
@@ -29,9 +30,13 @@ export const deployToQnap = defineCommand(
       'the compose file and planetarion.env (if present here: merged into the NAS\'s, whose own keys are kept; a key',
       'it would change needs --replace-settings), and runs the A-B deployment there.',
       'With --local, runs the A-B deployment on this machine (the NAS): with no live deployment it',
-      'starts the stack; with one, it stages the new database beside the live one, stops the live',
-      'writers, takes a fresh backup and restores it into the new database as it is written, proves its',
-      'fingerprint (older backups only with --accept-older-backup), starts the new services, waits for their health checks and',
+      'starts the stack; with one, it stages the new database beside the live one and fills it. Online when the',
+      'live slot is one of this tool\'s (its socket folder on a named volume, wal_level=logical; every slot it',
+      'creates has both): PostgreSQL logical replication fills it while the game runs, then the live writers',
+      'stop and the database is fenced only for the final catch-up, the sequences and the fingerprint proof.',
+      'Otherwise (or with --offline) it stops the live writers, takes a fresh backup and restores it into the',
+      'new database as it is written, and proves its fingerprint (older backups only with --accept-older-backup).',
+      'Then it starts the new services, waits for their health checks and',
       'switches the container names. The live deployment is found by what runs (the DB container name, or the',
       'compose labels of a stack the old scripts started); one that exists but does not run is refused (start it,',
       'or --fresh-from-backup). The new slot\'s database gets storage of its own (a driver_opts bind folder gets a',
@@ -63,6 +68,7 @@ export const deployToQnap = defineCommand(
       { name: 'local', type: 'boolean', description: 'run the A-B flow on this machine (what the workstation runs on the NAS)' },
       { name: 'db-service', type: 'string', valueName: 'NAME', description: 'the database service in the compose file', defaultText: 'db' },
       { name: 'no-freeze', type: 'boolean', description: 'keep the live writers serving until the switch (which still stops the old containers and starts the new ones: a short outage all the same); restore the newest existing backup, so every write after it is lost' },
+      { name: 'offline', type: 'boolean', description: 'fill the new slot from a fresh backup under the freeze even when it could be filled online by logical replication' },
       { name: 'accept-older-backup', type: 'boolean', description: 'switch even when only a backup older than the fresh one restores (without it, a failed fresh backup or restore aborts at once)' },
       { name: 'fresh-from-backup', type: 'boolean', description: 'the deployment exists but does not run (its DB container stopped or removed, its volumes or backups left): restore the newest backup into a fresh deployment, proven like an A-B one' },
       { name: 'health-timeout', type: 'string', valueName: 'SECONDS', description: 'how long new containers may take to become healthy', defaultText: '180' },
@@ -101,7 +107,7 @@ export const deployToQnap = defineCommand(
     if (!flags.local) {
       // The workstation: the NAS-side run gets the flags that concern it.
       const remoteArgs: string[] = [];
-      for (const name of ['no-freeze', 'accept-older-backup', 'fresh-from-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
+      for (const name of ['no-freeze', 'offline', 'accept-older-backup', 'fresh-from-backup', 'status', 'rollback', 'json', 'dry-run']) if (flags[name] === true) remoteArgs.push(`--${name}`);
       for (const name of ['db-service', 'health-timeout', 'container', 'db-user', 'db-name', 'keep', 'schedule', 'root']) {
         if (typeof flags[name] === 'string') remoteArgs.push(`--${name}`, flags[name] as string);
       }
@@ -150,7 +156,8 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
-  if (json) return void process.stdout.write(JSON.stringify({ ...state, run, reconciled }, null, 2) + '\n');
+  const leftovers = await replicationLeftovers(createShell(), { docker: locateDocker({ explicit: settings.docker }), container: settings.container, user: settings.dbUser, database: settings.dbName });
+  if (json) return void process.stdout.write(JSON.stringify({ ...state, run, reconciled, replicationLeftovers: leftovers }, null, 2) + '\n');
   const line = (label: string, slot: typeof state.live) => `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
   const last = state.lastDeploy;
   const outcome = run?.outcome;
@@ -161,6 +168,7 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
       line('Previous (for --rollback)', state.previous),
       last ? `Last deployment: ${last.time} ${last.mode}${last.outcome ? ` ${last.outcome}` : ''} ${last.ok ? 'succeeded' : 'FAILED'}${last.error ? ` (${last.error})` : ''}${last.backupUsed ? `, restored ${last.backupUsed}${last.backupAgeSeconds !== null ? ` (${formatAge(last.backupAgeSeconds)} old)` : ''}` : ''}${last.downtimeMs !== null ? `, writers down ${(last.downtimeMs / 1000).toFixed(1)} s` : ''}${last.pinnedBackup ? `, pinned backup ${last.pinnedBackup}` : ''}` : 'Last deployment: none',
       ...(last?.warnings ?? []).map((w) => `  warning: ${w}`),
+      ...leftovers.map((l) => `LEFTOVER of an interrupted online deployment on ${settings.container}: ${l}; the next deployment drops it (or drop it by hand now: it keeps WAL until the disk is full)`),
       run
         ? `Last run: ${run.runId} (${run.command}) started ${run.started}: ${outcome ? (outcome.died ? `DIED: ${outcome.error}` : `ended with exit ${outcome.exitCode}${outcome.error ? ` (${outcome.error})` : ''}`) : `running (pid ${run.pid}); follow it: deploy-to-qnap --follow ${run.runId}`}; log ${run.logFile}`
         : 'Last run: none',
@@ -182,7 +190,7 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
   const dbService = String(flags['db-service'] ?? 'db');
   const serviceImages = parseServiceImages(flags['service-images'] as string | undefined);
   if (dryRun) {
-    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, serviceImages, freeze: flags['no-freeze'] !== true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
+    const plan = await planDeploy({ settings, docker, $, log, composeFile, dbService, serviceImages, freeze: flags['no-freeze'] !== true, offline: flags.offline === true, acceptOlderBackup: flags['accept-older-backup'] === true, freshFromBackup: flags['fresh-from-backup'] === true, healthTimeoutMs: healthTimeout * 1000 });
     process.stdout.write(json ? JSON.stringify({ plan }, null, 2) + '\n' : `Plan (nothing is changed):\n${plan.join('\n')}\n`);
     return;
   }
@@ -199,6 +207,7 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
     composeFile,
     dbService,
     freeze: flags['no-freeze'] !== true,
+    offline: flags.offline === true,
     acceptOlderBackup: flags['accept-older-backup'] === true,
     freshFromBackup: flags['fresh-from-backup'] === true,
     healthTimeoutMs: healthTimeout * 1000,

@@ -49,7 +49,8 @@ first('second deployment over a live one: every row the writers wrote is live, t
   const n = nas();
   assert.is((await deploy(n)).code, 0);
   await sleep(1500);
-  const r = await deploy(n);
+  // The dump flow (the online one is deploy-online.e2e's).
+  const r = await deploy(n, ['--offline']);
   assert.is(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout);
   assert.is(result.mode, 'ab');
@@ -127,14 +128,14 @@ faults('the newest existing backup corrupted: the fresh backup wins', async () =
   await sleep(1100);
   // --dry-run prints the plan and changes nothing.
   const liveBefore = containersOf(n.project);
-  const dry = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+  const dry = await runTool('deploy-to-qnap', ['--local', '--dry-run', '--offline', ...n.deployArgs], n.env);
   assert.is(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /stop the live writers \(.*-app\) and take a fresh backup/);
   assert.match(dry.stdout, /switch: /);
   assert.equal(containersOf(n.project), liveBefore);
   // The backup, its manifest and checksum (and the folder's hidden sequence file): the dry run added nothing.
   assert.is(readdirSync(join(n.dir, 'backups')).filter((f) => !f.startsWith('.')).length, 3);
-  const r = await deploy(n);
+  const r = await deploy(n, ['--offline']);
   assert.is(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout);
   assert.is(result.attempts.length, 1);
@@ -150,7 +151,7 @@ faults('the fresh backup unrestorable in the new slot: stops before switching un
   // After the older backup: an object owned by a role the new slot's server does not have.
   sqlIn(n.container, 'CREATE ROLE game_admin; CREATE TABLE admin_notes (id int); ALTER TABLE admin_notes OWNER TO game_admin;');
   const liveBefore = containersOf(n.project);
-  const refused = await deploy(n);
+  const refused = await deploy(n, ['--offline']);
   assert.is(refused.code, 1, refused.stderr);
   assert.match(refused.stderr, /the fresh backup could not be restored/);
   assert.match(refused.stderr, /--accept-older-backup/);
@@ -162,7 +163,7 @@ faults('the fresh backup unrestorable in the new slot: stops before switching un
   await sleep(1000);
   assert.ok(liveWrites(n) > before, 'the live writers serve again');
 
-  const accepted = await deploy(n, ['--accept-older-backup']);
+  const accepted = await deploy(n, ['--offline', '--accept-older-backup']);
   assert.is(accepted.code, 0, accepted.stderr);
   const result = JSON.parse(accepted.stdout);
   assert.is(result.backupUsed, older);
@@ -184,7 +185,7 @@ faults('every candidate failing: exit 1, the new slot removed, the old slot serv
   }
   sqlIn(n.container, 'CREATE ROLE game_admin; CREATE TABLE admin_notes (id int); ALTER TABLE admin_notes OWNER TO game_admin;');
   const liveBefore = containersOf(n.project);
-  const r = await deploy(n, ['--accept-older-backup']);
+  const r = await deploy(n, ['--offline', '--accept-older-backup']);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, /every restore into the new slot failed \(3 attempt\(s\)\)/);
   assert.equal(containersOf(n.project), liveBefore);

@@ -13,6 +13,7 @@ import { compose, detectCompose, oneShotServices, readComposeServices, slotCompo
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
+import { completionDependencies, waitCompleted } from './service-completion.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -138,9 +139,10 @@ async function takeNames(docker: Docker, log: Logger, next: Slot): Promise<Slot>
 
 /**
  * Starts created containers in Compose's order, each once the services it needs with
- * `condition: service_healthy` are healthy (a plain `docker start` does not wait for them).
+ * `condition: service_healthy` are healthy and those with `service_completed_successfully`
+ * have exited 0 (a plain `docker start` waits for neither).
  */
-async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], completedFirst: Map<string, string[]>, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
   const nameOf = new Map(containers.map((c) => [c.service, c.name]));
   const started: string[] = [];
   for (const { service, dependsOn } of services) {
@@ -148,6 +150,8 @@ async function startInOrder(docker: Docker, containers: SlotContainer[], service
     if (!name) continue;
     const healthyFirst = dependsOn.filter((d) => d.healthy && started.includes(nameOf.get(d.service)!)).map((d) => nameOf.get(d.service)!);
     if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal });
+    const doneFirst = (completedFirst.get(service) ?? []).map((d) => nameOf.get(d)!).filter((n) => started.includes(n));
+    if (doneFirst.length) await waitCompleted(docker, doneFirst, timeoutMs, signal);
     await docker.start([name]);
     started.push(name);
   }
@@ -390,7 +394,7 @@ function startPhase(run: DeployRun): Phase {
     run: async () => {
       if (lateStop) await stopLiveWriters(run);
       try {
-        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, options.healthTimeoutMs, run.abort);
+        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, completionDependencies(options.composeFile), options.healthTimeoutMs, run.abort);
         await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
       } catch (error) {
         if (run.abort?.aborted) throw error;

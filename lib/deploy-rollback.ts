@@ -119,8 +119,8 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     // 3. The journalled switch: the current slot gives up the names and stops.
     const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started } });
     writeDeployState(settings.dir, { live: switched.live, previous: switched.previous, lastDeploy: { ...switched.summary, outcome: 'rolled back' } });
-    log.info(`Rolled back: ${switched.live.project} is live again; ${switched.previous.project} is stopped and kept`);
-    return { live: switched.live, previous: switched.previous, pinnedBackup: pinned };
+    log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
+    return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
   } finally {
     lock.release();
   }

@@ -119,24 +119,6 @@ async function removeSlot($: Shell, command: ComposeCommand, slot: { project: st
   }
 }
 
-/** Renames the containers of a slot to their live names or to their slot names. */
-async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Slot> {
-  const containers: SlotContainer[] = [];
-  for (const c of slot.containers) {
-    const target = live ? c.canonicalName : `${c.canonicalName}-${slot.slotId}`;
-    if (c.name !== target) await docker.rename(c.name, target);
-    containers.push({ ...c, name: target });
-  }
-  return { ...slot, containers };
-}
-
-/** A first deployment's containers take the live names (nothing serves under them yet, so there is nothing to journal). */
-async function takeNames(docker: Docker, log: Logger, next: Slot): Promise<Slot> {
-  const named = await renameSlot(docker, next, true);
-  log.info(`Named: ${named.containers.map((c) => c.name).join(', ')} are live`);
-  return named;
-}
-
 /**
  * Starts created containers in Compose's order, each once the services it needs with
  * `condition: service_healthy` are healthy and those with `service_completed_successfully`
@@ -446,16 +428,12 @@ function switchPhase(run: DeployRun): Phase {
     committed: true,
     describe: run.old
       ? `switch (journalled in deploy/): ${run.old.containers.map((c) => c.name).join(', ')} stop and take the suffix -${run.old.slotId}; the new containers take the names ${canonical}`
-      : `switch: rename the containers to ${canonical}`,
+      : `switch (journalled in deploy/): rename the containers to ${canonical}`,
     run: async () => {
       const { options } = run;
       const summary = deploySummary(run);
-      if (!run.old) {
-        run.next = await takeNames(run.docker, options.log, run.next);
-        run.result = { ...summary, live: run.next, previous: run.state.previous };
-        return;
-      }
-      const switched = await switchSlots(switchContextOf(options), { kind: 'deploy', outgoing: run.old, incoming: run.next, stateBefore: run.state, summary });
+      // A first deployment's renames are journalled too: a run killed between them is finished (or undone) by the next one.
+      const switched = await switchSlots(switchContextOf(options), { kind: 'deploy', outgoing: run.old, incoming: run.next, stateBefore: run.state, summary, oneShot: run.oneShot });
       run.old = switched.previous;
       run.next = switched.live;
       run.result = { ...switched.summary, live: switched.live, previous: switched.previous };

@@ -14,6 +14,7 @@ import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { completionDependencies, waitCompleted } from './service-completion.ts';
+import { refuseSharedStorage } from './shared-storage.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -241,12 +242,15 @@ function stageDatabasePhase(run: DeployRun): Phase {
     name: 'stage',
     describe: [
       `${upCommand(run)} ${options.dbService}   (the new database, as ${run.newDb}, on storage of its own${run.next.folders ? `: creates ${run.next.folders.join(', ')} (0700)` : ''})`,
-      run.liveDb ? `compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
+      run.liveDb ? `before it starts, refuse (exit 2) a writable mount of the storage that holds ${run.liveDb}'s data dir; once it runs, compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
       `create its other services without starting them${streams ? '; create the database the fresh backup streams into' : ''}`,
     ].filter(Boolean).join('; '),
     run: async () => {
       createSlotFiles(run);
       const target = newTarget(run);
+      // Created first and inspected: what Docker really mounts must not be the live data dir.
+      await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '--no-start', options.dbService]);
+      if (run.liveDb) await refuseSharedStorage(options.$, liveTarget(run), run.newDb);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
         await run.docker.waitHealthy([run.newDb], options.healthTimeoutMs, { signal: run.abort });

@@ -12,6 +12,7 @@ import { formatAge } from './backup-status.ts';
 import { compose, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo } from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
+import { servedBefore } from './deploy-rollback.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { completionDependencies, waitCompleted } from './service-completion.ts';
 import { refuseSharedStorage } from './shared-storage.ts';
@@ -437,7 +438,16 @@ function switchPhase(run: DeployRun): Phase {
       const { options } = run;
       const summary = deploySummary(run);
       // A first deployment's renames are journalled too: a run killed between them is finished (or undone) by the next one.
-      const switched = await switchSlots(switchContextOf(options), { kind: 'deploy', outgoing: run.old, incoming: run.next, stateBefore: run.state, summary, oneShot: run.oneShot });
+      const switched = await switchSlots(switchContextOf(options), {
+        kind: 'deploy',
+        outgoing: run.old,
+        incoming: run.next,
+        stateBefore: run.state,
+        summary,
+        oneShot: run.oneShot,
+        // An undo starts again only what served before: nothing of a stopped deployment (--fresh-from-backup).
+        startOnUndo: run.old && run.mode === 'ab' ? servedBefore(run.old, options.dbService, run.progress.stoppedWriters) : () => false,
+      });
       run.old = switched.previous;
       run.next = switched.live;
       run.result = { ...switched.summary, live: switched.live, previous: switched.previous };

@@ -100,7 +100,7 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     /** The current slot serves again as it did: fence lifted, its writers started. */
     const serveAgain = async () => {
       await fence?.release().catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
-      await docker.start(writers).catch((e: unknown) => log.error(`Could not restart ${writers.join(', ')}: ${errorText(e)}`));
+      await docker.start([currentDb, ...writers]).catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
     };
     let pinned: string;
     try {
@@ -135,7 +135,13 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     }
 
     // The fence ends with the current server, stopped with a fast shutdown (a smart one would wait for the fence's session).
-    await docker.stopFast(currentDb);
+    try {
+      await docker.stopFast(currentDb);
+    } catch (error) {
+      await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await serveAgain();
+      return rollbackFailed(settings, state, { ...summary, totalMs: Date.now() - started }, `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`, `${current.project} was started again. The writes since the switch are also in ${pinned}.`);
+    }
     // 3. The journalled switch: the current slot gives up the names and stops.
     const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started }, startOnUndo: servedBefore(current, dbService, writers) });
     writeDeployState(settings.dir, { live: switched.live, previous: switched.previous, lastDeploy: { ...switched.summary, outcome: 'rolled back' } });

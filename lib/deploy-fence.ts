@@ -13,11 +13,13 @@ const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 
 /**
  * The catalogs a write the table locks miss must change: a table (or index, sequence, view)
- * created during the fence is a row in pg_class, a large object one in pg_largeobject_metadata
- * and its data in pg_largeobject. Each such write takes ROW EXCLUSIVE on them, which EXCLUSIVE
- * blocks; reads (pg_dump, the fingerprint, new sessions) take ACCESS SHARE and pass.
+ * created during the fence is a row in pg_class, a new large object one in
+ * pg_largeobject_metadata. Each such write takes ROW EXCLUSIVE on them, which EXCLUSIVE blocks;
+ * reads (pg_dump, the fingerprint, new sessions) take ACCESS SHARE and pass. pg_largeobject
+ * itself cannot be locked: lo_open takes ROW EXCLUSIVE on it even to read, so pg_dump would wait
+ * for the fence (a write into an existing large object is not fenced).
  */
-const catalogsWritesNeed = ['pg_catalog.pg_class', 'pg_catalog.pg_largeobject_metadata', 'pg_catalog.pg_largeobject'];
+const catalogsWritesNeed = ['pg_catalog.pg_class', 'pg_catalog.pg_largeobject_metadata'];
 
 /**
  * Throws when the two servers are one cluster (equal system_identifier): the new slot would

@@ -86,11 +86,8 @@ safety('an old-script stack without container_name, data on a driver_opts bind f
   const live = new Set(sql(n.container, 'SELECT n FROM host_ticks').split('\n').map(Number));
   const missing = writer.committed().filter((i) => !live.has(i));
   assert.equal(missing, [], `committed ticks missing from the new live database: ${missing.join(', ')}`);
-  // The one-shot migration of the new slot ran and exited 0: done, not a failure; the app
-  // (service_completed_successfully) started only after it had finished.
+  // The one-shot migration of the new slot ran and exited 0: done, not a failure.
   assert.is(containersOf(n.project)[`${n.project}-migrate`], 'exited');
-  const at = (name: string, field: string) => Date.parse(execFileSync('docker', ['inspect', '-f', `{{.State.${field}}}`, name]).toString().trim());
-  assert.ok(at(appName(n), 'StartedAt') >= at(`${n.project}-migrate`, 'FinishedAt'), 'the app started before the migration it waits for had completed');
   // The old slot's server, started again on its own folder, is the old cluster with its data.
   const oldDb = `${legacyDb}-${result.previous.slotId}`;
   assert.is(containersOf(n.project)[oldDb], 'exited');

@@ -12,6 +12,16 @@ import type { Shell } from './shell.ts';
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 
 /**
+ * The catalogs a write the table locks miss must change: a table (or index, sequence, view)
+ * created during the fence is a row in pg_class, a new large object one in
+ * pg_largeobject_metadata. Each such write takes ROW EXCLUSIVE on them, which EXCLUSIVE blocks;
+ * reads (pg_dump, the fingerprint, new sessions) take ACCESS SHARE and pass. pg_largeobject
+ * itself cannot be locked: lo_open takes ROW EXCLUSIVE on it even to read, so pg_dump would wait
+ * for the fence (a write into an existing large object is not fenced).
+ */
+const catalogsWritesNeed = ['pg_catalog.pg_class', 'pg_catalog.pg_largeobject_metadata'];
+
+/**
  * Throws when the two servers are one cluster (equal system_identifier): the new slot would
  * then run on the live data files. Asked before any other statement reaches the new server.
  */
@@ -27,7 +37,8 @@ export async function verifyOwnCluster($: Shell, live: RestoreTarget, next: Rest
 
 /**
  * The fence of the live database: no new sessions while the other clients' sessions are ended,
- * then every table locked against writes (EXCLUSIVE: reads, pg_dump and the fingerprint pass) by
+ * then every table, and the catalogs a new table or a large object is written to, locked against
+ * writes (EXCLUSIVE: reads, pg_dump and the fingerprint pass) by
  * a session of this tool, and connections allowed again. The locks live in that session, so a
  * server shutdown ends the fence with it (nothing is left set on the old slot), and a client
  * blocked by it never commits; release() ends it on the abort paths.
@@ -63,9 +74,9 @@ export class LiveFence {
         .map((line) => line.replace(/\|[tf]$/, ''));
       if (ended.length) log.warn(`Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.join('; ')}`);
       const tables = (await session.query(`SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)).map((row) => row[0]!);
-      await session.query(`SET lock_timeout = ${literal(lockTimeout)}; BEGIN; ${tables.length ? `LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE;` : ''}`);
+      await session.query(`SET lock_timeout = ${literal(lockTimeout)}; BEGIN; LOCK TABLE ${[...tables, ...catalogsWritesNeed].join(', ')} IN EXCLUSIVE MODE;`);
       await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`);
-      log.info(`Fence: '${target.database}' in '${target.container}' takes no writes (${tables.length} tables locked); reads and the backup pass`);
+      log.info(`Fence: '${target.database}' in '${target.container}' takes no writes (${tables.length} tables locked, and no new table or large object); reads and the backup pass`);
       return new LiveFence($, target, session, ended);
     } catch (error) {
       session.kill();

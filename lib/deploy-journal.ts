@@ -20,6 +20,8 @@ export interface JournalContainer {
   project: string | undefined;
   /** Whether an undo starts it again (the outgoing slot's containers that served before). */
   startOnUndo: boolean;
+  /** A one-shot service (migration, seed): exited 0 is serving, for the rule of deploy-switch.ts. */
+  oneShot?: boolean;
 }
 
 export interface SwitchJournal {
@@ -28,8 +30,8 @@ export interface SwitchJournal {
   /** `renaming`: written before the first rename; `renamed`: after the last one. */
   phase: 'renaming' | 'renamed';
   started: string;
-  /** The slot giving up the live names (stopped once it has), then the one taking them. */
-  outgoing: { slot: Slot; containers: JournalContainer[] };
+  /** The slot giving up the live names (stopped once it has; none for a first deployment), then the one taking them. */
+  outgoing: { slot: Slot | undefined; containers: JournalContainer[] };
   incoming: { slot: Slot; containers: JournalContainer[] };
   /** What deploy/state.json says once the switch is complete, and if it is undone. */
   stateAfter: DeployState;
@@ -81,6 +83,7 @@ export interface ContainerFacts {
   status: string;
   health: string | undefined;
   project: string | undefined;
+  exitCode: number | undefined;
 }
 
 /** The facts of each container that exists, by the reference asked (ID or name); one docker call. */
@@ -94,7 +97,7 @@ export async function inspectContainers($: Shell, docker: string, refs: string[]
     const info = JSON.parse(line) as {
       Id: string;
       Name: string;
-      State: { Status: string; Running: boolean; Health?: { Status: string } };
+      State: { Status: string; Running: boolean; ExitCode?: number; Health?: { Status: string } };
       Config: { Labels?: Record<string, string> | null };
     };
     const facts: ContainerFacts = {
@@ -104,6 +107,7 @@ export async function inspectContainers($: Shell, docker: string, refs: string[]
       status: info.State.Status,
       health: info.State.Health?.Status,
       project: info.Config.Labels?.['com.docker.compose.project'],
+      exitCode: info.State.Status === 'exited' ? info.State.ExitCode : undefined,
     };
     const ref = refs.find((r) => info.Id.startsWith(r) || r === facts.name);
     if (ref) out.set(ref, facts);
@@ -111,5 +115,6 @@ export async function inspectContainers($: Shell, docker: string, refs: string[]
   return out;
 }
 
-/** Ready to serve: running, and healthy where it has a health check. */
-export const isServing = (facts: ContainerFacts | undefined): boolean => !!facts && facts.running && (facts.health === undefined || facts.health === 'healthy');
+/** Ready to serve: running, and healthy where it has a health check; a one-shot service, done (exited 0). */
+export const isServing = (facts: ContainerFacts | undefined, oneShot = false): boolean =>
+  !!facts && (oneShot && facts.status === 'exited' ? facts.exitCode === 0 : facts.running && (facts.health === undefined || facts.health === 'healthy'));

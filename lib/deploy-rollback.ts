@@ -1,6 +1,7 @@
 // deploy-to-qnap --rollback: the previous slot becomes live again. The writes made since the
-// switch are kept in a backup pinned out of rotation (the current writers stop first, so it holds
-// every one of them); they are not restored into the previous slot, whose schema may be older.
+// switch are kept in a backup pinned out of rotation (the current writers stop and the database is
+// fenced first, so it holds every one of them), and in the current slot, kept stopped; they are
+// not restored into the previous slot, whose schema may be older.
 // The previous slot is started under its slot names and must become healthy before any name
 // moves: if it does not, it is stopped again and the current writers start again, and the state
 // says so. The switch itself is the journalled one of deploy-switch.ts.
@@ -10,6 +11,7 @@ import { runBackup } from './backup.ts';
 import { sidecarsOf } from './backup-files.ts';
 import { fsyncDir } from './atomic-file.ts';
 import { readDeployState, writeDeployState, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
+import { LiveFence } from './deploy-fence.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './deploy-switch.ts';
 import { Docker } from './docker.ts';
 import { CliError, errorText } from './errors.ts';
@@ -60,6 +62,10 @@ async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeout
   await docker.waitHealthy(slot.containers.map((c) => c.name), timeoutMs);
 }
 
+/** Which of a slot's services an undone switch starts again: its database and the writers that ran. */
+export const servedBefore = (slot: Slot, dbService: string, running: string[]) => (service: string) =>
+  service === dbService || slot.containers.some((c) => c.service === service && running.includes(c.name));
+
 /** Records a rollback that did not happen, and says why (exit 1). */
 function rollbackFailed(settings: Settings, state: DeployState, summary: DeploySummary, message: string, advice: string): never {
   writeDeployState(settings.dir, { ...state, lastDeploy: { ...summary, ok: false, outcome: 'rollback failed', error: message } });
@@ -79,20 +85,32 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     const [current, previous] = [state.live, state.previous];
     const dbService = dbFirst(current, settings)[0]!.service;
     const started = Date.now();
-    const writers = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+    const states = await docker.inspectMany(current.containers.filter((c) => c.service !== dbService).map((c) => c.name));
+    const allWriters = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+    // Only those that run are stopped, and started again if the rollback is not done (a finished migration stays finished).
+    const writers = allWriters.filter((_, i) => states[i]!.running);
+    const currentDb = dbFirst(current, settings)[0]!.name;
 
-    // 1. The current writers stop, so the backup holds every write made since the switch.
+    // 1. The current writers stop and the database is fenced (deploy-fence.ts: no other session
+    // commits), so the backup holds every write made since the switch.
     log.info(`Stopping the current writers before the backup: ${writers.join(', ') || 'none'}`);
     await docker.stop(writers);
     const summary: DeploySummary = { time: new Date().toISOString(), ok: true, mode: 'rollback', backupUsed: null, backupAgeSeconds: null, fingerprint: null, downtimeMs: null, totalMs: 0, attempts: [] };
+    let fence: LiveFence | undefined;
+    /** The current slot serves again as it did: fence lifted, its writers started. */
+    const serveAgain = async () => {
+      await fence?.release().catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
+      await docker.start([currentDb, ...writers]).catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
+    };
     let pinned: string;
     try {
-      const backup = await runBackup({ settings, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+      fence = await LiveFence.raise($, { docker: options.docker, container: currentDb, user: settings.dbUser, database: settings.dbName }, log);
+      const backup = await runBackup({ settings: { ...settings, container: currentDb }, docker: options.docker, $, log, dryRun: false, lockHeld: true });
       pinned = pinBackup(backup.path!, settings.backupDir);
       summary.pinnedBackup = pinned;
       log.info(`Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`);
     } catch (error) {
-      await docker.start(writers).catch((e: unknown) => log.error(`Could not restart ${writers.join(', ')}: ${errorText(e)}`));
+      await serveAgain();
       return rollbackFailed(settings, state, summary, `the backup before the rollback failed (${errorText(error)}); nothing was switched`, `${current.project} serves again.`);
     }
 
@@ -103,9 +121,9 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     } catch (error) {
       log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
       await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await serveAgain();
       const restarted = await docker
-        .start(writers)
-        .then(() => docker.waitHealthy(current.containers.map((c) => c.name), options.healthTimeoutMs))
+        .waitHealthy(current.containers.filter((c) => c.name === currentDb || writers.includes(c.name)).map((c) => c.name), options.healthTimeoutMs)
         .then(() => 'serves again', (e: unknown) => `was started again but does not serve yet (${errorText(e)})`);
       return rollbackFailed(
         settings,
@@ -116,11 +134,19 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
       );
     }
 
+    // The fence ends with the current server, stopped with a fast shutdown (a smart one would wait for the fence's session).
+    try {
+      await docker.stopFast(currentDb);
+    } catch (error) {
+      await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await serveAgain();
+      return rollbackFailed(settings, state, { ...summary, totalMs: Date.now() - started }, `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`, `${current.project} was started again. The writes since the switch are also in ${pinned}.`);
+    }
     // 3. The journalled switch: the current slot gives up the names and stops.
-    const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started } });
+    const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started }, startOnUndo: servedBefore(current, dbService, writers) });
     writeDeployState(settings.dir, { live: switched.live, previous: switched.previous, lastDeploy: { ...switched.summary, outcome: 'rolled back' } });
-    log.info(`Rolled back: ${switched.live.project} is live again; ${switched.previous.project} is stopped and kept`);
-    return { live: switched.live, previous: switched.previous, pinnedBackup: pinned };
+    log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
+    return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
   } finally {
     lock.release();
   }

@@ -25,8 +25,8 @@ export interface SwitchContext {
 
 export interface SwitchRequest {
   kind: SwitchJournal['kind'];
-  /** The live slot (its containers under their live names). */
-  outgoing: Slot;
+  /** The live slot (its containers under their live names); none for a first deployment. */
+  outgoing: Slot | undefined;
   /** The slot to make live (its containers under their slot names). */
   incoming: Slot;
   /** The state before the switch: what stays recorded if it is undone. */
@@ -35,6 +35,8 @@ export interface SwitchRequest {
   summary: DeploySummary;
   /** Which outgoing containers an undo starts again (default: all). */
   startOnUndo?: (service: string) => boolean;
+  /** The incoming slot's one-shot containers (migrations): exited 0 counts as serving. */
+  oneShot?: string[];
 }
 
 /** A step after the switch (clean-up, cron): its failure is a warning, the switch stands. */
@@ -45,7 +47,8 @@ export interface AfterSwitchStep {
 
 export interface Switched {
   live: Slot;
-  previous: Slot;
+  /** The slot that gave up the names (for a first deployment: the one recorded before, if any). */
+  previous: Slot | undefined;
   summary: DeploySummary;
 }
 
@@ -59,7 +62,7 @@ function renamed(slot: Slot, containers: JournalContainer[]): Slot {
 /** The journal of a switch about to start: each container's ID and labels from Docker. */
 async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<SwitchJournal> {
   const { outgoing, incoming } = request;
-  const names = [...outgoing.containers, ...incoming.containers].map((c) => c.name);
+  const names = [...(outgoing?.containers ?? []), ...incoming.containers].map((c) => c.name);
   const facts = await inspectContainers(ctx.$, ctx.docker, names);
   const missing = names.filter((n) => !facts.has(n));
   if (missing.length) throw new CliError(`cannot switch: container(s) ${missing.join(', ')} do not exist`, { advice: 'Nothing was renamed. See docker ps -a.' });
@@ -67,13 +70,13 @@ async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<S
   const dbFirst = <T extends { service: string }>(list: T[]) => [...list].sort((a, b) => Number(b.service === db) - Number(a.service === db));
   const entry = (name: string, service: string, to: string, startOnUndo: boolean): JournalContainer => {
     const f = facts.get(name)!;
-    return { id: f.id, service, from: name, to, project: f.project, startOnUndo };
+    return { id: f.id, service, from: name, to, project: f.project, startOnUndo, ...(request.oneShot?.includes(name) ? { oneShot: true } : {}) };
   };
   const startOnUndo = request.startOnUndo ?? (() => true);
-  const out = dbFirst(outgoing.containers).map((c) => entry(c.name, c.service, slotName(c.canonicalName, outgoing), startOnUndo(c.service)));
+  const out = outgoing ? dbFirst(outgoing.containers).map((c) => entry(c.name, c.service, slotName(c.canonicalName, outgoing), startOnUndo(c.service))) : [];
   const into = dbFirst(incoming.containers).map((c) => entry(c.name, c.service, c.canonicalName, false));
   const live = renamed(incoming, into);
-  const previous = renamed(outgoing, out);
+  const previous = outgoing ? renamed(outgoing, out) : request.stateBefore.previous;
   return {
     kind: request.kind,
     phase: 'renaming',
@@ -83,7 +86,7 @@ async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<S
     stateAfter: { live, previous, lastDeploy: { ...request.summary, outcome: 'switched' } },
     stateUndone: {
       ...request.stateBefore,
-      lastDeploy: { ...request.summary, ok: false, outcome: 'undone', error: `the ${request.kind === 'rollback' ? 'rollback' : 'switch'} was interrupted and undone: ${outgoing.project} is live` },
+      lastDeploy: { ...request.summary, ok: false, outcome: 'undone', error: `the ${request.kind === 'rollback' ? 'rollback' : 'switch'} was interrupted and undone: ${outgoing ? `${outgoing.project} is live` : 'nothing is live (a first deployment)'}` },
     },
   };
 }
@@ -143,7 +146,7 @@ export type Reconciled = { action: 'none' } | { action: 'recorded' | 'finished' 
 function decide(journal: SwitchJournal, facts: Map<string, ContainerFacts>): 'recorded' | 'finished' | 'undone' {
   if (journal.phase === 'renamed') return 'recorded';
   const released = journal.outgoing.containers.every((c) => facts.get(c.id)!.name !== c.from);
-  const serving = journal.incoming.containers.every((c) => isServing(facts.get(c.id)));
+  const serving = journal.incoming.containers.every((c) => isServing(facts.get(c.id), c.oneShot));
   return released && serving ? 'finished' : 'undone';
 }
 
@@ -165,10 +168,13 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
     });
   }
   const action = decide(journal, facts);
+  const [into, out] = [journal.incoming.slot.project, journal.outgoing.slot?.project];
+  // The undone slot is kept, stopped: its writers may have served (and written) before the switch.
+  const removal = `its data is kept; once not needed: docker compose -p ${into} -f ${join(ctx.dir, deployDirName, `${into}.yml`)} down -v`;
   const what = {
-    recorded: `a ${journal.kind} switch to ${journal.incoming.slot.project} had completed before the run ended; recorded it`,
-    finished: `an interrupted ${journal.kind} switch to ${journal.incoming.slot.project} was finished: ${journal.outgoing.slot.project} had given up its names and ${journal.incoming.slot.project} serves`,
-    undone: `an interrupted ${journal.kind} switch to ${journal.incoming.slot.project} was undone: ${journal.outgoing.slot.project} is live again, ${journal.incoming.slot.project} is stopped under its slot names`,
+    recorded: `a ${journal.kind} switch to ${into} had completed before the run ended; recorded it`,
+    finished: `an interrupted ${journal.kind} switch to ${into} was finished: ${out ? `${out} had given up its names and ` : ''}${into} serves`,
+    undone: `an interrupted ${journal.kind} switch to ${into} was undone: ${out ? `${out} is live again` : 'nothing is live (it was a first deployment)'}, ${into} is stopped under its slot names${journal.kind === 'deploy' ? ` (${removal})` : ''}`,
   }[action];
   if (options.dryRun) return { action, message: `would be reconciled: ${what}` };
   ctx.log.warn(`Found the journal of an unfinished switch (${journal.kind}, started ${journal.started}): reconciling`);
@@ -215,15 +221,15 @@ export async function switchSlots(ctx: SwitchContext, request: SwitchRequest): P
     ctx.log.error(`The switch failed: ${errorText(error)}; putting the names right`);
     const reconciled = await reconcileSwitch(ctx);
     if (reconciled.action !== 'finished') {
-      throw new CliError(`the switch of the container names failed (${errorText(error)}) and was undone`, { advice: `${request.outgoing.project} is live as before. See ${ctx.log.file ?? 'the log'}.`, cause: error });
+      throw new CliError(`the switch of the container names failed (${errorText(error)}) and was undone`, { advice: `${request.outgoing ? `${request.outgoing.project} is live as before` : 'Nothing is live (a first deployment)'}. See ${ctx.log.file ?? 'the log'}.`, cause: error });
     }
-    return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous!, summary: journal.stateAfter.lastDeploy! };
+    return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous, summary: journal.stateAfter.lastDeploy! };
   }
   writeJournal(ctx.dir, { ...journal, phase: 'renamed' });
   writeDeployState(ctx.dir, journal.stateAfter);
   removeJournal(ctx.dir);
-  ctx.log.info(`Switched: ${journal.stateAfter.live!.containers.map((c) => c.name).join(', ')} are live; ${request.outgoing.project} is stopped and kept`);
-  return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous!, summary: journal.stateAfter.lastDeploy! };
+  ctx.log.info(`Switched: ${journal.stateAfter.live!.containers.map((c) => c.name).join(', ')} are live${request.outgoing ? `; ${request.outgoing.project} is stopped and kept` : ''}`);
+  return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous, summary: journal.stateAfter.lastDeploy! };
 }
 
 /**

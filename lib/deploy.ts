@@ -15,7 +15,10 @@ import { onlinePhases } from './deploy-online.ts';
 import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
 import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment } from './deploy-live.ts';
+import { servedBefore } from './deploy-rollback.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
+import { completionDependencies, waitCompleted } from './service-completion.ts';
+import { refuseSharedStorage } from './shared-storage.ts';
 import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
@@ -132,29 +135,12 @@ async function removeSlot($: Shell, command: ComposeCommand, slot: { project: st
   }
 }
 
-/** Renames the containers of a slot to their live names or to their slot names. */
-async function renameSlot(docker: Docker, slot: Slot, live: boolean): Promise<Slot> {
-  const containers: SlotContainer[] = [];
-  for (const c of slot.containers) {
-    const target = live ? c.canonicalName : `${c.canonicalName}-${slot.slotId}`;
-    if (c.name !== target) await docker.rename(c.name, target);
-    containers.push({ ...c, name: target });
-  }
-  return { ...slot, containers };
-}
-
-/** A first deployment's containers take the live names (nothing serves under them yet, so there is nothing to journal). */
-async function takeNames(docker: Docker, log: Logger, next: Slot): Promise<Slot> {
-  const named = await renameSlot(docker, next, true);
-  log.info(`Named: ${named.containers.map((c) => c.name).join(', ')} are live`);
-  return named;
-}
-
 /**
  * Starts created containers in Compose's order, each once the services it needs with
- * `condition: service_healthy` are healthy (a plain `docker start` does not wait for them).
+ * `condition: service_healthy` are healthy and those with `service_completed_successfully`
+ * have exited 0 (a plain `docker start` waits for neither).
  */
-async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], completedFirst: Map<string, string[]>, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
   const nameOf = new Map(containers.map((c) => [c.service, c.name]));
   const started: string[] = [];
   for (const { service, dependsOn } of services) {
@@ -162,6 +148,8 @@ async function startInOrder(docker: Docker, containers: SlotContainer[], service
     if (!name) continue;
     const healthyFirst = dependsOn.filter((d) => d.healthy && started.includes(nameOf.get(d.service)!)).map((d) => nameOf.get(d.service)!);
     if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal });
+    const doneFirst = (completedFirst.get(service) ?? []).map((d) => nameOf.get(d)!).filter((n) => started.includes(n));
+    if (doneFirst.length) await waitCompleted(docker, doneFirst, timeoutMs, signal);
     await docker.start([name]);
     started.push(name);
   }
@@ -284,13 +272,16 @@ function stageDatabasePhase(run: DeployRun): Phase {
     name: 'stage',
     describe: [
       `${upCommand(run)} ${options.dbService}   (the new database, as ${run.newDb}, on storage of its own${run.next.folders ? `: creates ${run.next.folders.join(', ')} (0700)` : ''})`,
-      run.liveDb ? `compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
+      run.liveDb ? `before it starts, refuse (exit 2) a writable mount of the storage that holds ${run.liveDb}'s data dir; once it runs, compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
       `create its other services without starting them${streams ? '; create the database the fresh backup streams into' : ''}`,
     ].filter(Boolean).join('; '),
     run: async () => {
       createSlotFiles(run);
       await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       const target = newTarget(run);
+      // Created first and inspected: what Docker really mounts must not be the live data dir.
+      await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '--no-start', options.dbService]);
+      if (run.liveDb) await refuseSharedStorage(options.$, liveTarget(run), run.newDb);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
         await run.docker.waitHealthy([run.newDb], options.healthTimeoutMs, { signal: run.abort });
@@ -421,7 +412,7 @@ function startPhase(run: DeployRun): Phase {
     run: async () => {
       if (lateStop) await stopLiveWriters(run);
       try {
-        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, options.healthTimeoutMs, run.abort);
+        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, completionDependencies(options.composeFile), options.healthTimeoutMs, run.abort);
         await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
       } catch (error) {
         if (run.abort?.aborted) throw error;
@@ -473,16 +464,21 @@ function switchPhase(run: DeployRun): Phase {
     committed: true,
     describe: run.old
       ? `switch (journalled in deploy/): ${run.old.containers.map((c) => c.name).join(', ')} stop and take the suffix -${run.old.slotId}; the new containers take the names ${canonical}`
-      : `switch: rename the containers to ${canonical}`,
+      : `switch (journalled in deploy/): rename the containers to ${canonical}`,
     run: async () => {
       const { options } = run;
       const summary = deploySummary(run);
-      if (!run.old) {
-        run.next = await takeNames(run.docker, options.log, run.next);
-        run.result = { ...summary, live: run.next, previous: run.state.previous };
-        return;
-      }
-      const switched = await switchSlots(switchContextOf(options), { kind: 'deploy', outgoing: run.old, incoming: run.next, stateBefore: run.state, summary });
+      // A first deployment's renames are journalled too: a run killed between them is finished (or undone) by the next one.
+      const switched = await switchSlots(switchContextOf(options), {
+        kind: 'deploy',
+        outgoing: run.old,
+        incoming: run.next,
+        stateBefore: run.state,
+        summary,
+        oneShot: run.oneShot,
+        // An undo starts again only what served before: nothing of a stopped deployment (--fresh-from-backup).
+        startOnUndo: run.old && run.mode === 'ab' ? servedBefore(run.old, options.dbService, run.progress.stoppedWriters) : () => false,
+      });
       run.old = switched.previous;
       run.next = switched.live;
       run.result = { ...switched.summary, live: switched.live, previous: switched.previous };

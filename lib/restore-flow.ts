@@ -6,7 +6,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { isEncrypted, missingIdentityReason } from './backup-check.ts';
 import { formatAge, oldScriptCaveat, oldScriptHash } from './backup-status.ts';
 import { formatBytes } from './backup.ts';
-import { listBackups, parseBackupName, type BackupFile } from './backup-files.ts';
+import { listBackups, newestFirst, parseBackupName, recordedOrder, type BackupFile } from './backup-files.ts';
 import { dropLeftoverScratch } from './database-swap.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { Interruption } from './interruption.ts';
@@ -32,13 +32,20 @@ export function resolveBackupArgument(argument: string | undefined, backupDir: s
 }
 
 /**
- * The fallback candidates: the chosen file first, then every older backup in the dir, newest
- * first; the old scripts' backups only when an unproven restore was accepted (--no-verify).
+ * The fallback candidates: the chosen file first, then every backup in the dir older than it,
+ * newest first, in the folder's order (by sequence number, never by the clock: a stamp written
+ * while the clock was set back must not drop an older backup or add a newer one). A file from
+ * elsewhere is placed in that order by its own manifest's number, else by its stamp. The old
+ * scripts' backups only when an unproven restore was accepted (--no-verify).
  */
 export function fallbackCandidates(first: string, backupDir: string, includeOldScript = false): string[] {
-  const firstTime = parseBackupName(basename(first))?.time.getTime() ?? Infinity;
-  const older = listBackups(backupDir).filter((b) => b.path !== first && b.time.getTime() <= firstTime && (includeOldScript || b.origin !== 'old-script'));
-  return [first, ...older.map((b) => b.path)];
+  const ordered = listBackups(backupDir).filter((b) => includeOldScript || b.origin !== 'old-script');
+  const at = ordered.findIndex((b) => resolve(b.path) === resolve(first));
+  if (at >= 0) return [first, ...ordered.slice(at + 1).map((b) => b.path)];
+  const parsed = parseBackupName(basename(first));
+  if (!parsed) return [first, ...ordered.map((b) => b.path)];
+  const own = { ...parsed, sequence: recordedOrder(first)?.sequence };
+  return [first, ...ordered.filter((b) => newestFirst(own, b) < 0).map((b) => b.path)];
 }
 
 /** The backup as its folder lists it, when it is one of the old scripts' (undefined otherwise). */

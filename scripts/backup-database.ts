@@ -70,8 +70,9 @@ export const backupDatabase = defineCommand(
       import('../lib/errors.ts'),
       import('../lib/offsite/copy.ts'),
     ]);
-    checkBackupDirectories(settings, !dryRun);
+    const folderNotes = checkBackupDirectories(settings, !dryRun);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
+    for (const note of folderNotes) log.warn(note);
     const docker = locateDocker({ explicit: settings.docker });
     const tty = process.stderr.isTTY === true;
     const started = Date.now();

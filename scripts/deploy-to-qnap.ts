@@ -16,6 +16,7 @@ import { UsageError } from '../lib/errors.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/shell.ts';
 import { formatAge } from '../lib/backup-status.ts';
+import { checkBackupDirectories } from '../lib/backup.ts';
 import { installBackupCron, resolveRoot } from '../lib/cron-setup.ts';
 
 export const deployLogName = 'deploy.log';
@@ -137,6 +138,7 @@ export const deployToQnap = defineCommand(
     }
     if (flags.status) return showStatus(settings, json);
     if (flags.detach) {
+      for (const note of checkBackupDirectories(settings, true)) process.stderr.write(`Warning: ${note}\n`);
       // The identity is read here and handed to the run over a pipe: never a file, argv or log.
       const stdin = flags['identity-stdin'] ? (await readIdentityFromStdin()).join('\n') + '\n' : undefined;
       const record = await startDetachedRun({ dir: settings.dir, logFile: join(settings.logDir, deployLogName), args: argvOf(flags, ['detach']), stdin });
@@ -184,7 +186,10 @@ async function runOnNas({ flags, settings, json, dryRun }: Pick<Invocation, 'fla
   if (!Number.isInteger(healthTimeout) || healthTimeout < 1) throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
   // On the NAS the compose file is the one deploy uploaded beside the executables.
   const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
+  // The folders it writes in (deploy/, logs, backups) are checked like the backup's.
+  const folderNotes = checkBackupDirectories(settings, !dryRun);
   const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });
+  for (const note of folderNotes) log.warn(note);
   const docker = locateDocker({ explicit: settings.docker });
   const $ = createShell();
   const dbService = String(flags['db-service'] ?? 'db');

@@ -53,14 +53,18 @@ export const restoreDatabase = defineCommand(
     if (flags.rollback && (flags.test || positionals.length)) throw new UsageError('--rollback takes no file and cannot be combined with --test');
     const mode = flags.rollback ? 'rollback' : flags.test ? 'test' : 'restore';
     // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
-    const [{ readIdentityFile }, { locateDocker }, { Logger }, { runRestore }, { createShell }] = await Promise.all([
+    const [{ readIdentityFile }, { locateDocker }, { Logger }, { runRestore }, { createShell }, { checkBackupDirectories }] = await Promise.all([
       import('../lib/age.ts'),
       import('../lib/docker-binary.ts'),
       import('../lib/log.ts'),
       import('../lib/restore-flow.ts'),
       import('../lib/shell.ts'),
+      import('../lib/backup.ts'),
     ]);
+    // The folders it writes in (log, diagnostics, drill results, status) are checked like the backup's.
+    const folderNotes = checkBackupDirectories(settings, !dryRun);
     const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
+    for (const note of folderNotes) log.warn(note);
     const fromOffsite = typeof flags['from-offsite'] === 'string' ? flags['from-offsite'] : undefined;
     if (fromOffsite !== undefined && (flags.rollback || positionals.length)) throw new UsageError('--from-offsite names the backup itself: it takes no FILE and no --rollback');
     const fetched = fromOffsite === undefined ? undefined : await (await import('../lib/offsite/download.ts')).fetchFromOffsite({ settings, log, argument: fromOffsite, hasIdentity: settings.ageIdentity !== undefined, adopt: mode === 'restore' && !dryRun });

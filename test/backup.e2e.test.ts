@@ -1,7 +1,7 @@
 // backup-database end to end: the built executable against real PostgreSQL containers.
 import { createServer, type Server } from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -581,14 +581,28 @@ backup('bad input: an unreadable planetarion.env, a folder writable by others: e
   assert.match(unreadable.stderr, /^Error: cannot read the config file .*planetarion\.env: it is a directory\n/);
   execFileSync('rmdir', [join(dir, 'planetarion.env')]);
   writeFileSync(join(dir, 'planetarion.env'), 'PLANETARION_PING_URL=\nPLANETARION_KEEP=\n');
+  // A folder of another user, writable by others: refused, nothing changed.
   chmodSync(dir, 0o777);
+  chownSync(dir, 65534, 65534);
   try {
     const open = await runTool('backup-database', [], { PLANETARION_DIR: dir });
     assert.is(open.code, 2, open.stderr);
-    assert.match(open.stderr, /^Error: PLANETARION_DIR '.*' is writable by its group and others \(mode 0777\).*\nRun: chmod 700 /);
+    assert.match(open.stderr, /^Error: PLANETARION_DIR '.*' is writable by its group and others \(mode 0777\) and owned by uid 65534, not this user.*\nRun: chmod go-w /);
+    assert.is(statSync(dir).mode & 0o777, 0o777);
+    assert.not.match(open.stderr, /\n\s+at /);
   } finally {
-    chmodSync(dir, 0o700);
+    chownSync(dir, process.getuid!(), process.getgid!());
   }
+  // Our own folders left group-writable by the old scripts (an upgrade): made private with a warning, and the backup runs.
+  mkdirSync(join(dir, 'backups'), { recursive: true });
+  chmodSync(join(dir, 'backups'), 0o775);
+  const upgraded = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
+  assert.is(upgraded.code, 0, upgraded.stderr);
+  assert.match(upgraded.stderr, /PLANETARION_DIR '.*' was writable by its group and others \(mode 0777\); made it 0755 \(chmod go-w\)/);
+  assert.match(upgraded.stderr, /PLANETARION_BACKUP_DIR '.*' was writable by its group \(mode 0775\); made it 0755/);
+  assert.is(statSync(dir).mode & 0o777, 0o755);
+  assert.is(statSync(join(dir, 'backups')).mode & 0o777, 0o755);
+  chmodSync(dir, 0o700);
   for (const r of [unreadable]) assert.not.match(r.stderr, /\n\s+at /);
 });
 

@@ -1,6 +1,6 @@
 // The pure parts of runBackup's phases: verify's decision, the placement names, the snapshot
 // row, the manifest; and the folder checks of preflight on real folders.
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -73,23 +73,35 @@ folders.after.each(() => removeTempDir(dir));
 
 const settingsFor = (base: string) => resolveSettings({ env: { PLANETARION_DIR: base }, readFile: () => undefined });
 
-folders('a base, backup or log folder writable by group or others is refused with the chmod that fixes it', () => {
+folders('a base, backup or log folder of ours writable by group or others is made private with a warning; a dry run only says so', () => {
   mkdirSync(join(dir, 'backups'), { mode: 0o700 });
   mkdirSync(join(dir, 'logs'), { mode: 0o700 });
-  checkBackupDirectories(settingsFor(dir), false);
-  for (const [folder, mode, who] of [[dir, 0o770, 'its group'], [join(dir, 'backups'), 0o707, 'others'], [join(dir, 'logs'), 0o777, 'its group and others']] as const) {
+  assert.equal(checkBackupDirectories(settingsFor(dir), false), []);
+  for (const [folder, mode, who, fixed] of [[dir, 0o770, 'its group', 0o750], [join(dir, 'backups'), 0o707, 'others', 0o705], [join(dir, 'logs'), 0o777, 'its group and others', 0o755]] as const) {
     chmodSync(folder, mode);
-    try {
-      checkBackupDirectories(settingsFor(dir), false);
-      assert.unreachable(`${folder} ${mode.toString(8)}`);
-    } catch (error) {
-      assert.instance(error, UsageError);
-      assert.match((error as Error).message, `'${folder}' is writable by ${who} (mode 0${mode.toString(8)})`);
-      assert.match((error as UsageError).advice!, `chmod 700 ${folder}`);
-    } finally {
-      chmodSync(folder, 0o700);
-    }
+    const [dry] = checkBackupDirectories(settingsFor(dir), false);
+    assert.match(dry!, `'${folder}' is writable by ${who} (mode 0${mode.toString(8)}): a real run makes it 0${fixed.toString(8)}`);
+    assert.is(statSync(folder).mode & 0o777, mode);
+    const [note] = checkBackupDirectories(settingsFor(dir), true);
+    assert.match(note!, `'${folder}' was writable by ${who} (mode 0${mode.toString(8)}); made it 0${fixed.toString(8)} (chmod go-w)`);
+    assert.is(statSync(folder).mode & 0o777, fixed);
+    chmodSync(folder, 0o700);
   }
+});
+
+folders('a folder of another user writable by group or others is refused with the chmod that fixes it, its mode untouched', () => {
+  mkdirSync(join(dir, 'backups'), { mode: 0o700 });
+  chmodSync(join(dir, 'backups'), 0o777);
+  chownSync(join(dir, 'backups'), 65534, 65534);
+  try {
+    checkBackupDirectories(settingsFor(dir), true);
+    assert.unreachable('a foreign open folder passed');
+  } catch (error) {
+    assert.instance(error, UsageError);
+    assert.match((error as Error).message, `'${join(dir, 'backups')}' is writable by its group and others (mode 0777) and owned by uid 65534, not this user`);
+    assert.match((error as UsageError).advice!, `chmod go-w ${join(dir, 'backups')}`);
+  }
+  assert.is(statSync(join(dir, 'backups')).mode & 0o777, 0o777);
 });
 
 folders('a file where a folder should be is refused as not a directory', () => {

@@ -158,16 +158,16 @@ safety('the same cluster on both sides is refused before any statement (system_i
 safety.after(cleanAll);
 safety.run();
 
-const signals = suite('deploy-to-qnap: SIGTERM at each phase before the switch rolls back');
+const signals = suite('deploy-to-qnap: SIGINT, SIGTERM or SIGHUP at each phase before the switch rolls back');
 
-/** Starts a deployment and sends SIGTERM once its log announces `phase` (after `delayMs`). */
-async function deployKilledAt(n: TestNas, phase: string, delayMs: number): Promise<ToolResult> {
+/** Starts a deployment and sends `signal` once its log announces `phase` (after `delayMs`). */
+async function deployKilledAt(n: TestNas, phase: string, delayMs: number, signal: NodeJS.Signals): Promise<ToolResult> {
   const started = startTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
   let stderr = '';
   started.child.stderr!.on('data', (d: string) => (stderr += d));
   await waitFor(`phase ${phase}`, () => new RegExp(`Phase \\d+/\\d+ ${phase}:`).test(stderr), 600_000, 20);
   await sleep(delayMs);
-  started.child.kill('SIGTERM');
+  started.child.kill(signal);
   return started.done;
 }
 
@@ -181,22 +181,22 @@ signals('setup: a first deployment of the real-shaped stack', async () => {
   liveSlot = JSON.parse(first.stdout).live;
 });
 
-for (const [phase, delayMs] of [
-  ['stage', 500],
-  ['freeze', 300],
-  ['prove', 100],
-  ['start', 300],
-  ['release', 0],
+for (const [phase, delayMs, signal] of [
+  ['stage', 500, 'SIGTERM'],
+  ['freeze', 300, 'SIGINT'],
+  ['prove', 100, 'SIGHUP'],
+  ['start', 300, 'SIGTERM'],
+  ['release', 0, 'SIGTERM'],
 ] as const) {
-  signals(`SIGTERM during ${phase}: exit 1, the writers run again, the fence is gone, no slot is left, the live data is intact`, async () => {
+  signals(`${signal} during ${phase}: exit 1, the writers run again, the fence is gone, no slot is left, the live data is intact`, async () => {
     const n = signalNas!;
     assert.ok(liveSlot, 'setup failed');
     await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
     const liveBefore = containersOf(n.project);
     const rowsBefore = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
-    const r = await deployKilledAt(n, phase, delayMs);
+    const r = await deployKilledAt(n, phase, delayMs, signal);
     assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, /Error: interrupted by SIGTERM/);
+    assert.match(r.stderr, new RegExp(`Error: interrupted by ${signal}`));
     assert.not.match(r.stderr, /    at /);
     // Only the live slot's containers, in the states they had.
     await waitFor('the writers to run', () => containersOf(n.project)[appName(n)] === 'running', 60_000, 200);

@@ -1,6 +1,7 @@
 // deploy-to-qnap --local when the NAS-side run is killed between two container renames of the
 // switch (held there by a `docker` wrapper that pauses a rename, the way a slow Docker would): the
-// next run finishes or undoes the switch. And a rollback whose previous slot cannot start.
+// next run finishes or undoes the switch, a first deployment's too. And a rollback whose previous
+// slot cannot start.
 // Real Docker and PostgreSQL.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,13 +36,32 @@ async function deployKilledAtRename(target: string): Promise<void> {
   assert.ok(existsSync(join(n!.dir, 'deploy/switch.json')), 'the switch journal is left behind');
 }
 
-crash('setup: a first deployment', async () => {
-  n = makeTestNas();
-  n.setCompose(patient);
-  hook = installDockerHook(n);
-  n.env.DOCKER = hook.path;
-  const r = await runTool('deploy-to-qnap', ['--local', ...n.deployArgs, ...slowMachine], n.env);
-  assert.is(r.code, 0, r.stderr);
+crash('a first deployment killed between its two renames: the next run (--status) finishes it', async () => {
+  const nas = (n = makeTestNas());
+  nas.setCompose(patient);
+  hook = installDockerHook(nas);
+  nas.env.DOCKER = hook.path;
+  // The database has taken its live name; the app's rename pauses and the run is killed there.
+  await deployKilledAtRename(`${n.project}-app`);
+  assert.is(containersOf(n.project)[n.container], 'running');
+  // The killed run's lock is a few seconds old at first (counted as held): --status waits its turn.
+  let status = await runTool('deploy-to-qnap', ['--local', '--status'], n.env);
+  await waitFor('--status to reconcile', async () => {
+    if (!/another run holds the lock/.test(status.stdout)) return true;
+    status = await runTool('deploy-to-qnap', ['--local', '--status'], nas.env);
+    return false;
+  }, 120_000, 1000);
+  assert.is(status.code, 0, status.stderr);
+  assert.match(status.stderr, /Reconciled: an interrupted deploy switch to \S+ was finished: \S+ serves/);
+  assert.not.ok(existsSync(join(n.dir, 'deploy/switch.json')));
+  const state = stateOf(n);
+  assert.is(state.lastDeploy.mode, 'first');
+  assert.is(state.lastDeploy.outcome, 'switched');
+  assert.is(state.previous, undefined);
+  const names = containersOf(n.project);
+  assert.is(names[n.container], 'running');
+  assert.is(names[`${n.project}-app`], 'running');
+  await writersRun(n);
 });
 
 crash('killed after the live slot gave up its names: the next run (--status) finishes the switch', async () => {

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runTool } from './helpers/cli.ts';
+import { runTool, waitFor } from './helpers/cli.ts';
 import { containersOf, makeTestNas, sqlIn, type TestNas } from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
@@ -94,6 +94,23 @@ first('second deployment over a live one: every row the writers wrote is live, t
   // new slot wrote since the switch was backed up first.
   assert.ok(Number(sqlIn(n.container, `SELECT count(*) FROM app_writes WHERE origin = '${oldOrigin[0]}'`)) >= Number(oldOrigin[1]));
   assert.match(back.stderr, /Backed up the current live database before rolling back/);
+  // The current slot was fenced for that backup, and the pinned backup holds every row its database kept.
+  assert.match(back.stderr, /Fence: .* takes no writes/);
+  const pinned = JSON.parse(readFileSync(`${state.lastDeploy.pinnedBackup}.json`, 'utf8'));
+  const rolledAway = state.previous.containers.find((c: { service: string }) => c.service === 'db').name as string;
+  execFileSync('docker', ['start', rolledAway]);
+  try {
+    await waitFor(`${rolledAway} to answer`, () => {
+      try {
+        return sqlIn(rolledAway, 'SELECT 1') === '1';
+      } catch {
+        return false;
+      }
+    }, 300_000, 300);
+    assert.is(pinned.fingerprint.tables.find((t: { table: string }) => t.table === 'app_writes').rows, Number(sqlIn(rolledAway, 'SELECT count(*) FROM app_writes')));
+  } finally {
+    execFileSync('docker', ['stop', rolledAway]);
+  }
 });
 
 first('a deployment started by the old script (plain compose up) is recognised as the live slot and upgraded without losing data', async () => {

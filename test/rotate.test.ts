@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import { listBackups, orderWarnings, parseBackupName, sequenceFileName, takeSequence, type BackupFile } from '../lib/backup-files.ts';
 import { formatBytes } from '../lib/backup.ts';
 import type { Fingerprint } from '../lib/fingerprint.ts';
+import { fallbackCandidates } from '../lib/restore-flow.ts';
 import { planRotation, rotateBackups, rotationHoldReasons, type RotationFacts } from '../lib/rotate.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
@@ -144,6 +145,30 @@ disk('rotation never deletes the newest backup that passed a restore drill', () 
   mkdirSync(join(dir, 'sub'));
   assert.equal(rotateBackups(dir, 1, [newest]), ['planetarion_backup_20260101_180000.sql.gz', 'planetarion_backup_20260101_100000.sql.gz']);
   assert.equal(listBackups(dir).map((b) => b.name), [newest, drilled]);
+});
+disk('--fallback candidates: the backups older by sequence, whatever their stamps say (a clock set back a day)', () => {
+  // Sequence 10 before the clock went back a day, 20 and 30 after; an unnumbered legacy file is the oldest.
+  const legacy = writeBackup('20231201_020000', undefined);
+  const first = writeBackup('20260102_020000', { sequence: 10 });
+  const second = writeBackup('20260101_100000', { sequence: 20 });
+  const third = writeBackup('20260101_180000', { sequence: 30 });
+  const at = (name: string) => join(dir, name);
+  assert.equal(fallbackCandidates(at(third), dir), [third, second, first, legacy].map(at));
+  // Chosen by name: sequence 10's later stamp does not drop it, nor does sequence 30's earlier stamp add it.
+  assert.equal(fallbackCandidates(at(second), dir), [second, first, legacy].map(at));
+  assert.equal(fallbackCandidates(at(first), dir), [first, legacy].map(at));
+  // A file from elsewhere: by its own manifest's number, else by its stamp (numbered ones are newer).
+  const elsewhere = makeTempDir();
+  try {
+    const outside = 'planetarion_backup_20300101_000000.sql.gz';
+    writeFileSync(join(elsewhere, outside), 'data');
+    writeFileSync(join(elsewhere, `${outside}.json`), JSON.stringify({ file: outside, sequence: 15 }));
+    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [join(elsewhere, outside), ...[first, legacy].map(at)]);
+    writeFileSync(join(elsewhere, `${outside}.json`), '{}');
+    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [join(elsewhere, outside), at(legacy)]);
+  } finally {
+    removeTempDir(elsewhere);
+  }
 });
 disk.run();
 

@@ -78,7 +78,8 @@ deploy('A-B over a live slot without an identity: exit 2 naming the setting, bef
 
 deploy('A-B with --identity: the fresh encrypted backup is restored on the NAS; the key is in no NAS file, log or argv', async () => {
   assert.ok(sshd && nas, 'setup failed');
-  const run = startTool('deploy-to-qnap', [...nas.deployArgs, '--identity', keyFile], deployEnv(), { cwd: workstation });
+  // --offline: the slot is filled from the fresh encrypted backup (an online fill restores none).
+  const run = startTool('deploy-to-qnap', [...nas.deployArgs, '--offline', '--identity', keyFile], deployEnv(), { cwd: workstation });
   let done = false;
   void run.done.then(() => (done = true));
   let sawRemote = false;

@@ -569,7 +569,11 @@ backup('a role with 1 ms timeouts and an inheritance child: the backup succeeds,
     assert.match(manifest.wal.lsn, /^[0-9A-F]+\/[0-9A-F]+$/);
     assert.match(manifest.wal.systemIdentifier, /^\d+$/);
   } finally {
-    await psql(db, 'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP TABLE inherit_child, inherit_parent;');
+    // The session's startup options beat the role's 1 ms settings (a 1 ms timer can also cancel a
+    // first `SET statement_timeout = 0` itself, reported as 'due to user request').
+    await psql(db, 'ALTER ROLE planetarion_user RESET ALL; DROP TABLE inherit_child, inherit_parent;', {
+      db: "dbname=planetarion options='-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0'",
+    });
   }
 });
 

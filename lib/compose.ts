@@ -179,6 +179,9 @@ function slotBinds(doc: ComposeFile, options: SlotFileOptions, copies: SlotCopy[
   const { projectDir, slotDir } = options;
   if (!projectDir || !slotDir) return notes;
   for (const [service, spec] of Object.entries(doc.services)) {
+    // The database's mounts are storage, never code to copy: a copy of a running server's files is
+    // no cluster at all. slot-storage.ts isolates them or refuses.
+    if (service === options.dbService) continue;
     spec.volumes = (spec.volumes ?? []).map((entry) => {
       const mount = parseMount(entry);
       if (mount.kind !== 'bind' || !mount.source?.startsWith('.')) return entry;

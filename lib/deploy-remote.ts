@@ -19,6 +19,8 @@ export interface RemoteDeployOptions {
   config: DeployConfig;
   /** Flags for the NAS-side run (`--local` and `--dir` are added here). */
   remoteArgs: string[];
+  /** The database service of the compose file (its bind mounts are storage, not sources). */
+  dbService: string;
   /** Images to ship with `docker save | ssh docker load`. */
   images: string[];
   /** Build the services with `build:` on the NAS from their synced context (default: here, for the NAS's architecture). */
@@ -113,7 +115,7 @@ async function prepareSources(ssh: Ssh, nas: NasInfo, options: RemoteDeployOptio
   const doc = readComposeFile(config.composeFile);
   const root = dirname(config.composeFile);
   const builds = tagBuilds(doc, root, config.projectDir, nas.machine);
-  const paths = [...new Set([...relativeBinds(doc).map((b) => b.path), ...(options.buildOnNas ? builds.map((b) => b.context) : [])])];
+  const paths = [...new Set([...relativeBinds(doc, options.dbService).map((b) => b.path), ...(options.buildOnNas ? builds.map((b) => b.context) : [])])];
   if (paths.length) {
     const sync = await syncSources(ssh, root, paths, config.projectDir, { dryRun });
     say(`${dryRun ? 'Plan: sync' : 'Synced'} ${paths.map((p) => `./${p}`).join(', ')} to ${sync.root}: ${sync.changed.length} changed, ${sync.removed.length} removed of ${sync.total} files (not .git, node_modules, __pycache__); each new slot mounts its own copy`);

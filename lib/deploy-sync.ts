@@ -44,9 +44,11 @@ export interface RelativeBind {
 }
 
 /** The relative bind mounts (`./x`, `../x`) of every service, in file order. */
-export function relativeBinds(doc: ComposeFile): RelativeBind[] {
+export function relativeBinds(doc: ComposeFile, dbService: string): RelativeBind[] {
   const binds: RelativeBind[] = [];
   for (const [service, spec] of Object.entries(doc.services)) {
+    // The database's binds are its storage on the NAS, never sources to send (compose.ts slotBinds).
+    if (service === dbService) continue;
     for (const entry of spec.volumes ?? []) {
       const mount = parseMount(entry);
       if (mount.kind === 'bind' && mount.source?.startsWith('.')) binds.push({ service, source: mount.source, path: insideComposeDir(mount.source, `the '${service}' service's bind mount`) });

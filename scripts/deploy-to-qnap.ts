@@ -116,6 +116,7 @@ export const deployToQnap = defineCommand(
       await runRemoteDeploy({
         config: loadDeployConfig({ cwd: process.cwd(), env: process.env, flags }),
         remoteArgs,
+        dbService: (flags['db-service'] as string | undefined) ?? 'db',
         images: String(flags.image ?? '').split(',').map((i) => i.trim()).filter(Boolean),
         buildOnNas: flags['build-on-nas'] === true,
         settingsFile,

@@ -4,7 +4,7 @@ import { chmodSync, cpSync, mkdirSync, readFileSync, statSync, writeFileSync } f
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { copySlotSources, readComposeFile, slotComposeFile } from '../lib/compose.ts';
 import { buildSpecs, parseServiceImages, tagBuilds } from '../lib/deploy-images.ts';
 import { localManifest, relativeBinds, treeHash } from '../lib/deploy-sync.ts';
@@ -87,7 +87,20 @@ test('the slot file: build: becomes the given image, ./src the slot\'s own copy,
   mkdirSync(join(dir, 'deploy/sync/src'), { recursive: true });
   const synced = slotComposeFile(join(dir, 'docker-compose.qnap.yml'), { dbService: 'db', slotId: 's1', names, projectDir: dir, slotDir });
   assert.equal(synced.copies, [{ from: `${dir}/deploy/sync/src`, to: `${slotDir}/src` }]);
-  assert.equal(relativeBinds(readComposeFile(join(dir, 'docker-compose.qnap.yml'))).map((b) => [b.service, b.path]), [['backend', 'src']]);
+  assert.equal(relativeBinds(readComposeFile(join(dir, 'docker-compose.qnap.yml')), 'db').map((b) => [b.service, b.path]), [['backend', 'src']]);
+});
+
+test('the database service\'s relative bind mounts are its storage: never copied into the slot, never synced', () => {
+  const dir = workstation();
+  const file = join(dir, 'docker-compose.qnap.yml');
+  const doc = parse(readFileSync(file, 'utf8'));
+  doc.services.db.volumes = ['./pgroot:/pgroot', ...(doc.services.db.volumes ?? [])];
+  writeFileSync(file, stringify(doc));
+  const names = ['db', 'backend', 'frontend'].map((service) => ({ service, canonicalName: `planetarion-${service}` }));
+  const out = slotComposeFile(file, { dbService: 'db', slotId: 's1', names, projectDir: dir, slotDir: join(dir, 'deploy/planetarion-s1') });
+  assert.equal(out.copies.map((c) => c.to), [join(dir, 'deploy/planetarion-s1/src')]);
+  assert.not.match(out.deviations.join('\n'), /'db' service bind-mounts/);
+  assert.equal(relativeBinds(readComposeFile(file), 'db').map((b) => b.service), ['backend']);
 });
 
 test('copySlotSources: a full copy with modes kept; a missing source is a clear error', () => {

@@ -4,7 +4,10 @@
 // the NAS folder), then over its own deployment, then with --build-on-nas. The backend writes a
 // tick every 0.1 s naming the code version it sees in its bind-mounted ./src; no tick committed
 // before a switch may be lost, and the live slot must keep seeing its own code until the switch.
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+// The NAS also holds what the old scripts left (their cron line, the scripts, an `_unavailable.sql`
+// backup with its trailer lines): the first deploy takes them over, and the old backup restores
+// with --no-verify at the end.
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -19,6 +22,9 @@ const fixture = join(import.meta.dirname, 'fixtures/stack-game');
 let sshd: TestSshd | undefined;
 let nas: TestNas | undefined;
 let workstation = '';
+let oldLine = '';
+const oldScripts = ['backup-database.sh', 'deploy-to-qnap.sh', 'restore-database.sh', 'setup-backup-cron.sh'];
+const oldBackup = 'planetarion_backup_20261129_180000_unavailable.sql';
 
 interface SlotRecord {
   project: string;
@@ -76,6 +82,18 @@ game('setup: the NAS runs the stack the old scripts started (up -d --build in it
   cpSync(join(fixture, 'src'), join(nas.dir, 'src'), { recursive: true });
   execFileSync('docker-compose', ['-p', nas.project, '-f', 'docker-compose.qnap.yml', 'up', '-d', '--build'], { cwd: nas.dir, stdio: 'ignore' });
   await waitFor('the old-script frontend', () => health(`${nas!.project}_frontend_1`) === 'healthy', 300_000, 500);
+  // What the old scripts left: a backup as backup-database.sh wrote it (pg_dump's SQL and its two
+  // trailer lines; the game-state hash was always 'unavailable'), the scripts, the cron line.
+  const legacyDb = `${nas.project}_db_1`;
+  sqlIn(legacyDb, "CREATE TABLE takeover_marker (v text); INSERT INTO takeover_marker VALUES ('from the old script')");
+  const dump = execFileSync('docker', ['exec', legacyDb, 'pg_dump', '-U', 'planetarion_user', 'planetarion'], { maxBuffer: 1 << 28 });
+  sqlIn(legacyDb, 'DROP TABLE takeover_marker');
+  mkdirSync(join(nas.dir, 'backups'), { recursive: true });
+  writeFileSync(join(nas.dir, 'backups', oldBackup), Buffer.concat([dump, Buffer.from('\n-- GAME_STATE_HASH: unavailable\n-- BACKUP_TIMESTAMP: 20261129_180000\n')]), { mode: 0o644 });
+  for (const name of oldScripts) writeFileSync(join(nas.dir, name), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  oldLine = `0 2,10,18 * * * ${nas.dir}/backup-database.sh`;
+  writeFileSync(nas.qnap.crontab, `${readFileSync(nas.qnap.crontab, 'utf8')}${oldLine}\n`);
+  execFileSync('crontab', [nas.qnap.crontab], { env: nas.env });
   sshd = await startSshd({ env: { PATH: `${nas.qnap.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
   workstation = makeTempDir('planetarion-ws-');
   writeFileSync(join(workstation, 'docker-compose.qnap.yml'), yaml);
@@ -138,6 +156,16 @@ game('first deploy over the old-script stack: images built here and shipped, ./s
   for (const junk of ['.git', 'node_modules', 'backend/__pycache__']) assert.not.ok(existsSync(join(nas.dir, 'deploy/sync/src', junk)), junk);
   assert.ok(health(nameOf(live, 'frontend')) === 'healthy');
   assert.is(execFileSync('docker', ['inspect', '-f', '{{.State.Status}}', oldBackend + `-${previous.slotId}`]).toString().trim(), 'exited');
+  // The old scripts taken over: one managed cron line runs (the old one kept, commented out), the
+  // scripts moved aside, the old backup kept, never tried as the deploy's proof.
+  assert.not.match(r.stderr, /Restore attempt \d+: planetarion_backup_20261129_180000_unavailable\.sql/);
+  const crontab = readFileSync(nas.qnap.crontab, 'utf8');
+  assert.ok(crontab.includes(`\n# planetarion-backup:old-script-line ${oldLine}\n`), crontab);
+  assert.equal(crontab.split('\n').filter((l) => /^[^#].*backup-database/.test(l)).map((l) => l.endsWith('# planetarion-backup:backup')), [true], 'one active backup line, the managed one');
+  assert.is(execFileSync('crontab', ['-l'], { env: nas.env }).toString(), crontab, 'the running cron holds the same');
+  assert.equal(readdirSync(join(nas.dir, 'old-scripts')).sort(), oldScripts);
+  for (const name of oldScripts) assert.not.ok(existsSync(join(nas.dir, name)), name);
+  assert.ok(existsSync(join(nas.dir, 'backups', oldBackup)));
 });
 
 game('second deploy over its own deployment: nothing changed, so nothing is built, shipped or synced; no tick lost', async () => {
@@ -171,6 +199,20 @@ game('--build-on-nas with changed code and build args: built on the NAS from the
   assert.equal(await outgoingTicks(nameOf(previous, 'db'), nameOf(previous, 'backend')), ['v2']);
   assert.equal(await liveCodes(), ['v3 / 1.1 production']);
   assert.is(readFileSync(`${nas.dir}/deploy/${live.project}/src/VERSION`, 'utf8'), 'v3\n');
+});
+
+game('the old script backup: listed as one that carries no proof, restored only with --no-verify', async () => {
+  assert.ok(nas, 'setup failed');
+  const status = await runTool('backup-database', ['--status'], nas.env);
+  assert.is(status.code, 0, status.stderr);
+  assert.match(status.stdout, new RegExp(`^  ${oldBackup.replace(/\./g, '\\.')} .* old script backup: .*; it carries no proof, restore it only with --no-verify$`, 'm'));
+  const refused = await runTool('restore-database', ['--yes', oldBackup], nas.env);
+  assert.is(refused.code, 2, refused.stderr);
+  assert.is(sqlIn(nas.container, "SELECT to_regclass('takeover_marker') IS NULL"), 't');
+  const r = await runTool('restore-database', ['--yes', '--no-verify', oldBackup], nas.env);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, `${oldBackup} is an old script backup: restoring it unproven (--no-verify)`);
+  assert.is(sqlIn(nas.container, 'SELECT v FROM takeover_marker'), 'from the old script');
 });
 
 game.after(async () => {

@@ -42,7 +42,8 @@ first('first deployment onto an empty NAS dir: stack up and healthy, state recor
   const crontab = readFileSync(n.qnap.crontab, 'utf8');
   assert.ok(crontab.startsWith('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n'));
   assert.match(crontab, new RegExp(`^0 2,10,18 \\* \\* \\* .*${n.dir}/backup-database >> ${n.dir}/logs/backup.log 2>&1 # planetarion-backup:backup$`, 'm'));
-  assert.equal(n.qnap.calls().slice(0, 2), [`crontab ${n.qnap.crontab}`, 'crond.sh restart']);
+  // crontab -l first: a line only the running cron holds (the old scripts') is taken over too.
+  assert.equal(n.qnap.calls().slice(0, 3), ['crontab -l', `crontab ${n.qnap.crontab}`, 'crond.sh restart']);
 });
 
 first('second deployment over a live one: every row the writers wrote is live, the old slot is stopped and kept, the cron backup backs up the new database', async () => {

@@ -26,7 +26,19 @@ import { build } from 'esbuild';
 import { execFile as execFileCb } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { accessSync, constants, createReadStream, existsSync, rmSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,7 +141,10 @@ const reports = await Promise.all(
     const kept = await timed(`check ${target.arch}`, () => currentFolder(target, key));
     if (kept) return kept;
     const blob = await timed(`sea blob ${target.arch}`, () => seaBlob(target, bases[target.arch].node));
-    return { ...(await timed(`folder ${target.arch}`, () => buildFolder(target, bases[target.arch].stripped, blob))), key };
+    return {
+      ...(await timed(`folder ${target.arch}`, () => buildFolder(target, bases[target.arch].stripped, blob))),
+      key,
+    };
   }),
 );
 
@@ -141,13 +156,15 @@ const buildInfo = {
   sizeBudget,
   targets: Object.fromEntries(reports.map(({ kept, ...r }) => [r.arch, r])),
 };
-await writeFile(join(work, 'build-info.json'), JSON.stringify(buildInfo, null, 2) + '\n');
+await writeFile(join(work, 'build-info.json'), `${JSON.stringify(buildInfo, null, 2)}\n`);
 
 // --- 5. Publish: each rename is atomic; readers see the old or the new folder, never a mix -----------------
 await mkdir(join(dist, 'bin'), { recursive: true });
-for (const r of reports) if (!r.kept) await publish(join(work, `linux-${r.arch}`), join(dist, 'bin', `linux-${r.arch}`));
+for (const r of reports)
+  if (!r.kept) await publish(join(work, `linux-${r.arch}`), join(dist, 'bin', `linux-${r.arch}`));
 // A folder this build did not make would be from another version: never ship the two side by side.
-for (const target of targets.filter((t) => !selected.includes(t))) await rm(join(dist, 'bin', `linux-${target.arch}`), { recursive: true, force: true });
+for (const target of targets.filter((t) => !selected.includes(t)))
+  await rm(join(dist, 'bin', `linux-${target.arch}`), { recursive: true, force: true });
 await rename(bundlePath, join(dist, 'planetarion.cjs'));
 // Last, so a build-info.json always describes the folders beside it (the e2e test reads it).
 await rename(join(work, 'build-info.json'), join(dist, 'build-info.json'));
@@ -174,7 +191,10 @@ if (over.length) {
 function parseOptions() {
   const usage = 'Usage: node build.mjs [--arch x64|arm64 ...] [--dist DIR]';
   try {
-    const { values } = parseArgs({ options: { arch: { type: 'string', multiple: true }, dist: { type: 'string' } }, strict: true });
+    const { values } = parseArgs({
+      options: { arch: { type: 'string', multiple: true }, dist: { type: 'string' } },
+      strict: true,
+    });
     const arches = (values.arch ?? targets.map((t) => t.arch)).flatMap((a) => a.split(','));
     const unknown = arches.find((a) => !targets.some((t) => t.arch === a));
     if (unknown) throw new Error(`unknown architecture '${unknown}' (known: ${targets.map((t) => t.arch).join(', ')})`);
@@ -201,12 +221,19 @@ function checkTools(chosen) {
     });
   const missingFor = (target) => [
     ...[target.strip, 'readelf', target.runNode('node')[0]].filter((tool) => tool !== 'node' && !onPath(tool)),
-    ...(target.libDirs.some((d) => existsSync(join(d, target.loader))) ? [] : [`${target.loader} (in ${target.libDirs.join(' or ')})`]),
+    ...(target.libDirs.some((d) => existsSync(join(d, target.loader)))
+      ? []
+      : [`${target.loader} (in ${target.libDirs.join(' or ')})`]),
   ];
   const missing = [...new Set(chosen.flatMap(missingFor))];
   if (missing.length === 0) return;
-  const hostOnly = chosen.length > 1 && missingFor(targets[0]).length === 0 ? `, or build for x64 only: npm run build -- --arch x64` : '';
-  console.error(`Error: the build needs ${missing.join(', ')}: run 'bash test/env/setup.sh build' as root to install them${hostOnly}`);
+  const hostOnly =
+    chosen.length > 1 && missingFor(targets[0]).length === 0
+      ? `, or build for x64 only: npm run build -- --arch x64`
+      : '';
+  console.error(
+    `Error: the build needs ${missing.join(', ')}: run 'bash test/env/setup.sh build' as root to install them${hostOnly}`,
+  );
   process.exit(1);
 }
 
@@ -245,7 +272,8 @@ async function buildKey(target) {
   const hash = createHash('sha256');
   hash.update(await readFile(bundlePath)).update(await readFile(fileURLToPath(import.meta.url)));
   hash.update(JSON.stringify({ arch: target.arch, version: pkg.version, nodeVersion, launcherNames }));
-  for (const [soname, path] of await neededLibraries(bases[target.arch].stripped, target.libDirs)) hash.update(`${soname} ${path} ${(await stat(path)).size}\n`);
+  for (const [soname, path] of await neededLibraries(bases[target.arch].stripped, target.libDirs))
+    hash.update(`${soname} ${path} ${(await stat(path)).size}\n`);
   return hash.digest('hex');
 }
 
@@ -278,9 +306,13 @@ async function seaBlob(target, node) {
     // and experimental warnings keep printing.
     execArgv: ['--disable-warning=Warning'],
   };
-  await writeFile(configPath, JSON.stringify(config, null, 2) + '\n');
+  await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
   const [command, ...args] = target.runNode(node);
-  await execFile(command, [...args, `--random-seed=${randomSeed}`, '--experimental-sea-config', relative(work, configPath)], { cwd: work });
+  await execFile(
+    command,
+    [...args, `--random-seed=${randomSeed}`, '--experimental-sea-config', relative(work, configPath)],
+    { cwd: work },
+  );
   return blobPath;
 }
 
@@ -290,10 +322,17 @@ async function seaBlob(target, node) {
  */
 async function listLauncherNames(target, node) {
   const [command, ...args] = target.runNode(node);
-  const { stdout } = await execFile(command, [...args, bundlePath, '--list-launchers'], { env: { ...process.env, NO_COLOR: '1' } });
-  const names = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
-  for (const name of names) if (!/^[a-z][a-z0-9-]*$/.test(name)) throw new Error(`bad command name from the bundle: ${JSON.stringify(name)}`);
-  if (names[0] !== exeName || names.length < 2) throw new Error(`the bundle listed no commands: ${JSON.stringify(names)}`);
+  const { stdout } = await execFile(command, [...args, bundlePath, '--list-launchers'], {
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  const names = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  for (const name of names)
+    if (!/^[a-z][a-z0-9-]*$/.test(name)) throw new Error(`bad command name from the bundle: ${JSON.stringify(name)}`);
+  if (names[0] !== exeName || names.length < 2)
+    throw new Error(`the bundle listed no commands: ${JSON.stringify(names)}`);
   return names;
 }
 
@@ -366,7 +405,8 @@ async function buildFolder(target, strippedNode, blobPath) {
 
   // The loader and every library the executable needs, transitively, under its SONAME.
   const libs = await neededLibraries(strippedNode, target.libDirs);
-  if (!libs.has(target.loader)) throw new Error(`${target.arch}: the base binary does not need ${target.loader}; fix the targets table`);
+  if (!libs.has(target.loader))
+    throw new Error(`${target.arch}: the base binary does not need ${target.loader}; fix the targets table`);
   for (const [soname, path] of libs) await copyFile(path, join(runtime, soname));
 
   for (const name of launcherNames) {
@@ -419,7 +459,10 @@ async function neededLibraries(binary, libDirs) {
     for (const [, soname] of stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)) {
       if (found.has(soname)) continue;
       const dir = libDirs.find((d) => existsSync(join(d, soname)));
-      if (!dir) throw new Error(`${soname} (needed by ${file}) not found in ${libDirs.join(', ')}: run 'bash test/env/setup.sh build' as root`);
+      if (!dir)
+        throw new Error(
+          `${soname} (needed by ${file}) not found in ${libDirs.join(', ')}: run 'bash test/env/setup.sh build' as root`,
+        );
       const path = await realpath(join(dir, soname));
       found.set(soname, path);
       queue.push(path);
@@ -450,7 +493,10 @@ async function listFiles(dir) {
 
 /** `sha256sum`-compatible lines (so `sha256sum -c SHA256SUMS` works, busybox's too), sorted by path. */
 async function sha256Sums(folder) {
-  const files = (await listFiles(folder)).map((f) => relative(folder, f)).filter((f) => f !== 'SHA256SUMS').sort();
+  const files = (await listFiles(folder))
+    .map((f) => relative(folder, f))
+    .filter((f) => f !== 'SHA256SUMS')
+    .sort();
   const lines = await Promise.all(files.map(async (f) => `${await sha256File(join(folder, f))}  ${f}\n`));
   return lines.join('');
 }

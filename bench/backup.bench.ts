@@ -22,14 +22,31 @@ async function benchScale(scale: number) {
   await startDb(db, { timeoutMs: 300_000 });
   try {
     process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-    await measure('docker', ['exec', db, 'pgbench', '-i', '-q', '-s', String(scale), '-U', 'planetarion_user', 'planetarion']);
+    await measure('docker', [
+      'exec',
+      db,
+      'pgbench',
+      '-i',
+      '-q',
+      '-s',
+      String(scale),
+      '-U',
+      'planetarion_user',
+      'planetarion',
+    ]);
     const size = await psql(db, "SELECT pg_size_pretty(pg_database_size('planetarion'))");
     const work = makeTempDir('planetarion-bench-');
     const raw: number[] = [];
     const off: Sample[] = [];
     const full: Sample[] = [];
     for (let i = 0; i < runs; i++) {
-      raw.push((await measure('docker', ['exec', db, 'pg_dump', '-Z1', '-U', 'planetarion_user', '-d', 'planetarion'], { stdoutFile: join(work, 'raw.sql.gz') })).seconds);
+      raw.push(
+        (
+          await measure('docker', ['exec', db, 'pg_dump', '-Z1', '-U', 'planetarion_user', '-d', 'planetarion'], {
+            stdoutFile: join(work, 'raw.sql.gz'),
+          })
+        ).seconds,
+      );
       const env = benchEnv({ PLANETARION_DIR: work, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '1' });
       off.push(await measure(join(distBin, 'backup-database'), ['--fingerprint', 'off'], { env }));
       full.push(await measure(join(distBin, 'backup-database'), [], { env }));
@@ -52,8 +69,11 @@ const results = [];
 for (const scale of scales) results.push(await benchScale(scale));
 // The fixed cost no backup can avoid: starting the executable at all.
 const bareStart: number[] = [];
-for (let i = 0; i < 5; i++) bareStart.push((await measure(join(distBin, 'backup-database'), ['--version'], { env: benchEnv() })).seconds);
-console.log(`\nbackup-database vs raw 'docker exec <db> pg_dump -Z1 > file' (median of ${runs} runs; NODE_EXTRA_CA_CERTS unset)\n`);
+for (let i = 0; i < 5; i++)
+  bareStart.push((await measure(join(distBin, 'backup-database'), ['--version'], { env: benchEnv() })).seconds);
+console.log(
+  `\nbackup-database vs raw 'docker exec <db> pg_dump -Z1 > file' (median of ${runs} runs; NODE_EXTRA_CA_CERTS unset)\n`,
+);
 console.log('scale  db size   raw pg_dump  fingerprint off (ratio)  full fingerprint (ratio)  peak RSS');
 for (const r of results) {
   console.log(
@@ -62,15 +82,24 @@ for (const r of results) {
 }
 const [small, large] = [results[0]!, results[results.length - 1]!];
 const plus = (tool: number, raw: number) => `${tool >= raw ? '+' : ''}${(tool - raw).toFixed(2)} s`;
-console.log(`\nfixed cost, scale ${small.scale}: fingerprint off ${plus(small.off, small.raw)}, full fingerprint ${plus(small.full, small.raw)} over raw (target +0.10 s)`);
+console.log(
+  `\nfixed cost, scale ${small.scale}: fingerprint off ${plus(small.off, small.raw)}, full fingerprint ${plus(small.full, small.raw)} over raw (target +0.10 s)`,
+);
 if (results.length >= 2) {
-  console.log(`peak RSS scale ${large.scale} / scale ${small.scale}: ${(large.rss / small.rss).toFixed(2)}x (streams: should stay within 1.10x)`);
+  console.log(
+    `peak RSS scale ${large.scale} / scale ${small.scale}: ${(large.rss / small.rss).toFixed(2)}x (streams: should stay within 1.10x)`,
+  );
   const rawDelta = large.raw - small.raw;
-  const marginal = (tool: 'off' | 'full') => `${(large[tool] - small[tool]).toFixed(2)} s (${((large[tool] - small[tool]) / rawDelta).toFixed(2)}x)`;
+  const marginal = (tool: 'off' | 'full') =>
+    `${(large[tool] - small[tool]).toFixed(2)} s (${((large[tool] - small[tool]) / rawDelta).toFixed(2)}x)`;
   console.log(
     `marginal cost, scale ${small.scale} -> ${large.scale}: raw ${rawDelta.toFixed(2)} s, fingerprint off ${marginal('off')}, full fingerprint ${marginal('full')} (targets 1.20x, 1.75x)`,
   );
 }
 const start = median(bareStart);
-console.log(`\nthe executable's bare start (--version): ${start.toFixed(2)} s = ${results.map((r) => `${((start / r.raw) * 100).toFixed(0)}% of raw at scale ${r.scale}`).join(', ')}`);
-console.log('targets: fixed cost <= +0.10 s; marginal cost fingerprint off <= 1.20x, full fingerprint <= 1.75x; peak RSS <= 120 MB');
+console.log(
+  `\nthe executable's bare start (--version): ${start.toFixed(2)} s = ${results.map((r) => `${((start / r.raw) * 100).toFixed(0)}% of raw at scale ${r.scale}`).join(', ')}`,
+);
+console.log(
+  'targets: fixed cost <= +0.10 s; marginal cost fingerprint off <= 1.20x, full fingerprint <= 1.75x; peak RSS <= 120 MB',
+);

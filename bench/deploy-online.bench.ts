@@ -22,8 +22,22 @@ for (const scale of scales) {
     await deploy([]);
     process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
     // pgbench_history has no key: the online deployment gives it REPLICA IDENTITY FULL for its duration.
-    await measure('docker', ['exec', nas.container, 'pgbench', '-i', '-q', '-s', String(scale), '-U', 'planetarion_user', 'planetarion']);
-    const results: Record<'online' | 'offline', { down: number[]; total: number[] }> = { online: { down: [], total: [] }, offline: { down: [], total: [] } };
+    await measure('docker', [
+      'exec',
+      nas.container,
+      'pgbench',
+      '-i',
+      '-q',
+      '-s',
+      String(scale),
+      '-U',
+      'planetarion_user',
+      'planetarion',
+    ]);
+    const results: Record<'online' | 'offline', { down: number[]; total: number[] }> = {
+      online: { down: [], total: [] },
+      offline: { down: [], total: [] },
+    };
     for (let i = 0; i < runs; i++) {
       for (const method of ['online', 'offline'] as const) {
         const result = await deploy(method === 'offline' ? ['--offline'] : []);
@@ -32,7 +46,9 @@ for (const scale of scales) {
       }
     }
     for (const method of ['online', 'offline'] as const) {
-      rows.push(`scale ${String(scale).padStart(3)}  ${method.padEnd(7)}  writers down ${median(results[method].down).toFixed(2)} s   whole deployment ${median(results[method].total).toFixed(1)} s`);
+      rows.push(
+        `scale ${String(scale).padStart(3)}  ${method.padEnd(7)}  writers down ${median(results[method].down).toFixed(2)} s   whole deployment ${median(results[method].total).toFixed(1)} s`,
+      );
     }
   } finally {
     nas.cleanup();

@@ -9,7 +9,11 @@ export interface Sample {
 }
 
 /** Runs a command to its end, timing it and sampling its peak RSS (VmHWM) from /proc. */
-export function measure(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string; stdinFile?: string } = {}): Promise<Sample> {
+export function measure(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; stdoutFile?: string; stdinFile?: string } = {},
+): Promise<Sample> {
   return new Promise((resolve, reject) => {
     const out = options.stdoutFile ? openSync(options.stdoutFile, 'w') : 'ignore';
     const input = options.stdinFile ? openSync(options.stdinFile, 'r') : 'ignore';

@@ -7,7 +7,10 @@ import { offsiteConfig } from '../lib/offsite/config.ts';
 import { localFacts, uploadBackup } from '../lib/offsite/upload.ts';
 
 const [file, url, endpoint] = process.argv.slice(2);
-const settings = resolveSettings({ flags: { 'offsite-url': url, 's3-endpoint': endpoint, dir: '/' }, readFile: () => undefined });
+const settings = resolveSettings({
+  flags: { 'offsite-url': url, 's3-endpoint': endpoint, dir: '/' },
+  readFile: () => undefined,
+});
 const store = await OffsiteStore.open(offsiteConfig(settings)!);
 try {
   await uploadBackup(store, localFacts(file!)!);

@@ -31,21 +31,70 @@ interface Row {
 async function benchFormat(db: string, scale: number, compress: string): Promise<Row> {
   const work = makeTempDir('planetarion-bench-offsite-');
   try {
-    const env = cleanEnv({ PLANETARION_DIR: work, PLANETARION_DB_CONTAINER: db, PLANETARION_COMPRESS: compress, PLANETARION_FINGERPRINT: 'off', PLANETARION_KEEP: '1', PLANETARION_OFFSITE: `s3://${s3.bucket}/bench-${++prefixes}`, PLANETARION_S3_ENDPOINT: s3.endpoint, ...s3Credentials, HOME: work });
+    const env = cleanEnv({
+      PLANETARION_DIR: work,
+      PLANETARION_DB_CONTAINER: db,
+      PLANETARION_COMPRESS: compress,
+      PLANETARION_FINGERPRINT: 'off',
+      PLANETARION_KEEP: '1',
+      PLANETARION_OFFSITE: `s3://${s3.bucket}/bench-${++prefixes}`,
+      PLANETARION_S3_ENDPOINT: s3.endpoint,
+      ...s3Credentials,
+      HOME: work,
+    });
     const backups: Sample[] = [];
     for (let i = 0; i < runs; i++) backups.push(await measure(join(distBin, 'backup-database'), [], { env }));
-    const logged = [...readFileSync(join(work, 'logs/backup.log'), 'utf8').matchAll(/Off-site copy of \S+ confirmed .* in ([\d.]+) s/g)].map((m) => Number(m[1]));
-    const file = join(work, 'backups', readdirSync(join(work, 'backups')).find((f) => /^planetarion_backup_\d{8}_\d{6}\.sql(\.gz)?$/.test(f))!);
+    const logged = [
+      ...readFileSync(join(work, 'logs/backup.log'), 'utf8').matchAll(
+        /Off-site copy of \S+ confirmed .* in ([\d.]+) s/g,
+      ),
+    ].map((m) => Number(m[1]));
+    const file = join(
+      work,
+      'backups',
+      readdirSync(join(work, 'backups')).find((f) => /^planetarion_backup_\d{8}_\d{6}\.sql(\.gz)?$/.test(f))!,
+    );
     const tool: Sample[] = [];
     const cli: Sample[] = [];
     // Interleaved, each to a key of its own: the same file, the same server, the same minute.
     for (let i = 0; i < runs; i++) {
-      tool.push(await measure(process.execPath, ['--import', 'tsx', 'bench/offsite-upload.ts', file, `s3://${s3.bucket}/tool-${prefixes}-${i}`, s3.endpoint], { env: { ...env, PLANETARION_OFFSITE: '' } }));
-      cli.push(await measure(aws, ['s3', 'cp', '--only-show-errors', '--endpoint-url', s3.endpoint, file, `s3://${s3.bucket}/aws-${prefixes}-${i}/${file.split('/').pop()}`], { env: { ...env, AWS_DEFAULT_REGION: 'us-east-1' } }));
+      tool.push(
+        await measure(
+          process.execPath,
+          ['--import', 'tsx', 'bench/offsite-upload.ts', file, `s3://${s3.bucket}/tool-${prefixes}-${i}`, s3.endpoint],
+          { env: { ...env, PLANETARION_OFFSITE: '' } },
+        ),
+      );
+      cli.push(
+        await measure(
+          aws,
+          [
+            's3',
+            'cp',
+            '--only-show-errors',
+            '--endpoint-url',
+            s3.endpoint,
+            file,
+            `s3://${s3.bucket}/aws-${prefixes}-${i}/${file.split('/').pop()}`,
+          ],
+          { env: { ...env, AWS_DEFAULT_REGION: 'us-east-1' } },
+        ),
+      );
     }
-    const pick = (samples: Sample[]) => ({ seconds: median(samples.map((s) => s.seconds)), peakRssMb: Math.max(...samples.map((s) => s.peakRssMb)) });
+    const pick = (samples: Sample[]) => ({
+      seconds: median(samples.map((s) => s.seconds)),
+      peakRssMb: Math.max(...samples.map((s) => s.peakRssMb)),
+    });
     const { size } = statSync(file);
-    return { scale, compress, bytes: size, backupRss: Math.max(...backups.map((s) => s.peakRssMb)), loggedUpload: median(logged), tool: pick(tool), aws: pick(cli) };
+    return {
+      scale,
+      compress,
+      bytes: size,
+      backupRss: Math.max(...backups.map((s) => s.peakRssMb)),
+      loggedUpload: median(logged),
+      tool: pick(tool),
+      aws: pick(cli),
+    };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -58,7 +107,18 @@ try {
     await startDb(db, { timeoutMs: 240_000 });
     try {
       process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-      await measure('docker', ['exec', db, 'pgbench', '-i', '-q', '-s', String(scale), '-U', 'planetarion_user', 'planetarion']);
+      await measure('docker', [
+        'exec',
+        db,
+        'pgbench',
+        '-i',
+        '-q',
+        '-s',
+        String(scale),
+        '-U',
+        'planetarion_user',
+        'planetarion',
+      ]);
       await psql(db, 'SELECT 1');
       for (const compress of ['gzip', 'none']) rows.push(await benchFormat(db, scale, compress));
     } finally {
@@ -70,15 +130,25 @@ try {
 }
 
 const awsVersion = execFileSync(aws, ['--version'], { encoding: 'utf8' }).trim();
-console.log(`\noff-site upload (file + manifest + .sha256, confirmed) vs '${aws} s3 cp' of the file alone (${awsVersion}); s3rver on loopback; median of ${runs}\n`);
-console.log('scale  format    size      upload in backup-database   tool upload process (RSS)   aws s3 cp (RSS)      ratio   backup-database peak RSS');
+console.log(
+  `\noff-site upload (file + manifest + .sha256, confirmed) vs '${aws} s3 cp' of the file alone (${awsVersion}); s3rver on loopback; median of ${runs}\n`,
+);
+console.log(
+  'scale  format    size      upload in backup-database   tool upload process (RSS)   aws s3 cp (RSS)      ratio   backup-database peak RSS',
+);
 for (const r of rows) {
   console.log(
     `${String(r.scale).padStart(5)}  ${r.compress.padEnd(8)} ${(r.bytes / 1e6).toFixed(1).padStart(6)} MB  ${r.loggedUpload.toFixed(2).padStart(8)} s                 ${r.tool.seconds.toFixed(2).padStart(6)} s (${r.tool.peakRssMb.toFixed(0)} MB)          ${r.aws.seconds.toFixed(2).padStart(6)} s (${r.aws.peakRssMb.toFixed(0)} MB)   ${(r.tool.seconds / r.aws.seconds).toFixed(2)}x   ${r.backupRss.toFixed(0)} MB`,
   );
 }
 for (const compress of ['gzip', 'none']) {
-  const [small, large] = [rows.find((r) => r.compress === compress && r.scale === scales[0]), rows.find((r) => r.compress === compress && r.scale === scales[scales.length - 1])];
-  if (small && large && small !== large) console.log(`backup-database peak RSS with off-site, ${compress}: scale ${large.scale} / scale ${small.scale} = ${(large.backupRss / small.backupRss).toFixed(2)}x`);
+  const [small, large] = [
+    rows.find((r) => r.compress === compress && r.scale === scales[0]),
+    rows.find((r) => r.compress === compress && r.scale === scales[scales.length - 1]),
+  ];
+  if (small && large && small !== large)
+    console.log(
+      `backup-database peak RSS with off-site, ${compress}: scale ${large.scale} / scale ${small.scale} = ${(large.backupRss / small.backupRss).toFixed(2)}x`,
+    );
 }
 console.log('targets: upload within 1.3x of aws s3 cp; peak RSS flat from scale 10 to 30');

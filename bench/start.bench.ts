@@ -13,7 +13,9 @@ import { benchEnv, median } from './measure.ts';
 
 const runs = Number(process.env.BENCH_RUNS ?? 25);
 const root = join(import.meta.dirname, '..');
-const nodeVersion = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { config: { embeddedNode: string } }).config.embeddedNode;
+const nodeVersion = (
+  JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { config: { embeddedNode: string } }
+).config.embeddedNode;
 /** The x64 base binaries build.mjs caches: the official one (runs here) and its stripped copy. */
 const cachedNode = join(root, '.cache/node', `x64-${nodeVersion}`);
 
@@ -30,14 +32,25 @@ function mustRun(command: string, args: string[], options: { cwd?: string } = {}
 function seaFolder(work: string, name: string, script: string, useCodeCache: boolean): string {
   const folder = join(work, name);
   mkdirSync(join(folder, 'runtime'), { recursive: true });
-  for (const lib of readdirSync(join(distBin, 'runtime')).filter((f) => f !== 'planetarion')) copyFileSync(join(distBin, 'runtime', lib), join(folder, 'runtime', lib));
+  for (const lib of readdirSync(join(distBin, 'runtime')).filter((f) => f !== 'planetarion'))
+    copyFileSync(join(distBin, 'runtime', lib), join(folder, 'runtime', lib));
   copyFileSync(join(distBin, 'planetarion'), join(folder, 'planetarion'));
   writeFileSync(join(folder, 'main.cjs'), script);
-  writeFileSync(join(folder, 'sea.json'), JSON.stringify({ main: 'main.cjs', output: 'main.blob', disableExperimentalSEAWarning: true, useCodeCache }));
+  writeFileSync(
+    join(folder, 'sea.json'),
+    JSON.stringify({ main: 'main.cjs', output: 'main.blob', disableExperimentalSEAWarning: true, useCodeCache }),
+  );
   mustRun(join(cachedNode, 'node'), ['--random-seed=1', '--experimental-sea-config', 'sea.json'], { cwd: folder });
   const exe = join(folder, 'runtime/planetarion');
   copyFileSync(join(cachedNode, 'node.stripped'), exe);
-  mustRun(process.execPath, [join(root, 'node_modules/postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', join(folder, 'main.blob'), '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2']);
+  mustRun(process.execPath, [
+    join(root, 'node_modules/postject/dist/cli.js'),
+    exe,
+    'NODE_SEA_BLOB',
+    join(folder, 'main.blob'),
+    '--sentinel-fuse',
+    'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
+  ]);
   chmodSync(exe, 0o755);
   return folder;
 }
@@ -47,7 +60,8 @@ function wall(file: string, args: string[], env: NodeJS.ProcessEnv): number {
   const started = performance.now();
   const r = spawnSync(file, args, { env, encoding: 'utf8' });
   const seconds = (performance.now() - started) / 1000;
-  if (r.status !== 0 || r.stderr !== '') throw new Error(`${file} ${args.join(' ')}: exit ${r.status}, stderr ${r.stderr}`);
+  if (r.status !== 0 || r.stderr !== '')
+    throw new Error(`${file} ${args.join(' ')}: exit ${r.status}, stderr ${r.stderr}`);
   return seconds;
 }
 
@@ -56,8 +70,14 @@ function wall(file: string, args: string[], env: NodeJS.ProcessEnv): number {
  * on this shared machine wall time mostly measures the other processes, CPU time much less so.
  */
 function cpu(file: string, args: string[], env: NodeJS.ProcessEnv): number {
-  const out = spawnSync('bash', ['-c', '"$@" >/dev/null 2>&1; times', 'bash', file, ...args], { env, encoding: 'utf8' }).stdout;
-  const children = out.trim().split('\n')[1]!.match(/(\d+)m([\d.]+)s/g)!;
+  const out = spawnSync('bash', ['-c', '"$@" >/dev/null 2>&1; times', 'bash', file, ...args], {
+    env,
+    encoding: 'utf8',
+  }).stdout;
+  const children = out
+    .trim()
+    .split('\n')[1]!
+    .match(/(\d+)m([\d.]+)s/g)!;
   return children.reduce((sum, t) => sum + Number(/(\d+)m/.exec(t)![1]) * 60 + Number(/m([\d.]+)s/.exec(t)![1]), 0);
 }
 
@@ -72,7 +92,11 @@ try {
     { label: 'planetarion --version', file: join(distBin, 'planetarion'), args: ['--version'] },
     { label: 'backup-database --version', file: join(distBin, 'backup-database'), args: ['--version'] },
     { label: 'backup-database --help', file: join(distBin, 'backup-database'), args: ['--help'] },
-    { label: 'the same, bundle without code cache', file: join(noCache, 'planetarion'), args: ['backup-database', '--version'] },
+    {
+      label: 'the same, bundle without code cache',
+      file: join(noCache, 'planetarion'),
+      args: ['backup-database', '--version'],
+    },
   ];
   const walls = cases.map(() => [] as number[]);
   const cpus = cases.map(() => [] as number[]);
@@ -85,11 +109,15 @@ try {
     });
   }
   const [wallFloor, cpuFloor] = [median(walls[0]!), median(cpus[0]!)];
-  console.log(`\nstart of the linux-x64 executable, node v${nodeVersion}, NODE_EXTRA_CA_CERTS unset (medians of ${runs} interleaved runs)\n`);
+  console.log(
+    `\nstart of the linux-x64 executable, node v${nodeVersion}, NODE_EXTRA_CA_CERTS unset (medians of ${runs} interleaved runs)\n`,
+  );
   console.log(`${''.padEnd(42)}   wall (ratio)      CPU (ratio)`);
   cases.forEach((c, j) => {
     const [w, u] = [median(walls[j]!), median(cpus[j]!)];
-    console.log(`${c.label.padEnd(42)} ${(w * 1000).toFixed(0).padStart(5)} ms (${(w / wallFloor).toFixed(2)}x)  ${(u * 1000).toFixed(0).padStart(5)} ms (${(u / cpuFloor).toFixed(2)}x)`);
+    console.log(
+      `${c.label.padEnd(42)} ${(w * 1000).toFixed(0).padStart(5)} ms (${(w / wallFloor).toFixed(2)}x)  ${(u * 1000).toFixed(0).padStart(5)} ms (${(u / cpuFloor).toFixed(2)}x)`,
+    );
   });
   console.log('\ntarget: --version and backup-database --help within 1.5x of the floor');
 } finally {

@@ -26,7 +26,10 @@ export function parseRecipientList(text: string): string[] {
     .split(/[\s,]+/)
     .filter(Boolean);
   const bad = keys.find((key) => !recipientPattern.test(key));
-  if (bad) throw new Error(`'${bad.slice(0, 24)}${bad.length > 24 ? '...' : ''}' is not an age public key (age1 followed by 58 bech32 characters, as age-keygen prints)`);
+  if (bad)
+    throw new Error(
+      `'${bad.slice(0, 24)}${bad.length > 24 ? '...' : ''}' is not an age public key (age1 followed by 58 bech32 characters, as age-keygen prints)`,
+    );
   if (keys.length === 0) throw new Error('no age public key found');
   return [...new Set(keys)];
 }
@@ -35,18 +38,27 @@ export function parseRecipientList(text: string): string[] {
  * The recipients of PLANETARION_AGE_RECIPIENTS: the keys themselves, or (an absolute path) a
  * file of them, one per line. Read when a backup starts, so an edited file applies to the next run.
  */
-export function resolveRecipients(setting: string, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): string[] {
+export function resolveRecipients(
+  setting: string,
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+): string[] {
   if (!isAbsolute(setting)) return parseRecipientList(setting);
   let text: string;
   try {
     text = readFile(setting);
   } catch (error) {
-    throw new UsageError(`PLANETARION_AGE_RECIPIENTS file '${setting}' cannot be read: ${(error as Error).message}`, 'Point it at a file of age public keys (age1...), one per line, or give the keys themselves.');
+    throw new UsageError(
+      `PLANETARION_AGE_RECIPIENTS file '${setting}' cannot be read: ${(error as Error).message}`,
+      'Point it at a file of age public keys (age1...), one per line, or give the keys themselves.',
+    );
   }
   try {
     return parseRecipientList(text);
   } catch (error) {
-    throw new UsageError(`PLANETARION_AGE_RECIPIENTS file '${setting}': ${(error as Error).message}`, 'Put one age public key (age1...) per line; # starts a comment.');
+    throw new UsageError(
+      `PLANETARION_AGE_RECIPIENTS file '${setting}': ${(error as Error).message}`,
+      'Put one age public key (age1...) per line; # starts a comment.',
+    );
   }
 }
 
@@ -58,7 +70,8 @@ export function parseIdentities(text: string): string[] {
     .filter(Boolean);
   // Never echo a line of it: it may be a secret key with a typo.
   const badLine = keys.findIndex((key) => !identityPattern.test(key));
-  if (badLine >= 0) throw new Error(`key ${badLine + 1} is not an age secret key (AGE-SECRET-KEY-1..., as age-keygen writes)`);
+  if (badLine >= 0)
+    throw new Error(`key ${badLine + 1} is not an age secret key (AGE-SECRET-KEY-1..., as age-keygen writes)`);
   if (keys.length === 0) throw new Error('no age secret key (AGE-SECRET-KEY-1...) found');
   return keys;
 }
@@ -69,12 +82,18 @@ export function readIdentityFile(path: string, origin = 'PLANETARION_AGE_IDENTIT
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new UsageError(`${origin} '${path}' cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, 'Point it at the age identity file made by age-keygen (AGE-SECRET-KEY-1...).');
+    throw new UsageError(
+      `${origin} '${path}' cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      'Point it at the age identity file made by age-keygen (AGE-SECRET-KEY-1...).',
+    );
   }
   try {
     return parseIdentities(text);
   } catch (error) {
-    throw new UsageError(`${origin} '${path}': ${(error as Error).message}`, 'Point it at the age identity file made by age-keygen.');
+    throw new UsageError(
+      `${origin} '${path}': ${(error as Error).message}`,
+      'Point it at the age identity file made by age-keygen.',
+    );
   }
 }
 
@@ -117,7 +136,10 @@ async function* fromWebStream(stream: ReadableStream<Uint8Array>): AsyncGenerato
 }
 
 /** Encrypts a byte stream to the recipients as it flows (64 KiB age chunks; memory stays flat). */
-export async function* encryptStream(source: AsyncIterable<Uint8Array>, recipients: string[]): AsyncGenerator<Uint8Array> {
+export async function* encryptStream(
+  source: AsyncIterable<Uint8Array>,
+  recipients: string[],
+): AsyncGenerator<Uint8Array> {
   const { Encrypter } = await ageLibrary();
   const encrypter = new Encrypter();
   for (const recipient of recipients) encrypter.addRecipient(recipient);
@@ -129,7 +151,10 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, recipien
  * first byte comes out, so a wrong identity fails at once; every 64 KiB chunk is authenticated
  * before it is passed on, and a truncated or tampered file fails at the chunk where it breaks.
  */
-export async function* decryptStream(source: AsyncIterable<Uint8Array>, identities: string[]): AsyncGenerator<Uint8Array> {
+export async function* decryptStream(
+  source: AsyncIterable<Uint8Array>,
+  identities: string[],
+): AsyncGenerator<Uint8Array> {
   const { Decrypter } = await ageLibrary();
   const decrypter = new Decrypter();
   for (const identity of identities) decrypter.addIdentity(identity);

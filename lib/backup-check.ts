@@ -50,13 +50,20 @@ export async function checkBackupFile(
 ): Promise<{ ok: true; backup: CheckedBackup } | { ok: false; reason: string }> {
   if (!existsSync(path)) return { ok: false, reason: `${path} does not exist` };
   const format = dumpFormatOf(path);
-  if (!format) return { ok: false, reason: `${basename(path)} is not a recognised backup format (.sql, .sql.gz or .dump, optionally .age)` };
+  if (!format)
+    return {
+      ok: false,
+      reason: `${basename(path)} is not a recognised backup format (.sql, .sql.gz or .dump, optionally .age)`,
+    };
   const encrypted = isEncrypted(path);
   if (encrypted && !options.identities?.length) return { ok: false, reason: missingIdentityReason(path) };
   const manifest = readManifest(path);
   const expected = readChecksum(path) ?? manifest?.sha256;
   if (options.requireManifest && (!manifest || !expected)) {
-    return { ok: false, reason: `${basename(path)} has no manifest (${basename(path)}.json) or checksum; its integrity and fingerprint cannot be checked (use --no-verify to restore it anyway)` };
+    return {
+      ok: false,
+      reason: `${basename(path)} has no manifest (${basename(path)}.json) or checksum; its integrity and fingerprint cannot be checked (use --no-verify to restore it anyway)`,
+    };
   }
   const hash = createHash('sha256');
   // With a checksum, the bytes are proven to be the ones verified (gzip, trailer) at backup time:
@@ -75,7 +82,8 @@ export async function checkBackupFile(
     const content = encrypted ? decryptStream(source, options.identities!) : source;
     for await (const chunk of content) {
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      if (!head || head.length < 5) head = Buffer.concat([head ?? Buffer.alloc(0), bytes.subarray(0, 5)]).subarray(0, 5);
+      if (!head || head.length < 5)
+        head = Buffer.concat([head ?? Buffer.alloc(0), bytes.subarray(0, 5)]).subarray(0, 5);
       await inspector?.write(bytes);
     }
   } catch (error) {
@@ -87,16 +95,25 @@ export async function checkBackupFile(
   const sha256 = decryptError ? await sha256File(path) : hash.digest('hex');
   // A decryption that failed midway leaves the inspector with a partial dump: not worth reading.
   const inspection = decryptError ? undefined : await inspector?.end();
-  if (expected && sha256 !== expected) return { ok: false, reason: `${basename(path)} does not match its checksum (expected ${expected}, got ${sha256}): the file is corrupt or truncated` };
-  if (manifest && manifest.sha256 !== sha256) return { ok: false, reason: `${basename(path)} does not match its manifest's sha256` };
+  if (expected && sha256 !== expected)
+    return {
+      ok: false,
+      reason: `${basename(path)} does not match its checksum (expected ${expected}, got ${sha256}): the file is corrupt or truncated`,
+    };
+  if (manifest && manifest.sha256 !== sha256)
+    return { ok: false, reason: `${basename(path)} does not match its manifest's sha256` };
   if (decryptError) return { ok: false, reason: `${basename(path)} cannot be decrypted: ${decryptError}` };
   if (format === 'custom') {
     // A custom archive is proven whole when it matches the checksum taken when pg_restore read it at backup time.
-    if (head?.toString('latin1') !== 'PGDMP') return { ok: false, reason: `${basename(path)} is not a pg_dump custom-format archive` };
+    if (head?.toString('latin1') !== 'PGDMP')
+      return { ok: false, reason: `${basename(path)} is not a pg_dump custom-format archive` };
     return { ok: true, backup: { path, format, encrypted, size: statSync(path).size, sha256, manifest, inspection } };
   }
-  if (!inspection) return { ok: true, backup: { path, format, encrypted, size: statSync(path).size, sha256, manifest, inspection } };
-  if (!inspection.gzipIntact) return { ok: false, reason: `${basename(path)} is not a complete gzip stream (${inspection.gzipError})` };
-  if (!inspection.complete) return { ok: false, reason: `${basename(path)} lacks pg_dump's completion trailer: the dump is truncated` };
+  if (!inspection)
+    return { ok: true, backup: { path, format, encrypted, size: statSync(path).size, sha256, manifest, inspection } };
+  if (!inspection.gzipIntact)
+    return { ok: false, reason: `${basename(path)} is not a complete gzip stream (${inspection.gzipError})` };
+  if (!inspection.complete)
+    return { ok: false, reason: `${basename(path)} lacks pg_dump's completion trailer: the dump is truncated` };
   return { ok: true, backup: { path, format, encrypted, size: statSync(path).size, sha256, manifest, inspection } };
 }

@@ -15,7 +15,8 @@ export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: 
 
 // `.age` after any format: an encrypted backup belongs to the same rotation series as the others.
 // The old shell script wrote plain SQL named with its game-state hash too: `..._HHMMSS_<hash>.sql`.
-const namePattern = /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(?:(\.sql|\.sql\.gz|\.dump)(\.age)?|_([A-Za-z0-9]{1,128})\.sql)$/;
+const namePattern =
+  /^planetarion_backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})(?:(\.sql|\.sql\.gz|\.dump)(\.age)?|_([A-Za-z0-9]{1,128})\.sql)$/;
 
 /**
  * Who made a backup. `old-script`: the shell scripts this project replaces (plain SQL with no
@@ -79,7 +80,18 @@ export function parseBackupName(name: string, dir = ''): BackupFile | undefined 
   if (Number.isNaN(time.getTime()) || backupStamp(time) !== `${y}${mo}${d}_${h}${mi}${s}`) return undefined;
   const format = (Object.keys(extensionOf) as BackupFormat[]).find((f) => extensionOf[f] === (ext ?? '.sql'))!;
   const origin: BackupOrigin = oldHash === undefined ? 'tool' : 'old-script';
-  return { name, path: join(dir, name), stamp: `${y}${mo}${d}_${h}${mi}${s}`, time, format, encrypted: age !== undefined, sequence: undefined, wal: undefined, created: time, origin };
+  return {
+    name,
+    path: join(dir, name),
+    stamp: `${y}${mo}${d}_${h}${mi}${s}`,
+    time,
+    format,
+    encrypted: age !== undefined,
+    sequence: undefined,
+    wal: undefined,
+    created: time,
+    origin,
+  };
 }
 
 /** Whether a backup on disk is the old script's: named so, or plain SQL with neither manifest nor checksum beside it. */
@@ -104,7 +116,8 @@ export function tempFileName(finalName: string, pid = process.pid): string {
   return `.${finalName}.tmp-${pid}`;
 }
 
-const tempPattern = /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age)?(\.json|\.sha256)?\.tmp-(\d+)(-[0-9a-f]+)?$/;
+const tempPattern =
+  /^\.planetarion_backup_\d{8}_\d{6}\.(sql|sql\.gz|dump)(\.age)?(\.json|\.sha256)?\.tmp-(\d+)(-[0-9a-f]+)?$/;
 
 /** The pid in a temp file's name, for files a crashed run left behind; undefined if not ours. */
 export function tempFileOwner(name: string): number | undefined {
@@ -121,7 +134,9 @@ const sequenceTempPattern = /^\.planetarion_sequence\.tmp-(\d+)-[0-9a-f]+$/;
  * The ordering facts a backup's manifest records, read only from its own manifest (its `file`
  * names it): a manifest copied in beside another file does not lend that file its number.
  */
-export function recordedOrder(path: string): { sequence: number | undefined; wal: WalPosition | undefined; created: Date | undefined } | undefined {
+export function recordedOrder(
+  path: string,
+): { sequence: number | undefined; wal: WalPosition | undefined; created: Date | undefined } | undefined {
   let manifest: { file?: unknown; sequence?: unknown; wal?: WalPosition; created?: unknown };
   try {
     manifest = JSON.parse(readFileSync(sidecarsOf(path).manifest, 'utf8')) as typeof manifest;
@@ -129,9 +144,13 @@ export function recordedOrder(path: string): { sequence: number | undefined; wal
     return undefined;
   }
   if (manifest === null || typeof manifest !== 'object' || manifest.file !== basename(path)) return undefined;
-  const sequence = Number.isSafeInteger(manifest.sequence) && (manifest.sequence as number) > 0 ? (manifest.sequence as number) : undefined;
+  const sequence =
+    Number.isSafeInteger(manifest.sequence) && (manifest.sequence as number) > 0
+      ? (manifest.sequence as number)
+      : undefined;
   const created = typeof manifest.created === 'string' ? new Date(manifest.created) : undefined;
-  const wal = typeof manifest.wal?.lsn === 'string' && lsnValue(manifest.wal.lsn) !== undefined ? manifest.wal : undefined;
+  const wal =
+    typeof manifest.wal?.lsn === 'string' && lsnValue(manifest.wal.lsn) !== undefined ? manifest.wal : undefined;
   return { sequence, wal, created: created && !Number.isNaN(created.getTime()) ? created : undefined };
 }
 
@@ -164,7 +183,9 @@ export function orderWarnings(newestFirstBackups: BackupFile[], now: Date): stri
   const warnings: string[] = [];
   for (const b of newestFirstBackups) {
     if (b.created.getTime() > now.getTime() + futureToleranceMs) {
-      warnings.push(`${b.name} is dated in the future (${b.created.toISOString()}; now ${now.toISOString()}): the clock was set back, or the file was copied in. Backups are ordered by their sequence numbers, not by date.`);
+      warnings.push(
+        `${b.name} is dated in the future (${b.created.toISOString()}; now ${now.toISOString()}): the clock was set back, or the file was copied in. Backups are ordered by their sequence numbers, not by date.`,
+      );
     }
   }
   const newerOfCluster = new Map<string, BackupFile>();
@@ -172,7 +193,9 @@ export function orderWarnings(newestFirstBackups: BackupFile[], now: Date): stri
     if (b.sequence === undefined || !b.wal?.systemIdentifier) continue;
     const newer = newerOfCluster.get(b.wal.systemIdentifier);
     if (newer && lsnValue(newer.wal!.lsn)! < lsnValue(b.wal.lsn)!) {
-      warnings.push(`${newer.name} (sequence ${newer.sequence}) was taken at WAL ${newer.wal!.lsn}, before ${b.name} (sequence ${b.sequence}) at ${b.wal.lsn} in the same cluster: check the order of these backups.`);
+      warnings.push(
+        `${newer.name} (sequence ${newer.sequence}) was taken at WAL ${newer.wal!.lsn}, before ${b.name} (sequence ${b.sequence}) at ${b.wal.lsn} in the same cluster: check the order of these backups.`,
+      );
     }
     newerOfCluster.set(b.wal.systemIdentifier, b);
   }
@@ -205,7 +228,11 @@ export function listBackups(dir: string): BackupFile[] {
     names = readdirSync(dir);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw new UsageError(`the backup folder '${dir}' is not a directory`, 'Set PLANETARION_BACKUP_DIR (or --backup-dir) to a folder.');
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR')
+      throw new UsageError(
+        `the backup folder '${dir}' is not a directory`,
+        'Set PLANETARION_BACKUP_DIR (or --backup-dir) to a folder.',
+      );
     throw error;
   }
   return names

@@ -41,7 +41,12 @@ export function oldScriptHash(path: string): string | null {
 
 /** What an old script backup is and why it proves nothing (for --status and restore-database's refusal). */
 export function oldScriptCaveat(gameStateHash: string | null): string {
-  const hash = gameStateHash === null ? 'no game-state hash' : gameStateHash === 'unavailable' ? 'its game-state hash unavailable' : `game-state hash ${gameStateHash} (not checkable)`;
+  const hash =
+    gameStateHash === null
+      ? 'no game-state hash'
+      : gameStateHash === 'unavailable'
+        ? 'its game-state hash unavailable'
+        : `game-state hash ${gameStateHash} (not checkable)`;
   return `old script backup: no checksum, no fingerprint, ${hash}; it carries no proof`;
 }
 
@@ -78,28 +83,54 @@ export function formatAge(seconds: number): string {
 }
 
 /** The human report of --status. */
-export function renderBackupStatus(backups: BackupOnDisk[], status: Status, backupDir: string, warnings: string[] = []): string {
+export function renderBackupStatus(
+  backups: BackupOnDisk[],
+  status: Status,
+  backupDir: string,
+  warnings: string[] = [],
+): string {
   const lines = [`Backups in ${backupDir} (newest first):`];
   if (backups.length === 0) lines.push('  none');
   for (const b of backups) {
-    const check = b.origin === 'old-script' ? `${oldScriptCaveat(b.gameStateHash)}, restore it only with --no-verify` : { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
+    const check =
+      b.origin === 'old-script'
+        ? `${oldScriptCaveat(b.gameStateHash)}, restore it only with --no-verify`
+        : { ok: 'checksum ok', mismatch: 'CHECKSUM MISMATCH', missing: 'no checksum file' }[b.checksum];
     const drill = b.lastDrill ? `, restore drill ${b.lastDrill.passed ? 'passed' : 'FAILED'} ${b.lastDrill.time}` : '';
-    const encryption = b.encrypted ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})` : '';
+    const encryption = b.encrypted
+      ? `, encrypted (age${b.recipients.length ? `, ${b.recipients.length} recipient${b.recipients.length > 1 ? 's' : ''}` : ''})`
+      : '';
     const age = b.ageSeconds < 0 ? 'IN THE FUTURE' : `${formatAge(b.ageSeconds)} old`;
     lines.push(`  ${b.file}  ${formatBytes(b.size).padStart(9)}  ${age.padStart(16)}  ${check}${encryption}${drill}`);
   }
   for (const warning of warnings) lines.push(`WARNING: ${warning}`);
   const rotation = status.rotation;
   if (rotation?.heldBecause.length) {
-    lines.push('', `Rotation held after ${rotation.file} (${rotation.time}): no backup was deleted, because`, ...rotation.heldBecause.map((r) => `  - ${r}`));
+    lines.push(
+      '',
+      `Rotation held after ${rotation.file} (${rotation.time}): no backup was deleted, because`,
+      ...rotation.heldBecause.map((r) => `  - ${r}`),
+    );
   }
   const run = status.lastRun;
-  lines.push('', run ? `Last run: ${run.time} ${run.ok ? 'succeeded' : `FAILED: ${run.error}`}` : 'Last run: none recorded');
-  if (status.lastSuccess && !run?.ok) lines.push(`Last success: ${status.lastSuccess.time} (${status.lastSuccess.file})`);
-  return lines.join('\n') + '\n';
+  lines.push(
+    '',
+    run ? `Last run: ${run.time} ${run.ok ? 'succeeded' : `FAILED: ${run.error}`}` : 'Last run: none recorded',
+  );
+  if (status.lastSuccess && !run?.ok)
+    lines.push(`Last success: ${status.lastSuccess.time} (${status.lastSuccess.file})`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** Everything --status shows, as data: the backups, what the runs recorded, what is wrong with the order. */
-export async function backupStatus(dir: string, backupDir: string, now = new Date()): Promise<{ backups: BackupOnDisk[]; status: Status; warnings: string[] }> {
-  return { backups: await inspectBackups(backupDir, now), status: readStatus(dir), warnings: orderWarnings(listBackups(backupDir), now) };
+export async function backupStatus(
+  dir: string,
+  backupDir: string,
+  now = new Date(),
+): Promise<{ backups: BackupOnDisk[]; status: Status; warnings: string[] }> {
+  return {
+    backups: await inspectBackups(backupDir, now),
+    status: readStatus(dir),
+    warnings: orderWarnings(listBackups(backupDir), now),
+  };
 }

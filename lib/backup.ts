@@ -6,12 +6,27 @@ import { chmodSync, existsSync, mkdirSync, statfsSync, statSync, unlinkSync, acc
 import { dirname, join } from 'node:path';
 import { resolveRecipients } from './age.ts';
 import { fsyncDir, placeNoReplace, type PlaceCalls } from './atomic-file.ts';
-import { backupFileName, listBackups, orderWarnings, takeSequence, tempFileName, type BackupFile, type BackupFormat, type WalPosition } from './backup-files.ts';
+import {
+  backupFileName,
+  listBackups,
+  orderWarnings,
+  takeSequence,
+  tempFileName,
+  type BackupFile,
+  type BackupFormat,
+  type WalPosition,
+} from './backup-files.ts';
 import { recordDatabaseProperties, type DatabaseProperties } from './database-properties.ts';
 import { Docker } from './docker.ts';
 import { streamDump, type DumpResult } from './dump.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
-import { combineFingerprint, fingerprintSessionSettings, fingerprintTables, parseExclusions, type Fingerprint } from './fingerprint.ts';
+import {
+  combineFingerprint,
+  fingerprintSessionSettings,
+  fingerprintTables,
+  parseExclusions,
+  type Fingerprint,
+} from './fingerprint.ts';
 import { checkContainerState, checkDatabaseHealth, notRunningMessage, NotReadyError } from './health.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import type { Logger } from './log.ts';
@@ -62,7 +77,8 @@ export interface BackupSummary {
 }
 
 /** The format a backup with these settings is written in. */
-export const backupFormatOf = (settings: Settings): BackupFormat => (settings.format === 'custom' ? 'custom' : settings.compress === 'gzip' ? 'gzip' : 'plain');
+export const backupFormatOf = (settings: Settings): BackupFormat =>
+  settings.format === 'custom' ? 'custom' : settings.compress === 'gzip' ? 'gzip' : 'plain';
 
 /** Human size: 1.2 MB. */
 export function formatBytes(bytes: number): string {
@@ -83,10 +99,16 @@ export function formatBytes(bytes: number): string {
  */
 export function checkBackupDirectories(settings: Settings, create: boolean): string[] {
   if (!existsSync(settings.dir)) {
-    throw new UsageError(`PLANETARION_DIR '${settings.dir}' does not exist`, 'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
+    throw new UsageError(
+      `PLANETARION_DIR '${settings.dir}' does not exist`,
+      'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
+    );
   }
   const notes = [checkPrivateFolder('PLANETARION_DIR', settings.dir, create)];
-  for (const [name, dir] of [['PLANETARION_BACKUP_DIR', settings.backupDir], ['PLANETARION_LOG_DIR', settings.logDir]] as const) {
+  for (const [name, dir] of [
+    ['PLANETARION_BACKUP_DIR', settings.backupDir],
+    ['PLANETARION_LOG_DIR', settings.logDir],
+  ] as const) {
     if (!existsSync(dir)) {
       if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
       continue;
@@ -120,12 +142,14 @@ export function checkPrivateFolder(name: string, dir: string, fix = true): strin
   const writers = otherWriters(stat.mode);
   if (!writers.length) return undefined;
   const refusal = (why: string) =>
-    new UsageError(`${name} '${dir}' is writable by ${writers.join(' and ')} (mode ${octal(stat.mode)})${why}: another user could plant files or links in it`,
+    new UsageError(
+      `${name} '${dir}' is writable by ${writers.join(' and ')} (mode ${octal(stat.mode)})${why}: another user could plant files or links in it`,
       `Run: chmod go-w ${dir} (as its owner). On a filesystem without Unix modes (exFAT, FAT), mount it with umask=077.`,
     );
   if (stat.uid !== process.getuid?.()) throw refusal(` and owned by uid ${stat.uid}, not this user`);
   const privateMode = stat.mode & 0o7755;
-  if (!fix) return `${name} '${dir}' is writable by ${writers.join(' and ')} (mode ${octal(stat.mode)}): a real run makes it ${octal(privateMode)} (chmod go-w)`;
+  if (!fix)
+    return `${name} '${dir}' is writable by ${writers.join(' and ')} (mode ${octal(stat.mode)}): a real run makes it ${octal(privateMode)} (chmod go-w)`;
   try {
     chmodSync(dir, privateMode);
   } catch {
@@ -196,7 +220,9 @@ export function parseSnapshotRow(row: string[]): SnapshotFacts {
 /** Phase preflight: the log's first line, crashed runs' leftovers, the start ping, the snapshot session, health, space. */
 async function preflight(context: BackupContext, held: RunResources) {
   const { settings, log, $ } = context;
-  log.info(`${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`);
+  log.info(
+    `${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`,
+  );
   const leftoversRemoved = context.dryRun ? [] : removeLeftovers(settings.backupDir);
   for (const name of leftoversRemoved) log.warn(`Removed ${name}, left behind by a run that crashed`);
   if (!context.dryRun) held.startPing = sendPing(settings.pingUrl, 'start', log);
@@ -205,7 +231,9 @@ async function preflight(context: BackupContext, held: RunResources) {
   const snapshot = settings.fingerprint === 'on' && !context.dryRun ? openSnapshot(context, held) : undefined;
   // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
   // right before pg_dump (dump.ts), and then has only Docker's verdict to wait for here.
-  const state = context.dryRun ? await checkDatabaseHealth(docker, $, target, log) : await checkContainerState(docker, target, log);
+  const state = context.dryRun
+    ? await checkDatabaseHealth(docker, $, target, log)
+    : await checkContainerState(docker, target, log);
   checkSpace(settings.backupDir, log);
   return { leftoversRemoved, docker, target, state, snapshot };
 }
@@ -218,25 +246,42 @@ async function preflight(context: BackupContext, held: RunResources) {
  */
 function openSnapshot(context: BackupContext, held: RunResources): Promise<SnapshotFacts> {
   const { settings } = context;
-  held.session = PsqlSession.open({ docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName });
+  held.session = PsqlSession.open({
+    docker: context.docker,
+    container: settings.container,
+    user: settings.dbUser,
+    database: settings.dbName,
+  });
   const exported = held.session.query(snapshotQuery).then((rows) => parseSnapshotRow(rows[0] ?? []));
   exported.catch(() => {});
   return exported;
 }
 
 /** Waits for the exported snapshot; a server that does not accept connections fails the session, and pg_isready names why. */
-async function awaitSnapshot(context: BackupContext, pre: Awaited<ReturnType<typeof preflight>>): Promise<SnapshotFacts | undefined> {
+async function awaitSnapshot(
+  context: BackupContext,
+  pre: Awaited<ReturnType<typeof preflight>>,
+): Promise<SnapshotFacts | undefined> {
   if (!pre.snapshot) return undefined;
   const facts = await pre.snapshot.catch(async (error: unknown) => {
     await checkDatabaseHealth(pre.docker, context.$, pre.target, context.log);
     throw error;
   });
-  context.log.info(`Exported snapshot ${facts.snapshot}${facts.wal ? ` at WAL ${facts.wal.lsn}` : ''}; dumping and fingerprinting it`);
+  context.log.info(
+    `Exported snapshot ${facts.snapshot}${facts.wal ? ` at WAL ${facts.wal.lsn}` : ''}; dumping and fingerprinting it`,
+  );
   return facts;
 }
 
 /** Phase dump and fingerprint: both read the one snapshot at once; a failure of either fails the backup. */
-async function dumpAndFingerprint(context: BackupContext, run: RunFacts, held: RunResources, docker: Docker, snapshot: SnapshotFacts | undefined, temp: string) {
+async function dumpAndFingerprint(
+  context: BackupContext,
+  run: RunFacts,
+  held: RunResources,
+  docker: Docker,
+  snapshot: SnapshotFacts | undefined,
+  temp: string,
+) {
   const { settings } = context;
   const durations = { total: 0, dump: 0, fingerprint: null as number | null };
   const fingerprintStart = Date.now();
@@ -271,12 +316,19 @@ async function dumpAndFingerprint(context: BackupContext, run: RunFacts, held: R
     await session.close();
     held.session = undefined;
   }
-  const fingerprint: Fingerprint | null = tables ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded) : null;
+  const fingerprint: Fingerprint | null = tables
+    ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded)
+    : null;
   return { dump, fingerprint, durations };
 }
 
 /** The error that names why the dump failed: the container stopping, or the fingerprint's session failing first. */
-async function explainDumpFailure(context: BackupContext, docker: Docker, tablesPromise: Promise<unknown>, error: unknown): Promise<unknown> {
+async function explainDumpFailure(
+  context: BackupContext,
+  docker: Docker,
+  tablesPromise: Promise<unknown>,
+  error: unknown,
+): Promise<unknown> {
   const { settings, log } = context;
   if (error instanceof NotReadyError) {
     log.error(error.message);
@@ -298,10 +350,14 @@ async function explainDumpFailure(context: BackupContext, docker: Docker, tables
   // A fingerprint session that failed ends the snapshot's transaction, and pg_dump then only
   // reports an invalid snapshot: the session's error is the cause worth naming.
   const fingerprintError = await Promise.race([
-    tablesPromise.then(() => undefined, (e: unknown) => e),
+    tablesPromise.then(
+      () => undefined,
+      (e: unknown) => e,
+    ),
     new Promise((resolve) => setTimeout(resolve, 2000, undefined)),
   ]);
-  if (fingerprintError) return new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
+  if (fingerprintError)
+    return new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
   return error;
 }
 
@@ -309,28 +365,46 @@ async function explainDumpFailure(context: BackupContext, docker: Docker, tables
 export function dumpProblems(dump: Pick<DumpResult, 'bytes' | 'inspection'>, format: BackupFormat): string[] {
   const problems: string[] = [];
   if (dump.bytes === 0) problems.push('the dump is empty');
-  if (!dump.inspection.gzipIntact) problems.push(`the ${format === 'custom' ? 'archive' : 'gzip stream'} is broken (${dump.inspection.gzipError})`);
-  if (!dump.inspection.complete) problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
-  if (!dump.inspection.restrictMatched) problems.push('the closing \\unrestrict line does not match the opening \\restrict');
+  if (!dump.inspection.gzipIntact)
+    problems.push(`the ${format === 'custom' ? 'archive' : 'gzip stream'} is broken (${dump.inspection.gzipError})`);
+  if (!dump.inspection.complete)
+    problems.push("pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing");
+  if (!dump.inspection.restrictMatched)
+    problems.push('the closing \\unrestrict line does not match the opening \\restrict');
   return problems;
 }
 
 /** Phase verify: throws when the dump is not whole; logs what was proven. */
 function verifyDump(log: Logger, run: RunFacts, dump: DumpResult, fingerprint: Fingerprint | null): void {
   const problems = dumpProblems(dump, run.format);
-  if (problems.length) throw new CliError(`the dump failed verification: ${problems.join('; ')}`, { advice: 'The earlier backups were kept. See the log and the database server log.' });
+  if (problems.length)
+    throw new CliError(`the dump failed verification: ${problems.join('; ')}`, {
+      advice: 'The earlier backups were kept. See the log and the database server log.',
+    });
   const checks = run.format === 'gzip' ? ', gzip intact' : run.format === 'custom' ? ', pg_restore reads it whole' : '';
-  log.info(`Dump verified: ${formatBytes(dump.dumpBytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL)${run.encrypted ? `, ${formatBytes(dump.bytes)} encrypted` : ''}, trailer present${checks}, sha256 ${dump.sha256}`);
-  if (fingerprint) log.info(`Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`);
+  log.info(
+    `Dump verified: ${formatBytes(dump.dumpBytes)} (${formatBytes(dump.inspection.sqlBytes)} of SQL)${run.encrypted ? `, ${formatBytes(dump.bytes)} encrypted` : ''}, trailer present${checks}, sha256 ${dump.sha256}`,
+  );
+  if (fingerprint)
+    log.info(
+      `Fingerprint ${fingerprint.sha256} over ${fingerprint.tables.length} tables and ${fingerprint.sequences.length} sequences${fingerprint.excluded.length ? ` (excluded: ${fingerprint.excluded.join(', ')})` : ''}`,
+    );
 }
 
 /** The names a backup started at `start` may take, in order: its second, then the next ones if taken. Pure. */
 export function placementNames(start: Date, format: BackupFormat, encrypted: boolean, tries = 60): string[] {
-  return Array.from({ length: tries }, (_, bump) => backupFileName(new Date(start.getTime() + bump * 1000), format, encrypted));
+  return Array.from({ length: tries }, (_, bump) =>
+    backupFileName(new Date(start.getTime() + bump * 1000), format, encrypted),
+  );
 }
 
 /** Moves the verified temp file to the first free name, never replacing an existing file. */
-export function placeBackup(dir: string, temp: string, names: string[], calls?: PlaceCalls): { name: string; path: string } {
+export function placeBackup(
+  dir: string,
+  temp: string,
+  names: string[],
+  calls?: PlaceCalls,
+): { name: string; path: string } {
   for (const name of names) {
     const path = join(dir, name);
     if (!placeNoReplace(temp, path, calls)) continue;
@@ -368,9 +442,14 @@ export function buildManifest(settings: Settings, input: ManifestInput): BackupM
     format: run.format,
     compression: run.format === 'plain' ? 'none' : 'gzip',
     sqlBytes: dump.inspection.sqlBytes,
-    ...(run.encrypted ? { encryption: { scheme: 'age' as const, recipients: run.recipients, dumpBytes: dump.dumpBytes } } : {}),
+    ...(run.encrypted
+      ? { encryption: { scheme: 'age' as const, recipients: run.recipients, dumpBytes: dump.dumpBytes } }
+      : {}),
     // The dump's own header names both versions: no extra `docker exec` needed.
-    postgres: { server: input.snapshot?.server || dump.inspection.serverVersion || 'unknown', pgDump: dump.inspection.pgDumpVersion ?? 'unknown' },
+    postgres: {
+      server: input.snapshot?.server || dump.inspection.serverVersion || 'unknown',
+      pgDump: dump.inspection.pgDumpVersion ?? 'unknown',
+    },
     database: settings.dbName,
     ...(input.databaseProperties ? { databaseProperties: input.databaseProperties } : {}),
     dbUser: settings.dbUser,
@@ -385,14 +464,25 @@ export function buildManifest(settings: Settings, input: ManifestInput): BackupM
 
 /** The facts the rotation hold compares, of a backup on disk (its manifest's fingerprint, if any). */
 function rotationFacts(backup: BackupFile): RotationFacts {
-  return { name: backup.name, size: statSync(backup.path).size, format: backup.format, encrypted: backup.encrypted, fingerprint: readManifest(backup.path)?.fingerprint };
+  return {
+    name: backup.name,
+    size: statSync(backup.path).size,
+    format: backup.format,
+    encrypted: backup.encrypted,
+    fingerprint: readManifest(backup.path)?.fingerprint,
+  };
 }
 
 /**
  * Phase place: the name, the folder's next sequence number, the manifest and checksum. The
  * previous backup is read first, for the rotation hold.
  */
-function placePhase(context: BackupContext, run: RunFacts, temp: string, made: Omit<ManifestInput, 'file' | 'run' | 'sequence'>) {
+function placePhase(
+  context: BackupContext,
+  run: RunFacts,
+  temp: string,
+  made: Omit<ManifestInput, 'file' | 'run' | 'sequence'>,
+) {
   const { settings, log } = context;
   const before = listBackups(settings.backupDir);
   const previous = before[0] ? rotationFacts(before[0]) : undefined;
@@ -401,7 +491,9 @@ function placePhase(context: BackupContext, run: RunFacts, temp: string, made: O
   made.durations.total = run.now().getTime() - run.started.getTime();
   const manifest = buildManifest(settings, { ...made, file: placed.name, run, sequence });
   writeSidecars(placed.path, manifest);
-  log.info(`Backup written: ${placed.path} (${formatBytes(made.dump.bytes)}, sequence ${sequence}) in ${(made.durations.total / 1000).toFixed(1)} s`);
+  log.info(
+    `Backup written: ${placed.path} (${formatBytes(made.dump.bytes)}, sequence ${sequence}) in ${(made.durations.total / 1000).toFixed(1)} s`,
+  );
   return { ...placed, manifest, previous };
 }
 
@@ -412,13 +504,21 @@ function placePhase(context: BackupContext, run: RunFacts, temp: string, made: O
 function rotatePhase(context: BackupContext, run: RunFacts, placed: ReturnType<typeof placePhase>) {
   const { settings, log } = context;
   const { manifest } = placed;
-  const current = { name: placed.name, size: manifest.size, format: manifest.format, encrypted: run.encrypted, fingerprint: manifest.fingerprint };
+  const current = {
+    name: placed.name,
+    size: manifest.size,
+    format: manifest.format,
+    encrypted: run.encrypted,
+    fingerprint: manifest.fingerprint,
+  };
   const heldBecause = rotationHoldReasons(current, placed.previous, formatBytes);
   const warnings: string[] = [];
   let removed: string[] = [];
   if (heldBecause.length) {
     for (const reason of heldBecause) warnings.push(`${reason}: check that no data was lost`);
-    warnings.push(`Rotation held: no backup was deleted, because this one looks like data was lost (backup-database --status says why; the next backup rotates as usual)`);
+    warnings.push(
+      `Rotation held: no backup was deleted, because this one looks like data was lost (backup-database --status says why; the next backup rotates as usual)`,
+    );
     for (const warning of warnings) log.warn(warning);
   } else {
     removed = rotateBackups(settings.backupDir, settings.keep, [placed.name]);
@@ -446,37 +546,88 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
   if (!context.dryRun && !context.lockHeld) {
     held.lock = acquireLock(settings.dir, 'backup-database');
     const was = held.lock.tookOverFrom;
-    if (was) log.warn(`Took over a stale lock of ${was.command} (pid ${was.pid}, started ${was.started}): that run is gone`);
+    if (was)
+      log.warn(`Took over a stale lock of ${was.command} (pid ${was.pid}, started ${was.started}): that run is gone`);
   }
   try {
     const pre = await preflight(context, held);
     const summary = { format, recipients, leftoversRemoved: pre.leftoversRemoved };
     if (context.dryRun) {
-      log.info(`Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(run.started, format, run.encrypted))}${run.encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`);
+      log.info(
+        `Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(run.started, format, run.encrypted))}${run.encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`,
+      );
       const durationsMs = { total: now().getTime() - run.started.getTime(), dump: 0, fingerprint: null };
-      return { ...summary, dryRun: true, file: undefined, path: undefined, size: undefined, sha256: undefined, sequence: undefined, fingerprint: null, durationsMs, rotated: [], rotationHeld: [], warnings: [] };
+      return {
+        ...summary,
+        dryRun: true,
+        file: undefined,
+        path: undefined,
+        size: undefined,
+        sha256: undefined,
+        sequence: undefined,
+        fingerprint: null,
+        durationsMs,
+        rotated: [],
+        rotationHeld: [],
+        warnings: [],
+      };
     }
     if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
     // Read while the dump runs: what pg_dump leaves out of the dump, for the manifest.
-    const properties = recordDatabaseProperties(context.$, { docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName }, log);
+    const properties = recordDatabaseProperties(
+      context.$,
+      { docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName },
+      log,
+    );
     const snapshot = await awaitSnapshot(context, pre);
-    const { dump, fingerprint, durations } = await dumpAndFingerprint(context, run, held, pre.docker, snapshot, held.temp);
+    const { dump, fingerprint, durations } = await dumpAndFingerprint(
+      context,
+      run,
+      held,
+      pre.docker,
+      snapshot,
+      held.temp,
+    );
     verifyDump(log, run, dump, fingerprint);
     const databaseProperties = await properties;
-    const placed = placePhase(context, run, held.temp, { dump, fingerprint, snapshot, state: pre.state, durations, databaseProperties });
+    const placed = placePhase(context, run, held.temp, {
+      dump,
+      fingerprint,
+      snapshot,
+      state: pre.state,
+      durations,
+      databaseProperties,
+    });
     held.temp = undefined;
     const rotation = rotatePhase(context, run, placed);
     updateStatus(settings.dir, (status) => {
-      const last = { time: run.started.toISOString(), durationMs: durations.total, file: placed.name, size: dump.bytes, sha256: dump.sha256, fingerprint: fingerprint?.sha256 ?? null };
-      return { ...status, lastRun: { ...last, ok: true }, lastSuccess: last, backups: rotation.onDisk, rotation: rotation.rotation };
+      const last = {
+        time: run.started.toISOString(),
+        durationMs: durations.total,
+        file: placed.name,
+        size: dump.bytes,
+        sha256: dump.sha256,
+        fingerprint: fingerprint?.sha256 ?? null,
+      };
+      return {
+        ...status,
+        lastRun: { ...last, ok: true },
+        lastSuccess: last,
+        backups: rotation.onDisk,
+        rotation: rotation.rotation,
+      };
     });
     await held.startPing;
     // Deploy's backup (the one with a tee) runs while the writers are stopped: the next scheduled
     // run's catch-up copies it off-site.
     const offsite = context.tee ? undefined : await copyOffsite({ settings, log, newFile: placed.name, now });
     await sendPing(settings.pingUrl, offsite?.ok === false ? 'fail' : 'success', log);
-    log.info(offsite?.ok === false ? `Backup completed locally (${placed.name} is good); the off-site copy failed` : 'Backup completed successfully');
+    log.info(
+      offsite?.ok === false
+        ? `Backup completed locally (${placed.name} is good); the off-site copy failed`
+        : 'Backup completed successfully',
+    );
     return {
       ...summary,
       dryRun: false,
@@ -516,7 +667,11 @@ async function recordFailure(context: BackupContext, run: RunFacts, held: RunRes
   log.error(`Backup failed: ${message}`);
   try {
     updateStatus(settings.dir, (status) => {
-      const last = { time: run.started.toISOString(), durationMs: run.now().getTime() - run.started.getTime(), error: message };
+      const last = {
+        time: run.started.toISOString(),
+        durationMs: run.now().getTime() - run.started.getTime(),
+        error: message,
+      };
       return { ...status, lastRun: { ...last, ok: false }, lastFailure: last };
     });
   } catch (statusError) {

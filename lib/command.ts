@@ -62,10 +62,14 @@ export function allFlags(spec: CommandSpec): FlagSpec[] {
 }
 
 /** Parses argv against a command's flags; pure, so tests pass arrays. Bad usage throws UsageError. */
-export function parseCommandLine(spec: CommandSpec, argv: string[]): { flags: Record<string, string | boolean | undefined>; positionals: string[] } {
+export function parseCommandLine(
+  spec: CommandSpec,
+  argv: string[],
+): { flags: Record<string, string | boolean | undefined>; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
-  for (const flag of allFlags(spec)) options[flag.name] = flag.short ? { type: flag.type, short: flag.short } : { type: flag.type };
-  let parsed;
+  for (const flag of allFlags(spec))
+    options[flag.name] = flag.short ? { type: flag.type, short: flag.short } : { type: flag.type };
+  let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
   } catch (error) {
@@ -78,7 +82,10 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): { flags: Re
       `Run '${spec.name} --help' for the usage.`,
     );
   }
-  return { flags: { ...parsed.values } as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
+  return {
+    flags: { ...parsed.values } as Record<string, string | boolean | undefined>,
+    positionals: parsed.positionals,
+  };
 }
 
 const exitCodeHelp = [
@@ -95,9 +102,17 @@ export function renderHelp(spec: CommandSpec): string {
   const settingRows = spec.settings.map((key) => {
     const s = settingSpec(key);
     const fallback = s.defaultValue('<dir>');
-    return { label: `--${s.flag} ${s.valueName}`, text: `${s.description}\n[env ${s.env}; default: ${fallback || 'none'}]` };
+    return {
+      label: `--${s.flag} ${s.valueName}`,
+      text: `${s.description}\n[env ${s.env}; default: ${fallback || 'none'}]`,
+    };
   });
-  const rows = [...own.map((f) => ({ label: label(f), text: f.description + (f.defaultText ? ` [default: ${f.defaultText}]` : '') }))];
+  const rows = [
+    ...own.map((f) => ({
+      label: label(f),
+      text: f.description + (f.defaultText ? ` [default: ${f.defaultText}]` : ''),
+    })),
+  ];
   const width = Math.max(...[...rows, ...settingRows].map((r) => r.label.length)) + 2;
   const fmt = (r: { label: string; text: string }) =>
     r.text
@@ -128,7 +143,10 @@ export function renderHelp(spec: CommandSpec): string {
  * Builds a Command from its spec and body: --help and --version answer before anything else,
  * then settings are resolved (bad ones exit 2 before anything is touched) and the body runs.
  */
-export function defineCommand(spec: CommandSpec, body: (invocation: Invocation) => Promise<void>): Command & { spec: CommandSpec } {
+export function defineCommand(
+  spec: CommandSpec,
+  body: (invocation: Invocation) => Promise<void>,
+): Command & { spec: CommandSpec } {
   return {
     name: spec.name,
     spec,

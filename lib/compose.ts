@@ -26,9 +26,23 @@ export async function detectCompose($: Shell, docker: string): Promise<ComposeCo
 }
 
 /** Runs a compose subcommand for a project; throws a CliError with compose's message on failure. */
-export async function compose($: Shell, command: ComposeCommand, project: string, file: string, projectDir: string, args: string[], timeout: Duration = '600s'): Promise<string> {
-  const out = await $({ nothrow: true, timeout })`${command} -p ${project} -f ${file} --project-directory ${projectDir} ${args}`;
-  if (out.exitCode !== 0) throw new CliError(`docker compose ${args.join(' ')} (project ${project}) failed: ${out.stderr.trim().split('\n').slice(-5).join(' | ')}`);
+export async function compose(
+  $: Shell,
+  command: ComposeCommand,
+  project: string,
+  file: string,
+  projectDir: string,
+  args: string[],
+  timeout: Duration = '600s',
+): Promise<string> {
+  const out = await $({
+    nothrow: true,
+    timeout,
+  })`${command} -p ${project} -f ${file} --project-directory ${projectDir} ${args}`;
+  if (out.exitCode !== 0)
+    throw new CliError(
+      `docker compose ${args.join(' ')} (project ${project}) failed: ${out.stderr.trim().split('\n').slice(-5).join(' | ')}`,
+    );
   return out.stdout;
 }
 
@@ -41,7 +55,9 @@ export interface ComposeService {
   [key: string]: unknown;
 }
 /** A service's volume entry: `source:target[:mode]` or the long form. */
-export type ComposeVolumeMount = string | { type?: string; source?: string; target?: string; read_only?: boolean; [key: string]: unknown };
+export type ComposeVolumeMount =
+  | string
+  | { type?: string; source?: string; target?: string; read_only?: boolean; [key: string]: unknown };
 export interface ComposeFile {
   services: Record<string, ComposeService>;
   volumes?: Record<string, ComposeVolumeSpec | null> | null;
@@ -65,20 +81,33 @@ export function readComposeFile(path: string): ComposeFile {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new UsageError(`cannot read the compose file ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, 'Point --compose-file (DOCKER_COMPOSE_FILE on the workstation) at the stack\'s docker-compose file.');
+    throw new UsageError(
+      `cannot read the compose file ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`,
+      "Point --compose-file (DOCKER_COMPOSE_FILE on the workstation) at the stack's docker-compose file.",
+    );
   }
   let doc: unknown;
   try {
     doc = parse(text);
   } catch (error) {
-    throw new UsageError(`the compose file ${path} is not valid YAML: ${errorText(error).split('\n')[0]}`, 'Fix the file (docker compose -f FILE config shows where) and deploy again.');
+    throw new UsageError(
+      `the compose file ${path} is not valid YAML: ${errorText(error).split('\n')[0]}`,
+      'Fix the file (docker compose -f FILE config shows where) and deploy again.',
+    );
   }
   const services = (doc as { services?: unknown } | null)?.services;
   if (!doc || typeof doc !== 'object' || !services || typeof services !== 'object' || Array.isArray(services)) {
-    throw new UsageError(`the compose file ${path} has no services`, 'It must be a Compose file with a `services:` map (the game\'s docker-compose.qnap.yml).');
+    throw new UsageError(
+      `the compose file ${path} has no services`,
+      "It must be a Compose file with a `services:` map (the game's docker-compose.qnap.yml).",
+    );
   }
   for (const [name, spec] of Object.entries(services as Record<string, unknown>)) {
-    if (!spec || typeof spec !== 'object' || Array.isArray(spec)) throw new UsageError(`the compose file ${path}: service '${name}' has no body`, `Give '${name}' its settings (image:, volumes: ...) or remove it.`);
+    if (!spec || typeof spec !== 'object' || Array.isArray(spec))
+      throw new UsageError(
+        `the compose file ${path}: service '${name}' has no body`,
+        `Give '${name}' its settings (image:, volumes: ...) or remove it.`,
+      );
   }
   return doc as ComposeFile;
 }
@@ -95,7 +124,10 @@ function dependenciesOf(spec: ComposeService): Array<{ service: string; healthy:
   const deps = spec.depends_on;
   if (Array.isArray(deps)) return deps.map((service) => ({ service: String(service), healthy: false }));
   if (deps && typeof deps === 'object') {
-    return Object.entries(deps as Record<string, { condition?: string } | null>).map(([service, how]) => ({ service, healthy: how?.condition === 'service_healthy' }));
+    return Object.entries(deps as Record<string, { condition?: string } | null>).map(([service, how]) => ({
+      service,
+      healthy: how?.condition === 'service_healthy',
+    }));
   }
   return [];
 }
@@ -104,22 +136,35 @@ function dependenciesOf(spec: ComposeService): Array<{ service: string; healthy:
  * The services of a compose file with their canonical container names, in the order Compose
  * starts them (each after what it depends on), so the deployment can start them the same way.
  */
-export function readComposeServices(path: string, dbService: string, dbContainer: string, baseProject: string): ComposeServiceInfo[] {
+export function readComposeServices(
+  path: string,
+  dbService: string,
+  dbContainer: string,
+  baseProject: string,
+): ComposeServiceInfo[] {
   const specs = readComposeFile(path).services;
   const services = Object.keys(specs);
   if (!services.includes(dbService)) {
-    throw new CliError(`the compose file ${path} has no service '${dbService}'`, { advice: `Name the database service with --db-service (services: ${services.join(', ')}).` });
+    throw new CliError(`the compose file ${path} has no service '${dbService}'`, {
+      advice: `Name the database service with --db-service (services: ${services.join(', ')}).`,
+    });
   }
   const ordered: ComposeServiceInfo[] = [];
   const visiting = new Set<string>();
   const visit = (service: string) => {
     if (ordered.some((s) => s.service === service) || !specs[service]) return;
-    if (visiting.has(service)) throw new CliError(`the compose file ${path} has a depends_on cycle through '${service}'`);
+    if (visiting.has(service))
+      throw new CliError(`the compose file ${path} has a depends_on cycle through '${service}'`);
     visiting.add(service);
     const dependsOn = dependenciesOf(specs[service]!);
     for (const dep of dependsOn) visit(dep.service);
     visiting.delete(service);
-    ordered.push({ service, canonicalName: service === dbService ? dbContainer : (specs[service]!.container_name ?? `${baseProject}-${service}`), dependsOn });
+    ordered.push({
+      service,
+      canonicalName:
+        service === dbService ? dbContainer : (specs[service]!.container_name ?? `${baseProject}-${service}`),
+      dependsOn,
+    });
   };
   for (const service of services) visit(service);
   return ordered;
@@ -144,8 +189,14 @@ export interface SlotCopy {
   to: string;
 }
 
-const portList = (ports: unknown) => (Array.isArray(ports) ? ports.map((p) => (typeof p === 'object' && p ? JSON.stringify(p) : String(p))).join(', ') : String(ports));
-const unbound = (spec: ComposeService) => (['none', 'host'].includes(String(spec.network_mode)) ? ` (under network_mode: ${String(spec.network_mode)} Docker binds none of them anyway)` : '');
+const portList = (ports: unknown) =>
+  Array.isArray(ports)
+    ? ports.map((p) => (typeof p === 'object' && p ? JSON.stringify(p) : String(p))).join(', ')
+    : String(ports);
+const unbound = (spec: ComposeService) =>
+  ['none', 'host'].includes(String(spec.network_mode))
+    ? ` (under network_mode: ${String(spec.network_mode)} Docker binds none of them anyway)`
+    : '';
 
 /**
  * Published ports: the new database runs beside the live one until the release, so it publishes
@@ -166,8 +217,15 @@ function slotPorts(service: string, spec: ComposeService, dbService: string): st
 function slotImage(service: string, spec: ComposeService, images: Record<string, string>): string | undefined {
   if (!spec.build || spec.image) return undefined;
   const tag = images[service];
-  const build = typeof spec.build === 'string' ? `context ${spec.build}` : Object.entries(spec.build as Record<string, unknown>).filter(([k]) => k !== 'args').map(([k, v]) => `${k} ${String(v)}`).join(', ');
-  if (!tag) return `the '${service}' service builds (${build}) and no image was given: Compose builds it here when the slot is created (deploy-to-qnap from the workstation ships a content-tagged image instead)`;
+  const build =
+    typeof spec.build === 'string'
+      ? `context ${spec.build}`
+      : Object.entries(spec.build as Record<string, unknown>)
+          .filter(([k]) => k !== 'args')
+          .map(([k, v]) => `${k} ${String(v)}`)
+          .join(', ');
+  if (!tag)
+    return `the '${service}' service builds (${build}) and no image was given: Compose builds it here when the slot is created (deploy-to-qnap from the workstation ships a content-tagged image instead)`;
   delete spec.build;
   spec.image = tag;
   return `the '${service}' service builds (${build}): this slot runs the image ${tag} instead (built for this NAS, tagged by its content)`;
@@ -190,8 +248,12 @@ function slotBinds(doc: ComposeFile, options: SlotFileOptions, copies: SlotCopy[
       const synced = `${syncRoot(projectDir)}/${path}`;
       const from = existsSync(synced) ? synced : `${projectDir}/${path}`;
       if (!copies.some((c) => c.to === to)) copies.push({ from, to });
-      notes.push(`the '${service}' service bind-mounts ${mount.source}: this slot mounts its own copy ${to} (of ${from}${from === synced ? ', what deploy-to-qnap synced from the workstation' : ''}), so the live slot's files do not change before the switch`);
-      return typeof entry === 'string' ? `${to}:${mount.target}${mount.readOnly ? ':ro' : ''}` : { ...entry, source: to };
+      notes.push(
+        `the '${service}' service bind-mounts ${mount.source}: this slot mounts its own copy ${to} (of ${from}${from === synced ? ', what deploy-to-qnap synced from the workstation' : ''}), so the live slot's files do not change before the switch`,
+      );
+      return typeof entry === 'string'
+        ? `${to}:${mount.target}${mount.readOnly ? ':ro' : ''}`
+        : { ...entry, source: to };
     });
   }
   return notes;
@@ -204,7 +266,10 @@ function slotBinds(doc: ComposeFile, options: SlotFileOptions, copies: SlotCopy[
  * copy, and its database service mounts only storage the slot owns (slot-storage.ts). `warnings`
  * are the storage notes; `deviations` every other change to the file, with its reason.
  */
-export function slotComposeFile(basePath: string, options: SlotFileOptions): { yaml: string; deviations: string[]; copies: SlotCopy[] } & SlotStorage {
+export function slotComposeFile(
+  basePath: string,
+  options: SlotFileOptions,
+): { yaml: string; deviations: string[]; copies: SlotCopy[] } & SlotStorage {
   const doc = readComposeFile(basePath);
   const deviations: string[] = [];
   const copies: SlotCopy[] = [];
@@ -219,20 +284,38 @@ export function slotComposeFile(basePath: string, options: SlotFileOptions): { y
   deviations.push(...slotBinds(doc, options, copies));
   const storage = isolateSlotStorage(doc, options.dbService, options.slotId);
   // YAML 1.1 output: Compose v1 reads YAML 1.1, where an unquoted off or yes is a boolean.
-  return { yaml: stringify(doc, { version: '1.1' }), warnings: storage.warnings, folders: storage.folders, deviations, copies };
+  return {
+    yaml: stringify(doc, { version: '1.1' }),
+    warnings: storage.warnings,
+    folders: storage.folders,
+    deviations,
+    copies,
+  };
 }
 
 /** Makes the slot's copies of its relative bind mounts (modes and links kept); the source must exist. */
 export function copySlotSources(copies: SlotCopy[]): void {
   for (const { from, to } of copies) {
-    if (!existsSync(from)) throw new CliError(`the bind-mounted source ${from} does not exist on the NAS`, { advice: 'Deploy from the workstation (it syncs the sources), or put the folder there. The live deployment was not touched.' });
+    if (!existsSync(from))
+      throw new CliError(`the bind-mounted source ${from} does not exist on the NAS`, {
+        advice:
+          'Deploy from the workstation (it syncs the sources), or put the folder there. The live deployment was not touched.',
+      });
     mkdirSync(dirname(to), { recursive: true, mode: 0o700 });
-    cpSync(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true, force: false });
+    cpSync(from, to, {
+      recursive: true,
+      preserveTimestamps: true,
+      verbatimSymlinks: true,
+      errorOnExist: true,
+      force: false,
+    });
   }
 }
 
 /** Services that run once and exit (migrations, seeds): no restart policy, or `restart: "no"`. */
 export function oneShotServices(path: string): string[] {
   const specs = readComposeFile(path).services;
-  return Object.keys(specs).filter((name) => [undefined, 'no', false].includes(specs[name]!.restart as string | undefined));
+  return Object.keys(specs).filter((name) =>
+    [undefined, 'no', false].includes(specs[name]!.restart as string | undefined),
+  );
 }

@@ -1,7 +1,20 @@
 // setup-backup-cron's work: find the crontab (QNAP's persistent /etc/config/crontab, else the
 // user's through `crontab`), check everything cron will need, install or remove the managed
 // lines, read them back, and prove the installed command works with `backup-database --dry-run`.
-import { accessSync, chmodSync, chownSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  type Stats,
+  statSync,
+} from 'node:fs';
 import { userInfo } from 'node:os';
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -38,7 +51,16 @@ export const backupCopySuffix = '.planetarion-backup.bak';
 export const cronLogName = 'backup.log';
 /** The settings a cron line carries when they differ from what the executables would resolve by themselves. */
 // ageRecipients is carried: a key set only in this shell would otherwise leave cron's backups unencrypted.
-export const carriedSettings: readonly SettingKey[] = ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker', 'ageRecipients'];
+export const carriedSettings: readonly SettingKey[] = [
+  'dir',
+  'backupDir',
+  'logDir',
+  'container',
+  'dbUser',
+  'dbName',
+  'docker',
+  'ageRecipients',
+];
 
 /** Which crontab is edited. */
 export interface CrontabTarget {
@@ -74,26 +96,43 @@ export function detectCrontab(root: string, env: NodeJS.ProcessEnv): CrontabTarg
   const qnapFile = join(root, 'etc/config/crontab');
   const hasCrontab = findOnPath('crontab', env) !== undefined;
   if (existsSync(qnapFile)) {
-    if (!hasCrontab) throw new UsageError(`QNAP crontab ${qnapFile} found, but no 'crontab' command on PATH to load it`, `Add the folder holding crontab to PATH (PATH is ${env.PATH ?? 'unset'}).`);
+    if (!hasCrontab)
+      throw new UsageError(
+        `QNAP crontab ${qnapFile} found, but no 'crontab' command on PATH to load it`,
+        `Add the folder holding crontab to PATH (PATH is ${env.PATH ?? 'unset'}).`,
+      );
     const script = join(root, 'etc/init.d/crond.sh');
-    return { kind: 'qnap', file: qnapFile, crondScript: existsSync(script) ? script : undefined, label: `${qnapFile} (QNAP)` };
+    return {
+      kind: 'qnap',
+      file: qnapFile,
+      crondScript: existsSync(script) ? script : undefined,
+      label: `${qnapFile} (QNAP)`,
+    };
   }
   if (root !== '/') {
     // The generic mode edits this user's real crontab, which no --root can redirect.
-    throw new UsageError(`--root '${root}' holds no etc/config/crontab`, 'Point --root at a QNAP tree (with etc/config/crontab), or leave it out to edit your own crontab.');
+    throw new UsageError(
+      `--root '${root}' holds no etc/config/crontab`,
+      'Point --root at a QNAP tree (with etc/config/crontab), or leave it out to edit your own crontab.',
+    );
   }
   if (!hasCrontab) {
     throw new UsageError(
       `no crontab found: neither QNAP's ${qnapFile} nor a 'crontab' command on PATH`,
-      "On QNAP run this on the NAS itself; elsewhere install cron (Debian: apt-get install cron).",
+      'On QNAP run this on the NAS itself; elsewhere install cron (Debian: apt-get install cron).',
     );
   }
-  return { kind: 'generic', file: undefined, crondScript: undefined, label: `the crontab of user ${userInfo().username}` };
+  return {
+    kind: 'generic',
+    file: undefined,
+    crondScript: undefined,
+    label: `the crontab of user ${userInfo().username}`,
+  };
 }
 
 /** Refuses a missing or non-executable executable (exit 2), saying how to fix it. */
 export function checkExecutable(path: string, what: string, advice: string): void {
-  let stat;
+  let stat: Stats;
   try {
     stat = statSync(path);
   } catch {
@@ -109,19 +148,32 @@ export function checkExecutable(path: string, what: string, advice: string): voi
 
 /** The base dir must exist and be writable (backups, lock and status.json live there); so must the log dir if it exists. */
 export function checkDirectories(settings: Settings): void {
-  let stat;
+  let stat: Stats;
   try {
     stat = statSync(settings.dir);
   } catch {
-    throw new UsageError(`PLANETARION_DIR '${settings.dir}' does not exist`, 'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
+    throw new UsageError(
+      `PLANETARION_DIR '${settings.dir}' does not exist`,
+      'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
+    );
   }
-  if (!stat.isDirectory()) throw new UsageError(`PLANETARION_DIR '${settings.dir}' is not a directory`, 'Point PLANETARION_DIR (or --dir) at the project folder.');
-  for (const [name, dir] of [['PLANETARION_DIR', settings.dir], ['PLANETARION_LOG_DIR', settings.logDir]] as const) {
+  if (!stat.isDirectory())
+    throw new UsageError(
+      `PLANETARION_DIR '${settings.dir}' is not a directory`,
+      'Point PLANETARION_DIR (or --dir) at the project folder.',
+    );
+  for (const [name, dir] of [
+    ['PLANETARION_DIR', settings.dir],
+    ['PLANETARION_LOG_DIR', settings.logDir],
+  ] as const) {
     if (!existsSync(dir)) continue;
     try {
       accessSync(dir, constants.W_OK | constants.X_OK);
     } catch {
-      throw new UsageError(`${name} '${dir}' is not writable by this user`, `Fix its owner or mode (the backup runs as the user whose crontab this is).`);
+      throw new UsageError(
+        `${name} '${dir}' is not writable by this user`,
+        `Fix its owner or mode (the backup runs as the user whose crontab this is).`,
+      );
     }
   }
 }
@@ -131,7 +183,11 @@ export function checkDirectories(settings: Settings): void {
  * Station's folder, /usr/local/bin, /usr/bin); when that search with cron's PATH finds nothing
  * but this shell's PATH does, the line has to pin DOCKER.
  */
-export function dockerForCron(settings: Settings, root: string, env: NodeJS.ProcessEnv): { docker: string; pin: string | undefined } {
+export function dockerForCron(
+  settings: Settings,
+  root: string,
+  env: NodeJS.ProcessEnv,
+): { docker: string; pin: string | undefined } {
   if (settings.docker) return { docker: locateDocker({ explicit: settings.docker }), pin: undefined };
   try {
     return { docker: locateDocker({ env: { PATH: cronPath }, root }), pin: undefined };
@@ -167,7 +223,9 @@ export function cronAssignments(
 /** Settings given only in this shell's environment that cron's run will not see (they belong in planetarion.env). */
 export function settingsCronWillMiss(env: NodeJS.ProcessEnv): string[] {
   const ours = new Set<string>([...carriedSettings, 'schedule', 'drillSchedule']);
-  return (settingSpecs as readonly { key: string; env: string }[]).filter((s) => !ours.has(s.key) && env[s.env]).map((s) => s.env);
+  return (settingSpecs as readonly { key: string; env: string }[])
+    .filter((s) => !ours.has(s.key) && env[s.env])
+    .map((s) => s.env);
 }
 
 /** Reads the crontab: QNAP's file (byte-exact, so it must be UTF-8), or `crontab -l` (none yet = empty). */
@@ -176,7 +234,10 @@ export async function readCrontab($: Shell, target: CrontabTarget): Promise<stri
     const raw = readFileSync(target.file);
     const text = raw.toString('utf8');
     if (!Buffer.from(text, 'utf8').equals(raw)) {
-      throw new UsageError(`${target.file} holds bytes that are not UTF-8, so its other lines could not be kept byte for byte`, 'Fix the file by hand first.');
+      throw new UsageError(
+        `${target.file} holds bytes that are not UTF-8, so its other lines could not be kept byte for byte`,
+        'Fix the file by hand first.',
+      );
     }
     return text;
   }
@@ -193,7 +254,9 @@ export async function readLoadedCrontab($: Shell): Promise<string> {
   const r = await $`crontab -l`.nothrow().timeout('30s');
   if (r.exitCode === 0) return r.stdout;
   if (/no crontab for/i.test(r.stderr)) return '';
-  throw new CliError(`'crontab -l' failed (${exitText(r)}): ${r.stderr.trim()}`, { advice: 'Check that cron is installed and this user may use it.' });
+  throw new CliError(`'crontab -l' failed (${exitText(r)}): ${r.stderr.trim()}`, {
+    advice: 'Check that cron is installed and this user may use it.',
+  });
 }
 
 /** What writing the crontab did. */
@@ -205,8 +268,16 @@ export interface WriteOutcome {
 
 function cannotWrite(file: string, error: unknown): CliError {
   const code = (error as NodeJS.ErrnoException).code;
-  const why = code === 'EROFS' ? 'it is on a read-only filesystem' : code === 'EPERM' ? 'it is immutable or protected (chattr +i?)' : errorText(error);
-  return new CliError(`cannot write ${file}: ${why}; the crontab was not changed`, { cause: error, advice: 'Make it writable (as root on the NAS) and run setup-backup-cron again.' });
+  const why =
+    code === 'EROFS'
+      ? 'it is on a read-only filesystem'
+      : code === 'EPERM'
+        ? 'it is immutable or protected (chattr +i?)'
+        : errorText(error);
+  return new CliError(`cannot write ${file}: ${why}; the crontab was not changed`, {
+    cause: error,
+    advice: 'Make it writable (as root on the NAS) and run setup-backup-cron again.',
+  });
 }
 
 /**
@@ -214,11 +285,20 @@ function cannotWrite(file: string, error: unknown): CliError {
  * (mode and owner kept), `crontab <file>`, `<root>/etc/init.d/crond.sh restart`; if `crontab` refuses
  * the file, the previous one is put back. Generic: `crontab -` with the text on stdin.
  */
-export async function writeCrontab($: Shell, target: CrontabTarget, before: string, after: string, progress: (line: string) => void): Promise<WriteOutcome> {
+export async function writeCrontab(
+  $: Shell,
+  target: CrontabTarget,
+  before: string,
+  after: string,
+  progress: (line: string) => void,
+): Promise<WriteOutcome> {
   if (!target.file) {
     // A Buffer, not a string: zx never closes stdin for an empty string, and `crontab -` would wait forever.
     const r = await $({ input: Buffer.from(after, 'utf8') })`crontab -`.nothrow().timeout('30s');
-    if (r.exitCode !== 0) throw new CliError(`'crontab -' refused the new crontab (${exitText(r)}): ${r.stderr.trim()}; the crontab was not changed`);
+    if (r.exitCode !== 0)
+      throw new CliError(
+        `'crontab -' refused the new crontab (${exitText(r)}): ${r.stderr.trim()}; the crontab was not changed`,
+      );
     progress(`Installed ${target.label} with crontab -`);
     return { backupCopy: undefined, commands: ['crontab -'] };
   }
@@ -236,7 +316,8 @@ export async function writeCrontab($: Shell, target: CrontabTarget, before: stri
   const replace = (path: string, text: string) => {
     writeFileAtomic(path, text, mode);
     chmodSync(path, mode);
-    if (process.getuid?.() === 0 && (stat.uid !== process.getuid() || stat.gid !== process.getgid?.())) chownSync(path, stat.uid, stat.gid);
+    if (process.getuid?.() === 0 && (stat.uid !== process.getuid() || stat.gid !== process.getgid?.()))
+      chownSync(path, stat.uid, stat.gid);
   };
   try {
     replace(backupCopy, before);
@@ -283,9 +364,16 @@ async function reloadQnapCron($: Shell, target: CrontabTarget, undo?: () => void
  * Reads the crontab back and checks it holds exactly the expected managed lines (QNAP: the file
  * must be exactly what was written, and `crontab -l` must show the lines too).
  */
-export async function verifyCrontab($: Shell, target: CrontabTarget, expectedText: string, expected: readonly ManagedLine[]): Promise<void> {
+export async function verifyCrontab(
+  $: Shell,
+  target: CrontabTarget,
+  expectedText: string,
+  expected: readonly ManagedLine[],
+): Promise<void> {
   const fail = (where: string, problem: string) =>
-    new CliError(`verification failed: ${where}: ${problem}`, { advice: 'Check the crontab by hand (crontab -l) and run setup-backup-cron again.' });
+    new CliError(`verification failed: ${where}: ${problem}`, {
+      advice: 'Check the crontab by hand (crontab -l) and run setup-backup-cron again.',
+    });
   if (target.file) {
     const text = readFileSync(target.file, 'utf8');
     if (text !== expectedText) throw fail(target.file, 'it does not hold what was written');
@@ -304,14 +392,22 @@ export interface SelfTest {
 }
 
 /** The environment cron gives a job, plus the line's assignments. */
-export function cronJobEnvironment(assignments: ReadonlyArray<readonly [string, string]>, env: NodeJS.ProcessEnv): Record<string, string> {
+export function cronJobEnvironment(
+  assignments: ReadonlyArray<readonly [string, string]>,
+  env: NodeJS.ProcessEnv,
+): Record<string, string> {
   const base: Record<string, string> = { PATH: cronPath, SHELL: '/bin/sh', HOME: env.HOME ?? '/' };
   if (env.LOGNAME ?? env.USER) base.LOGNAME = (env.LOGNAME ?? env.USER)!;
   return { ...base, ...Object.fromEntries(assignments) };
 }
 
 /** Runs `<backup executable> --dry-run` with cron's environment and the line's assignments. */
-export async function runSelfTest($: Shell, binary: string, assignments: ReadonlyArray<readonly [string, string]>, env: NodeJS.ProcessEnv): Promise<SelfTest> {
+export async function runSelfTest(
+  $: Shell,
+  binary: string,
+  assignments: ReadonlyArray<readonly [string, string]>,
+  env: NodeJS.ProcessEnv,
+): Promise<SelfTest> {
   const r = await $({ env: cronJobEnvironment(assignments, env) })`${binary} --dry-run`.nothrow().timeout('180s');
   return { ok: r.exitCode === 0, exitCode: r.exitCode, output: (r.stderr + r.stdout).trim() };
 }
@@ -372,11 +468,28 @@ export interface CronSetupResult {
 }
 
 /** What every action's result says of the crontab: which one, and how `before` became `after`. */
-function crontabResult(action: CronSetupResult['action'], target: CrontabTarget, before: string, after: string, dryRun: boolean): Pick<CronSetupResult, 'action' | 'mode' | 'crontab' | 'dryRun' | 'changed' | 'commands' | 'timeZone'> {
-  return { action, mode: target.kind, crontab: target.file ?? 'crontab -l', dryRun, changed: before !== after, commands: [], timeZone: localTimeZone() };
+function crontabResult(
+  action: CronSetupResult['action'],
+  target: CrontabTarget,
+  before: string,
+  after: string,
+  dryRun: boolean,
+): Pick<CronSetupResult, 'action' | 'mode' | 'crontab' | 'dryRun' | 'changed' | 'commands' | 'timeZone'> {
+  return {
+    action,
+    mode: target.kind,
+    crontab: target.file ?? 'crontab -l',
+    dryRun,
+    changed: before !== after,
+    commands: [],
+    timeZone: localTimeZone(),
+  };
 }
 
-function nextRunsOf(lines: Array<{ job: ManagedJob; schedule: string | undefined }>, now: Date): Partial<Record<ManagedJob, string[]>> {
+function nextRunsOf(
+  lines: Array<{ job: ManagedJob; schedule: string | undefined }>,
+  now: Date,
+): Partial<Record<ManagedJob, string[]>> {
   const out: Partial<Record<ManagedJob, string[]>> = {};
   for (const l of lines) if (l.schedule) out[l.job] = nextRuns(l.schedule, 3, now).map((d) => d.toISOString());
   return out;
@@ -393,39 +506,72 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   const target = detectCrontab(root, env);
   checkDirectories(settings);
   const binary = resolve(options.binary ?? join(settings.dir, 'backup-database'));
-  checkExecutable(binary, 'backup executable', 'Copy the executables there (deploy-to-qnap does), or give the path of backup-database with --binary.');
+  checkExecutable(
+    binary,
+    'backup executable',
+    'Copy the executables there (deploy-to-qnap does), or give the path of backup-database with --binary.',
+  );
   const restoreBinary = join(dirname(binary), 'restore-database');
   // Encrypted backups cannot be drilled where only the public keys live (the NAS, by design):
   // a drill line would fail every week, so it is left out and the reason said.
   if (options.drill && settings.ageRecipients) {
-    options.progress('No restore-drill line: backups are encrypted (PLANETARION_AGE_RECIPIENTS) and the NAS holds no identity; run restore-database --test latest --identity FILE where the key is.');
+    options.progress(
+      'No restore-drill line: backups are encrypted (PLANETARION_AGE_RECIPIENTS) and the NAS holds no identity; run restore-database --test latest --identity FILE where the key is.',
+    );
     options = { ...options, drill: false };
   }
   if (options.drill) {
-    checkExecutable(restoreBinary, 'restore executable (for the weekly drill)', `Put restore-database beside ${binary}, or install without the drill line: --no-drill.`);
+    checkExecutable(
+      restoreBinary,
+      'restore executable (for the weekly drill)',
+      `Put restore-database beside ${binary}, or install without the drill line: --no-drill.`,
+    );
   }
   const docker = dockerForCron(settings, root, env);
   const warnings: string[] = [];
-  if (docker.pin) warnings.push(`docker is not on cron's PATH (${cronPath}) nor where Container Station puts it; the lines pin DOCKER=${docker.pin}`);
+  if (docker.pin)
+    warnings.push(
+      `docker is not on cron's PATH (${cronPath}) nor where Container Station puts it; the lines pin DOCKER=${docker.pin}`,
+    );
   warnings.push(...offsiteCronWarnings(settings, env));
-  for (const name of settingsCronWillMiss(env)) warnings.push(`${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, 'planetarion.env')}`);
+  for (const name of settingsCronWillMiss(env))
+    warnings.push(
+      `${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, 'planetarion.env')}`,
+    );
   const assignments = cronAssignments(settings, docker.pin);
   const log = join(settings.logDir, cronLogName);
-  const lines: ManagedLine[] = [{ job: 'backup', line: cronLine({ job: 'backup', schedule: settings.schedule, env: assignments, argv: [binary], log }) }];
+  const lines: ManagedLine[] = [
+    {
+      job: 'backup',
+      line: cronLine({ job: 'backup', schedule: settings.schedule, env: assignments, argv: [binary], log }),
+    },
+  ];
   if (options.drill) {
     // With off-site copies the weekly drill fetches the newest one: it proves the copy a new NAS would restore.
     const drillArgv = [restoreBinary, '--test', ...(settings.offsite ? ['--from-offsite'] : []), 'latest'];
-    lines.push({ job: 'drill', line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: drillArgv, log }) });
+    lines.push({
+      job: 'drill',
+      line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: drillArgv, log }),
+    });
   }
 
   const before = await readCrontab($, target);
   const takeover = await planTakeover($, target, before, settings.dir);
   const after = planCrontab(takeover.text, lines);
-  for (const line of foreignBackupLines(after)) warnings.push(`another line also runs a backup; remove it unless it is meant to run beside the managed one: ${line.trim()}`);
+  for (const line of foreignBackupLines(after))
+    warnings.push(
+      `another line also runs a backup; remove it unless it is meant to run beside the managed one: ${line.trim()}`,
+    );
   const result: CronSetupResult = {
     ...crontabResult('install', target, before, after, options.dryRun),
     lines,
-    nextRuns: nextRunsOf([{ job: 'backup', schedule: settings.schedule }, ...(options.drill ? [{ job: 'drill' as const, schedule: settings.drillSchedule }] : [])], now),
+    nextRuns: nextRunsOf(
+      [
+        { job: 'backup', schedule: settings.schedule },
+        ...(options.drill ? [{ job: 'drill' as const, schedule: settings.drillSchedule }] : []),
+      ],
+      now,
+    ),
     diff: crontabDiff(before, after, target.file ?? 'crontab'),
     warnings,
     oldScripts: takeover.oldScripts,
@@ -437,7 +583,10 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
     try {
       mkdirSync(settings.logDir, { recursive: true, mode: 0o700 });
     } catch (error) {
-      throw new CliError(`cannot create the log folder ${settings.logDir}: ${errorText(error)}; the crontab was not changed`, { cause: error });
+      throw new CliError(
+        `cannot create the log folder ${settings.logDir}: ${errorText(error)}; the crontab was not changed`,
+        { cause: error },
+      );
     }
     if (result.changed) {
       const outcome = await writeCrontab($, target, before, after, progress);
@@ -456,7 +605,9 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
         await verifyCrontab($, target, after, lines);
       }
     } else await verifyCrontab($, target, after, lines);
-    progress(`Verified: ${target.label} holds the ${lines.map((l) => l.job).join(' and ')} line${lines.length > 1 ? 's' : ''}`);
+    progress(
+      `Verified: ${target.label} holds the ${lines.map((l) => l.job).join(' and ')} line${lines.length > 1 ? 's' : ''}`,
+    );
     // Only once the managed line runs: the old line, if it still ran, would find its script gone.
     result.oldScripts!.scripts = moveOldScripts(settings.dir).moved.map((m) => basename(m.from));
     reportTakeover(result, target, progress);
@@ -473,7 +624,12 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
  * only the running cron holds, recorded in the file), and the scripts in the NAS folder that
  * will move to old-scripts/.
  */
-async function planTakeover($: Shell, target: CrontabTarget, before: string, dir: string): Promise<{ text: string; oldScripts: NonNullable<CronSetupResult['oldScripts']> }> {
+async function planTakeover(
+  $: Shell,
+  target: CrontabTarget,
+  before: string,
+  dir: string,
+): Promise<{ text: string; oldScripts: NonNullable<CronSetupResult['oldScripts']> }> {
   // QNAP: the old setup script loaded its line with `crontab -` only, so the file may lack it.
   const loadedOnly = target.file ? oldScriptLines(await readLoadedCrontab($)) : [];
   const { text, retired } = retireOldScriptLines(before, loadedOnly);
@@ -486,15 +642,25 @@ function reportTakeover(result: CronSetupResult, target: CrontabTarget, progress
   if (!old) return;
   const install = result.action === 'install';
   for (const line of old.lines) {
-    progress(install ? `Took over the old scripts' cron line (kept commented out in ${target.label}; --uninstall puts it back): ${line}` : `Put back the old scripts' cron line: ${line}`);
+    progress(
+      install
+        ? `Took over the old scripts' cron line (kept commented out in ${target.label}; --uninstall puts it back): ${line}`
+        : `Put back the old scripts' cron line: ${line}`,
+    );
   }
   if (old.scripts.length) {
-    progress(install ? `Moved the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}` : `Moved the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`);
+    progress(
+      install
+        ? `Moved the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}`
+        : `Moved the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`,
+    );
   }
 }
 
 /** Removes the managed lines and undoes a takeover of the old scripts (their cron line and the scripts back), nothing else. */
-export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'dryRun' | 'progress' | 'settings'>): Promise<CronSetupResult> {
+export async function uninstallBackupCron(
+  options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'dryRun' | 'progress' | 'settings'>,
+): Promise<CronSetupResult> {
   const { $, env, root, progress } = options;
   const target = detectCrontab(root, env);
   const before = await readCrontab($, target);
@@ -524,19 +690,27 @@ export async function uninstallBackupCron(options: Pick<CronSetupOptions, '$' | 
 }
 
 /** The installed managed lines, their next runs and the last backup's result. */
-export async function backupCronStatus(options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'settings' | 'progress'> & { now?: Date }): Promise<CronSetupResult> {
+export async function backupCronStatus(
+  options: Pick<CronSetupOptions, '$' | 'env' | 'root' | 'settings' | 'progress'> & { now?: Date },
+): Promise<CronSetupResult> {
   const target = detectCrontab(options.root, options.env);
   const text = await readCrontab(options.$, target);
   const found = findManagedLines(text);
   const warnings: string[] = [];
   if (target.file) {
     const loaded = findManagedLines(await readLoadedCrontab(options.$));
-    const same = (a: FoundLine[], b: FoundLine[]) => a.map((l) => l.line).join('\n') === b.map((l) => l.line).join('\n');
-    if (!same(found, loaded)) warnings.push(`the running cron (crontab -l) does not hold the same managed lines as ${target.file}; run setup-backup-cron again`);
+    const same = (a: FoundLine[], b: FoundLine[]) =>
+      a.map((l) => l.line).join('\n') === b.map((l) => l.line).join('\n');
+    if (!same(found, loaded))
+      warnings.push(
+        `the running cron (crontab -l) does not hold the same managed lines as ${target.file}; run setup-backup-cron again`,
+      );
   }
-  for (const line of oldScriptLines(text)) warnings.push(`the old scripts' line still runs a backup; run setup-backup-cron to replace it: ${line.trim()}`);
+  for (const line of oldScriptLines(text))
+    warnings.push(`the old scripts' line still runs a backup; run setup-backup-cron to replace it: ${line.trim()}`);
   for (const job of ['backup', 'drill'] as const) {
-    if (found.filter((l) => l.job === job).length > 1) warnings.push(`the ${job} line is there more than once; run setup-backup-cron again to fix it`);
+    if (found.filter((l) => l.job === job).length > 1)
+      warnings.push(`the ${job} line is there more than once; run setup-backup-cron again to fix it`);
   }
   for (const w of warnings) options.progress(`Warning: ${w}`);
   return {
@@ -549,12 +723,18 @@ export async function backupCronStatus(options: Pick<CronSetupOptions, '$' | 'en
   };
 }
 
-const indent = (text: string, by = '    ') => text.split('\n').map((l) => by + l).join('\n');
+const indent = (text: string, by = '    ') =>
+  text
+    .split('\n')
+    .map((l) => by + l)
+    .join('\n');
 
 function renderNextRuns(result: CronSetupResult): string[] {
   const out: string[] = [];
   for (const [job, runs] of Object.entries(result.nextRuns)) {
-    out.push(`Next ${job === 'backup' ? 'backups' : 'restore drills'} (${result.timeZone}): ${runs.map((r) => formatRun(new Date(r))).join(', ')}`);
+    out.push(
+      `Next ${job === 'backup' ? 'backups' : 'restore drills'} (${result.timeZone}): ${runs.map((r) => formatRun(new Date(r))).join(', ')}`,
+    );
   }
   return out;
 }
@@ -566,11 +746,23 @@ function renderOldScripts(result: CronSetupResult): string[] {
   const out: string[] = [];
   const would = result.dryRun;
   if (result.action === 'install') {
-    if (old.lines.length) out.push(`${would ? 'Would replace' : 'Replaced'} the old scripts' cron line${old.lines.length > 1 ? 's' : ''} by the managed one (kept commented out; --uninstall puts ${old.lines.length > 1 ? 'them' : 'it'} back):`, ...old.lines.map((l) => `  ${l}`));
-    if (old.scripts.length) out.push(`${would ? 'Would move' : 'Moved'} the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}`);
+    if (old.lines.length)
+      out.push(
+        `${would ? 'Would replace' : 'Replaced'} the old scripts' cron line${old.lines.length > 1 ? 's' : ''} by the managed one (kept commented out; --uninstall puts ${old.lines.length > 1 ? 'them' : 'it'} back):`,
+        ...old.lines.map((l) => `  ${l}`),
+      );
+    if (old.scripts.length)
+      out.push(
+        `${would ? 'Would move' : 'Moved'} the old scripts to ${old.folder}/ (--uninstall moves them back): ${old.scripts.join(', ')}`,
+      );
   } else {
-    if (old.lines.length) out.push(`${would ? 'Would put' : 'Put'} back the old scripts' cron line${old.lines.length > 1 ? 's' : ''}:`, ...old.lines.map((l) => `  ${l}`));
-    if (old.scripts.length) out.push(`${would ? 'Would move' : 'Moved'} the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`);
+    if (old.lines.length)
+      out.push(
+        `${would ? 'Would put' : 'Put'} back the old scripts' cron line${old.lines.length > 1 ? 's' : ''}:`,
+        ...old.lines.map((l) => `  ${l}`),
+      );
+    if (old.scripts.length)
+      out.push(`${would ? 'Would move' : 'Moved'} the old scripts back from ${old.folder}/: ${old.scripts.join(', ')}`);
   }
   return out;
 }
@@ -580,11 +772,12 @@ export function renderCronSetup(result: CronSetupResult): string {
   const out: string[] = [];
   const where = result.mode === 'qnap' ? result.crontab : 'the user crontab';
   if (result.action === 'status') {
-    out.push(`Crontab: ${result.mode === 'qnap' ? `${result.crontab} (QNAP)` : 'this user\'s crontab (crontab -l)'}`);
+    out.push(`Crontab: ${result.mode === 'qnap' ? `${result.crontab} (QNAP)` : "this user's crontab (crontab -l)"}`);
     for (const job of ['backup', 'drill'] as const) {
       const lines = result.lines.filter((l) => l.job === job);
       if (lines.length === 0) out.push(`${job}: not installed`);
-      for (const l of lines) out.push(`${job}: ${l.disabled ? 'installed but commented out (disabled)' : 'installed'}`, `    ${l.line}`);
+      for (const l of lines)
+        out.push(`${job}: ${l.disabled ? 'installed but commented out (disabled)' : 'installed'}`, `    ${l.line}`);
     }
     out.push(...renderNextRuns(result));
     const s = result.status ?? {};
@@ -596,14 +789,28 @@ export function renderCronSetup(result: CronSetupResult): string {
           ? `Last backup: succeeded at ${formatTimestamp(new Date(run.time))}${run.file ? `: ${run.file}` : ''}${run.size !== undefined ? ` (${run.size} bytes)` : ''}`
           : `Last backup: FAILED at ${formatTimestamp(new Date(run.time))}: ${run.error ?? 'see backup.log'}`,
       );
-      if (!run.ok && s.lastSuccess) out.push(`Last successful backup: ${formatTimestamp(new Date(s.lastSuccess.time))}${s.lastSuccess.file ? `: ${s.lastSuccess.file}` : ''}`);
+      if (!run.ok && s.lastSuccess)
+        out.push(
+          `Last successful backup: ${formatTimestamp(new Date(s.lastSuccess.time))}${s.lastSuccess.file ? `: ${s.lastSuccess.file}` : ''}`,
+        );
     }
-    if (s.lastDrill) out.push(`Last restore drill: ${s.lastDrill.passed ? 'passed' : 'FAILED'} at ${formatTimestamp(new Date(s.lastDrill.time))} on ${s.lastDrill.file}${s.lastDrill.passed ? '' : `: ${s.lastDrill.detail}`}`);
+    if (s.lastDrill)
+      out.push(
+        `Last restore drill: ${s.lastDrill.passed ? 'passed' : 'FAILED'} at ${formatTimestamp(new Date(s.lastDrill.time))} on ${s.lastDrill.file}${s.lastDrill.passed ? '' : `: ${s.lastDrill.detail}`}`,
+      );
   } else if (result.dryRun) {
-    out.push(result.changed ? `Dry run: ${where} would change like this (nothing was written):` : `Dry run: ${where} already holds this; nothing would change.`);
+    out.push(
+      result.changed
+        ? `Dry run: ${where} would change like this (nothing was written):`
+        : `Dry run: ${where} already holds this; nothing would change.`,
+    );
     if (result.diff) out.push(result.diff.replace(/\n$/, ''));
   } else if (result.action === 'uninstall') {
-    out.push(result.changed ? `Removed ${result.lines.length} managed line${result.lines.length === 1 ? '' : 's'} from ${where}.` : `No managed line in ${where}; nothing removed.`);
+    out.push(
+      result.changed
+        ? `Removed ${result.lines.length} managed line${result.lines.length === 1 ? '' : 's'} from ${where}.`
+        : `No managed line in ${where}; nothing removed.`,
+    );
   } else {
     out.push(`${result.changed ? 'Installed in' : 'Already installed in'} ${where}:`);
     for (const l of result.lines) out.push(`  ${l.job}: ${l.line}`);
@@ -622,7 +829,7 @@ export function renderCronSetup(result: CronSetupResult): string {
         : `Self test FAILED (backup-database --dry-run with cron's environment, exit ${result.selfTest.exitCode}):\n${indent(result.selfTest.output)}`,
     );
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /** The error for a failed self test: the lines stay installed, and the message says so. */
@@ -631,7 +838,10 @@ export function selfTestFailure(result: CronSetupResult): CliError {
     result.dryRun
       ? `the self test (backup-database --dry-run) failed with exit ${result.selfTest?.exitCode}; nothing was changed`
       : `the self test (backup-database --dry-run) failed with exit ${result.selfTest?.exitCode}; the cron lines ARE installed and will fail the same way until this is fixed`,
-    { exitCode: ExitCode.failed, advice: 'Fix the problem shown above, then run setup-backup-cron again (or backup-database --dry-run) to check.' },
+    {
+      exitCode: ExitCode.failed,
+      advice: 'Fix the problem shown above, then run setup-backup-cron again (or backup-database --dry-run) to check.',
+    },
   );
 }
 
@@ -639,6 +849,10 @@ export function selfTestFailure(result: CronSetupResult): CliError {
 export function resolveRoot(raw: string | undefined): string {
   if (raw === undefined) return '/';
   const root = isAbsolute(raw) ? raw : resolve(raw);
-  if (!existsSync(root) || !statSync(root).isDirectory()) throw new UsageError(`--root '${raw}' is not a directory`, 'Give the folder that stands for / (e.g. a mounted image).');
+  if (!existsSync(root) || !statSync(root).isDirectory())
+    throw new UsageError(
+      `--root '${raw}' is not a directory`,
+      'Give the folder that stands for / (e.g. a mounted image).',
+    );
   return root;
 }

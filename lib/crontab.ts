@@ -70,7 +70,15 @@ export function cronLine(job: CronJob): string {
   for (const [, value] of job.env) assertCronSafe(value);
   for (const value of [...job.argv, job.log]) assertCronSafe(value);
   const env = job.env.map(([key, value]) => `${key}=${quotePosix(value)}`);
-  return [job.schedule, ...env, ...job.argv.map(quotePosix), '>>', quotePosix(job.log), '2>&1', managedMarker(job.job)].join(' ');
+  return [
+    job.schedule,
+    ...env,
+    ...job.argv.map(quotePosix),
+    '>>',
+    quotePosix(job.log),
+    '2>&1',
+    managedMarker(job.job),
+  ].join(' ');
 }
 
 /** A crontab split into lines, each with its own terminator ('' only for a last line without one). */
@@ -101,7 +109,8 @@ export function planCrontab(old: string, desired: readonly ManagedLine[]): strin
   const pending = new Map<ManagedJob, string>();
   for (const d of desired) {
     if (pending.has(d.job)) throw new Error(`planCrontab: job '${d.job}' given twice`);
-    if (managedJobOf(d.line) !== d.job) throw new Error(`planCrontab: the line for '${d.job}' does not end with its marker`);
+    if (managedJobOf(d.line) !== d.job)
+      throw new Error(`planCrontab: the line for '${d.job}' does not end with its marker`);
     pending.set(d.job, d.line);
   }
   const out: Line[] = [];
@@ -117,7 +126,8 @@ export function planCrontab(old: string, desired: readonly ManagedLine[]): strin
       pending.delete(job);
     }
   }
-  if (pending.size > 0 && out.length > 0 && out[out.length - 1]!.eol === '') out[out.length - 1] = { ...out[out.length - 1]!, eol: '\n' };
+  if (pending.size > 0 && out.length > 0 && out[out.length - 1]!.eol === '')
+    out[out.length - 1] = { ...out[out.length - 1]!, eol: '\n' };
   for (const d of desired) if (pending.has(d.job)) out.push({ text: d.line, eol: '\n' });
   return joinLines(out);
 }
@@ -168,7 +178,8 @@ function diffOps(a: string[], b: string[]): Array<{ op: ' ' | '-' | '+'; line: s
   const m = b.length;
   const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
   for (let i = n - 1; i >= 0; i--) {
-    for (let j = m - 1; j >= 0; j--) lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+    for (let j = m - 1; j >= 0; j--)
+      lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
   }
   const ops: Array<{ op: ' ' | '-' | '+'; line: string }> = [];
   let i = 0;
@@ -208,13 +219,15 @@ export function crontabDiff(before: string, after: string, label: string): strin
     const newStart = ops.slice(0, start).filter((o) => o.op !== '-').length;
     const oldCount = slice.filter((o) => o.op !== '+').length;
     const newCount = slice.filter((o) => o.op !== '-').length;
-    out.push(`@@ -${oldCount ? oldStart + 1 : oldStart},${oldCount} +${newCount ? newStart + 1 : newStart},${newCount} @@`);
+    out.push(
+      `@@ -${oldCount ? oldStart + 1 : oldStart},${oldCount} +${newCount ? newStart + 1 : newStart},${newCount} @@`,
+    );
     for (const o of slice) {
       out.push(`${o.op}${o.line.endsWith('\n') ? o.line.slice(0, -1) : o.line}`);
       if (!o.line.endsWith('\n')) out.push('\\ No newline at end of file');
     }
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /**
@@ -226,7 +239,11 @@ export const retiredMarker = `# ${markerPrefix}old-script-line `;
 
 /** Whether a crontab line runs the old shell script's backup (not a comment, not ours). */
 export function isOldScriptLine(line: string): boolean {
-  return managedJobOf(line) === undefined && !line.trimStart().startsWith('#') && /(^|[\s/'"])backup-database\.sh(?=$|[\s;&|>'"])/.test(line);
+  return (
+    managedJobOf(line) === undefined &&
+    !line.trimStart().startsWith('#') &&
+    /(^|[\s/'"])backup-database\.sh(?=$|[\s;&|>'"])/.test(line)
+  );
 }
 
 /** The old script's lines in a crontab, as they stand. */
@@ -241,7 +258,10 @@ export function oldScriptLines(text: string): string[] {
  * `alsoRetire` (old lines cron runs but the file lacks: QNAP's crontab loaded with `crontab -`)
  * are appended in that form so that they are recorded for --uninstall. Pure.
  */
-export function retireOldScriptLines(text: string, alsoRetire: readonly string[] = []): { text: string; retired: string[] } {
+export function retireOldScriptLines(
+  text: string,
+  alsoRetire: readonly string[] = [],
+): { text: string; retired: string[] } {
   const retired: string[] = [];
   const out = splitLines(text).map((l) => {
     if (!isOldScriptLine(l.text)) return l;
@@ -249,9 +269,14 @@ export function retireOldScriptLines(text: string, alsoRetire: readonly string[]
     return { text: retiredMarker + l.text, eol: '\n' as const };
   });
   // A line already recorded (an earlier takeover) is not recorded twice.
-  const recorded = new Set(splitLines(text).filter((l) => l.text.startsWith(retiredMarker)).map((l) => l.text.slice(retiredMarker.length)));
+  const recorded = new Set(
+    splitLines(text)
+      .filter((l) => l.text.startsWith(retiredMarker))
+      .map((l) => l.text.slice(retiredMarker.length)),
+  );
   const extra = [...new Set(alsoRetire)].filter((l) => !retired.includes(l) && !recorded.has(l));
-  if (extra.length && out.length && out[out.length - 1]!.eol === '') out[out.length - 1] = { ...out[out.length - 1]!, eol: '\n' };
+  if (extra.length && out.length && out[out.length - 1]!.eol === '')
+    out[out.length - 1] = { ...out[out.length - 1]!, eol: '\n' };
   for (const line of extra) {
     retired.push(line);
     out.push({ text: retiredMarker + line, eol: '\n' });

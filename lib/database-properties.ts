@@ -54,14 +54,24 @@ export async function readDatabaseProperties(sql: Sql, database: string): Promis
  * The backup's call: the properties of the database being backed up, read with one `docker exec
  * psql` in that database; a failure only warns (a restore then uses the live database's).
  */
-export async function recordDatabaseProperties($: Shell, target: { docker: string; container: string; user: string; database: string }, log: Logger): Promise<DatabaseProperties | undefined> {
+export async function recordDatabaseProperties(
+  $: Shell,
+  target: { docker: string; container: string; user: string; database: string },
+  log: Logger,
+): Promise<DatabaseProperties | undefined> {
   const sql: Sql = async (text) => {
-    const out = await $({ input: text, nothrow: true, timeout: '60s' })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d ${target.database}`;
+    const out = await $({
+      input: text,
+      nothrow: true,
+      timeout: '60s',
+    })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d ${target.database}`;
     if (out.exitCode !== 0) throw new Error(out.stderr.trim() || `psql exit ${out.exitCode}`);
     return out.stdout.trim();
   };
   return await readDatabaseProperties(sql, target.database).catch((error: unknown) => {
-    log.warn(`Could not read the database-level properties of '${target.database}' for the manifest: ${errorText(error)}`);
+    log.warn(
+      `Could not read the database-level properties of '${target.database}' for the manifest: ${errorText(error)}`,
+    );
     return undefined;
   });
 }
@@ -69,7 +79,8 @@ export async function recordDatabaseProperties($: Shell, target: { docker: strin
 /** CREATE DATABASE with the properties that cannot change afterwards (and the owner). */
 export function createDatabaseSql(name: string, properties: DatabaseProperties | undefined): string {
   if (!properties) return `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0;`;
-  const icu = properties.localeProvider === 'icu' && properties.iculocale ? ` ICU_LOCALE ${literal(properties.iculocale)}` : '';
+  const icu =
+    properties.localeProvider === 'icu' && properties.iculocale ? ` ICU_LOCALE ${literal(properties.iculocale)}` : '';
   return (
     `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ENCODING ${literal(properties.encoding)} LC_COLLATE ${literal(properties.collate)}` +
     ` LC_CTYPE ${literal(properties.ctype)} LOCALE_PROVIDER ${properties.localeProvider}${icu} OWNER ${quoteIdent(properties.owner)};`
@@ -88,11 +99,15 @@ export function alterDatabaseSql(name: string, properties: DatabaseProperties): 
     statements.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC, ${quoteIdent(properties.owner)};`);
     for (const entry of properties.acl) {
       const grantee = entry.grantee === null ? 'PUBLIC' : quoteIdent(entry.grantee);
-      statements.push(`GRANT ${privilegeName(entry.privilege)} ON DATABASE ${db} TO ${grantee}${entry.grantable ? ' WITH GRANT OPTION' : ''};`);
+      statements.push(
+        `GRANT ${privilegeName(entry.privilege)} ON DATABASE ${db} TO ${grantee}${entry.grantable ? ' WITH GRANT OPTION' : ''};`,
+      );
     }
   }
   for (const { role, setting } of properties.settings) {
-    statements.push(`${role === null ? `ALTER DATABASE ${db}` : `ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db}`} ${setClause(setting)};`);
+    statements.push(
+      `${role === null ? `ALTER DATABASE ${db}` : `ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db}`} ${setClause(setting)};`,
+    );
   }
   return statements.join('\n');
 }
@@ -100,16 +115,26 @@ export function alterDatabaseSql(name: string, properties: DatabaseProperties): 
 /** The properties fixed at CREATE DATABASE that differ between two databases, as `name: a -> b`. */
 export function fixedPropertyDifferences(expected: DatabaseProperties, actual: DatabaseProperties): string[] {
   const keys = ['encoding', 'collate', 'ctype', 'localeProvider', 'iculocale'] as const;
-  return keys.filter((k) => (expected[k] ?? null) !== (actual[k] ?? null)).map((k) => `${k}: ${expected[k]} -> ${actual[k]}`);
+  return keys
+    .filter((k) => (expected[k] ?? null) !== (actual[k] ?? null))
+    .map((k) => `${k}: ${expected[k]} -> ${actual[k]}`);
 }
 
 function privilegeName(privilege: string): string {
-  if (!/^(CREATE|CONNECT|TEMPORARY|TEMP)$/.test(privilege)) throw new Error(`unknown database privilege '${privilege}'`);
+  if (!/^(CREATE|CONNECT|TEMPORARY|TEMP)$/.test(privilege))
+    throw new Error(`unknown database privilege '${privilege}'`);
   return privilege;
 }
 
 /** Settings whose value is a list of names, each quoted on its own (as pg_dump writes them). */
-const listSettings = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
+const listSettings = new Set([
+  'search_path',
+  'temp_tablespaces',
+  'session_preload_libraries',
+  'local_preload_libraries',
+  'shared_preload_libraries',
+  'unix_socket_directories',
+]);
 
 /** `SET name TO value` for a pg_db_role_setting entry `name=value`. */
 export function setClause(setting: string): string {

@@ -19,7 +19,8 @@ const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 const prefixOf = (live: string, kind: DatabaseKind) => live.slice(0, maxName - kind.length - stampLength - 2);
 
 /** `<live>_<kind>_<YYYYMMDD_HHMMSS>`, the live name cut so the whole fits PostgreSQL's 63 bytes. */
-export const suffixName = (live: string, kind: DatabaseKind, stamp: string) => `${prefixOf(live, kind)}_${kind}_${stamp}`;
+export const suffixName = (live: string, kind: DatabaseKind, stamp: string) =>
+  `${prefixOf(live, kind)}_${kind}_${stamp}`;
 
 /** The names suffixName gives a live database's databases of these kinds, at any time. */
 export function kindPattern(live: string, kinds: DatabaseKind[]): RegExp {
@@ -37,16 +38,26 @@ const databaseNames = async (sql: Sql) => new Set((await sql('SELECT datname FRO
  * previous ones are dropped. Throws only before the rename commits, with the live database
  * accepting connections again; `abort` (a signal) is honoured up to that commit.
  */
-export async function swapDatabases(sql: Sql, target: { database: string }, restored: string, stamp: string, log: Logger, abort?: AbortSignal): Promise<string | undefined> {
+export async function swapDatabases(
+  sql: Sql,
+  target: { database: string },
+  restored: string,
+  stamp: string,
+  log: Logger,
+  abort?: AbortSignal,
+): Promise<string | undefined> {
   const live = target.database;
   const existing = await databaseNames(sql);
   // Two swaps in one second (a restore and its --rollback) would want the same name: the later
   // one takes the next second, so names still sort by age and --rollback finds the newest.
   let previous = suffixName(live, 'previous', stamp);
-  for (let later = 1; existing.has(previous); later++) previous = suffixName(live, 'previous', stampAfter(stamp, later));
+  for (let later = 1; existing.has(previous); later++)
+    previous = suffixName(live, 'previous', stampAfter(stamp, later));
   checkpoint(abort);
   if (!existing.has(live)) {
-    await sql(`BEGIN; ALTER DATABASE ${quoteIdent(restored)} WITH ALLOW_CONNECTIONS true; ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)}; COMMIT;`);
+    await sql(
+      `BEGIN; ALTER DATABASE ${quoteIdent(restored)} WITH ALLOW_CONNECTIONS true; ALTER DATABASE ${quoteIdent(restored)} RENAME TO ${quoteIdent(live)}; COMMIT;`,
+    );
     log.info(`Restored database is now '${live}' (there was no live database of that name)`);
     return undefined;
   }
@@ -65,7 +76,9 @@ async function fence(sql: Sql, live: string, log: Logger, abort: AbortSignal | u
   try {
     for (let i = 0; ; i++) {
       checkpoint(abort);
-      const left = await sql(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${literal(live)} AND pid <> pg_backend_pid();`);
+      const left = await sql(
+        `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${literal(live)} AND pid <> pg_backend_pid();`,
+      );
       if (left === '0') break;
       if (i >= 50) throw new CliError(`sessions on '${live}' did not end`);
       await new Promise((r) => setTimeout(r, 200));
@@ -86,7 +99,9 @@ export async function unfence(sql: Sql, database: string, log: Logger): Promise<
       return;
     } catch (error) {
       if (attempt >= 3) {
-        log.error(`'${database}' still refuses connections (${errorText(error)}): run ALTER DATABASE ${quoteIdent(database)} WITH ALLOW_CONNECTIONS true; as a superuser`);
+        log.error(
+          `'${database}' still refuses connections (${errorText(error)}): run ALTER DATABASE ${quoteIdent(database)} WITH ALLOW_CONNECTIONS true; as a superuser`,
+        );
         return;
       }
       await new Promise((r) => setTimeout(r, 500));
@@ -95,7 +110,11 @@ export async function unfence(sql: Sql, database: string, log: Logger): Promise<
 }
 
 /** Both renames in one transaction: the name never points at nothing, and the one swapped in takes sessions. */
-async function renameBoth(sql: Sql, names: { live: string; previous: string; restored: string }, log: Logger): Promise<void> {
+async function renameBoth(
+  sql: Sql,
+  names: { live: string; previous: string; restored: string },
+  log: Logger,
+): Promise<void> {
   const { live, previous, restored } = names;
   try {
     await sql(
@@ -115,9 +134,17 @@ async function renameBoth(sql: Sql, names: { live: string; previous: string; res
 }
 
 /** The steps after the commit: each failure is a warning, the swap stands. */
-async function afterSwap(sql: Sql, live: string, previous: string, log: Logger, abort: AbortSignal | undefined): Promise<void> {
+async function afterSwap(
+  sql: Sql,
+  live: string,
+  previous: string,
+  log: Logger,
+  abort: AbortSignal | undefined,
+): Promise<void> {
   await sql(`ALTER DATABASE ${quoteIdent(previous)} WITH ALLOW_CONNECTIONS true;`).catch((e: unknown) =>
-    log.warn(`The swap is done, but '${previous}' still refuses connections (${errorText(e)}); --rollback lets them in when it brings it back`),
+    log.warn(
+      `The swap is done, but '${previous}' still refuses connections (${errorText(e)}); --rollback lets them in when it brings it back`,
+    ),
   );
   if (abort?.aborted) {
     log.warn('Interrupted after the swap: older previous databases are left for the next restore to drop');
@@ -131,7 +158,8 @@ async function afterSwap(sql: Sql, live: string, previous: string, log: Logger, 
   for (const name of listed.split('\n').filter((n) => pattern.test(n) && n !== previous)) {
     await sql(`DROP DATABASE ${quoteIdent(name)} WITH (FORCE);`).then(
       () => log.info(`Dropped '${name}': only the newest previous database is kept`),
-      (e: unknown) => log.warn(`The swap is done, but the older previous database '${name}' could not be dropped: ${errorText(e)}`),
+      (e: unknown) =>
+        log.warn(`The swap is done, but the older previous database '${name}' could not be dropped: ${errorText(e)}`),
     );
   }
 }

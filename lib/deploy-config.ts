@@ -34,7 +34,15 @@ export interface DeployConfig {
   sources: Record<DeployConfigKey, SettingSource>;
 }
 
-export type DeployConfigKey = 'host' | 'user' | 'projectDir' | 'composeFile' | 'sshKey' | 'sshPort' | 'knownHosts' | 'sshTimeoutSec';
+export type DeployConfigKey =
+  | 'host'
+  | 'user'
+  | 'projectDir'
+  | 'composeFile'
+  | 'sshKey'
+  | 'sshPort'
+  | 'knownHosts'
+  | 'sshTimeoutSec';
 
 interface ParseContext {
   cwd: string;
@@ -67,7 +75,8 @@ function localPath(raw: string, ctx: ParseContext): string {
 
 function wholeNumber(min: number, max: number) {
   return (raw: string): number => {
-    if (!/^\d+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) throw new Error(`a whole number from ${min} to ${max}`);
+    if (!/^\d+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max)
+      throw new Error(`a whole number from ${min} to ${max}`);
     return Number(raw);
   };
 }
@@ -75,24 +84,37 @@ function wholeNumber(min: number, max: number) {
 /** The settings table; its order is the order of the flags in the help. */
 const deploySettingSpecs: readonly DeploySettingSpec[] = [
   {
-    key: 'host', env: 'QNAP_IP', flag: 'host', valueName: 'HOST',
-    description: "the NAS's address (host name or IP)", defaultValue: undefined,
+    key: 'host',
+    env: 'QNAP_IP',
+    flag: 'host',
+    valueName: 'HOST',
+    description: "the NAS's address (host name or IP)",
+    defaultValue: undefined,
     parse(raw) {
       // Never starts with '-' (it would be read as an ssh option); no spaces or shell characters.
-      if (!/^[A-Za-z0-9[][A-Za-z0-9._:%[\]-]*$/.test(raw)) throw new Error('a host name or IP address: letters, digits, . - : (no spaces or shell characters)');
+      if (!/^[A-Za-z0-9[][A-Za-z0-9._:%[\]-]*$/.test(raw))
+        throw new Error('a host name or IP address: letters, digits, . - : (no spaces or shell characters)');
       return raw.replace(/^\[(.*)\]$/, '$1');
     },
   },
   {
-    key: 'user', env: 'QNAP_USER', flag: 'user', valueName: 'USER',
-    description: 'the SSH user on the NAS', defaultValue: undefined,
+    key: 'user',
+    env: 'QNAP_USER',
+    flag: 'user',
+    valueName: 'USER',
+    description: 'the SSH user on the NAS',
+    defaultValue: undefined,
     parse(raw) {
-      if (!/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(raw)) throw new Error('a user name: letters, digits, _ . - (not starting with - or .)');
+      if (!/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(raw))
+        throw new Error('a user name: letters, digits, _ . - (not starting with - or .)');
       return raw;
     },
   },
   {
-    key: 'projectDir', env: 'QNAP_PROJECT_DIR', flag: 'project-dir', valueName: 'DIR',
+    key: 'projectDir',
+    env: 'QNAP_PROJECT_DIR',
+    flag: 'project-dir',
+    valueName: 'DIR',
     description: 'the directory on the NAS that holds the executables, compose file, backups and logs',
     defaultValue: defaultDir,
     parse(raw) {
@@ -104,13 +126,21 @@ const deploySettingSpecs: readonly DeploySettingSpec[] = [
     },
   },
   {
-    key: 'composeFile', env: 'DOCKER_COMPOSE_FILE', flag: 'compose-file', valueName: 'FILE',
-    description: 'the local compose file to deploy (relative to the current folder)', defaultValue: 'docker-compose.qnap.yml',
+    key: 'composeFile',
+    env: 'DOCKER_COMPOSE_FILE',
+    flag: 'compose-file',
+    valueName: 'FILE',
+    description: 'the local compose file to deploy (relative to the current folder)',
+    defaultValue: 'docker-compose.qnap.yml',
     parse: (raw, ctx) => localPath(raw, ctx),
   },
   {
-    key: 'sshKey', env: 'QNAP_SSH_KEY', flag: 'ssh-key', valueName: 'FILE',
-    description: "the SSH private key (default: ssh's own keys and agent)", defaultValue: undefined,
+    key: 'sshKey',
+    env: 'QNAP_SSH_KEY',
+    flag: 'ssh-key',
+    valueName: 'FILE',
+    description: "the SSH private key (default: ssh's own keys and agent)",
+    defaultValue: undefined,
     parse(raw, ctx) {
       const path = localPath(raw, ctx);
       if (!ctx.isFile(path)) throw new Error(`an existing private key file (${path} does not exist)`);
@@ -118,22 +148,35 @@ const deploySettingSpecs: readonly DeploySettingSpec[] = [
     },
   },
   {
-    key: 'sshPort', env: 'QNAP_SSH_PORT', flag: 'ssh-port', valueName: 'PORT',
-    description: "the NAS's SSH port", defaultValue: '22', parse: wholeNumber(1, 65535),
+    key: 'sshPort',
+    env: 'QNAP_SSH_PORT',
+    flag: 'ssh-port',
+    valueName: 'PORT',
+    description: "the NAS's SSH port",
+    defaultValue: '22',
+    parse: wholeNumber(1, 65535),
   },
   {
-    key: 'knownHosts', env: 'QNAP_SSH_KNOWN_HOSTS', flag: 'known-hosts', valueName: 'FILE',
+    key: 'knownHosts',
+    env: 'QNAP_SSH_KNOWN_HOSTS',
+    flag: 'known-hosts',
+    valueName: 'FILE',
     description: "a known_hosts file for the NAS's host key (a new host is added to it; a changed key is refused)",
     defaultValue: undefined,
     parse(raw, ctx) {
       const path = localPath(raw, ctx);
-      if (!ctx.dirExists(dirname(path))) throw new Error(`a file in an existing folder (${dirname(path)} does not exist)`);
+      if (!ctx.dirExists(dirname(path)))
+        throw new Error(`a file in an existing folder (${dirname(path)} does not exist)`);
       return path;
     },
   },
   {
-    key: 'sshTimeoutSec', env: 'QNAP_SSH_TIMEOUT', flag: 'ssh-timeout', valueName: 'SECONDS',
-    description: 'seconds to wait for the NAS to answer a connection (each of 3 attempts)', defaultValue: '10',
+    key: 'sshTimeoutSec',
+    env: 'QNAP_SSH_TIMEOUT',
+    flag: 'ssh-timeout',
+    valueName: 'SECONDS',
+    description: 'seconds to wait for the NAS to answer a connection (each of 3 attempts)',
+    defaultValue: '10',
     parse: wholeNumber(1, 600),
   },
 ];
@@ -161,7 +204,6 @@ export interface DeployConfigInput {
   dirExists?: (path: string) => boolean;
 }
 
-
 function isFileOnDisk(path: string): boolean {
   try {
     return statSync(path).isFile();
@@ -177,7 +219,10 @@ function readConfigFile(readFile: (path: string) => string | undefined, path: st
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : errorText(error);
-    throw new UsageError(`cannot read ${path}: ${why}`, `Make it a file this user can read (chmod 600 ${path}), or remove it and set the QNAP_* variables in the environment.`);
+    throw new UsageError(
+      `cannot read ${path}: ${why}`,
+      `Make it a file this user can read (chmod 600 ${path}), or remove it and set the QNAP_* variables in the environment.`,
+    );
   }
 }
 
@@ -202,7 +247,10 @@ export function loadDeployConfig(input: DeployConfigInput): DeployConfig {
     try {
       file = parseEnvFile(text);
     } catch (error) {
-      throw new UsageError(`invalid ${filePath}: ${(error as Error).message}`, 'Write one KEY=VALUE per line, e.g. QNAP_IP=nas.local');
+      throw new UsageError(
+        `invalid ${filePath}: ${(error as Error).message}`,
+        'Write one KEY=VALUE per line, e.g. QNAP_IP=nas.local',
+      );
     }
   }
 
@@ -213,8 +261,10 @@ export function loadDeployConfig(input: DeployConfigInput): DeployConfig {
     let raw: string | undefined;
     let origin = '';
     if (typeof flag === 'string') [raw, origin, sources[spec.key]] = [flag, `--${spec.flag}`, 'flag'];
-    else if (env[spec.env] !== undefined && env[spec.env] !== '') [raw, origin, sources[spec.key]] = [env[spec.env]!, `${spec.env} (environment)`, 'env'];
-    else if (file.has(spec.env) && file.get(spec.env) !== '') [raw, origin, sources[spec.key]] = [file.get(spec.env)!, `${spec.env} in ${filePath}`, 'config'];
+    else if (env[spec.env] !== undefined && env[spec.env] !== '')
+      [raw, origin, sources[spec.key]] = [env[spec.env]!, `${spec.env} (environment)`, 'env'];
+    else if (file.has(spec.env) && file.get(spec.env) !== '')
+      [raw, origin, sources[spec.key]] = [file.get(spec.env)!, `${spec.env} in ${filePath}`, 'config'];
     else {
       sources[spec.key] = 'default';
       out[spec.key] = spec.defaultValue === undefined ? undefined : spec.parse(spec.defaultValue, ctx);

@@ -48,14 +48,19 @@ export interface RunResult {
 export const resultMarker = '@planetarion-run-result ';
 
 const runsDir = (dir: string) => join(dir, deployDirName, 'runs');
-const runFile = (dir: string, runId: string, suffix: '.run.json' | '.result.json' | '.out') => join(runsDir(dir), `${runId}${suffix}`);
+const runFile = (dir: string, runId: string, suffix: '.run.json' | '.result.json' | '.out') =>
+  join(runsDir(dir), `${runId}${suffix}`);
 
 /** Where a run's record is (the workstation reads it with `cat`). */
 export const runRecordPath = (dir: string, runId: string) => runFile(dir, runId, '.run.json');
 
 /** A run ID as the wrapper makes them; anything else is refused before it names a file. */
 export function checkRunId(runId: string): string {
-  if (!/^\d{8}_\d{6}-[0-9a-f]{6}$/.test(runId)) throw new UsageError(`invalid run ID '${runId}': expected one like 20261130_150102-a1b2c3`, 'deploy-to-qnap --status shows the last run.');
+  if (!/^\d{8}_\d{6}-[0-9a-f]{6}$/.test(runId))
+    throw new UsageError(
+      `invalid run ID '${runId}': expected one like 20261130_150102-a1b2c3`,
+      'deploy-to-qnap --status shows the last run.',
+    );
   return runId;
 }
 
@@ -68,11 +73,22 @@ function selfCommand(): string[] {
 
 /** Flags back into argv (the run gets the wrapper's own flags, minus the ones named). */
 export function argvOf(flags: Record<string, string | boolean | undefined>, without: string[]): string[] {
-  return Object.entries(flags).flatMap(([name, value]) => (without.includes(name) || value === undefined || value === false ? [] : value === true ? [`--${name}`] : [`--${name}`, value]));
+  return Object.entries(flags).flatMap(([name, value]) =>
+    without.includes(name) || value === undefined || value === false
+      ? []
+      : value === true
+        ? [`--${name}`]
+        : [`--${name}`, value],
+  );
 }
 
 /** Starts the run detached (see the top of this file) and returns its record; `stdin` goes to it over a pipe. */
-export async function startDetachedRun(options: { dir: string; logFile: string; args: string[]; stdin?: string }): Promise<RunRecord> {
+export async function startDetachedRun(options: {
+  dir: string;
+  logFile: string;
+  args: string[];
+  stdin?: string;
+}): Promise<RunRecord> {
   mkdirSync(runsDir(options.dir), { recursive: true, mode: 0o700 });
   const runId = `${backupStamp(new Date())}-${randomBytes(3).toString('hex')}`;
   // Opened first: a log past its size limit rotates now, so the run's own logger will not move it.
@@ -82,13 +98,27 @@ export async function startDetachedRun(options: { dir: string; logFile: string; 
   const logFd = openSync(options.logFile, 'a', 0o600);
   const outFd = openSync(runFile(options.dir, runId, '.out'), 'w', 0o600);
   const [bin, ...pre] = selfCommand();
-  const child = spawn(bin!, [...pre, ...options.args, '--run-id', runId], { detached: true, cwd: options.dir, stdio: [options.stdin === undefined ? 'ignore' : 'pipe', outFd, logFd] });
+  const child = spawn(bin!, [...pre, ...options.args, '--run-id', runId], {
+    detached: true,
+    cwd: options.dir,
+    stdio: [options.stdin === undefined ? 'ignore' : 'pipe', outFd, logFd],
+  });
   closeSync(logFd);
   closeSync(outFd);
   await new Promise<void>((resolve, reject) => child.once('spawn', resolve).once('error', reject));
-  if (options.stdin !== undefined) await new Promise<void>((resolve) => child.stdin!.end(options.stdin, () => resolve()));
-  const record: RunRecord = { runId, pid: child.pid!, startTicks: processStartTicks(child.pid!), host: hostname(), started: new Date().toISOString(), command: options.args.join(' '), logFile: options.logFile, logOffset };
-  writeFileAtomic(runFile(options.dir, runId, '.run.json'), JSON.stringify(record, null, 2) + '\n');
+  if (options.stdin !== undefined)
+    await new Promise<void>((resolve) => child.stdin!.end(options.stdin, () => resolve()));
+  const record: RunRecord = {
+    runId,
+    pid: child.pid!,
+    startTicks: processStartTicks(child.pid!),
+    host: hostname(),
+    started: new Date().toISOString(),
+    command: options.args.join(' '),
+    logFile: options.logFile,
+    logOffset,
+  };
+  writeFileAtomic(runFile(options.dir, runId, '.run.json'), `${JSON.stringify(record, null, 2)}\n`);
   child.unref();
   return record;
 }
@@ -99,11 +129,19 @@ export async function recordRunOutcome(dir: string, runId: string, body: () => P
   try {
     await body();
   } catch (error) {
-    outcome = { exitCode: error instanceof CliError ? error.exitCode : 1, error: errorText(error), ...(error instanceof CliError && error.advice ? { advice: error.advice } : {}) };
+    outcome = {
+      exitCode: error instanceof CliError ? error.exitCode : 1,
+      error: errorText(error),
+      ...(error instanceof CliError && error.advice ? { advice: error.advice } : {}),
+    };
     throw error;
   } finally {
     const stdout = readFileSync(runFile(dir, runId, '.out'), { encoding: 'utf8', flag: 'r' });
-    writeFileAtomic(runFile(dir, runId, '.result.json'), JSON.stringify({ runId, ...outcome, finished: new Date().toISOString(), stdout } satisfies RunResult, null, 2) + '\n');
+    writeFileAtomic(
+      runFile(dir, runId, '.result.json'),
+      JSON.stringify({ runId, ...outcome, finished: new Date().toISOString(), stdout } satisfies RunResult, null, 2) +
+        '\n',
+    );
   }
 }
 
@@ -113,7 +151,10 @@ export function readRunRecord(dir: string, runId: string): RunRecord {
     return JSON.parse(readFileSync(runFile(dir, checkRunId(runId), '.run.json'), 'utf8')) as RunRecord;
   } catch (error) {
     if (error instanceof CliError) throw error;
-    throw new UsageError(`there is no deploy run '${runId}' in ${runsDir(dir)}`, 'deploy-to-qnap --status shows the last run.');
+    throw new UsageError(
+      `there is no deploy run '${runId}' in ${runsDir(dir)}`,
+      'deploy-to-qnap --status shows the last run.',
+    );
   }
 }
 
@@ -129,14 +170,16 @@ export function runOutcome(dir: string, record: RunRecord): RunResult | undefine
   const result = read();
   if (result || (ownerIsAlive(record) && !isZombie(record.pid))) return result;
   // Read again: it may have written the file between the two looks.
-  return read() ?? {
-    runId: record.runId,
-    exitCode: 1,
-    died: true,
-    error: `the run (pid ${record.pid}) ended without recording a result: it was killed or the NAS restarted; the next deploy-to-qnap or backup run reconciles any half-done switch`,
-    finished: new Date().toISOString(),
-    stdout: '',
-  };
+  return (
+    read() ?? {
+      runId: record.runId,
+      exitCode: 1,
+      died: true,
+      error: `the run (pid ${record.pid}) ended without recording a result: it was killed or the NAS restarted; the next deploy-to-qnap or backup run reconciles any half-done switch`,
+      finished: new Date().toISOString(),
+      stdout: '',
+    }
+  );
 }
 
 /** Whether a process has exited and waits to be reaped (an orphan whose init does not reap still answers kill -0). */
@@ -157,7 +200,10 @@ export function latestRun(dir: string): RunRecord | undefined {
   } catch {
     return undefined;
   }
-  const last = names.filter((n) => n.endsWith('.run.json')).sort().pop();
+  const last = names
+    .filter((n) => n.endsWith('.run.json'))
+    .sort()
+    .pop();
   return last ? readRunRecord(dir, last.slice(0, -'.run.json'.length)) : undefined;
 }
 
@@ -170,7 +216,12 @@ function write(out: NodeJS.WritableStream, data: Buffer | string): Promise<void>
  * Prints the run's log lines from `from` (default: the run's start) until it has ended, then the
  * result line; returns the result. Stops with the run, never stops it.
  */
-export async function followRun(dir: string, runId: string, from: number | undefined, out: NodeJS.WritableStream): Promise<RunResult> {
+export async function followRun(
+  dir: string,
+  runId: string,
+  from: number | undefined,
+  out: NodeJS.WritableStream,
+): Promise<RunResult> {
   const record = readRunRecord(dir, runId);
   const file = await open(record.logFile, 'r');
   try {

@@ -29,9 +29,12 @@ export async function verifyOwnCluster($: Shell, live: RestoreTarget, next: Rest
   const query = 'SELECT system_identifier FROM pg_control_system();';
   const [a, b] = await Promise.all([adminSql($, live, query), adminSql($, next, query)]);
   if (a === b) {
-    throw new CliError(`the new database server '${next.container}' is the live cluster (both have system_identifier ${a}): the slot shares the live data dir`, {
-      advice: `Nothing was run against it. Give the database service storage of its own in the compose file (see deploy-to-qnap --dry-run).`,
-    });
+    throw new CliError(
+      `the new database server '${next.container}' is the live cluster (both have system_identifier ${a}): the slot shares the live data dir`,
+      {
+        advice: `Nothing was run against it. Give the database service storage of its own in the compose file (see deploy-to-qnap --dry-run).`,
+      },
+    );
   }
 }
 
@@ -54,7 +57,12 @@ export class LiveFence {
 
   /** Raises the fence; on failure nothing of it stays and the error lists the sessions in the way. */
   static async raise($: Shell, target: RestoreTarget, log: Logger, lockTimeout = '30s'): Promise<LiveFence> {
-    const session = PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database: target.database });
+    const session = PsqlSession.open({
+      docker: target.docker,
+      container: target.container,
+      user: target.user,
+      database: target.database,
+    });
     const db = quoteIdent(target.database);
     try {
       const pid = (await session.query('SELECT pg_backend_pid();'))[0]![0]!;
@@ -72,19 +80,35 @@ export class LiveFence {
         .split('\n')
         .filter(Boolean)
         .map((line) => line.replace(/\|[tf]$/, ''));
-      if (ended.length) log.warn(`Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.join('; ')}`);
-      const tables = (await session.query(`SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)).map((row) => row[0]!);
-      await session.query(`SET lock_timeout = ${literal(lockTimeout)}; BEGIN; LOCK TABLE ${[...tables, ...catalogsWritesNeed].join(', ')} IN EXCLUSIVE MODE;`);
+      if (ended.length)
+        log.warn(`Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.join('; ')}`);
+      const tables = (
+        await session.query(
+          `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`,
+        )
+      ).map((row) => row[0]!);
+      await session.query(
+        `SET lock_timeout = ${literal(lockTimeout)}; BEGIN; LOCK TABLE ${[...tables, ...catalogsWritesNeed].join(', ')} IN EXCLUSIVE MODE;`,
+      );
       await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`);
-      log.info(`Fence: '${target.database}' in '${target.container}' takes no writes (${tables.length} tables locked, and no new table or large object); reads and the backup pass`);
+      log.info(
+        `Fence: '${target.database}' in '${target.container}' takes no writes (${tables.length} tables locked, and no new table or large object); reads and the backup pass`,
+      );
       return new LiveFence($, target, session, ended);
     } catch (error) {
       session.kill();
       await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`).catch(() => {});
-      const blockers = await adminSql($, target, `SELECT string_agg(format('pid %s (%s, %s: %s)', pid, usename, application_name, left(query, 60)), '; ') FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND backend_type = 'client backend';`).catch(() => '');
-      throw new CliError(`could not fence the live database '${target.database}': ${errorText(error)}${blockers ? `; sessions: ${blockers}` : ''}`, {
-        advice: 'End those sessions (or stop what opens them) and deploy again.',
-      });
+      const blockers = await adminSql(
+        $,
+        target,
+        `SELECT string_agg(format('pid %s (%s, %s: %s)', pid, usename, application_name, left(query, 60)), '; ') FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND backend_type = 'client backend';`,
+      ).catch(() => '');
+      throw new CliError(
+        `could not fence the live database '${target.database}': ${errorText(error)}${blockers ? `; sessions: ${blockers}` : ''}`,
+        {
+          advice: 'End those sessions (or stop what opens them) and deploy again.',
+        },
+      );
     }
   }
 
@@ -103,8 +127,14 @@ export class LiveFence {
         this.target,
         `WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = ${literal(this.target.database)} AND pid NOT IN (${pid}, pg_backend_pid()) AND backend_type = 'client backend') SELECT pg_terminate_backend(pid) FROM others;`,
       );
-      const tables = (await this.session.query(`SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`)).map((row) => row[0]!);
-      await this.session.query(`${sql}\nCOMMIT; BEGIN; ${tables.length ? `LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE;` : ''}`);
+      const tables = (
+        await this.session.query(
+          `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`,
+        )
+      ).map((row) => row[0]!);
+      await this.session.query(
+        `${sql}\nCOMMIT; BEGIN; ${tables.length ? `LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE;` : ''}`,
+      );
     } finally {
       await adminSql(this.$, this.target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`);
     }
@@ -113,6 +143,10 @@ export class LiveFence {
   /** Ends the fence: the locks go with the session; connections are allowed (idempotent). */
   async release(): Promise<void> {
     this.session.kill();
-    await adminSql(this.$, this.target, `ALTER DATABASE ${quoteIdent(this.target.database)} WITH ALLOW_CONNECTIONS true;`);
+    await adminSql(
+      this.$,
+      this.target,
+      `ALTER DATABASE ${quoteIdent(this.target.database)} WITH ALLOW_CONNECTIONS true;`,
+    );
   }
 }

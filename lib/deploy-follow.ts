@@ -46,36 +46,64 @@ class LogRelay extends Writable {
 const exitCodeOf = (code: number) => (code === ExitCode.usage || code === ExitCode.locked ? code : ExitCode.failed);
 
 /** Starts the NAS-side run detached (`--detach`), then follows it; throws when it failed, with its exit code. */
-export async function runDetachedOnNas(ssh: Ssh, dir: string, args: string[], options: FollowOptions & { stdin?: string }): Promise<void> {
-  const started = await ssh.run([`${dir}/deploy-to-qnap`, '--local', '--dir', dir, '--detach', ...args], options.stdin === undefined ? {} : { input: options.stdin });
+export async function runDetachedOnNas(
+  ssh: Ssh,
+  dir: string,
+  args: string[],
+  options: FollowOptions & { stdin?: string },
+): Promise<void> {
+  const started = await ssh.run(
+    [`${dir}/deploy-to-qnap`, '--local', '--dir', dir, '--detach', ...args],
+    options.stdin === undefined ? {} : { input: options.stdin },
+  );
   if (started.exitCode !== 0) {
     const detail = started.stderr.trim().split('\n').slice(-3).join('\n');
-    throw new CliError(`starting the run on the NAS failed (exit ${started.exitCode})${detail ? `: ${detail}` : ''}`, { exitCode: exitCodeOf(started.exitCode) });
+    throw new CliError(`starting the run on the NAS failed (exit ${started.exitCode})${detail ? `: ${detail}` : ''}`, {
+      exitCode: exitCodeOf(started.exitCode),
+    });
   }
   const record = JSON.parse(started.stdout) as RunRecord;
-  options.say(`Running on the NAS as run ${record.runId} (pid ${record.pid}), detached from this SSH session: losing the connection does not stop it. Its log there: ${record.logFile}`);
+  options.say(
+    `Running on the NAS as run ${record.runId} (pid ${record.pid}), detached from this SSH session: losing the connection does not stop it. Its log there: ${record.logFile}`,
+  );
   await followRemoteRun(ssh, dir, record, record.logOffset, options);
 }
 
 /** The record of a run on the NAS (for `deploy-to-qnap --follow ID` on the workstation). */
 export async function remoteRunRecord(ssh: Ssh, dir: string, runId: string): Promise<RunRecord> {
   const found = await ssh.run(['cat', runRecordPath(dir, checkRunId(runId))]);
-  if (found.exitCode !== 0) throw new CliError(`the NAS has no deploy run '${runId}' in ${dir}`, { exitCode: ExitCode.usage, advice: 'deploy-to-qnap --status shows the last run.' });
+  if (found.exitCode !== 0)
+    throw new CliError(`the NAS has no deploy run '${runId}' in ${dir}`, {
+      exitCode: ExitCode.usage,
+      advice: 'deploy-to-qnap --status shows the last run.',
+    });
   return JSON.parse(found.stdout) as RunRecord;
 }
 
 /** Follows a run's log from `from` until its result line; reconnects after a lost connection. */
-export async function followRemoteRun(ssh: Ssh, dir: string, record: RunRecord, from: number, options: FollowOptions): Promise<void> {
+export async function followRemoteRun(
+  ssh: Ssh,
+  dir: string,
+  record: RunRecord,
+  from: number,
+  options: FollowOptions,
+): Promise<void> {
   const reconnects = options.reconnects ?? 5;
   let offset = from;
   for (let lost = 0; ; lost++) {
     const relay = new LogRelay(process.stderr);
     let why: string;
     try {
-      const code = await ssh.stream([`${dir}/deploy-to-qnap`, '--local', '--dir', dir, '--follow', record.runId, '--from', String(offset)], { stdout: relay });
+      const code = await ssh.stream(
+        [`${dir}/deploy-to-qnap`, '--local', '--dir', dir, '--follow', record.runId, '--from', String(offset)],
+        { stdout: relay },
+      );
       why = `ssh exit ${code}`;
       // The follower itself failed (it said why on stderr): following again would fail the same way.
-      if (!relay.result && code > 0 && code < 126) throw new CliError(`following run ${record.runId} on the NAS failed (exit ${code})`, { advice: `Its log there: ${record.logFile}` });
+      if (!relay.result && code > 0 && code < 126)
+        throw new CliError(`following run ${record.runId} on the NAS failed (exit ${code})`, {
+          advice: `Its log there: ${record.logFile}`,
+        });
     } catch (error) {
       if (error instanceof CliError && /^following run/.test(error.message)) throw error;
       why = errorText(error);
@@ -83,9 +111,15 @@ export async function followRemoteRun(ssh: Ssh, dir: string, record: RunRecord, 
     offset += relay.bytes;
     if (relay.result) return report(relay.result, record, options);
     const how = `Follow it again with 'deploy-to-qnap --follow ${record.runId}', or see 'deploy-to-qnap --status'; its log on the NAS is ${record.logFile}.`;
-    if (lost >= reconnects) throw new CliError(`lost the connection to the NAS while following run ${record.runId} (${why}); the run goes on there`, { advice: how });
+    if (lost >= reconnects)
+      throw new CliError(
+        `lost the connection to the NAS while following run ${record.runId} (${why}); the run goes on there`,
+        { advice: how },
+      );
     const delay = (options.backoffMs ?? 2000) * 2 ** lost;
-    options.say(`Lost the connection to the NAS (${why}); the run goes on there. Reconnecting in ${(delay / 1000).toFixed(0)} s (${lost + 1} of ${reconnects}). ${how}`);
+    options.say(
+      `Lost the connection to the NAS (${why}); the run goes on there. Reconnecting in ${(delay / 1000).toFixed(0)} s (${lost + 1} of ${reconnects}). ${how}`,
+    );
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
 }
@@ -94,8 +128,11 @@ export async function followRemoteRun(ssh: Ssh, dir: string, record: RunRecord, 
 function report(result: RunResult, record: RunRecord, options: FollowOptions): void {
   if (options.json && result.stdout) process.stdout.write(result.stdout);
   if (result.exitCode === 0) return;
-  throw new CliError(`the run on the NAS ${result.died ? 'died' : `failed (exit ${result.exitCode})`}: ${result.error ?? 'see its log'}`, {
-    exitCode: exitCodeOf(result.exitCode),
-    advice: `${result.advice ? `${result.advice} ` : ''}Its log on the NAS: ${record.logFile}`,
-  });
+  throw new CliError(
+    `the run on the NAS ${result.died ? 'died' : `failed (exit ${result.exitCode})`}: ${result.error ?? 'see its log'}`,
+    {
+      exitCode: exitCodeOf(result.exitCode),
+      advice: `${result.advice ? `${result.advice} ` : ''}Its log on the NAS: ${record.logFile}`,
+    },
+  );
 }

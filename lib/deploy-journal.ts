@@ -49,7 +49,9 @@ export function readJournal(dir: string): SwitchJournal | undefined {
     text = readFileSync(journalPath(dir), 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new CliError(`cannot read the switch journal ${journalPath(dir)}: ${(error as Error).message}`, { advice: 'Check the file and its permissions; it records a switch of container names that did not finish.' });
+    throw new CliError(`cannot read the switch journal ${journalPath(dir)}: ${(error as Error).message}`, {
+      advice: 'Check the file and its permissions; it records a switch of container names that did not finish.',
+    });
   }
   try {
     return JSON.parse(text) as SwitchJournal;
@@ -62,7 +64,7 @@ export function readJournal(dir: string): SwitchJournal | undefined {
 
 /** Writes the journal atomically and durably (0600). */
 export function writeJournal(dir: string, journal: SwitchJournal): void {
-  writeFileAtomic(journalPath(dir), JSON.stringify(journal, null, 2) + '\n');
+  writeFileAtomic(journalPath(dir), `${JSON.stringify(journal, null, 2)}\n`);
 }
 
 /** Removes the journal once its switch is complete or undone and recorded. */
@@ -87,12 +89,20 @@ export interface ContainerFacts {
 }
 
 /** The facts of each container that exists, by the reference asked (ID or name); one docker call. */
-export async function inspectContainers($: Shell, docker: string, refs: string[]): Promise<Map<string, ContainerFacts>> {
+export async function inspectContainers(
+  $: Shell,
+  docker: string,
+  refs: string[],
+): Promise<Map<string, ContainerFacts>> {
   const out = new Map<string, ContainerFacts>();
   if (!refs.length) return out;
-  const result = await $({ timeout: '30s', nothrow: true })`${docker} container inspect --format ${'{{json .}}'} ${refs}`;
+  const result = await $({
+    timeout: '30s',
+    nothrow: true,
+  })`${docker} container inspect --format ${'{{json .}}'} ${refs}`;
   const problems = result.stderr.split('\n').filter((line) => line.trim() && !/no such (container|object)/i.test(line));
-  if (result.exitCode !== 0 && problems.length) throw new CliError(`docker container inspect failed: ${problems.join(' ')}`);
+  if (result.exitCode !== 0 && problems.length)
+    throw new CliError(`docker container inspect failed: ${problems.join(' ')}`);
   for (const line of result.stdout.split('\n').filter(Boolean)) {
     const info = JSON.parse(line) as {
       Id: string;
@@ -117,4 +127,7 @@ export async function inspectContainers($: Shell, docker: string, refs: string[]
 
 /** Ready to serve: running, and healthy where it has a health check; a one-shot service, done (exited 0). */
 export const isServing = (facts: ContainerFacts | undefined, oneShot = false): boolean =>
-  !!facts && (oneShot && facts.status === 'exited' ? facts.exitCode === 0 : facts.running && (facts.health === undefined || facts.health === 'healthy'));
+  !!facts &&
+  (oneShot && facts.status === 'exited'
+    ? facts.exitCode === 0
+    : facts.running && (facts.health === undefined || facts.health === 'healthy'));

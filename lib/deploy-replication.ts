@@ -23,23 +23,43 @@ const smallLagBytes = 16 * 1024 * 1024;
 export type OnlineCheck = { online: true; socketVolume: string } | { online: false; reason: string };
 
 /** SQL in one database of a container (adminSql runs on the maintenance database). */
-export async function databaseSql($: Shell, target: RestoreTarget, sql: string, timeout: Duration = '120s'): Promise<string> {
-  const out = await $({ input: sql, nothrow: true, timeout })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d ${target.database}`;
-  if (out.exitCode !== 0) throw new CliError(`SQL in '${target.container}' (${target.database}) failed: ${out.stderr.trim() || `exit ${out.exitCode}`}`);
+export async function databaseSql(
+  $: Shell,
+  target: RestoreTarget,
+  sql: string,
+  timeout: Duration = '120s',
+): Promise<string> {
+  const out = await $({
+    input: sql,
+    nothrow: true,
+    timeout,
+  })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d ${target.database}`;
+  if (out.exitCode !== 0)
+    throw new CliError(
+      `SQL in '${target.container}' (${target.database}) failed: ${out.stderr.trim() || `exit ${out.exitCode}`}`,
+    );
   return out.stdout.trim();
 }
 
 /** The live database's socket folder volume and wal_level: both are needed for the online fill. */
 export async function checkOnline($: Shell, live: RestoreTarget): Promise<OnlineCheck> {
-  const out = await $({ nothrow: true, timeout: '30s' })`${live.docker} container inspect --format ${'{{json .Mounts}}'} ${live.container}`;
-  const mounts = out.exitCode === 0 ? (JSON.parse(out.stdout) as Array<{ Type: string; Name?: string; Destination: string }>) : [];
+  const out = await $({
+    nothrow: true,
+    timeout: '30s',
+  })`${live.docker} container inspect --format ${'{{json .Mounts}}'} ${live.container}`;
+  const mounts =
+    out.exitCode === 0 ? (JSON.parse(out.stdout) as Array<{ Type: string; Name?: string; Destination: string }>) : [];
   const socket = mounts.find((m) => socketDirs.includes(m.Destination.replace(/\/+$/, '')));
   const later = 'the next deployment will be online (this one gives the new slot both)';
-  if (!socket || socket.Type !== 'volume' || !socket.Name) {
-    return { online: false, reason: `the live database's socket folder is ${socket ? `a ${socket.Type} mount` : 'not mounted'}, not a named volume the new database could mount; ${later}` };
+  if (socket?.Type !== 'volume' || !socket.Name) {
+    return {
+      online: false,
+      reason: `the live database's socket folder is ${socket ? `a ${socket.Type} mount` : 'not mounted'}, not a named volume the new database could mount; ${later}`,
+    };
   }
   const wal = await adminSql($, live, 'SHOW wal_level;').catch(() => 'unknown');
-  if (wal !== 'logical') return { online: false, reason: `the live database runs with wal_level=${wal}, not logical; ${later}` };
+  if (wal !== 'logical')
+    return { online: false, reason: `the live database runs with wal_level=${wal}, not logical; ${later}` };
   return { online: true, socketVolume: socket.Name };
 }
 
@@ -75,11 +95,19 @@ export class Replication {
     await this.sweepLeftovers();
     const properties = await recordDatabaseProperties(this.$, this.live, this.log);
     const db = quoteIdent(this.next.database);
-    await adminSql(this.$, this.next, `DROP DATABASE IF EXISTS ${db} WITH (FORCE); ${createDatabaseSql(this.next.database, properties)}${properties ? `\n${alterDatabaseSql(this.next.database, properties)}` : ''}`);
+    await adminSql(
+      this.$,
+      this.next,
+      `DROP DATABASE IF EXISTS ${db} WITH (FORCE); ${createDatabaseSql(this.next.database, properties)}${properties ? `\n${alterDatabaseSql(this.next.database, properties)}` : ''}`,
+    );
     // The whole schema, indexes and keys included: the subscriber finds the rows an UPDATE or
     // DELETE names by its key, and the copy stays correct without a post-data step.
-    const schema = await this.$({ nothrow: true, timeout: '600s' })`${this.live.docker} exec ${this.live.container} pg_dump --no-password --schema-only --no-publications --no-subscriptions -U ${this.live.user} -d ${this.live.database}`;
-    if (schema.exitCode !== 0) throw new CliError(`pg_dump --schema-only of the live database failed: ${schema.stderr.trim()}`);
+    const schema = await this.$({
+      nothrow: true,
+      timeout: '600s',
+    })`${this.live.docker} exec ${this.live.container} pg_dump --no-password --schema-only --no-publications --no-subscriptions -U ${this.live.user} -d ${this.live.database}`;
+    if (schema.exitCode !== 0)
+      throw new CliError(`pg_dump --schema-only of the live database failed: ${schema.stderr.trim()}`);
     await databaseSql(this.$, this.next, schema.stdout, '600s');
     this.log.info(`Schema of '${this.live.database}' loaded into ${this.next.container}`);
     await this.makeKeylessPublishable();
@@ -87,17 +115,24 @@ export class Replication {
 
   /** REPLICA IDENTITY FULL on tables without a key or identity: a publication would make their UPDATE and DELETE fail. */
   private async makeKeylessPublishable(): Promise<void> {
-    const rows = await databaseSql(this.$, this.live, `
+    const rows = await databaseSql(
+      this.$,
+      this.live,
+      `
       SELECT format('%I.%I', n.nspname, c.relname), c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-        AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)));`);
+        AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)));`,
+    );
     for (const line of rows.split('\n').filter(Boolean)) {
       const [table, kind] = line.split('|') as [string, string];
       // Recorded first: a failure halfway still puts back what was set.
       this.identities.push({ table, old: kind === 'n' ? 'NOTHING' : 'DEFAULT' });
       await databaseSql(this.$, this.live, `SET lock_timeout = '10s'; ALTER TABLE ${table} REPLICA IDENTITY FULL;`);
     }
-    if (this.identities.length) this.log.info(`REPLICA IDENTITY FULL for the deployment on the tables without a key: ${this.identities.map((i) => i.table).join(', ')}`);
+    if (this.identities.length)
+      this.log.info(
+        `REPLICA IDENTITY FULL for the deployment on the tables without a key: ${this.identities.map((i) => i.table).join(', ')}`,
+      );
   }
 
   /** Publication on the live database, subscription with the initial copy on the new one. */
@@ -108,27 +143,63 @@ export class Replication {
     const port = await adminSql(this.$, this.live, 'SHOW port;');
     const connection = `host=${liveSocketPath} port=${port} user=${this.live.user} dbname=${this.live.database}`;
     this.created.subscription = true;
-    await databaseSql(this.$, this.next, `CREATE SUBSCRIPTION ${name} CONNECTION ${literal(connection)} PUBLICATION ${name} WITH (copy_data = true);`);
-    this.subscriptionId = await databaseSql(this.$, this.next, `SELECT oid FROM pg_subscription WHERE subname = ${literal(this.name)};`);
-    this.log.info(`Subscription ${this.name}: ${this.next.container} copies '${this.live.database}' from ${this.live.container} through its socket folder while the game runs`);
+    await databaseSql(
+      this.$,
+      this.next,
+      `CREATE SUBSCRIPTION ${name} CONNECTION ${literal(connection)} PUBLICATION ${name} WITH (copy_data = true);`,
+    );
+    this.subscriptionId = await databaseSql(
+      this.$,
+      this.next,
+      `SELECT oid FROM pg_subscription WHERE subname = ${literal(this.name)};`,
+    );
+    this.log.info(
+      `Subscription ${this.name}: ${this.next.container} copies '${this.live.database}' from ${this.live.container} through its socket folder while the game runs`,
+    );
   }
 
   /** Throws when the subscription's workers fail (they would retry forever). */
   private async checkErrors(): Promise<void> {
-    const errors = Number(await databaseSql(this.$, this.next, `SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)};`));
+    const errors = Number(
+      await databaseSql(
+        this.$,
+        this.next,
+        `SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)};`,
+      ),
+    );
     if (errors > 0) {
-      const logs = await this.$({ nothrow: true, timeout: '30s' })`${this.next.docker} logs --tail 50 ${this.next.container}`;
-      const last = `${logs.stdout}\n${logs.stderr}`.split('\n').filter((l) => /ERROR/.test(l)).slice(-2).join(' | ');
-      throw new CliError(`the subscription in ${this.next.container} failed: ${last || `${errors} error(s)`}`, { advice: 'The live deployment is serving as before. A schema change during the copy, or a table the new database cannot take, stops the online fill; deploy again, or with --offline.' });
+      const logs = await this.$({
+        nothrow: true,
+        timeout: '30s',
+      })`${this.next.docker} logs --tail 50 ${this.next.container}`;
+      const last = `${logs.stdout}\n${logs.stderr}`
+        .split('\n')
+        .filter((l) => /ERROR/.test(l))
+        .slice(-2)
+        .join(' | ');
+      throw new CliError(`the subscription in ${this.next.container} failed: ${last || `${errors} error(s)`}`, {
+        advice:
+          'The live deployment is serving as before. A schema change during the copy, or a table the new database cannot take, stops the online fill; deploy again, or with --offline.',
+      });
     }
   }
 
   /** How far the subscription is behind the live database, in bytes of WAL; undefined while its tables are still being copied. */
   private async lag(upTo = 'pg_current_wal_lsn()'): Promise<number | undefined> {
     await this.checkErrors();
-    const copying = Number(await databaseSql(this.$, this.next, `SELECT count(*) FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)} AND srsubstate NOT IN ('r', 's');`));
+    const copying = Number(
+      await databaseSql(
+        this.$,
+        this.next,
+        `SELECT count(*) FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)} AND srsubstate NOT IN ('r', 's');`,
+      ),
+    );
     if (copying > 0) return undefined;
-    const lag = await databaseSql(this.$, this.live, `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn) FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`);
+    const lag = await databaseSql(
+      this.$,
+      this.live,
+      `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn) FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`,
+    );
     return lag === '' ? undefined : Math.max(0, Number(lag));
   }
 
@@ -141,7 +212,11 @@ export class Replication {
       if (lag !== undefined && lag <= smallLagBytes) break;
       if (Date.now() - reported > 10_000) {
         reported = Date.now();
-        this.log.info(lag === undefined ? `Subscription ${this.name}: copying the tables` : `Subscription ${this.name}: ${Math.round(lag / 1024)} kB behind`);
+        this.log.info(
+          lag === undefined
+            ? `Subscription ${this.name}: copying the tables`
+            : `Subscription ${this.name}: ${Math.round(lag / 1024)} kB behind`,
+        );
       }
       await sleep(250);
     }
@@ -185,13 +260,22 @@ export class Replication {
     const [live, next] = await Promise.all([take(this.live), take(this.next)]);
     const differences = compareFingerprints(live, next);
     if (differences.length || live.sha256 !== next.sha256) {
-      const names = differences.slice(0, 5).map((d) => `${d.kind} ${d.name}`).join(', ');
-      throw new CliError(`the new database's fingerprint differs from the frozen live database's (${names || 'structure'}): the online copy is not proven`, {
-        advice: 'The live deployment is serving as before. A schema change on the live database during the copy is not replicated; deploy again (or with --offline).',
-      });
+      const names = differences
+        .slice(0, 5)
+        .map((d) => `${d.kind} ${d.name}`)
+        .join(', ');
+      throw new CliError(
+        `the new database's fingerprint differs from the frozen live database's (${names || 'structure'}): the online copy is not proven`,
+        {
+          advice:
+            'The live deployment is serving as before. A schema change on the live database during the copy is not replicated; deploy again (or with --offline).',
+        },
+      );
     }
     this.fingerprint = next.sha256;
-    this.log.info(`Fingerprint proven: ${next.sha256} (${next.tables.length} tables, ${next.sequences.length} sequences) on both databases`);
+    this.log.info(
+      `Fingerprint proven: ${next.sha256} (${next.tables.length} tables, ${next.sequences.length} sequences) on both databases`,
+    );
   }
 
   /** Drops subscription, replication slots and publication (what exists of them); the identities are put back by restoreIdentities. */
@@ -199,8 +283,15 @@ export class Replication {
     const name = quoteIdent(this.name);
     if (this.created.subscription) {
       // Detached from its slot first: the slot is dropped on the live side whatever the new server's state.
-      await databaseSql(this.$, this.next, `ALTER SUBSCRIPTION ${name} DISABLE;\nALTER SUBSCRIPTION ${name} SET (slot_name = NONE);\nDROP SUBSCRIPTION ${name};`, '60s').catch((error: unknown) =>
-        this.log.warn(`Could not drop the subscription in ${this.next.container} (the slot is removed anyway): ${errorText(error)}`),
+      await databaseSql(
+        this.$,
+        this.next,
+        `ALTER SUBSCRIPTION ${name} DISABLE;\nALTER SUBSCRIPTION ${name} SET (slot_name = NONE);\nDROP SUBSCRIPTION ${name};`,
+        '60s',
+      ).catch((error: unknown) =>
+        this.log.warn(
+          `Could not drop the subscription in ${this.next.container} (the slot is removed anyway): ${errorText(error)}`,
+        ),
       );
     }
     await this.dropLiveSlots();
@@ -213,8 +304,12 @@ export class Replication {
     const ours = `(slot_name = ${literal(this.name)}${this.subscriptionId ? ` OR slot_name LIKE ${literal(`pg\\_${this.subscriptionId}\\_sync\\_%`)}` : ''})`;
     for (let attempt = 1; ; attempt++) {
       try {
-        await adminSql(this.$, this.live, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${ours} AND active_pid IS NOT NULL;
-          SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${ours};`);
+        await adminSql(
+          this.$,
+          this.live,
+          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${ours} AND active_pid IS NOT NULL;
+          SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${ours};`,
+        );
         return;
       } catch (error) {
         // A sender that was just ended may still hold its slot for a moment.
@@ -240,27 +335,59 @@ export class Replication {
   /** Every abort path: drops what exists and puts the identities back; logs what it could not do, never throws. */
   async abandon(): Promise<void> {
     await this.dropObjects().catch((error: unknown) =>
-      this.log.error(`Could not drop the replication objects ${this.name}: ${errorText(error)} — on ${this.live.container} run: SELECT pg_drop_replication_slot('${this.name}'); DROP PUBLICATION ${this.name}; (a slot left behind keeps WAL and fills the disk)`),
+      this.log.error(
+        `Could not drop the replication objects ${this.name}: ${errorText(error)} — on ${this.live.container} run: SELECT pg_drop_replication_slot('${this.name}'); DROP PUBLICATION ${this.name}; (a slot left behind keeps WAL and fills the disk)`,
+      ),
     );
-    await this.restoreIdentities().catch((error: unknown) => this.log.error(`Could not put back REPLICA IDENTITY on ${this.identities.map((i) => i.table).join(', ')}: ${errorText(error)} — run: ${this.identitySql()}`));
+    await this.restoreIdentities().catch((error: unknown) =>
+      this.log.error(
+        `Could not put back REPLICA IDENTITY on ${this.identities.map((i) => i.table).join(', ')}: ${errorText(error)} — run: ${this.identitySql()}`,
+      ),
+    );
   }
 
   /** Leftovers of an earlier run that was killed: its slots and publications would keep WAL forever. */
   private async sweepLeftovers(): Promise<void> {
     const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
-    const slots = await adminSql(this.$, this.live, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND active_pid IS NOT NULL;
-      SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND NOT active;`);
-    const publications = await databaseSql(this.$, this.live, `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`);
-    for (const pub of publications.split('\n').filter(Boolean)) await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${quoteIdent(pub)};`);
-    const dropped = [...slots.split('\n').filter(Boolean).map((l) => l.split('|')[0]), ...publications.split('\n').filter(Boolean)];
-    if (dropped.length) this.log.warn(`Dropped the replication leftovers of an interrupted deployment on ${this.live.container}: ${dropped.join(', ')}`);
+    const slots = await adminSql(
+      this.$,
+      this.live,
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND active_pid IS NOT NULL;
+      SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND NOT active;`,
+    );
+    const publications = await databaseSql(
+      this.$,
+      this.live,
+      `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`,
+    );
+    for (const pub of publications.split('\n').filter(Boolean))
+      await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${quoteIdent(pub)};`);
+    const dropped = [
+      ...slots
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('|')[0]),
+      ...publications.split('\n').filter(Boolean),
+    ];
+    if (dropped.length)
+      this.log.warn(
+        `Dropped the replication leftovers of an interrupted deployment on ${this.live.container}: ${dropped.join(', ')}`,
+      );
   }
 }
 
 /** Replication slots and publications of this tool on the live database (a run was killed before dropping them); empty when it cannot be asked. */
 export async function replicationLeftovers($: Shell, live: RestoreTarget): Promise<string[]> {
   const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
-  const slots = await adminSql($, live, `SELECT format('replication slot %s (keeps %s MB of WAL)', slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint / 1048576) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} OR slot_name LIKE 'pg\\_%\\_sync\\_%';`).catch(() => '');
-  const publications = await databaseSql($, live, `SELECT format('publication %s', pubname) FROM pg_publication WHERE pubname LIKE ${prefix};`).catch(() => '');
+  const slots = await adminSql(
+    $,
+    live,
+    `SELECT format('replication slot %s (keeps %s MB of WAL)', slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint / 1048576) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} OR slot_name LIKE 'pg\\_%\\_sync\\_%';`,
+  ).catch(() => '');
+  const publications = await databaseSql(
+    $,
+    live,
+    `SELECT format('publication %s', pubname) FROM pg_publication WHERE pubname LIKE ${prefix};`,
+  ).catch(() => '');
   return [...slots.split('\n'), ...publications.split('\n')].filter(Boolean);
 }

@@ -10,7 +10,14 @@ import { basename, join } from 'node:path';
 import { runBackup } from './backup.ts';
 import { sidecarsOf } from './backup-files.ts';
 import { fsyncDir } from './atomic-file.ts';
-import { readDeployState, writeDeployState, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
+import {
+  readDeployState,
+  writeDeployState,
+  type DeployState,
+  type DeploySummary,
+  type Slot,
+  type SlotContainer,
+} from './deploy-state.ts';
 import { LiveFence } from './deploy-fence.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './deploy-switch.ts';
 import { Docker } from './docker.ts';
@@ -50,7 +57,9 @@ export function pinBackup(path: string, backupDir: string): string {
 
 /** The slot's database container first, then the rest. */
 function dbFirst(slot: Slot, settings: Settings): SlotContainer[] {
-  return [...slot.containers].sort((a, b) => Number(b.canonicalName === settings.container) - Number(a.canonicalName === settings.container));
+  return [...slot.containers].sort(
+    (a, b) => Number(b.canonicalName === settings.container) - Number(a.canonicalName === settings.container),
+  );
 }
 
 /** Starts a slot, its database first, and waits until all of it serves. */
@@ -59,7 +68,10 @@ async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeout
   await docker.start([db!.name]);
   await docker.waitHealthy([db!.name], timeoutMs);
   await docker.start(rest.map((c) => c.name));
-  await docker.waitHealthy(slot.containers.map((c) => c.name), timeoutMs);
+  await docker.waitHealthy(
+    slot.containers.map((c) => c.name),
+    timeoutMs,
+  );
 }
 
 /** Which of a slot's services an undone switch starts again: its database and the writers that ran. */
@@ -67,8 +79,17 @@ export const servedBefore = (slot: Slot, dbService: string, running: string[]) =
   service === dbService || slot.containers.some((c) => c.service === service && running.includes(c.name));
 
 /** Records a rollback that did not happen, and says why (exit 1). */
-function rollbackFailed(settings: Settings, state: DeployState, summary: DeploySummary, message: string, advice: string): never {
-  writeDeployState(settings.dir, { ...state, lastDeploy: { ...summary, ok: false, outcome: 'rollback failed', error: message } });
+function rollbackFailed(
+  settings: Settings,
+  state: DeployState,
+  summary: DeploySummary,
+  message: string,
+  advice: string,
+): never {
+  writeDeployState(settings.dir, {
+    ...state,
+    lastDeploy: { ...summary, ok: false, outcome: 'rollback failed', error: message },
+  });
   throw new CliError(message, { advice });
 }
 
@@ -81,11 +102,16 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     const ctx: SwitchContext = { dir: settings.dir, docker: options.docker, $, log };
     await reconcileSwitch(ctx);
     const state = readDeployState(settings.dir);
-    if (!state.live || !state.previous) throw new CliError('there is no previous slot to roll back to', { advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.' });
+    if (!state.live || !state.previous)
+      throw new CliError('there is no previous slot to roll back to', {
+        advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.',
+      });
     const [current, previous] = [state.live, state.previous];
     const dbService = dbFirst(current, settings)[0]!.service;
     const started = Date.now();
-    const states = await docker.inspectMany(current.containers.filter((c) => c.service !== dbService).map((c) => c.name));
+    const states = await docker.inspectMany(
+      current.containers.filter((c) => c.service !== dbService).map((c) => c.name),
+    );
     const allWriters = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
     // Only those that run are stopped, and started again if the rollback is not done (a finished migration stays finished).
     const writers = allWriters.filter((_, i) => states[i]!.running);
@@ -95,23 +121,56 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     // commits), so the backup holds every write made since the switch.
     log.info(`Stopping the current writers before the backup: ${writers.join(', ') || 'none'}`);
     await docker.stop(writers);
-    const summary: DeploySummary = { time: new Date().toISOString(), ok: true, mode: 'rollback', backupUsed: null, backupAgeSeconds: null, fingerprint: null, downtimeMs: null, totalMs: 0, attempts: [] };
+    const summary: DeploySummary = {
+      time: new Date().toISOString(),
+      ok: true,
+      mode: 'rollback',
+      backupUsed: null,
+      backupAgeSeconds: null,
+      fingerprint: null,
+      downtimeMs: null,
+      totalMs: 0,
+      attempts: [],
+    };
     let fence: LiveFence | undefined;
     /** The current slot serves again as it did: fence lifted, its writers started. */
     const serveAgain = async () => {
-      await fence?.release().catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
-      await docker.start([currentDb, ...writers]).catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
+      await fence
+        ?.release()
+        .catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
+      await docker
+        .start([currentDb, ...writers])
+        .catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
     };
     let pinned: string;
     try {
-      fence = await LiveFence.raise($, { docker: options.docker, container: currentDb, user: settings.dbUser, database: settings.dbName }, log);
-      const backup = await runBackup({ settings: { ...settings, container: currentDb }, docker: options.docker, $, log, dryRun: false, lockHeld: true });
+      fence = await LiveFence.raise(
+        $,
+        { docker: options.docker, container: currentDb, user: settings.dbUser, database: settings.dbName },
+        log,
+      );
+      const backup = await runBackup({
+        settings: { ...settings, container: currentDb },
+        docker: options.docker,
+        $,
+        log,
+        dryRun: false,
+        lockHeld: true,
+      });
       pinned = pinBackup(backup.path!, settings.backupDir);
       summary.pinnedBackup = pinned;
-      log.info(`Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`);
+      log.info(
+        `Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`,
+      );
     } catch (error) {
       await serveAgain();
-      return rollbackFailed(settings, state, summary, `the backup before the rollback failed (${errorText(error)}); nothing was switched`, `${current.project} serves again.`);
+      return rollbackFailed(
+        settings,
+        state,
+        summary,
+        `the backup before the rollback failed (${errorText(error)}); nothing was switched`,
+        `${current.project} serves again.`,
+      );
     }
 
     // 2. The previous slot must serve under its slot names before any name moves.
@@ -120,11 +179,19 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
       await startSlot(docker, previous, settings, options.healthTimeoutMs);
     } catch (error) {
       log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
-      await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await docker
+        .stop(previous.containers.map((c) => c.name))
+        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
       await serveAgain();
       const restarted = await docker
-        .waitHealthy(current.containers.filter((c) => c.name === currentDb || writers.includes(c.name)).map((c) => c.name), options.healthTimeoutMs)
-        .then(() => 'serves again', (e: unknown) => `was started again but does not serve yet (${errorText(e)})`);
+        .waitHealthy(
+          current.containers.filter((c) => c.name === currentDb || writers.includes(c.name)).map((c) => c.name),
+          options.healthTimeoutMs,
+        )
+        .then(
+          () => 'serves again',
+          (e: unknown) => `was started again but does not serve yet (${errorText(e)})`,
+        );
       return rollbackFailed(
         settings,
         state,
@@ -138,13 +205,35 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
     try {
       await docker.stopFast(currentDb);
     } catch (error) {
-      await docker.stop(previous.containers.map((c) => c.name)).catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await docker
+        .stop(previous.containers.map((c) => c.name))
+        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
       await serveAgain();
-      return rollbackFailed(settings, state, { ...summary, totalMs: Date.now() - started }, `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`, `${current.project} was started again. The writes since the switch are also in ${pinned}.`);
+      return rollbackFailed(
+        settings,
+        state,
+        { ...summary, totalMs: Date.now() - started },
+        `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`,
+        `${current.project} was started again. The writes since the switch are also in ${pinned}.`,
+      );
     }
     // 3. The journalled switch: the current slot gives up the names and stops.
-    const switched = await switchSlots({ ...ctx, dbService }, { kind: 'rollback', outgoing: current, incoming: previous, stateBefore: state, summary: { ...summary, totalMs: Date.now() - started }, startOnUndo: servedBefore(current, dbService, writers) });
-    writeDeployState(settings.dir, { live: switched.live, previous: switched.previous, lastDeploy: { ...switched.summary, outcome: 'rolled back' } });
+    const switched = await switchSlots(
+      { ...ctx, dbService },
+      {
+        kind: 'rollback',
+        outgoing: current,
+        incoming: previous,
+        stateBefore: state,
+        summary: { ...summary, totalMs: Date.now() - started },
+        startOnUndo: servedBefore(current, dbService, writers),
+      },
+    );
+    writeDeployState(settings.dir, {
+      live: switched.live,
+      previous: switched.previous,
+      lastDeploy: { ...switched.summary, outcome: 'rolled back' },
+    });
     log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
     return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
   } finally {

@@ -27,12 +27,20 @@ function watchSignals(log: Logger) {
   const handler = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) return log.warn(`${signal} again: the deployment is being rolled back, please wait`);
     log.error(`${signal} received: stopping the deployment`);
-    const error = new CliError(`interrupted by ${signal}`, { advice: 'The live deployment was restored: its writers run again and the new slot was removed.' });
+    const error = new CliError(`interrupted by ${signal}`, {
+      advice: 'The live deployment was restored: its writers run again and the new slot was removed.',
+    });
     controller.abort(error);
     fail(error);
   };
   for (const signal of stopSignals) process.on(signal, handler);
-  return { abort: controller.signal, received, dispose: () => stopSignals.forEach((signal) => process.off(signal, handler)) };
+  return {
+    abort: controller.signal,
+    received,
+    dispose: () => {
+      for (const signal of stopSignals) process.off(signal, handler);
+    },
+  };
 }
 
 /** Waits for a promise to settle, at most `ms`. */
@@ -47,7 +55,12 @@ async function settle(promise: Promise<unknown>, ms: number): Promise<void> {
  * interrupted phase is let settle, then `rollback` runs once and the error is thrown (exit 1).
  * A signal during a committed phase waits for the phase sequence to end, then exits non-zero.
  */
-export async function runPhases(phases: Phase[], rollback: () => Promise<void>, log: Logger, useAbort: (abort: AbortSignal) => void): Promise<void> {
+export async function runPhases(
+  phases: Phase[],
+  rollback: () => Promise<void>,
+  log: Logger,
+  useAbort: (abort: AbortSignal) => void,
+): Promise<void> {
   const signals = watchSignals(log);
   useAbort(signals.abort);
   let committed = false;
@@ -68,7 +81,10 @@ export async function runPhases(phases: Phase[], rollback: () => Promise<void>, 
         throw error;
       }
     }
-    if (signals.abort.aborted) throw new CliError(`${errorText(signals.abort.reason)} after the switch`, { advice: 'The new slot is live and recorded; see deploy-to-qnap --status.' });
+    if (signals.abort.aborted)
+      throw new CliError(`${errorText(signals.abort.reason)} after the switch`, {
+        advice: 'The new slot is live and recorded; see deploy-to-qnap --status.',
+      });
   } catch (error) {
     // Whatever the interrupted phase threw on its way down, the signal is what stopped the run.
     const reason = !committed && signals.abort.aborted ? signals.abort.reason : error;

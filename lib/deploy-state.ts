@@ -64,7 +64,10 @@ export function readDeployState(dir: string): DeployState {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new UsageError(`cannot read the deployment state ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, 'Make it readable by this user (it is written 0600 by deploy-to-qnap).');
+    throw new UsageError(
+      `cannot read the deployment state ${path}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`,
+      'Make it readable by this user (it is written 0600 by deploy-to-qnap).',
+    );
   }
   try {
     const state = JSON.parse(text) as unknown;
@@ -81,5 +84,5 @@ export function readDeployState(dir: string): DeployState {
 /** Writes the state atomically. */
 export function writeDeployState(dir: string, state: DeployState): void {
   mkdirSync(join(dir, deployDirName), { recursive: true, mode: 0o700 });
-  writeFileAtomic(join(dir, deployDirName, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+  writeFileAtomic(join(dir, deployDirName, 'state.json'), `${JSON.stringify(state, null, 2)}\n`);
 }

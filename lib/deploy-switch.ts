@@ -6,7 +6,17 @@
 //   (the incoming slot stopped under its slot names, the outgoing one live and started again).
 // The same rule handles a rename that fails during the run itself.
 import { join } from 'node:path';
-import { readJournal, removeJournal, writeJournal, inspectContainers, isServing, journalFileName, type ContainerFacts, type JournalContainer, type SwitchJournal } from './deploy-journal.ts';
+import {
+  readJournal,
+  removeJournal,
+  writeJournal,
+  inspectContainers,
+  isServing,
+  journalFileName,
+  type ContainerFacts,
+  type JournalContainer,
+  type SwitchJournal,
+} from './deploy-journal.ts';
 import { deployDirName, writeDeployState, type DeployState, type DeploySummary, type Slot } from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, errorText } from './errors.ts';
@@ -56,7 +66,10 @@ const slotName = (canonicalName: string, slot: Slot) => `${canonicalName}-${slot
 
 /** A slot with each container under the name the journal moves it to. */
 function renamed(slot: Slot, containers: JournalContainer[]): Slot {
-  return { ...slot, containers: slot.containers.map((c) => ({ ...c, name: containers.find((j) => j.from === c.name)!.to })) };
+  return {
+    ...slot,
+    containers: slot.containers.map((c) => ({ ...c, name: containers.find((j) => j.from === c.name)!.to })),
+  };
 }
 
 /** The journal of a switch about to start: each container's ID and labels from Docker. */
@@ -65,15 +78,31 @@ async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<S
   const names = [...(outgoing?.containers ?? []), ...incoming.containers].map((c) => c.name);
   const facts = await inspectContainers(ctx.$, ctx.docker, names);
   const missing = names.filter((n) => !facts.has(n));
-  if (missing.length) throw new CliError(`cannot switch: container(s) ${missing.join(', ')} do not exist`, { advice: 'Nothing was renamed. See docker ps -a.' });
+  if (missing.length)
+    throw new CliError(`cannot switch: container(s) ${missing.join(', ')} do not exist`, {
+      advice: 'Nothing was renamed. See docker ps -a.',
+    });
   const db = ctx.dbService ?? 'db';
-  const dbFirst = <T extends { service: string }>(list: T[]) => [...list].sort((a, b) => Number(b.service === db) - Number(a.service === db));
+  const dbFirst = <T extends { service: string }>(list: T[]) =>
+    [...list].sort((a, b) => Number(b.service === db) - Number(a.service === db));
   const entry = (name: string, service: string, to: string, startOnUndo: boolean): JournalContainer => {
     const f = facts.get(name)!;
-    return { id: f.id, service, from: name, to, project: f.project, startOnUndo, ...(request.oneShot?.includes(name) ? { oneShot: true } : {}) };
+    return {
+      id: f.id,
+      service,
+      from: name,
+      to,
+      project: f.project,
+      startOnUndo,
+      ...(request.oneShot?.includes(name) ? { oneShot: true } : {}),
+    };
   };
   const startOnUndo = request.startOnUndo ?? (() => true);
-  const out = outgoing ? dbFirst(outgoing.containers).map((c) => entry(c.name, c.service, slotName(c.canonicalName, outgoing), startOnUndo(c.service))) : [];
+  const out = outgoing
+    ? dbFirst(outgoing.containers).map((c) =>
+        entry(c.name, c.service, slotName(c.canonicalName, outgoing), startOnUndo(c.service)),
+      )
+    : [];
   const into = dbFirst(incoming.containers).map((c) => entry(c.name, c.service, c.canonicalName, false));
   const live = renamed(incoming, into);
   const previous = outgoing ? renamed(outgoing, out) : request.stateBefore.previous;
@@ -86,13 +115,23 @@ async function journalFor(ctx: SwitchContext, request: SwitchRequest): Promise<S
     stateAfter: { live, previous, lastDeploy: { ...request.summary, outcome: 'switched' } },
     stateUndone: {
       ...request.stateBefore,
-      lastDeploy: { ...request.summary, ok: false, outcome: 'undone', error: `the ${request.kind === 'rollback' ? 'rollback' : 'switch'} was interrupted and undone: ${outgoing ? `${outgoing.project} is live` : 'nothing is live (a first deployment)'}` },
+      lastDeploy: {
+        ...request.summary,
+        ok: false,
+        outcome: 'undone',
+        error: `the ${request.kind === 'rollback' ? 'rollback' : 'switch'} was interrupted and undone: ${outgoing ? `${outgoing.project} is live` : 'nothing is live (a first deployment)'}`,
+      },
     },
   };
 }
 
 /** Renames a container (by ID) unless it has that name already. */
-async function renameTo(ctx: SwitchContext, c: JournalContainer, facts: Map<string, ContainerFacts>, name: string): Promise<void> {
+async function renameTo(
+  ctx: SwitchContext,
+  c: JournalContainer,
+  facts: Map<string, ContainerFacts>,
+  name: string,
+): Promise<void> {
   if (facts.get(c.id)?.name === name) return;
   await ctx.$({ timeout: '30s' })`${ctx.docker} rename ${c.id} ${name}`;
   ctx.log.info(`Renamed ${facts.get(c.id)?.name ?? c.id} to ${name}`);
@@ -107,7 +146,10 @@ async function applyForward(ctx: SwitchContext, journal: SwitchJournal): Promise
   const ids = () => [...journal.outgoing.containers, ...journal.incoming.containers].map((c) => c.id);
   let facts = await inspectContainers(ctx.$, ctx.docker, ids());
   for (const c of journal.outgoing.containers) await renameTo(ctx, c, facts, c.to);
-  await stopAll(ctx, journal.outgoing.containers.filter((c) => facts.get(c.id)?.running));
+  await stopAll(
+    ctx,
+    journal.outgoing.containers.filter((c) => facts.get(c.id)?.running),
+  );
   facts = await inspectContainers(ctx.$, ctx.docker, ids());
   for (const c of journal.incoming.containers) await renameTo(ctx, c, facts, c.to);
 }
@@ -116,7 +158,10 @@ async function applyForward(ctx: SwitchContext, journal: SwitchJournal): Promise
 async function applyUndo(ctx: SwitchContext, journal: SwitchJournal): Promise<void> {
   const ids = () => [...journal.outgoing.containers, ...journal.incoming.containers].map((c) => c.id);
   let facts = await inspectContainers(ctx.$, ctx.docker, ids());
-  await stopAll(ctx, journal.incoming.containers.filter((c) => facts.get(c.id)?.running));
+  await stopAll(
+    ctx,
+    journal.incoming.containers.filter((c) => facts.get(c.id)?.running),
+  );
   for (const c of journal.incoming.containers) await renameTo(ctx, c, facts, c.from);
   facts = await inspectContainers(ctx.$, ctx.docker, ids());
   for (const c of journal.outgoing.containers) await renameTo(ctx, c, facts, c.from);
@@ -160,12 +205,19 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
   const journal = readJournal(ctx.dir);
   if (!journal) return { action: 'none' };
   const all = [...journal.outgoing.containers, ...journal.incoming.containers];
-  const facts = await inspectContainers(ctx.$, ctx.docker, all.map((c) => c.id));
+  const facts = await inspectContainers(
+    ctx.$,
+    ctx.docker,
+    all.map((c) => c.id),
+  );
   const foreign = all.filter((c) => facts.get(c.id)?.project !== c.project);
   if (foreign.length) {
-    throw new CliError(`the switch journal ${join(ctx.dir, deployDirName, journalFileName)} names container(s) that are gone or changed: ${foreign.map((c) => `${c.from} (${c.id.slice(0, 12)})`).join(', ')}`, {
-      advice: `Put the names right by hand (docker ps -a; docker rename), start the slot that should serve, then remove ${journalFileName}.`,
-    });
+    throw new CliError(
+      `the switch journal ${join(ctx.dir, deployDirName, journalFileName)} names container(s) that are gone or changed: ${foreign.map((c) => `${c.from} (${c.id.slice(0, 12)})`).join(', ')}`,
+      {
+        advice: `Put the names right by hand (docker ps -a; docker rename), start the slot that should serve, then remove ${journalFileName}.`,
+      },
+    );
   }
   const action = decide(journal, facts);
   const [into, out] = [journal.incoming.slot.project, journal.outgoing.slot?.project];
@@ -182,7 +234,10 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
   if (action === 'undone') await applyUndo(ctx, journal);
   const note = `${action === 'undone' ? '' : 'switched; '}reconciled by a later run: ${what}`;
   const state = action === 'undone' ? journal.stateUndone : journal.stateAfter;
-  writeDeployState(ctx.dir, { ...state, lastDeploy: state.lastDeploy && { ...state.lastDeploy, warnings: [...(state.lastDeploy.warnings ?? []), note] } });
+  writeDeployState(ctx.dir, {
+    ...state,
+    lastDeploy: state.lastDeploy && { ...state.lastDeploy, warnings: [...(state.lastDeploy.warnings ?? []), note] },
+  });
   removeJournal(ctx.dir);
   ctx.log.warn(`Reconciled: ${what}`);
   return { action, message: what };
@@ -194,7 +249,7 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
  */
 export async function reconcileIfIdle(ctx: SwitchContext, command: string): Promise<Reconciled | { action: 'busy' }> {
   if (!readJournal(ctx.dir)) return { action: 'none' };
-  let lock;
+  let lock: ReturnType<typeof acquireLock>;
   try {
     lock = acquireLock(ctx.dir, `${command} (reconciling a switch)`);
   } catch (error) {
@@ -221,22 +276,39 @@ export async function switchSlots(ctx: SwitchContext, request: SwitchRequest): P
     ctx.log.error(`The switch failed: ${errorText(error)}; putting the names right`);
     const reconciled = await reconcileSwitch(ctx);
     if (reconciled.action !== 'finished') {
-      throw new CliError(`the switch of the container names failed (${errorText(error)}) and was undone`, { advice: `${request.outgoing ? `${request.outgoing.project} is live as before` : 'Nothing is live (a first deployment)'}. See ${ctx.log.file ?? 'the log'}.`, cause: error });
+      throw new CliError(`the switch of the container names failed (${errorText(error)}) and was undone`, {
+        advice: `${request.outgoing ? `${request.outgoing.project} is live as before` : 'Nothing is live (a first deployment)'}. See ${ctx.log.file ?? 'the log'}.`,
+        cause: error,
+      });
     }
-    return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous, summary: journal.stateAfter.lastDeploy! };
+    return {
+      live: journal.stateAfter.live!,
+      previous: journal.stateAfter.previous,
+      summary: journal.stateAfter.lastDeploy!,
+    };
   }
   writeJournal(ctx.dir, { ...journal, phase: 'renamed' });
   writeDeployState(ctx.dir, journal.stateAfter);
   removeJournal(ctx.dir);
-  ctx.log.info(`Switched: ${journal.stateAfter.live!.containers.map((c) => c.name).join(', ')} are live${request.outgoing ? `; ${request.outgoing.project} is stopped and kept` : ''}`);
-  return { live: journal.stateAfter.live!, previous: journal.stateAfter.previous, summary: journal.stateAfter.lastDeploy! };
+  ctx.log.info(
+    `Switched: ${journal.stateAfter.live!.containers.map((c) => c.name).join(', ')} are live${request.outgoing ? `; ${request.outgoing.project} is stopped and kept` : ''}`,
+  );
+  return {
+    live: journal.stateAfter.live!,
+    previous: journal.stateAfter.previous,
+    summary: journal.stateAfter.lastDeploy!,
+  };
 }
 
 /**
  * The switch, then the steps after it: each failure there is logged as a warning and recorded;
  * the state says `switched` whatever happens after the names moved.
  */
-export async function switchAndFinish(ctx: SwitchContext, request: SwitchRequest, after: AfterSwitchStep[]): Promise<Switched> {
+export async function switchAndFinish(
+  ctx: SwitchContext,
+  request: SwitchRequest,
+  after: AfterSwitchStep[],
+): Promise<Switched> {
   const switched = await switchSlots(ctx, request);
   const warnings: string[] = [];
   for (const step of after) {
@@ -251,7 +323,9 @@ export async function switchAndFinish(ctx: SwitchContext, request: SwitchRequest
   try {
     writeDeployState(ctx.dir, { live: switched.live, previous: switched.previous, lastDeploy: summary });
   } catch (error) {
-    ctx.log.warn(`Could not record the final summary in ${join(ctx.dir, deployDirName, 'state.json')}: ${errorText(error)} (the switch itself is recorded)`);
+    ctx.log.warn(
+      `Could not record the final summary in ${join(ctx.dir, deployDirName, 'state.json')}: ${errorText(error)} (the switch itself is recorded)`,
+    );
   }
   return { ...switched, summary };
 }

@@ -29,9 +29,12 @@ export const syncRoot = (dir: string) => `${dir}/${syncDirName}`;
  */
 export function insideComposeDir(raw: string, what: string): string {
   const path = posix.normalize(raw).replace(/\/+$/, '');
-  if (path === '.' || path === '' ) return '.';
+  if (path === '.' || path === '') return '.';
   if (path.startsWith('../') || path === '..' || path.startsWith('/')) {
-    throw new UsageError(`${what} '${raw}' is outside the compose file's folder`, 'Move it below the folder of the compose file (deploy-to-qnap copies that folder\'s sources to the NAS) and deploy again. Nothing was changed.');
+    throw new UsageError(
+      `${what} '${raw}' is outside the compose file's folder`,
+      "Move it below the folder of the compose file (deploy-to-qnap copies that folder's sources to the NAS) and deploy again. Nothing was changed.",
+    );
   }
   return path;
 }
@@ -51,7 +54,12 @@ export function relativeBinds(doc: ComposeFile, dbService: string): RelativeBind
     if (service === dbService) continue;
     for (const entry of spec.volumes ?? []) {
       const mount = parseMount(entry);
-      if (mount.kind === 'bind' && mount.source?.startsWith('.')) binds.push({ service, source: mount.source, path: insideComposeDir(mount.source, `the '${service}' service's bind mount`) });
+      if (mount.kind === 'bind' && mount.source?.startsWith('.'))
+        binds.push({
+          service,
+          source: mount.source,
+          path: insideComposeDir(mount.source, `the '${service}' service's bind mount`),
+        });
     }
   }
   return binds;
@@ -63,7 +71,8 @@ type Manifest = Record<string, string>;
 function describeEntry(full: string): string | undefined {
   const stat = lstatSync(full);
   if (stat.isSymbolicLink()) return `l:${readlinkSync(full)}`;
-  if (stat.isFile()) return `f:${(stat.mode & 0o7777).toString(8)}:${createHash('sha256').update(readFileSync(full)).digest('hex')}`;
+  if (stat.isFile())
+    return `f:${(stat.mode & 0o7777).toString(8)}:${createHash('sha256').update(readFileSync(full)).digest('hex')}`;
   return undefined;
 }
 
@@ -75,14 +84,19 @@ export function localManifest(root: string, paths: readonly string[]): Manifest 
     const stat = lstatSync(full, { throwIfNoEntry: false });
     if (!stat) return;
     if (stat.isDirectory()) {
-      for (const name of readdirSync(full).sort()) if (!syncExcludes.has(name)) visit(rel === '.' ? name : `${rel}/${name}`);
+      for (const name of readdirSync(full).sort())
+        if (!syncExcludes.has(name)) visit(rel === '.' ? name : `${rel}/${name}`);
       return;
     }
     const entry = describeEntry(full);
     if (entry) manifest[rel] = entry;
   };
   for (const path of paths) {
-    if (!lstatSync(join(root, path), { throwIfNoEntry: false })) throw new UsageError(`${join(root, path)} does not exist`, 'The compose file bind-mounts or builds from it; create it or fix the path. Nothing was changed.');
+    if (!lstatSync(join(root, path), { throwIfNoEntry: false }))
+      throw new UsageError(
+        `${join(root, path)} does not exist`,
+        'The compose file bind-mounts or builds from it; create it or fix the path. Nothing was changed.',
+      );
     visit(path);
   }
   return manifest;
@@ -122,7 +136,9 @@ async function sendFiles(ssh: Ssh, root: string, files: string[], remoteRoot: st
     const list = join(scratch, 'files');
     writeFileSync(list, files.map((f) => `${f}\0`).join(''), { mode: 0o600 });
     await ssh.check(['mkdir', '-p', '-m', '700', remoteRoot], `creating ${remoteRoot}`);
-    const tar = spawn('tar', ['-c', '-f', '-', '-C', root, '--no-recursion', '--null', '-T', list], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const tar = spawn('tar', ['-c', '-f', '-', '-C', root, '--no-recursion', '--null', '-T', list], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let tarErr = '';
     tar.stderr.setEncoding('utf8').on('data', (d: string) => (tarErr += d));
     const tarDone = new Promise<number>((r) => {
@@ -130,13 +146,21 @@ async function sendFiles(ssh: Ssh, root: string, files: string[], remoteRoot: st
       tar.on('close', (code) => r(code ?? 1));
     });
     // -o: the NAS user owns what it extracts (the workstation's uid means nothing there).
-    const extracted = await ssh.stream(['tar', '-x', '-o', '-f', '-', '-C', remoteRoot], { stdin: tar.stdout }).catch((error: unknown) => {
-      tar.kill();
-      throw error;
-    });
+    const extracted = await ssh
+      .stream(['tar', '-x', '-o', '-f', '-', '-C', remoteRoot], { stdin: tar.stdout })
+      .catch((error: unknown) => {
+        tar.kill();
+        throw error;
+      });
     const tarCode = await tarDone;
-    if (tarCode !== 0) throw new CliError(`tar of the sources failed here (exit ${tarCode}): ${tarErr.trim().split('\n').slice(-3).join(' ')}`);
-    if (extracted !== 0) throw new CliError(`extracting the sources into ${remoteRoot} failed on the NAS (exit ${extracted})`, { advice: 'Check the free space and permissions of that folder on the NAS.' });
+    if (tarCode !== 0)
+      throw new CliError(
+        `tar of the sources failed here (exit ${tarCode}): ${tarErr.trim().split('\n').slice(-3).join(' ')}`,
+      );
+    if (extracted !== 0)
+      throw new CliError(`extracting the sources into ${remoteRoot} failed on the NAS (exit ${extracted})`, {
+        advice: 'Check the free space and permissions of that folder on the NAS.',
+      });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -147,7 +171,13 @@ async function sendFiles(ssh: Ssh, root: string, files: string[], remoteRoot: st
  * changed files only, removals after, the manifest last (an interrupted sync sends again).
  * With dryRun, only says what would travel.
  */
-export async function syncSources(ssh: Ssh, root: string, paths: readonly string[], projectDir: string, options: { dryRun: boolean }): Promise<SyncResult> {
+export async function syncSources(
+  ssh: Ssh,
+  root: string,
+  paths: readonly string[],
+  projectDir: string,
+  options: { dryRun: boolean },
+): Promise<SyncResult> {
   const remoteRoot = syncRoot(projectDir);
   const local = localManifest(root, paths);
   const remote = await remoteManifest(ssh, remoteRoot);
@@ -158,7 +188,10 @@ export async function syncSources(ssh: Ssh, root: string, paths: readonly string
   if (options.dryRun || (!changed.length && !removed.length)) return result;
   if (changed.length) await sendFiles(ssh, root, changed, remoteRoot);
   for (let i = 0; i < removed.length; i += 200) {
-    await ssh.check(['sh', '-c', 'cd "$1" && shift && rm -f -- "$@"', 'sh', remoteRoot, ...removed.slice(i, i + 200)], `removing deleted sources from ${remoteRoot}`);
+    await ssh.check(
+      ['sh', '-c', 'cd "$1" && shift && rm -f -- "$@"', 'sh', remoteRoot, ...removed.slice(i, i + 200)],
+      `removing deleted sources from ${remoteRoot}`,
+    );
   }
   const kept = Object.fromEntries(Object.entries(remote).filter(([p]) => !inPaths(p)));
   const scratch = mkdtempSync(join(tmpdir(), 'planetarion-sync-'));

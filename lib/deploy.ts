@@ -9,7 +9,17 @@ import { basename, dirname, join } from 'node:path';
 import { backupFormatOf, runBackup } from './backup.ts';
 import { backupStamp, listBackups, parseBackupName, provableBackups } from './backup-files.ts';
 import { formatAge } from './backup-status.ts';
-import { compose, copySlotSources, detectCompose, oneShotServices, readComposeServices, slotComposeFile, type ComposeCommand, type ComposeServiceInfo, type SlotCopy } from './compose.ts';
+import {
+  compose,
+  copySlotSources,
+  detectCompose,
+  oneShotServices,
+  readComposeServices,
+  slotComposeFile,
+  type ComposeCommand,
+  type ComposeServiceInfo,
+  type SlotCopy,
+} from './compose.ts';
 import { LiveFence, verifyOwnCluster } from './deploy-fence.ts';
 import { onlinePhases } from './deploy-online.ts';
 import { checkOnline, Replication, type OnlineCheck } from './deploy-replication.ts';
@@ -19,7 +29,15 @@ import { servedBefore } from './deploy-rollback.ts';
 import { runPhases, type Phase } from './deploy-run.ts';
 import { completionDependencies, waitCompleted } from './service-completion.ts';
 import { refuseSharedStorage } from './shared-storage.ts';
-import { readDeployState, writeDeployState, deployDirName, type DeployState, type DeploySummary, type Slot, type SlotContainer } from './deploy-state.ts';
+import {
+  readDeployState,
+  writeDeployState,
+  deployDirName,
+  type DeployState,
+  type DeploySummary,
+  type Slot,
+  type SlotContainer,
+} from './deploy-state.ts';
 import { Docker } from './docker.ts';
 import { CliError, UsageError, errorText } from './errors.ts';
 import { recordDatabaseProperties } from './database-properties.ts';
@@ -27,7 +45,17 @@ import { quoteIdent } from './fingerprint.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './deploy-switch.ts';
 import { acquireLock } from './lock.ts';
 import type { Logger } from './log.ts';
-import { createScratch, dropScratch, oneShotSql, restoreBackup, restoreWithFallback, scratchName, StreamLoad, type RestoreResult, type RestoreTarget } from './restore.ts';
+import {
+  createScratch,
+  dropScratch,
+  oneShotSql,
+  restoreBackup,
+  restoreWithFallback,
+  scratchName,
+  StreamLoad,
+  type RestoreResult,
+  type RestoreTarget,
+} from './restore.ts';
 import type { Settings } from './settings.ts';
 import type { Shell } from './shell.ts';
 
@@ -110,7 +138,12 @@ interface DeployRun {
 }
 
 const writersOf = (slot: Slot, dbService: string) => slot.containers.filter((c) => c.service !== dbService);
-const newTarget = (run: DeployRun): RestoreTarget => ({ docker: run.options.docker, container: run.newDb, user: run.options.settings.dbUser, database: run.options.settings.dbName });
+const newTarget = (run: DeployRun): RestoreTarget => ({
+  docker: run.options.docker,
+  container: run.newDb,
+  user: run.options.settings.dbUser,
+  database: run.options.settings.dbName,
+});
 const liveTarget = (run: DeployRun): RestoreTarget => ({ ...newTarget(run), container: run.liveDb! });
 
 /** Starts containers again (best effort on failure paths: logs what it could not do). */
@@ -120,16 +153,31 @@ async function restart(docker: Docker, names: string[], log: Logger): Promise<vo
     await docker.start(names);
     log.info(`Restarted the live writers: ${names.join(', ')}`);
   } catch (error) {
-    log.error(`Could not restart ${names.join(', ')}: ${errorText(error)} — start them by hand: docker start ${names.join(' ')}`);
+    log.error(
+      `Could not restart ${names.join(', ')}: ${errorText(error)} — start them by hand: docker start ${names.join(' ')}`,
+    );
   }
 }
 
 /** Removes a slot this tool created, with its volumes (not when they are the live ones) and its folders. */
-async function removeSlot($: Shell, command: ComposeCommand, slot: { project: string; file: string; folders?: string[] }, dir: string, log: Logger, keepStorage = false): Promise<void> {
+async function removeSlot(
+  $: Shell,
+  command: ComposeCommand,
+  slot: { project: string; file: string; folders?: string[] },
+  dir: string,
+  log: Logger,
+  keepStorage = false,
+): Promise<void> {
   try {
-    await compose($, command, slot.project, slot.file, dir, ['down', ...(keepStorage ? [] : ['-v']), '--remove-orphans']);
+    await compose($, command, slot.project, slot.file, dir, [
+      'down',
+      ...(keepStorage ? [] : ['-v']),
+      '--remove-orphans',
+    ]);
     for (const folder of keepStorage ? [] : (slot.folders ?? [])) rmSync(folder, { recursive: true, force: true });
-    log.info(`Removed slot ${slot.project}${keepStorage ? ' (its storage is the live one: kept)' : ' and its volumes'}`);
+    log.info(
+      `Removed slot ${slot.project}${keepStorage ? ' (its storage is the live one: kept)' : ' and its volumes'}`,
+    );
   } catch (error) {
     log.error(`Could not remove slot ${slot.project}: ${errorText(error)}`);
   }
@@ -140,13 +188,22 @@ async function removeSlot($: Shell, command: ComposeCommand, slot: { project: st
  * `condition: service_healthy` are healthy and those with `service_completed_successfully`
  * have exited 0 (a plain `docker start` waits for neither).
  */
-async function startInOrder(docker: Docker, containers: SlotContainer[], services: ComposeServiceInfo[], completedFirst: Map<string, string[]>, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+async function startInOrder(
+  docker: Docker,
+  containers: SlotContainer[],
+  services: ComposeServiceInfo[],
+  completedFirst: Map<string, string[]>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const nameOf = new Map(containers.map((c) => [c.service, c.name]));
   const started: string[] = [];
   for (const { service, dependsOn } of services) {
     const name = nameOf.get(service);
     if (!name) continue;
-    const healthyFirst = dependsOn.filter((d) => d.healthy && started.includes(nameOf.get(d.service)!)).map((d) => nameOf.get(d.service)!);
+    const healthyFirst = dependsOn
+      .filter((d) => d.healthy && started.includes(nameOf.get(d.service)!))
+      .map((d) => nameOf.get(d.service)!);
     if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal });
     const doneFirst = (completedFirst.get(service) ?? []).map((d) => nameOf.get(d)!).filter((n) => started.includes(n));
     if (doneFirst.length) await waitCompleted(docker, doneFirst, timeoutMs, signal);
@@ -162,9 +219,16 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const state = readDeployState(settings.dir);
   const found = await findDeployment(docker, settings, options.dbService, state);
   if (found.kind === 'dormant' && !options.freshFromBackup) throw dormantRefusal(found, settings, options.composeFile);
-  if (found.kind === 'dormant' && !found.backups.length) throw new UsageError(`--fresh-from-backup: there is no backup in ${settings.backupDir} to restore`, 'Copy the newest backup (with its .json and .sha256) there, or start the stopped deployment.');
+  if (found.kind === 'dormant' && !found.backups.length)
+    throw new UsageError(
+      `--fresh-from-backup: there is no backup in ${settings.backupDir} to restore`,
+      'Copy the newest backup (with its .json and .sha256) there, or start the stopped deployment.',
+    );
   if (found.kind !== 'dormant' && options.freshFromBackup) {
-    throw new UsageError(`--fresh-from-backup is for a deployment that exists but does not run; ${found.kind === 'live' ? `'${found.dbContainer}' is running` : 'nothing of one exists here'}`, 'Deploy without --fresh-from-backup.');
+    throw new UsageError(
+      `--fresh-from-backup is for a deployment that exists but does not run; ${found.kind === 'live' ? `'${found.dbContainer}' is running` : 'nothing of one exists here'}`,
+      'Deploy without --fresh-from-backup.',
+    );
   }
   const mode = found.kind === 'live' ? 'ab' : found.kind === 'dormant' ? 'fresh' : 'first';
   // Backups are encrypted when recipients are set: one cannot be restored into the new slot
@@ -178,18 +242,50 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
   const now = options.now ?? (() => new Date());
   const slotId = `s${backupStamp(now())}`;
   const project = `${baseProjectName(settings.dir)}-${slotId}`;
-  const names = readComposeServices(options.composeFile, options.dbService, settings.container, baseProjectName(settings.dir));
+  const names = readComposeServices(
+    options.composeFile,
+    options.dbService,
+    settings.container,
+    baseProjectName(settings.dir),
+  );
   const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
   const slotDir = join(settings.dir, deployDirName, project);
   const liveDb = found.kind === 'live' ? found.dbContainer : undefined;
-  const live: RestoreTarget = { docker: options.docker, container: liveDb ?? settings.container, user: settings.dbUser, database: settings.dbName };
-  const online = !liveDb ? undefined : options.offline ? { online: false as const, reason: '--offline' } : !options.freeze ? { online: false as const, reason: '--no-freeze' } : await checkOnline($, live);
-  const slot = slotComposeFile(options.composeFile, { dbService: options.dbService, slotId, names, projectDir: settings.dir, slotDir, images: options.serviceImages });
+  const live: RestoreTarget = {
+    docker: options.docker,
+    container: liveDb ?? settings.container,
+    user: settings.dbUser,
+    database: settings.dbName,
+  };
+  const online = !liveDb
+    ? undefined
+    : options.offline
+      ? { online: false as const, reason: '--offline' }
+      : !options.freeze
+        ? { online: false as const, reason: '--no-freeze' }
+        : await checkOnline($, live);
+  const slot = slotComposeFile(options.composeFile, {
+    dbService: options.dbService,
+    slotId,
+    names,
+    projectDir: settings.dir,
+    slotDir,
+    images: options.serviceImages,
+  });
   const { deviations, copies } = slot;
   const folders = copies.length ? [...slot.folders, slotDir] : slot.folders;
-  const { yaml, notes } = onlineSlotYaml(slot.yaml, options.dbService, project, online?.online ? online.socketVolume : undefined);
+  const { yaml, notes } = onlineSlotYaml(
+    slot.yaml,
+    options.dbService,
+    project,
+    online?.online ? online.socketVolume : undefined,
+  );
   const warnings = [...slot.warnings, ...notes];
-  const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({ service, canonicalName, name: `${canonicalName}-${slotId}` }));
+  const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({
+    service,
+    canonicalName,
+    name: `${canonicalName}-${slotId}`,
+  }));
   const oneShot = oneShotServices(options.composeFile);
   return {
     options,
@@ -205,15 +301,35 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     deviations,
     copies,
     names,
-    oneShot: containers.filter((c) => oneShot.includes(c.service) && c.service !== options.dbService).map((c) => c.name),
-    next: { project, slotId, managed: true, containers, since: now().toISOString(), ...(folders.length ? { folders } : {}) },
+    oneShot: containers
+      .filter((c) => oneShot.includes(c.service) && c.service !== options.dbService)
+      .map((c) => c.name),
+    next: {
+      project,
+      slotId,
+      managed: true,
+      containers,
+      since: now().toISOString(),
+      ...(folders.length ? { folders } : {}),
+    },
     newDb: `${settings.container}-${slotId}`,
     started: Date.now(),
     abort: undefined,
-    progress: { slotCreated: false, folders: [], sameCluster: false, stoppedWriters: [], fence: undefined, liveDbStopped: false, writersStoppedAt: undefined, writersUpAt: undefined },
+    progress: {
+      slotCreated: false,
+      folders: [],
+      sameCluster: false,
+      stoppedWriters: [],
+      fence: undefined,
+      liveDbStopped: false,
+      writersStoppedAt: undefined,
+      writersUpAt: undefined,
+    },
     stream: undefined,
     online,
-    replication: online?.online ? new Replication($, live, { ...live, container: `${settings.container}-${slotId}` }, slotId, options.log) : undefined,
+    replication: online?.online
+      ? new Replication($, live, { ...live, container: `${settings.container}-${slotId}` }, slotId, options.log)
+      : undefined,
     proof: undefined,
     result: undefined,
   };
@@ -221,7 +337,8 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
 
 /** The compose command line of the slot, for the plan. */
 const upCommand = (run: DeployRun) => `${run.command.join(' ')} -p ${run.next.project} -f ${run.slotFile} up -d`;
-const liveWriterNames = (run: DeployRun) => (run.old ? writersOf(run.old, run.options.dbService).map((c) => c.name) : []);
+const liveWriterNames = (run: DeployRun) =>
+  run.old ? writersOf(run.old, run.options.dbService).map((c) => c.name) : [];
 
 /** Writes the slot's compose file (0600) and makes its own folders (0700); from here on the rollback removes the slot. */
 function createSlotFiles(run: DeployRun): void {
@@ -233,9 +350,13 @@ function createSlotFiles(run: DeployRun): void {
       // Not recursive: the share it sits on must exist, and a folder already there is not the slot's.
       mkdirSync(folder, { mode: 0o700 });
     } catch (error) {
-      throw new CliError(`cannot create the new slot's data folder ${folder}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`, {
-        advice: 'It sits beside the folder the compose file binds (driver_opts device); check that share and that nothing is in the way.',
-      });
+      throw new CliError(
+        `cannot create the new slot's data folder ${folder}: ${(error as NodeJS.ErrnoException).code ?? errorText(error)}`,
+        {
+          advice:
+            'It sits beside the folder the compose file binds (driver_opts device); check that share and that nothing is in the way.',
+        },
+      );
     }
     run.progress.folders.push(folder);
   }
@@ -255,7 +376,11 @@ function stageStackPhase(run: DeployRun): Phase {
       await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       try {
         await compose(options.$, run.command, run.next.project, run.slotFile, options.settings.dir, ['up', '-d']);
-        await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
+        await run.docker.waitHealthy(
+          run.next.containers.map((c) => c.name),
+          options.healthTimeoutMs,
+          { oneShot: run.oneShot, signal: run.abort },
+        );
       } catch (error) {
         throw new CliError(`the new stack did not become healthy: ${errorText(error)}`, { cause: error });
       }
@@ -272,21 +397,35 @@ function stageDatabasePhase(run: DeployRun): Phase {
     name: 'stage',
     describe: [
       `${upCommand(run)} ${options.dbService}   (the new database, as ${run.newDb}, on storage of its own${run.next.folders ? `: creates ${run.next.folders.join(', ')} (0700)` : ''})`,
-      run.liveDb ? `before it starts, refuse (exit 2) a writable mount of the storage that holds ${run.liveDb}'s data dir; once it runs, compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)` : undefined,
+      run.liveDb
+        ? `before it starts, refuse (exit 2) a writable mount of the storage that holds ${run.liveDb}'s data dir; once it runs, compare its system_identifier with ${run.liveDb}'s before any statement (equal: abort, touch nothing)`
+        : undefined,
       `create its other services without starting them${streams ? '; create the database the fresh backup streams into' : ''}`,
-    ].filter(Boolean).join('; '),
+    ]
+      .filter(Boolean)
+      .join('; '),
     run: async () => {
       createSlotFiles(run);
       await createSocketVolume(options.$, options.docker, run.slotYaml, run.next.project);
       const target = newTarget(run);
       // Created first and inspected: what Docker really mounts must not be the live data dir.
-      await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '--no-start', options.dbService]);
+      await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, [
+        'up',
+        '--no-start',
+        options.dbService,
+      ]);
       if (run.liveDb) await refuseSharedStorage(options.$, liveTarget(run), run.newDb);
       try {
-        await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '-d', options.dbService]);
+        await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, [
+          'up',
+          '-d',
+          options.dbService,
+        ]);
         await run.docker.waitHealthy([run.newDb], options.healthTimeoutMs, { signal: run.abort });
       } catch (error) {
-        throw new CliError(`the new database did not start: ${errorText(error)}`, { advice: 'The live deployment was not touched.' });
+        throw new CliError(`the new database did not start: ${errorText(error)}`, {
+          advice: 'The live deployment was not touched.',
+        });
       }
       if (run.liveDb) {
         await verifyOwnCluster(options.$, liveTarget(run), target).catch((error: unknown) => {
@@ -301,11 +440,25 @@ function stageDatabasePhase(run: DeployRun): Phase {
       const sql = oneShotSql(options.$, target);
       await sql(`DROP DATABASE IF EXISTS ${quoteIdent(settings.dbName)} WITH (FORCE);`);
       const writers = writersOf(run.next, options.dbService);
-      if (writers.length) await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, ['up', '--no-start', '--no-deps', ...writers.map((c) => c.service)]);
+      if (writers.length)
+        await compose(options.$, run.command, run.next.project, run.slotFile, settings.dir, [
+          'up',
+          '--no-start',
+          '--no-deps',
+          ...writers.map((c) => c.service),
+        ]);
       if (streams) {
-        run.stream = { into: scratchName(target, 'stream', backupStamp((options.now ?? (() => new Date()))())), load: undefined, fresh: undefined };
+        run.stream = {
+          into: scratchName(target, 'stream', backupStamp((options.now ?? (() => new Date()))())),
+          load: undefined,
+          fresh: undefined,
+        };
         // Created like the live database (encoding, locale, owner): those cannot change after the load.
-        const properties = await recordDatabaseProperties(options.$, { ...target, container: settings.container }, options.log);
+        const properties = await recordDatabaseProperties(
+          options.$,
+          { ...target, container: settings.container },
+          options.log,
+        );
         await createScratch(sql, run.stream.into, properties);
       }
     },
@@ -338,17 +491,28 @@ function freezePhase(run: DeployRun): Phase {
       stream.load = load;
       try {
         // The backup is of the database that runs, whatever its container is called (an old script's `<project>_db_1`).
-        const backup = await runBackup({ settings: { ...settings, container: run.liveDb! }, docker: options.docker, $: options.$, log, dryRun: false, lockHeld: true, tee: (chunk) => load.write(chunk) });
+        const backup = await runBackup({
+          settings: { ...settings, container: run.liveDb! },
+          docker: options.docker,
+          $: options.$,
+          log,
+          dryRun: false,
+          lockHeld: true,
+          tee: (chunk) => load.write(chunk),
+        });
         stream.fresh = backup.path!;
       } catch (error) {
         await load.abort();
         stream.load = undefined;
         if (!options.acceptOlderBackup) {
           throw new CliError(`the fresh backup of the live database failed: ${errorText(error)}`, {
-            advice: 'The live deployment is serving as before. To deploy from the newest older backup that restores (losing the data written since), add --accept-older-backup.',
+            advice:
+              'The live deployment is serving as before. To deploy from the newest older backup that restores (losing the data written since), add --accept-older-backup.',
           });
         }
-        log.error(`The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups (--accept-older-backup)`);
+        log.error(
+          `The fresh backup of the live database failed: ${errorText(error)}; trying the existing backups (--accept-older-backup)`,
+        );
         await dropScratch(oneShotSql(options.$, newTarget(run)), stream.into, log);
       }
     },
@@ -368,34 +532,60 @@ function provePhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings, log } = options;
   const freeze = run.mode === 'ab' && options.freeze;
-  const older = provableBackups(listBackups(settings.backupDir)).map((b) => b.name).join(', ') || '(no existing backups made by backup-database; the old scripts\' carry no proof)';
+  const older =
+    provableBackups(listBackups(settings.backupDir))
+      .map((b) => b.name)
+      .join(', ') || "(no existing backups made by backup-database; the old scripts' carry no proof)";
   return {
     name: 'prove',
     describe: freeze
       ? `prove the restored fingerprint of the fresh backup; it fails: abort at once${options.acceptOlderBackup ? `; with --accept-older-backup restore and prove the older ones instead: ${older}` : ' (older backups only with --accept-older-backup)'}`
       : `restore and prove the newest existing backup, falling back to older ones: ${older}`,
     run: async () => {
-      const restoreOptions = { target: newTarget(run), $: options.$, log, logDir: settings.logDir, identities: options.identities };
+      const restoreOptions = {
+        target: newTarget(run),
+        $: options.$,
+        log,
+        logDir: settings.logDir,
+        identities: options.identities,
+      };
       const candidates = candidatesOf(run);
-      if (!candidates.length) throw new CliError('there is no backup made by backup-database to restore into the new slot (the old scripts\' backups carry no proof)', { advice: 'The live deployment is serving as before. Check the backup log, or run backup-database on the NAS first.' });
+      if (!candidates.length)
+        throw new CliError(
+          "there is no backup made by backup-database to restore into the new slot (the old scripts' backups carry no proof)",
+          {
+            advice:
+              'The live deployment is serving as before. Check the backup log, or run backup-database on the NAS first.',
+          },
+        );
       const fresh = run.stream?.fresh;
       // The fresh one already streamed in (a failure there is its attempt: the same bytes from
       // the file would fail the same way).
-      const streamed = fresh && run.stream?.load ? [await restoreBackup(fresh, restoreOptions, 1, run.stream.load)] : [];
+      const streamed =
+        fresh && run.stream?.load ? [await restoreBackup(fresh, restoreOptions, 1, run.stream.load)] : [];
       if (freeze && streamed[0] && !streamed[0].ok && !options.acceptOlderBackup) {
         throw new CliError(`the fresh backup could not be restored into the new slot: ${streamed[0].reason}`, {
           advice: `The live deployment is serving as before. Diagnostics: ${streamed[0].diagnostics}. To deploy from the newest older backup that restores (losing the data written since), add --accept-older-backup.`,
         });
       }
-      const { winner, attempts } = streamed[0]?.ok ? { winner: streamed[0], attempts: streamed } : await restoreWithFallback(streamed.length ? candidates.slice(1) : candidates, restoreOptions, streamed);
+      const { winner, attempts } = streamed[0]?.ok
+        ? { winner: streamed[0], attempts: streamed }
+        : await restoreWithFallback(streamed.length ? candidates.slice(1) : candidates, restoreOptions, streamed);
       if (!winner) {
-        throw new CliError(`every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`, { advice: `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}` });
+        throw new CliError(
+          `every restore into the new slot failed (${attempts.length} attempt(s)); the deployment was aborted`,
+          {
+            advice: `The live deployment is serving as before. Diagnostics: ${attempts.map((a) => a.diagnostics).join(', ')}`,
+          },
+        );
       }
       const winnerTime = parseBackupName(basename(winner.file))?.time;
       const ageSeconds = winnerTime ? Math.round((Date.now() - winnerTime.getTime()) / 1000) : null;
       if (freeze && winner.file !== fresh) {
         const lost = attempts.filter((a) => !a.ok).map((a) => `${basename(a.file)}: ${a.reason}`);
-        log.warn(`Deploying with an older backup, ${basename(winner.file)} (${ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`}): ${lost.join('; ')}`);
+        log.warn(
+          `Deploying with an older backup, ${basename(winner.file)} (${ageSeconds === null ? 'unknown age' : `${formatAge(ageSeconds)} old`}): ${lost.join('; ')}`,
+        );
       }
       run.proof = { winner, attempts, ageSeconds };
     },
@@ -412,11 +602,24 @@ function startPhase(run: DeployRun): Phase {
     run: async () => {
       if (lateStop) await stopLiveWriters(run);
       try {
-        await startInOrder(run.docker, writersOf(run.next, options.dbService), run.names, completionDependencies(options.composeFile), options.healthTimeoutMs, run.abort);
-        await run.docker.waitHealthy(run.next.containers.map((c) => c.name), options.healthTimeoutMs, { oneShot: run.oneShot, signal: run.abort });
+        await startInOrder(
+          run.docker,
+          writersOf(run.next, options.dbService),
+          run.names,
+          completionDependencies(options.composeFile),
+          options.healthTimeoutMs,
+          run.abort,
+        );
+        await run.docker.waitHealthy(
+          run.next.containers.map((c) => c.name),
+          options.healthTimeoutMs,
+          { oneShot: run.oneShot, signal: run.abort },
+        );
       } catch (error) {
         if (run.abort?.aborted) throw error;
-        throw new CliError(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, { advice: 'The live deployment is serving again.' });
+        throw new CliError(`the new slot did not become healthy (${errorText(error)}); rolled back to the live slot`, {
+          advice: 'The live deployment is serving again.',
+        });
       }
       run.progress.writersUpAt = Date.now();
     },
@@ -450,9 +653,17 @@ function deploySummary(run: DeployRun): DeploySummary {
     backupUsed: proof ? basename(proof.winner.file) : null,
     backupAgeSeconds: proof ? proof.ageSeconds : null,
     fingerprint: proof ? proof.winner.fingerprint : (run.replication?.fingerprint ?? null),
-    downtimeMs: progress.writersStoppedAt === undefined || progress.writersUpAt === undefined ? null : progress.writersUpAt - progress.writersStoppedAt,
+    downtimeMs:
+      progress.writersStoppedAt === undefined || progress.writersUpAt === undefined
+        ? null
+        : progress.writersUpAt - progress.writersStoppedAt,
     totalMs: Date.now() - run.started,
-    attempts: (proof?.attempts ?? []).map((a) => ({ file: basename(a.file), ok: a.ok, reason: a.reason, diagnostics: a.diagnostics })),
+    attempts: (proof?.attempts ?? []).map((a) => ({
+      file: basename(a.file),
+      ok: a.ok,
+      reason: a.reason,
+      diagnostics: a.diagnostics,
+    })),
   };
 }
 
@@ -477,7 +688,10 @@ function switchPhase(run: DeployRun): Phase {
         summary,
         oneShot: run.oneShot,
         // An undo starts again only what served before: nothing of a stopped deployment (--fresh-from-backup).
-        startOnUndo: run.old && run.mode === 'ab' ? servedBefore(run.old, options.dbService, run.progress.stoppedWriters) : () => false,
+        startOnUndo:
+          run.old && run.mode === 'ab'
+            ? servedBefore(run.old, options.dbService, run.progress.stoppedWriters)
+            : () => false,
       });
       run.old = switched.previous;
       run.next = switched.live;
@@ -490,7 +704,10 @@ function switchPhase(run: DeployRun): Phase {
 function finishPhase(run: DeployRun): Phase {
   const { options } = run;
   const { settings } = options;
-  const stale = run.mode === 'ab' && run.state.previous?.managed && run.state.previous.project !== run.old?.project ? run.state.previous : undefined;
+  const stale =
+    run.mode === 'ab' && run.state.previous?.managed && run.state.previous.project !== run.old?.project
+      ? run.state.previous
+      : undefined;
   return {
     name: 'finish',
     committed: true,
@@ -505,12 +722,30 @@ function finishPhase(run: DeployRun): Phase {
           options.log.warn(warnings[warnings.length - 1]!);
         }
       };
-      if (stale) await step('removing the older previous slot', () => removeSlot(options.$, run.command, { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) }, settings.dir, options.log));
-      await step('removing unused socket volumes', () => sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)));
+      if (stale)
+        await step('removing the older previous slot', () =>
+          removeSlot(
+            options.$,
+            run.command,
+            { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) },
+            settings.dir,
+            options.log,
+          ),
+        );
+      await step('removing unused socket volumes', () =>
+        sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)),
+      );
       await step('installing the backup cron job', () => options.installCron(options.log));
       const { live, previous, ...switched } = run.result!;
-      const summary: DeploySummary = { ...switched, outcome: 'switched', totalMs: Date.now() - run.started, ...(warnings.length ? { warnings } : {}) };
-      await step('recording deploy/state.json', async () => writeDeployState(settings.dir, { live, previous, lastDeploy: summary }));
+      const summary: DeploySummary = {
+        ...switched,
+        outcome: 'switched',
+        totalMs: Date.now() - run.started,
+        ...(warnings.length ? { warnings } : {}),
+      };
+      await step('recording deploy/state.json', async () =>
+        writeDeployState(settings.dir, { live, previous, lastDeploy: summary }),
+      );
       run.result = { ...summary, live, previous };
     },
   };
@@ -523,9 +758,27 @@ function deployPhases(run: DeployRun): Phase[] {
   if (run.replication) {
     // Online: the subscription is dropped after the new writers are up (the frozen live database sends nothing more), before the live one stops.
     const online = onlinePhases(onlineRunOf(run, run.replication));
-    return [stageDatabasePhase(run), online.replicate, online.freeze, online.prove, startPhase(run), online.detach, releasePhase(run), switchPhase(run), finishPhase(run)];
+    return [
+      stageDatabasePhase(run),
+      online.replicate,
+      online.freeze,
+      online.prove,
+      startPhase(run),
+      online.detach,
+      releasePhase(run),
+      switchPhase(run),
+      finishPhase(run),
+    ];
   }
-  return [stageDatabasePhase(run), ...(frozen ? [freezePhase(run)] : []), provePhase(run), startPhase(run), ...(run.liveDb ? [releasePhase(run)] : []), switchPhase(run), finishPhase(run)];
+  return [
+    stageDatabasePhase(run),
+    ...(frozen ? [freezePhase(run)] : []),
+    provePhase(run),
+    startPhase(run),
+    ...(run.liveDb ? [releasePhase(run)] : []),
+    switchPhase(run),
+    finishPhase(run),
+  ];
 }
 
 /** What the online phases (deploy-online.ts) need of the run: the writers' stop and the fence stay recorded here for the rollback. */
@@ -553,28 +806,44 @@ async function rollBack(run: DeployRun): Promise<void> {
   const { log, settings } = options;
   if (progress.liveDbStopped && run.liveDb) {
     await restart(docker, [run.liveDb], log);
-    await docker.waitHealthy([run.liveDb], options.healthTimeoutMs).catch((error: unknown) => log.error(`${run.liveDb} did not become healthy again: ${errorText(error)}`));
+    await docker
+      .waitHealthy([run.liveDb], options.healthTimeoutMs)
+      .catch((error: unknown) => log.error(`${run.liveDb} did not become healthy again: ${errorText(error)}`));
   }
   if (progress.fence) {
     await progress.fence.release().then(
       () => log.info(`Fence lifted: '${settings.dbName}' takes writes again`),
-      (error: unknown) => log.error(`Could not lift the fence: ${errorText(error)} — run: docker exec ${run.liveDb} psql -U ${settings.dbUser} -d postgres -c 'ALTER DATABASE ${quoteIdent(settings.dbName)} WITH ALLOW_CONNECTIONS true'`),
+      (error: unknown) =>
+        log.error(
+          `Could not lift the fence: ${errorText(error)} — run: docker exec ${run.liveDb} psql -U ${settings.dbUser} -d postgres -c 'ALTER DATABASE ${quoteIdent(settings.dbName)} WITH ALLOW_CONNECTIONS true'`,
+        ),
     );
   }
   // The new writers first: they may hold the ports the live ones publish.
-  if (progress.slotCreated) await docker.stop(writersOf(run.next, options.dbService).map((c) => c.name)).catch(() => {});
+  if (progress.slotCreated)
+    await docker.stop(writersOf(run.next, options.dbService).map((c) => c.name)).catch(() => {});
   await restart(docker, progress.stoppedWriters, log);
   // After the writers (the game first): the publication goes before the keyless tables' identity is put back.
   await run.replication?.abandon();
   await run.stream?.load?.abort().catch(() => {});
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
   if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
-  if (progress.slotCreated) await removeSlot(options.$, run.command, { ...run.next, folders: progress.folders, file: run.slotFile }, settings.dir, log, progress.sameCluster);
+  if (progress.slotCreated)
+    await removeSlot(
+      options.$,
+      run.command,
+      { ...run.next, folders: progress.folders, file: run.slotFile },
+      settings.dir,
+      log,
+      progress.sameCluster,
+    );
   if (progress.slotCreated) await sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir));
 }
 
 /** What the journalled switch needs of the deployment's options. */
-const switchContextOf = (options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'dbService'>): SwitchContext => ({
+const switchContextOf = (
+  options: Pick<DeployOptions, 'settings' | 'docker' | '$' | 'log' | 'dbService'>,
+): SwitchContext => ({
   dir: options.settings.dir,
   docker: options.docker,
   $: options.$,
@@ -595,7 +864,13 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
     header,
     ...run.storageNotes.map((note) => `Storage: ${note}`),
     ...run.deviations.map((note) => `Deviation: ${note}`),
-    ...(run.online ? [run.online.online ? `Fill: online, by logical replication from ${run.liveDb} while the game runs; the writers stop only for the final catch-up and the proof` : `Fill: offline (freeze, fresh dump, restore): ${run.online.reason}`] : []),
+    ...(run.online
+      ? [
+          run.online.online
+            ? `Fill: online, by logical replication from ${run.liveDb} while the game runs; the writers stop only for the final catch-up and the proof`
+            : `Fill: offline (freeze, fresh dump, restore): ${run.online.reason}`,
+        ]
+      : []),
     ...phases.map((phase, i) => `${i + 1}. ${phase.name}: ${phase.describe}`),
     run.mode === 'first'
       ? '   any failure before the switch: remove the new stack, exit 1'
@@ -607,7 +882,10 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
 export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
   const pending = await reconcileSwitch(switchContextOf(options), { dryRun: true });
   const run = await prepareRun({ ...options, installCron: async () => {} });
-  return [...(pending.action === 'none' ? [] : [`0. A switch journal was found first: ${pending.message}`]), ...planLines(run, deployPhases(run))];
+  return [
+    ...(pending.action === 'none' ? [] : [`0. A switch journal was found first: ${pending.message}`]),
+    ...planLines(run, deployPhases(run)),
+  ];
 }
 
 /** Runs the whole deployment; throws CliError (exit 1) when it stopped, with the live slot serving. */
@@ -619,10 +897,19 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     await reconcileSwitch(switchContextOf(options));
     const run = await prepareRun(options);
     const phases = deployPhases(run);
-    log.info(`Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`);
+    log.info(
+      `Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`,
+    );
     let once: Promise<void> | undefined;
-    await runPhases(phases, () => (once ??= rollBack(run)), log, (abort) => (run.abort = abort));
-    log.info(`${run.mode === 'first' ? 'First deployment' : 'Deployment'} is live: ${run.next.containers.map((c) => c.name).join(', ')}`);
+    await runPhases(
+      phases,
+      () => (once ??= rollBack(run)),
+      log,
+      (abort) => (run.abort = abort),
+    );
+    log.info(
+      `${run.mode === 'first' ? 'First deployment' : 'Deployment'} is live: ${run.next.containers.map((c) => c.name).join(', ')}`,
+    );
     return run.result!;
   } finally {
     lock.release();

@@ -39,7 +39,10 @@ export function qpkgInstallPath(qpkgConf: string, section: string): string | und
 export function dockerCandidates(search: DockerSearch = {}): string[] {
   const env = search.env ?? process.env;
   const root = search.root ?? '/';
-  const candidates = (env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'docker'));
+  const candidates = (env.PATH ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, 'docker'));
   try {
     const installPath = qpkgInstallPath(readFileSync(join(root, 'etc/config/qpkg.conf'), 'utf8'), 'container-station');
     if (installPath) candidates.push(join(root, installPath, 'bin/docker'));
@@ -61,13 +64,16 @@ export function dockerCandidates(search: DockerSearch = {}): string[] {
 export function locateDocker(search: DockerSearch = {}): string {
   if (search.explicit) {
     if (isExecutable(search.explicit)) return search.explicit;
-    throw new UsageError(`DOCKER '${search.explicit}' is not an executable file`, 'Point DOCKER (or --docker) at the docker binary, or unset it to search for one.');
+    throw new UsageError(
+      `DOCKER '${search.explicit}' is not an executable file`,
+      'Point DOCKER (or --docker) at the docker binary, or unset it to search for one.',
+    );
   }
   const candidates = dockerCandidates(search);
   const found = candidates.find(isExecutable);
   if (found) return found;
   throw new UsageError(
-    'docker was not found on PATH nor in Container Station\'s folder',
+    "docker was not found on PATH nor in Container Station's folder",
     `Tried: ${candidates.join(', ')}. Install or start Container Station, or set DOCKER=/path/to/docker.`,
   );
 }

@@ -41,7 +41,10 @@ export class Docker {
   /** The states of several containers in one `docker` call, in the order asked. */
   async inspectMany(containers: string[]): Promise<ContainerState[]> {
     if (!containers.length) return [];
-    const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} container inspect --format ${'{{json .}}'} ${containers}`;
+    const out = await this.$({
+      timeout: '30s',
+      nothrow: true,
+    })`${this.binary} container inspect --format ${'{{json .}}'} ${containers}`;
     // One missing container fails the call, and the others are still printed.
     const problems = out.stderr.split('\n').filter((line) => line.trim() && !/no such (container|object)/i.test(line));
     if (out.exitCode !== 0 && problems.length) {
@@ -67,7 +70,16 @@ export class Docker {
       );
     return containers.map((container) => {
       const info = found.find((i) => i.Name === `/${container}`) ?? found.find((i) => i.Id.startsWith(container));
-      if (!info) return { exists: false, running: false, status: undefined, health: undefined, image: undefined, imageId: undefined, exitCode: undefined };
+      if (!info)
+        return {
+          exists: false,
+          running: false,
+          status: undefined,
+          health: undefined,
+          image: undefined,
+          imageId: undefined,
+          exitCode: undefined,
+        };
       return {
         exists: true,
         running: info.State.Running,
@@ -82,14 +94,21 @@ export class Docker {
 
   /** Every container (running or not) compose started, by one label filter (`label=KEY=VALUE`). */
   private async composeContainers(filter: string): Promise<ComposeContainer[]> {
-    const format = '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "com.docker.compose.service"}}\t{{.Label "com.docker.compose.project.working_dir"}}\t{{.State}}';
+    const format =
+      '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "com.docker.compose.service"}}\t{{.Label "com.docker.compose.project.working_dir"}}\t{{.State}}';
     const out = await this.$({ timeout: '30s' })`${this.binary} ps -a --filter ${filter} --format ${format}`;
     return out.stdout
       .split('\n')
       .filter(Boolean)
       .map((line) => {
         const [name, project, service, workingDir, state] = line.split('\t');
-        return { name: name!, project: project!, service: service!, workingDir: workingDir ?? '', running: state === 'running' };
+        return {
+          name: name!,
+          project: project!,
+          service: service!,
+          workingDir: workingDir ?? '',
+          running: state === 'running',
+        };
       });
   }
 
@@ -100,7 +119,8 @@ export class Docker {
 
   /** The compose project and service labels of a container, if it was started by compose. */
   async composeLabels(container: string): Promise<{ project: string | undefined; service: string | undefined }> {
-    const format = '{{index .Config.Labels "com.docker.compose.project"}}\t{{index .Config.Labels "com.docker.compose.service"}}';
+    const format =
+      '{{index .Config.Labels "com.docker.compose.project"}}\t{{index .Config.Labels "com.docker.compose.service"}}';
     const out = await this.$({ timeout: '30s' })`${this.binary} container inspect --format ${format} ${container}`;
     const [project, service] = out.stdout.trim().split('\t');
     return { project: project || undefined, service: service || undefined };
@@ -113,7 +133,9 @@ export class Docker {
 
   /** The volumes compose made for a project (com.docker.compose.project label). */
   async projectVolumes(project: string): Promise<string[]> {
-    const out = await this.$({ timeout: '30s' })`${this.binary} volume ls -q --filter ${`label=com.docker.compose.project=${project}`}`;
+    const out = await this.$({
+      timeout: '30s',
+    })`${this.binary} volume ls -q --filter ${`label=com.docker.compose.project=${project}`}`;
     return out.stdout.split('\n').filter(Boolean);
   }
 
@@ -121,9 +143,12 @@ export class Docker {
   async rename(from: string, to: string): Promise<void> {
     const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} rename ${from} ${to}`;
     if (out.exitCode !== 0) {
-      throw new CliError(`docker rename ${from} ${to} failed: ${out.stderr.trim().replace(/\s*\n\s*/g, ' ') || `exit ${out.exitCode}`}`, {
-        advice: `See 'docker ps -a' for what holds the name '${to}'; deploy-to-qnap --status shows which slot is live.`,
-      });
+      throw new CliError(
+        `docker rename ${from} ${to} failed: ${out.stderr.trim().replace(/\s*\n\s*/g, ' ') || `exit ${out.exitCode}`}`,
+        {
+          advice: `See 'docker ps -a' for what holds the name '${to}'; deploy-to-qnap --status shows which slot is live.`,
+        },
+      );
     }
   }
 
@@ -150,24 +175,45 @@ export class Docker {
    * Waits until every container runs and, where it has a health check, is healthy. Fails at
    * once when one turns unhealthy or exits, and after timeoutMs otherwise.
    */
-  async waitHealthy(names: string[], timeoutMs: number, options: { oneShot?: string[]; signal?: AbortSignal } = {}): Promise<void> {
+  async waitHealthy(
+    names: string[],
+    timeoutMs: number,
+    options: { oneShot?: string[]; signal?: AbortSignal } = {},
+  ): Promise<void> {
     const until = Date.now() + timeoutMs;
     // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
     // check says (often the image's, meant for another service: the check killed by its exit
     // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.
     const oneShot = (name: string) => Boolean(options.oneShot?.includes(name));
-    const done = (name: string, state: ContainerState) => oneShot(name) && state.status === 'exited' && state.exitCode === 0;
+    const done = (name: string, state: ContainerState) =>
+      oneShot(name) && state.status === 'exited' && state.exitCode === 0;
     for (;;) {
       options.signal?.throwIfAborted();
       // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
       // containers that are starting.
-      const states = (await this.inspectMany(names)).map((state, i) => ({ name: names[i]!, state })).filter(({ name, state }) => !done(name, state));
-      const bad = states.find(({ state }) => !state.exists || state.health === 'unhealthy' || (state.status !== undefined && ['exited', 'dead'].includes(state.status)));
-      if (bad) throw new CliError(`container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`, { advice: `See 'docker logs ${bad.name}'.` });
-      if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy'))) return;
+      const states = (await this.inspectMany(names))
+        .map((state, i) => ({ name: names[i]!, state }))
+        .filter(({ name, state }) => !done(name, state));
+      const bad = states.find(
+        ({ state }) =>
+          !state.exists ||
+          state.health === 'unhealthy' ||
+          (state.status !== undefined && ['exited', 'dead'].includes(state.status)),
+      );
+      if (bad)
+        throw new CliError(
+          `container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`,
+          { advice: `See 'docker logs ${bad.name}'.` },
+        );
+      if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy')))
+        return;
       if (Date.now() > until) {
-        const waiting = states.filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy'))).map(({ name, state }) => `${name} (${state.health ?? state.status})`);
-        throw new CliError(`containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`);
+        const waiting = states
+          .filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy')))
+          .map(({ name, state }) => `${name} (${state.health ?? state.status})`);
+        throw new CliError(
+          `containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`,
+        );
       }
       // Polled often: during a deployment the writers are down while this waits.
       await new Promise((resolve) => setTimeout(resolve, 200));

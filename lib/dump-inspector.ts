@@ -72,10 +72,13 @@ export class DumpInspector {
     const names = this.sequences.map((s) => s.name);
     const twice = [...new Set(names.filter((name, i) => names.indexOf(name) !== i))];
     // Two values for one sequence: which one the fingerprint should hold is unknowable.
-    if (twice.length) throw new CliError(`the dump sets sequence ${twice.join(', ')} more than once: it is not a dump pg_dump wrote`);
+    if (twice.length)
+      throw new CliError(`the dump sets sequence ${twice.join(', ')} more than once: it is not a dump pg_dump wrote`);
     return {
       complete: /-- PostgreSQL database dump complete\n/.test(tailText),
-      restrictMatched: restrict ? new RegExp(`^\\\\unrestrict ${restrict[1]!.replace(/[^\w]/g, '\\$&')}\\s*$`, 'm').test(tailText) : true,
+      restrictMatched: restrict
+        ? new RegExp(`^\\\\unrestrict ${restrict[1]!.replace(/[^\w]/g, '\\$&')}\\s*$`, 'm').test(tailText)
+        : true,
       gzipIntact: this.gunzip?.error === undefined,
       gzipError: this.gunzip?.error,
       sqlBytes: this.sqlBytes,
@@ -89,7 +92,8 @@ export class DumpInspector {
   // copy of every chunk doubled the inspector's CPU time on a 280 MB dump.
   private scan(chunk: Buffer): void {
     this.sqlBytes += chunk.length;
-    if (this.head.length < keepHead) this.head = Buffer.concat([this.head, chunk.subarray(0, keepHead - this.head.length)]);
+    if (this.head.length < keepHead)
+      this.head = Buffer.concat([this.head, chunk.subarray(0, keepHead - this.head.length)]);
     this.tail =
       chunk.length >= keepTail
         ? Buffer.from(chunk.subarray(chunk.length - keepTail))

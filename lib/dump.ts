@@ -59,10 +59,16 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'sna
     '--no-password',
     // A dump waiting forever behind an exclusive lock would block every later run.
     '--lock-wait-timeout=300s',
-    '-U', request.user,
-    '-d', request.database,
+    '-U',
+    request.user,
+    '-d',
+    request.database,
     ...(request.snapshot ? [`--snapshot=${request.snapshot}`] : []),
-    ...(request.format === 'gzip' ? [`--compress=${gzipLevel}`] : request.format === 'custom' ? ['--format=custom'] : []),
+    ...(request.format === 'gzip'
+      ? [`--compress=${gzipLevel}`]
+      : request.format === 'custom'
+        ? ['--format=custom']
+        : []),
   ];
 }
 
@@ -92,7 +98,9 @@ export class ArchiveInspector {
   private exitCode: number | null = null;
 
   constructor(docker: string, container: string) {
-    const child = spawn(docker, ['exec', '-i', container, 'pg_restore', '-f', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(docker, ['exec', '-i', container, 'pg_restore', '-f', '-'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     this.child = child;
     child.stdin.on('error', () => {}); // its exit code says what went wrong
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
@@ -102,7 +110,10 @@ export class ArchiveInspector {
     const reading = (async () => {
       for await (const chunk of child.stdout as AsyncIterable<Buffer>) await sql.write(chunk);
     })();
-    this.done = Promise.all([reading, once(child, 'close').then(([code]) => (this.exitCode = code as number | null))]).then(() => undefined);
+    this.done = Promise.all([
+      reading,
+      once(child, 'close').then(([code]) => (this.exitCode = code as number | null)),
+    ]).then(() => undefined);
   }
 
   /** Takes the next chunk of the archive (a copy: the caller may reuse its buffer). */
@@ -115,14 +126,21 @@ export class ArchiveInspector {
     this.child.stdin.end();
     await this.done;
     const inspection = await this.sql.end();
-    return this.exitCode === 0 ? inspection : { ...inspection, gzipIntact: false, gzipError: `pg_restore could not read the archive: ${this.stderr.trim() || `exit ${this.exitCode}`}` };
+    return this.exitCode === 0
+      ? inspection
+      : {
+          ...inspection,
+          gzipIntact: false,
+          gzipError: `pg_restore could not read the archive: ${this.stderr.trim() || `exit ${this.exitCode}`}`,
+        };
   }
 }
 
 /** The CliError for a full filesystem (ENOSPC, or EDQUOT for a quota). */
 function noSpaceError(path: string, bytes: number, code: string, cause?: unknown): CliError {
   return new CliError(`no space left on the filesystem of ${dirname(path)} after ${bytes} bytes (${code})`, {
-    advice: 'Free space there or point PLANETARION_BACKUP_DIR at a filesystem with room; the earlier backups were kept.',
+    advice:
+      'Free space there or point PLANETARION_BACKUP_DIR at a filesystem with room; the earlier backups were kept.',
     cause,
   });
 }
@@ -158,13 +176,20 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   const started = Date.now();
   const fd = openSync(request.path, 'wx', 0o600);
   const hash = createHash('sha256');
-  const inspector = request.format === 'custom' ? new ArchiveInspector(request.docker, request.container) : new DumpInspector(request.format === 'gzip');
+  const inspector =
+    request.format === 'custom'
+      ? new ArchiveInspector(request.docker, request.container)
+      : new DumpInspector(request.format === 'gzip');
   const encrypted = Boolean(request.recipients?.length);
   // In clear, `docker exec` writes the file itself, exactly like the raw `docker exec … > file`,
   // and the bytes are hashed and inspected as they land (relaying them through a pipe of ours
   // made a scale-30 dump ~0.2 s slower than the raw pipeline, even with nothing else done).
   // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
-  const child = spawn(request.docker, ['exec', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)], { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] });
+  const child = spawn(
+    request.docker,
+    ['exec', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)],
+    { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] },
+  );
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => {

@@ -22,7 +22,24 @@ export const currentAlgorithm: FingerprintAlgorithm = 'typed-only';
  * json/jsonb, arrays, composites, enums, ranges and extension types: those tables are hashed
  * by their text form. Domains count as their base type.
  */
-const typedHashTypes = ['bool', 'bytea', '"char"', 'name', 'int2', 'int4', 'int8', 'oid', 'text', 'varchar', 'bpchar', 'date', 'time', 'timestamp', 'timestamptz', 'uuid'];
+const typedHashTypes = [
+  'bool',
+  'bytea',
+  '"char"',
+  'name',
+  'int2',
+  'int4',
+  'int8',
+  'oid',
+  'text',
+  'varchar',
+  'bpchar',
+  'date',
+  'time',
+  'timestamp',
+  'timestamptz',
+  'uuid',
+];
 
 export interface TableFingerprint {
   schema: string;
@@ -71,7 +88,10 @@ export function parseExclusions(raw: string | undefined): RegExp[] {
     .filter(Boolean)
     .map((pattern) => {
       const qualified = pattern.includes('.') ? pattern : `*.${pattern}`;
-      const body = qualified.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*');
+      const body = qualified
+        .split('*')
+        .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*');
       return new RegExp(`^${body}$`);
     });
 }
@@ -86,7 +106,9 @@ export function quoteIdent(name: string): string {
  * with whether the typed hash applies to it (every column of a typedHashTypes type, compared
  * by a deterministic collation).
  */
-export async function listTables(session: PsqlSession): Promise<Array<{ schema: string; table: string; typed: boolean }>> {
+export async function listTables(
+  session: PsqlSession,
+): Promise<Array<{ schema: string; table: string; typed: boolean }>> {
   // Names come back hex-encoded: a table name may hold newlines or the field separator.
   const types = typedHashTypes.map((t) => `'${t.replace(/'/g, "''")}'`).join(', ');
   const rows = await session.query(`
@@ -121,7 +143,9 @@ export async function fingerprintTables(
   if (included.length === 0) return { tables: [], excluded };
   // `alias.*` is the whole row even if a column has the alias's name.
   const rowHash = (typed: boolean) =>
-    algorithm !== 'text' && typed ? 'hash_record_extended(ROW("planetarion row".*), 0)' : 'hashtextextended(("planetarion row".*)::text, 0)';
+    algorithm !== 'text' && typed
+      ? 'hash_record_extended(ROW("planetarion row".*), 0)'
+      : 'hashtextextended(("planetarion row".*)::text, 0)';
   const only = algorithm === 'typed-only' ? 'ONLY ' : '';
   const sql = included
     .map(
@@ -151,7 +175,9 @@ export async function readSequences(session: PsqlSession): Promise<SequenceState
     ORDER BY 1`);
   if (names.length === 0) return [];
   const qualified = names.map(([h]) => hex(h!));
-  const rows = await session.query(qualified.map((name, i) => `SELECT ${i}, last_value, is_called FROM ${name}`).join('\nUNION ALL\n'));
+  const rows = await session.query(
+    qualified.map((name, i) => `SELECT ${i}, last_value, is_called FROM ${name}`).join('\nUNION ALL\n'),
+  );
   return rows
     .map(([i, value, called]) => ({ name: qualified[Number(i)]!, value: value!, isCalled: called === 't' }))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -182,7 +208,11 @@ export function combineFingerprint(
 }
 
 /** Takes the whole fingerprint of the database a session is connected to (used on restored databases). */
-export async function takeFingerprint(session: PsqlSession, exclusions: RegExp[] = [], algorithm: FingerprintAlgorithm = currentAlgorithm): Promise<Fingerprint> {
+export async function takeFingerprint(
+  session: PsqlSession,
+  exclusions: RegExp[] = [],
+  algorithm: FingerprintAlgorithm = currentAlgorithm,
+): Promise<Fingerprint> {
   await session.query(fingerprintSessionSettings);
   const { tables, excluded } = await fingerprintTables(session, exclusions, algorithm);
   const sequences = await readSequences(session);

@@ -17,14 +17,18 @@ export interface FollowOptions {
  * a consumer that keeps bytes copies them. (Fresh buffers would pile up as garbage in step with
  * the file's size until V8 collects them: the backup's peak RSS grew with the database.)
  */
-export async function* followFile(path: string, writerDone: Promise<unknown>, options: FollowOptions = {}): AsyncGenerator<Buffer> {
+export async function* followFile(
+  path: string,
+  writerDone: Promise<unknown>,
+  options: FollowOptions = {},
+): AsyncGenerator<Buffer> {
   const chunkSize = options.chunkSize ?? 1024 * 1024;
   const pollMs = options.pollMs ?? 20;
   let finished = false;
-  const settled = writerDone.then(
-    () => void (finished = true),
-    () => void (finished = true),
-  );
+  const finish = (): void => {
+    finished = true;
+  };
+  const settled = writerDone.then(finish, finish);
   const file = await open(path, 'r');
   try {
     let position = 0;

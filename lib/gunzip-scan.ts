@@ -13,7 +13,15 @@
 import { constants, createGunzip, type Gunzip } from 'node:zlib';
 
 interface ZlibHandle {
-  writeSync(flush: number, input: Uint8Array, inOffset: number, inLength: number, output: Uint8Array, outOffset: number, outLength: number): void;
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inOffset: number,
+    inLength: number,
+    output: Uint8Array,
+    outOffset: number,
+    outLength: number,
+  ): void;
   onerror: (message: string, errno: number) => void;
 }
 
@@ -42,7 +50,9 @@ export class GunzipScan {
     this.stream = createGunzip();
     const internals = this.stream as unknown as GunzipInternals;
     if (typeof internals._handle?.writeSync !== 'function' || !(internals._writeState instanceof Uint32Array)) {
-      throw new Error(`this Node.js runtime (${process.version}) lacks the zlib handle GunzipScan drives; build with the Node 20 runtime the executables ship`);
+      throw new Error(
+        `this Node.js runtime (${process.version}) lacks the zlib handle GunzipScan drives; build with the Node 20 runtime the executables ship`,
+      );
     }
     this.handle = internals._handle;
     this.state = internals._writeState;

@@ -1,6 +1,6 @@
 // The checks before a backup touches anything: the daemon answers, the container exists and
 // runs, Docker calls it healthy where it has a health check, and PostgreSQL accepts connections.
-import { Docker, type ContainerState } from './docker.ts';
+import type { Docker, ContainerState } from './docker.ts';
 import { CliError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { Shell } from './shell.ts';
@@ -19,7 +19,10 @@ export function notRunningMessage(container: string): string {
 /** PostgreSQL did not answer `pg_isready` (the container itself runs). */
 export class NotReadyError extends CliError {
   constructor(container: string, probeOutput: string) {
-    super(`PostgreSQL in '${container}' is not accepting connections (pg_isready: ${probeOutput.trim() || 'no output'})`, { advice: `See 'docker logs ${container}'.` });
+    super(
+      `PostgreSQL in '${container}' is not accepting connections (pg_isready: ${probeOutput.trim() || 'no output'})`,
+      { advice: `See 'docker logs ${container}'.` },
+    );
   }
 }
 
@@ -34,13 +37,20 @@ function failCheck(log: Logger, message: string, advice: string): never {
  * and Docker calls it healthy where it has a health check. Throws a CliError naming the first
  * that fails (after logging it).
  */
-export async function checkContainerState(docker: Docker, target: DatabaseTarget, log: Logger): Promise<ContainerState> {
+export async function checkContainerState(
+  docker: Docker,
+  target: DatabaseTarget,
+  log: Logger,
+): Promise<ContainerState> {
   // inspect also proves the daemon answers (it fails with the daemon's error otherwise): one
   // `docker` call fewer on every run.
-  const state = await docker.inspect(target.container).catch((error: CliError) => failCheck(log, error.message, error.advice ?? ''));
+  const state = await docker
+    .inspect(target.container)
+    .catch((error: CliError) => failCheck(log, error.message, error.advice ?? ''));
   // Not `compose up`: after an A-B deployment that would start a second stack beside the live slot.
   const startAdvice = `Check with 'docker ps -a | grep ${target.container}', start it with 'docker start ${target.container}', and see 'deploy-to-qnap --local --status' for the live slot.`;
-  if (!state.exists) failCheck(log, `${notRunningMessage(target.container)} (no container of that name exists)`, startAdvice);
+  if (!state.exists)
+    failCheck(log, `${notRunningMessage(target.container)} (no container of that name exists)`, startAdvice);
   if (!state.running) failCheck(log, `${notRunningMessage(target.container)} (status: ${state.status})`, startAdvice);
   if (state.health !== undefined && state.health !== 'healthy') {
     failCheck(
@@ -58,10 +68,18 @@ export async function checkContainerState(docker: Docker, target: DatabaseTarget
  * the first that fails (after logging it). A backup runs pg_isready in its dump's `docker exec`
  * instead (see dump.ts): each exec costs ~0.07 s of CPU on a NAS that pg_dump keeps busy.
  */
-export async function checkDatabaseHealth(docker: Docker, $: Shell, target: DatabaseTarget, log: Logger): Promise<ContainerState> {
+export async function checkDatabaseHealth(
+  docker: Docker,
+  $: Shell,
+  target: DatabaseTarget,
+  log: Logger,
+): Promise<ContainerState> {
   // pg_isready starts beside inspect: its answer is only read once inspect has found the
   // container running, so the first failing check is still the one named.
-  const probe = $({ nothrow: true, timeout: '30s' })`${docker.binary} exec ${target.container} pg_isready -U ${target.user} -d ${target.database}`;
+  const probe = $({
+    nothrow: true,
+    timeout: '30s',
+  })`${docker.binary} exec ${target.container} pg_isready -U ${target.user} -d ${target.database}`;
   probe.catch(() => {});
   const state = await checkContainerState(docker, target, log);
   const result = await probe;

@@ -29,7 +29,9 @@ export class Interruption {
       this.log.warn(`Received ${signal} again: still stopping at the next safe point`);
       return;
     }
-    this.log.warn(`Received ${signal}: stopping at the next safe point; the live database is left accepting connections`);
+    this.log.warn(
+      `Received ${signal}: stopping at the next safe point; the live database is left accepting connections`,
+    );
     this.controller.abort(signal);
   };
 

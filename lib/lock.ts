@@ -50,7 +50,10 @@ export function ownerIsAlive(owner: LockOwner): boolean {
 }
 
 /** What the lock file says: its owner, nothing (gone), or something no run would write whole. */
-type LockReading = { kind: 'owner'; owner: LockOwner; ageMs: number } | { kind: 'unreadable'; detail: string } | { kind: 'gone' };
+type LockReading =
+  | { kind: 'owner'; owner: LockOwner; ageMs: number }
+  | { kind: 'unreadable'; detail: string }
+  | { kind: 'gone' };
 
 function readLock(path: string): LockReading {
   let text: string;
@@ -138,7 +141,7 @@ export function acquireLock(dir: string, command: string): HeldLock {
     host: hostname(),
     started: new Date().toISOString(),
   };
-  const content = JSON.stringify(owner) + '\n';
+  const content = `${JSON.stringify(owner)}\n`;
   let tookOverFrom: LockOwner | undefined;
 
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -148,7 +151,8 @@ export function acquireLock(dir: string, command: string): HeldLock {
     if (reading.kind === 'unreadable') throw new LockHeldError(path, undefined, reading.detail);
     const current = reading.owner;
     // A lock dated in the future (the clock was set back) is not fresh: its owner decides.
-    if ((reading.ageMs >= 0 && reading.ageMs < freshLockMs) || ownerIsAlive(current)) throw new LockHeldError(path, current);
+    if ((reading.ageMs >= 0 && reading.ageMs < freshLockMs) || ownerIsAlive(current))
+      throw new LockHeldError(path, current);
     const takeover = `${path}.takeover`;
     if (!createExclusive(takeover, content)) {
       // Someone else is taking it over right now; a takeover file left by a crash expires.

@@ -1,6 +1,16 @@
 // The timestamped log: every step of a run goes to <logs>/backup.log and to stderr.
 // QNAP has no logrotate, so the file rotates itself by size.
-import { closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, statSync, existsSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  statSync,
+  existsSync,
+  writeSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { UsageError } from './errors.ts';
 
@@ -72,8 +82,16 @@ function checkLogFile(file: string): void {
     closeSync(openSync(file, appendFlags, 0o600));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const what = code === 'ELOOP' ? 'is a symbolic link' : code === 'EISDIR' ? 'is a directory' : `cannot be opened (${(error as Error).message})`;
-    throw new UsageError(`the log file ${file} ${what}`, `Remove or fix ${file}: the log is only ever written to a regular file in the log folder.`);
+    const what =
+      code === 'ELOOP'
+        ? 'is a symbolic link'
+        : code === 'EISDIR'
+          ? 'is a directory'
+          : `cannot be opened (${(error as Error).message})`;
+    throw new UsageError(
+      `the log file ${file} ${what}`,
+      `Remove or fix ${file}: the log is only ever written to a regular file in the log folder.`,
+    );
   }
 }
 

@@ -62,7 +62,7 @@ export function checksumLine(sha256: string, path: string): string {
 /** Writes both sidecars of a backup atomically. */
 export function writeSidecars(path: string, manifest: BackupManifest): void {
   const { manifest: manifestPath, checksum } = sidecarsOf(path);
-  writeFileAtomic(manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  writeFileAtomic(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
   writeFileAtomic(checksum, checksumLine(manifest.sha256, path));
 }
 

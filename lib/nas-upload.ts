@@ -37,7 +37,11 @@ export interface NasPlatform {
  * Which build folder a NAS needs, from its `uname -m` and `uname -r`; a CliError (exit 1) with
  * the reason when none can run there. `available` lists the build folders at hand. Pure.
  */
-export function choosePlatform(machine: string, kernel: string, available: readonly string[] = knownBuildFolders): NasPlatform {
+export function choosePlatform(
+  machine: string,
+  kernel: string,
+  available: readonly string[] = knownBuildFolders,
+): NasPlatform {
   const m = machine.trim();
   const k = kernel.trim();
   const folder = folderByMachine[m];
@@ -55,12 +59,18 @@ export function choosePlatform(machine: string, kernel: string, available: reado
     });
   }
   const version = /^(\d+)\.(\d+)/.exec(k);
-  if (!version) throw new CliError(`cannot read the NAS's kernel version from 'uname -r': '${k}'`, { advice: 'Nothing was changed on the NAS.' });
+  if (!version)
+    throw new CliError(`cannot read the NAS's kernel version from 'uname -r': '${k}'`, {
+      advice: 'Nothing was changed on the NAS.',
+    });
   const [major, minor] = [Number(version[1]), Number(version[2])];
   if (major < minimumKernel[0] || (major === minimumKernel[0] && minor < minimumKernel[1])) {
-    throw new CliError(`the NAS's Linux kernel ${k} is older than ${minimumKernel.join('.')}, the oldest the bundled C library (glibc 2.36) runs on`, {
-      advice: 'Update the NAS firmware (QTS) to run these executables. Nothing was changed on the NAS.',
-    });
+    throw new CliError(
+      `the NAS's Linux kernel ${k} is older than ${minimumKernel.join('.')}, the oldest the bundled C library (glibc 2.36) runs on`,
+      {
+        advice: 'Update the NAS firmware (QTS) to run these executables. Nothing was changed on the NAS.',
+      },
+    );
   }
   return { machine: m, kernel: k, folder };
 }
@@ -107,16 +117,27 @@ function keyValues(text: string): Map<string, string> {
  * and is writable. Refuses (CliError, exit 1, nothing changed) a NAS the executables cannot run
  * on or a dir the user cannot write. One round trip; the decisions are choosePlatform's.
  */
-export async function probeNas(ssh: Ssh, projectDir: string, available: readonly string[] = knownBuildFolders): Promise<NasInfo> {
-  const facts = keyValues(await ssh.check(['sh', '-c', probeScript, 'sh', projectDir], 'probing the NAS (uname, id, test -w)'));
+export async function probeNas(
+  ssh: Ssh,
+  projectDir: string,
+  available: readonly string[] = knownBuildFolders,
+): Promise<NasInfo> {
+  const facts = keyValues(
+    await ssh.check(['sh', '-c', probeScript, 'sh', projectDir], 'probing the NAS (uname, id, test -w)'),
+  );
   const platform = choosePlatform(facts.get('machine') ?? '', facts.get('kernel') ?? '', available);
   const user = facts.get('user') ?? ssh.target.user;
   const exists = facts.get('exists');
   if (exists === 'notdir') {
-    throw new CliError(`${projectDir} on the NAS exists but is not a directory`, { advice: 'Set QNAP_PROJECT_DIR (--project-dir) to a directory. Nothing was changed on the NAS.' });
+    throw new CliError(`${projectDir} on the NAS exists but is not a directory`, {
+      advice: 'Set QNAP_PROJECT_DIR (--project-dir) to a directory. Nothing was changed on the NAS.',
+    });
   }
   if (facts.get('writable') !== 'yes') {
-    const what = exists === 'yes' ? `the project dir ${projectDir}` : `${facts.get('parent')}, where the project dir ${projectDir} would be created,`;
+    const what =
+      exists === 'yes'
+        ? `the project dir ${projectDir}`
+        : `${facts.get('parent')}, where the project dir ${projectDir} would be created,`;
     throw new CliError(`${what} is not writable by the NAS user '${user}'`, {
       advice: `Make it writable for '${user}' (or deploy as a user who can write there, QNAP_USER), or choose another QNAP_PROJECT_DIR (--project-dir). Nothing was changed on the NAS.`,
     });
@@ -147,7 +168,10 @@ function readSums(localFolder: string): { text: string; files: string[]; command
   try {
     text = readFileSync(join(localFolder, 'SHA256SUMS'), 'utf8');
   } catch (error) {
-    throw new CliError(`${localFolder} holds no SHA256SUMS: it is not a build of the executables`, { advice: "Run 'npm run build' and try again.", cause: error });
+    throw new CliError(`${localFolder} holds no SHA256SUMS: it is not a build of the executables`, {
+      advice: "Run 'npm run build' and try again.",
+      cause: error,
+    });
   }
   const files = text
     .split('\n')
@@ -238,7 +262,10 @@ export async function uploadExecutables(ssh: Ssh, localFolder: string, projectDi
   const sums = readSums(localFolder);
   const remoteBin = `${projectDir}/bin`;
   const link = async () => {
-    await ssh.check(['sh', '-c', linkScript, 'sh', projectDir, ...sums.commands], `linking the command names in ${projectDir}`);
+    await ssh.check(
+      ['sh', '-c', linkScript, 'sh', projectDir, ...sums.commands],
+      `linking the command names in ${projectDir}`,
+    );
   };
 
   const remoteSums = await ssh.run(['cat', `${remoteBin}/SHA256SUMS`]);
@@ -253,9 +280,13 @@ export async function uploadExecutables(ssh: Ssh, localFolder: string, projectDi
   const needKb = Math.ceil((bytes * 1.1) / 1024);
   const prepared = await ssh.run(['sh', '-c', prepareScript, 'sh', projectDir, tmp, String(needKb)]);
   if (prepared.exitCode !== 0) {
-    throw new CliError(`preparing ${projectDir} on the NAS failed: ${prepared.stderr.trim() || `exit ${prepared.exitCode}`}`, {
-      advice: prepared.exitCode === 3 ? 'Free some space on that volume, or choose another QNAP_PROJECT_DIR.' : undefined,
-    });
+    throw new CliError(
+      `preparing ${projectDir} on the NAS failed: ${prepared.stderr.trim() || `exit ${prepared.exitCode}`}`,
+      {
+        advice:
+          prepared.exitCode === 3 ? 'Free some space on that volume, or choose another QNAP_PROJECT_DIR.' : undefined,
+      },
+    );
   }
   let selfTest: Record<string, unknown> | undefined;
   try {
@@ -268,7 +299,10 @@ export async function uploadExecutables(ssh: Ssh, localFolder: string, projectDi
         advice: `The executables in ${remoteBin} were left as they were. Check the build (npm run build) and the NAS (uname -m, free space).`,
       });
     }
-    await ssh.check(['sh', '-c', swapScript, 'sh', projectDir, tmp, String(process.pid)], `moving the executables into ${remoteBin}`);
+    await ssh.check(
+      ['sh', '-c', swapScript, 'sh', projectDir, tmp, String(process.pid)],
+      `moving the executables into ${remoteBin}`,
+    );
   } catch (error) {
     await ssh.run(['rm', '-rf', tmp]).catch(() => undefined);
     throw error;
@@ -296,16 +330,27 @@ exit $rc
  * same dir, chmod, then renamed into place, so readers see the old file or the whole new one,
  * and a settings file is never readable by others on the way. Mode defaults to 0600.
  */
-export async function uploadFile(ssh: Ssh, localPath: string, remotePath: string, options: { mode?: number } = {}): Promise<FileUpload> {
+export async function uploadFile(
+  ssh: Ssh,
+  localPath: string,
+  remotePath: string,
+  options: { mode?: number } = {},
+): Promise<FileUpload> {
   let bytes: number;
   try {
     bytes = statSync(localPath).size;
   } catch (error) {
-    throw new CliError(`${localPath} cannot be read`, { advice: 'Check the path (DOCKER_COMPOSE_FILE, --compose-file) and run again.', cause: error });
+    throw new CliError(`${localPath} cannot be read`, {
+      advice: 'Check the path (DOCKER_COMPOSE_FILE, --compose-file) and run again.',
+      cause: error,
+    });
   }
   const dir = dirname(remotePath);
   const tmpDir = `${dir}/.upload-${process.pid}-${basename(remotePath)}`;
-  await ssh.check(['sh', '-c', 'mkdir -p "$1" && rm -rf "$2" && mkdir -m 700 "$2"', 'sh', dir, tmpDir], `preparing ${dir}`);
+  await ssh.check(
+    ['sh', '-c', 'mkdir -p "$1" && rm -rf "$2" && mkdir -m 700 "$2"', 'sh', dir, tmpDir],
+    `preparing ${dir}`,
+  );
   try {
     await ssh.copy(localPath, `${tmpDir}/${basename(remotePath)}`);
   } catch (error) {
@@ -313,7 +358,10 @@ export async function uploadFile(ssh: Ssh, localPath: string, remotePath: string
     throw error;
   }
   const mode = (options.mode ?? 0o600).toString(8).padStart(4, '0');
-  await ssh.check(['sh', '-c', placeFileScript, 'sh', tmpDir, basename(remotePath), remotePath, mode], `renaming ${basename(remotePath)} into place`);
+  await ssh.check(
+    ['sh', '-c', placeFileScript, 'sh', tmpDir, basename(remotePath), remotePath, mode],
+    `renaming ${basename(remotePath)} into place`,
+  );
   return { remotePath, bytes };
 }
 
@@ -352,7 +400,9 @@ export interface ImageShipment {
 /** The local image's ID, or a CliError when there is no such image. */
 function localImageId(docker: string, image: string): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(docker, ['image', 'inspect', '--format', '{{.Id}}', image], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(docker, ['image', 'inspect', '--format', '{{.Id}}', image], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -360,7 +410,12 @@ function localImageId(docker: string, image: string): Promise<string> {
     child.on('error', reject);
     child.on('close', (code) => {
       if (code === 0) resolvePromise(out.trim());
-      else reject(new CliError(`the image '${image}' is not on this machine: ${err.trim()}`, { advice: 'Build or pull it here first (docker images lists what there is).' }));
+      else
+        reject(
+          new CliError(`the image '${image}' is not on this machine: ${err.trim()}`, {
+            advice: 'Build or pull it here first (docker images lists what there is).',
+          }),
+        );
     });
   });
 }
@@ -371,7 +426,11 @@ function localImageId(docker: string, image: string): Promise<string> {
  * when the NAS already has that name with the same image ID; afterwards the NAS's ID is checked
  * against ours.
  */
-export async function shipImage(ssh: Ssh, image: string, options: { docker?: string; as?: string } = {}): Promise<ImageShipment> {
+export async function shipImage(
+  ssh: Ssh,
+  image: string,
+  options: { docker?: string; as?: string } = {},
+): Promise<ImageShipment> {
   const docker = options.docker ?? locateDocker();
   const id = await localImageId(docker, image);
   const name = options.as ?? image;
@@ -397,10 +456,13 @@ export async function shipImage(ssh: Ssh, image: string, options: { docker?: str
   save.stdout.pipe(counter);
   let loadOut = '';
   let loadErr = '';
-  const sink = (append: (s: string) => void) =>
-    new PassThrough().on('data', (d: Buffer) => append(d.toString('utf8')));
+  const sink = (append: (s: string) => void) => new PassThrough().on('data', (d: Buffer) => append(d.toString('utf8')));
   const loaded = await ssh
-    .stream(remoteDocker(['load']), { stdin: counter, stdout: sink((s) => (loadOut += s)), stderr: sink((s) => (loadErr += s)) })
+    .stream(remoteDocker(['load']), {
+      stdin: counter,
+      stdout: sink((s) => (loadOut += s)),
+      stderr: sink((s) => (loadErr += s)),
+    })
     .catch((error: unknown) => {
       save.kill();
       throw error;
@@ -408,11 +470,18 @@ export async function shipImage(ssh: Ssh, image: string, options: { docker?: str
   // If the NAS stopped reading, docker save gets EPIPE and ends; make sure it is not left running.
   if (save.exitCode === null) save.kill();
   const saveCode = await saved;
-  if (saveCode !== 0 && loaded === 0) throw new CliError(`docker save ${image} failed here (exit ${saveCode}): ${saveErr.trim()}`);
+  if (saveCode !== 0 && loaded === 0)
+    throw new CliError(`docker save ${image} failed here (exit ${saveCode}): ${saveErr.trim()}`);
   if (loaded !== 0) {
-    throw new CliError(`docker load of '${image}' failed on the NAS (exit ${loaded}): ${(loadErr || loadOut).trim().split('\n').slice(-3).join(' ')}`, {
-      advice: saveCode !== 0 ? `docker save also failed here: ${saveErr.trim()}` : 'Check the free space of the NAS volume that holds Docker data.',
-    });
+    throw new CliError(
+      `docker load of '${image}' failed on the NAS (exit ${loaded}): ${(loadErr || loadOut).trim().split('\n').slice(-3).join(' ')}`,
+      {
+        advice:
+          saveCode !== 0
+            ? `docker save also failed here: ${saveErr.trim()}`
+            : 'Check the free space of the NAS volume that holds Docker data.',
+      },
+    );
   }
   if (name !== image) await ssh.check(remoteDocker(['tag', image, name]), `docker tag ${image} ${name}`);
   const after = await remoteId();

@@ -14,7 +14,12 @@ export function pingTarget(url: string, signal: PingSignal): string {
  * GETs the signal's URL within a short timeout; logs what happened. A start signal lets the
  * monitor measure the run and alert on one that never ends.
  */
-export async function sendPing(url: string | undefined, signal: PingSignal, log: Logger, timeoutMs = 10_000): Promise<boolean> {
+export async function sendPing(
+  url: string | undefined,
+  signal: PingSignal,
+  log: Logger,
+  timeoutMs = 10_000,
+): Promise<boolean> {
   if (!url) return false;
   const target = pingTarget(url, signal);
   // The path of a ping URL is its secret (healthchecks.io's UUID): only the host is logged.

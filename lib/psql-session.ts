@@ -30,7 +30,26 @@ export class PsqlSession {
   private counter = 0;
 
   private constructor(target: PsqlTarget) {
-    const args = ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, target.container, 'psql', '-X', '-q', '-A', '-t', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-U', target.user, '-d', target.database];
+    const args = [
+      'exec',
+      '-i',
+      '-e',
+      `PGOPTIONS=${noTimeoutsPgOptions}`,
+      target.container,
+      'psql',
+      '-X',
+      '-q',
+      '-A',
+      '-t',
+      '-F',
+      FIELD,
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      target.user,
+      '-d',
+      target.database,
+    ];
     this.child = spawn(target.docker, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stderr.setEncoding('utf8');
@@ -66,7 +85,12 @@ export class PsqlSession {
       if (at >= 0) {
         const text = this.buffer.slice(0, at);
         this.buffer = this.buffer.slice(at + marker.length + 1);
-        return text === '' ? [] : text.replace(/\n$/, '').split('\n').map((line) => line.split(FIELD));
+        return text === ''
+          ? []
+          : text
+              .replace(/\n$/, '')
+              .split('\n')
+              .map((line) => line.split(FIELD));
       }
       if (this.exited) {
         throw new CliError(`psql in the container failed: ${this.stderr.trim() || `exit ${this.exited.code}`}`);

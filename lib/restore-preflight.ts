@@ -10,7 +10,11 @@ import type { Logger } from './log.ts';
 import type { Shell } from './shell.ts';
 
 /** Why the backup must not be restored into `database` with these options, or undefined. */
-export function refusalReason(backup: CheckedBackup, database: string, options: { noVerify?: boolean; otherDatabase?: boolean }): string | undefined {
+export function refusalReason(
+  backup: CheckedBackup,
+  database: string,
+  options: { noVerify?: boolean; otherDatabase?: boolean },
+): string | undefined {
   const name = basename(backup.path);
   const manifest = backup.manifest;
   if (manifest && manifest.database !== database && !options.otherDatabase) {
@@ -30,11 +34,21 @@ const margin = 0.1;
  * of about the live database's size (or, without one, the backup's SQL size). Measured inside
  * the container, where the data directory is.
  */
-export async function checkRestoreSpace(sql: Sql, $: Shell, target: { docker: string; container: string; database: string }, backup: CheckedBackup, log: Logger): Promise<void> {
+export async function checkRestoreSpace(
+  sql: Sql,
+  $: Shell,
+  target: { docker: string; container: string; database: string },
+  backup: CheckedBackup,
+  log: Logger,
+): Promise<void> {
   let dataDir: string;
   let liveSize: number;
   try {
-    const [dir, size] = (await sql(`SELECT current_setting('data_directory'), coalesce((SELECT pg_database_size(datname) FROM pg_database WHERE datname = '${target.database.replace(/'/g, "''")}'), -1);`)).split('|');
+    const [dir, size] = (
+      await sql(
+        `SELECT current_setting('data_directory'), coalesce((SELECT pg_database_size(datname) FROM pg_database WHERE datname = '${target.database.replace(/'/g, "''")}'), -1);`,
+      )
+    ).split('|');
     dataDir = dir!;
     liveSize = Number(size);
   } catch (error) {
@@ -46,15 +60,22 @@ export async function checkRestoreSpace(sql: Sql, $: Shell, target: { docker: st
   const df = await $({ nothrow: true, timeout: '30s' })`${target.docker} exec ${target.container} df -Pk ${dataDir}`;
   const available = Number(/\n\S+\s+\d+\s+\d+\s+(\d+)/.exec(df.stdout)?.[1]) * 1024;
   if (df.exitCode !== 0 || !Number.isFinite(available)) {
-    log.warn(`Could not learn the database volume's free space (df ${dataDir}: ${df.stderr.trim() || `exit ${df.exitCode}`}), restoring without that check`);
+    log.warn(
+      `Could not learn the database volume's free space (df ${dataDir}: ${df.stderr.trim() || `exit ${df.exitCode}`}), restoring without that check`,
+    );
     return;
   }
   const what = liveSize >= 0 ? `the size of '${target.database}'` : `the backup's SQL size`;
   if (available < needed) {
     throw new CliError(
       `not enough free space on the database volume of '${target.container}' (${dataDir}): ${formatBytes(available)} free, the restore needs about ${formatBytes(needed)} (${what}, ${formatBytes(size)}, plus ${margin * 100}%)`,
-      { advice: 'Free space on that volume (a <database>_previous_<time> database kept for --rollback is a full copy), then run the restore again.' },
+      {
+        advice:
+          'Free space on that volume (a <database>_previous_<time> database kept for --rollback is a full copy), then run the restore again.',
+      },
     );
   }
-  log.info(`Free space on the database volume (${dataDir}): ${formatBytes(available)} (the restore needs about ${formatBytes(needed)})`);
+  log.info(
+    `Free space on the database volume (${dataDir}): ${formatBytes(available)} (the restore needs about ${formatBytes(needed)})`,
+  );
 }

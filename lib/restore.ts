@@ -10,10 +10,23 @@ import { writeFileAtomic } from './atomic-file.ts';
 import { readManifest } from './manifest.ts';
 import { backupStamp } from './backup-files.ts';
 import { checkBackupFile, type CheckedBackup, type DumpFileFormat } from './backup-check.ts';
-import { alterDatabaseSql, createDatabaseSql, fixedPropertyDifferences, readDatabaseProperties, type DatabaseProperties } from './database-properties.ts';
+import {
+  alterDatabaseSql,
+  createDatabaseSql,
+  fixedPropertyDifferences,
+  readDatabaseProperties,
+  type DatabaseProperties,
+} from './database-properties.ts';
 import { previousPattern, suffixName, swapDatabases, type Sql } from './database-swap.ts';
 import { CliError, errorText } from './errors.ts';
-import { compareFingerprints, currentAlgorithm, quoteIdent, takeFingerprint, type Fingerprint, type FingerprintDifference } from './fingerprint.ts';
+import {
+  compareFingerprints,
+  currentAlgorithm,
+  quoteIdent,
+  takeFingerprint,
+  type Fingerprint,
+  type FingerprintDifference,
+} from './fingerprint.ts';
 import { checkpoint, InterruptedError } from './interruption.ts';
 import type { Logger } from './log.ts';
 import { PsqlSession } from './psql-session.ts';
@@ -74,13 +87,21 @@ export interface RestoreResult extends AttemptResult {
 
 /** Runs SQL as the target user on the maintenance database (never on the ones being swapped). */
 export async function adminSql($: Shell, target: RestoreTarget, sql: string): Promise<string> {
-  const out = await $({ input: sql, nothrow: true, timeout: '120s' })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d postgres`;
-  if (out.exitCode !== 0) throw new CliError(`SQL in '${target.container}' failed: ${out.stderr.trim() || `exit ${out.exitCode}`}`);
+  const out = await $({
+    input: sql,
+    nothrow: true,
+    timeout: '120s',
+  })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d postgres`;
+  if (out.exitCode !== 0)
+    throw new CliError(`SQL in '${target.container}' failed: ${out.stderr.trim() || `exit ${out.exitCode}`}`);
   return out.stdout.trim();
 }
 
 /** A `docker exec psql` per statement: for the odd statement outside a restore. */
-export const oneShotSql = ($: Shell, target: RestoreTarget): Sql => (sql) => adminSql($, target, sql);
+export const oneShotSql =
+  ($: Shell, target: RestoreTarget): Sql =>
+  (sql) =>
+    adminSql($, target, sql);
 
 /**
  * One psql session on the maintenance database for a run of statements: a restore creates,
@@ -98,7 +119,12 @@ export class AdminSession {
 
   private open(): PsqlSession {
     this.fresh = true;
-    return PsqlSession.open({ docker: this.target.docker, container: this.target.container, user: this.target.user, database: 'postgres' });
+    return PsqlSession.open({
+      docker: this.target.docker,
+      container: this.target.container,
+      user: this.target.user,
+      database: 'postgres',
+    });
   }
 
   readonly sql: Sql = async (sql) => {
@@ -107,11 +133,16 @@ export class AdminSession {
     const statement = this.fresh ? `SET client_min_messages TO warning; ${sql}` : sql;
     this.fresh = false;
     try {
-      return (await this.session.query(statement)).map((row) => row.join('|')).join('\n').trim();
+      return (await this.session.query(statement))
+        .map((row) => row.join('|'))
+        .join('\n')
+        .trim();
     } catch (error) {
       this.session.kill();
       this.session = undefined;
-      throw new CliError(`SQL in '${this.target.container}' failed: ${errorText(error).replace(/^psql in the container failed: /, '')}`);
+      throw new CliError(
+        `SQL in '${this.target.container}' failed: ${errorText(error).replace(/^psql in the container failed: /, '')}`,
+      );
     }
   };
 
@@ -157,7 +188,11 @@ export class StreamLoad {
     private readonly format: DumpFileFormat,
   ) {
     // The names travel as positional parameters of sh -c: never spliced into the script.
-    this.child = spawn(target.docker, ['exec', '-i', target.container, 'sh', '-c', loadScript(format), 'sh', target.user, database], { stdio: ['pipe', 'ignore', 'pipe'] });
+    this.child = spawn(
+      target.docker,
+      ['exec', '-i', target.container, 'sh', '-c', loadScript(format), 'sh', target.user, database],
+      { stdio: ['pipe', 'ignore', 'pipe'] },
+    );
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       if (this.stderr.length < 64 * 1024) this.stderr += d;
     });
@@ -181,7 +216,9 @@ export class StreamLoad {
     const [code] = await this.closed;
     if (code === 0) return;
     const stderr = redact ? redactRowData(this.stderr) : this.stderr;
-    throw new CliError(`the dump did not restore (${this.format === 'custom' ? 'pg_restore' : 'load'} exit ${code}): ${stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
+    throw new CliError(
+      `the dump did not restore (${this.format === 'custom' ? 'pg_restore' : 'load'} exit ${code}): ${stderr.trim().split('\n').slice(0, 5).join(' | ')}`,
+    );
   }
 
   /** Stops the load: nothing is committed (it runs in one transaction). */
@@ -192,9 +229,16 @@ export class StreamLoad {
 }
 
 /** Loads a backup file through a StreamLoad; a signal stops it. */
-async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: string, options: RestoreOptions): Promise<void> {
+async function loadDump(
+  backup: CheckedBackup,
+  target: RestoreTarget,
+  database: string,
+  options: RestoreOptions,
+): Promise<void> {
   const load = new StreamLoad(target, database, backup.format);
-  const chunks = backup.encrypted ? decryptStream(createReadStream(backup.path), options.identities ?? []) : (createReadStream(backup.path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>);
+  const chunks = backup.encrypted
+    ? decryptStream(createReadStream(backup.path), options.identities ?? [])
+    : (createReadStream(backup.path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>);
   const stop = () => void load.abort();
   options.abort?.addEventListener('abort', stop, { once: true });
   try {
@@ -221,7 +265,11 @@ async function loadDump(backup: CheckedBackup, target: RestoreTarget, database: 
  * Fingerprints a database in the target container the way the manifest's was taken: the same
  * algorithm, without the tables it excluded. A signal ends the session (and so the query).
  */
-async function fingerprintDatabase(session: PsqlSession, expected: Fingerprint | null, abort: AbortSignal | undefined): Promise<Fingerprint> {
+async function fingerprintDatabase(
+  session: PsqlSession,
+  expected: Fingerprint | null,
+  abort: AbortSignal | undefined,
+): Promise<Fingerprint> {
   const exact = (expected?.excluded ?? []).map((name) => new RegExp(`^${name.replace(/[^\w]/g, '\\$&')}$`));
   const stop = () => session.kill();
   abort?.addEventListener('abort', stop, { once: true });
@@ -253,12 +301,13 @@ interface Diagnostics {
 
 function writeDiagnostics(logDir: string, stamp: string, attempt: number, diagnostics: Diagnostics): string {
   const path = join(logDir, `restore_debug_${stamp}${attempt > 1 ? `_${attempt}` : ''}.json`);
-  writeFileAtomic(path, JSON.stringify(diagnostics, null, 2) + '\n');
+  writeFileAtomic(path, `${JSON.stringify(diagnostics, null, 2)}\n`);
   return path;
 }
 
 /** The name of a scratch database beside the live one: <live>_restore_<ts> (or _drill_, _stream_). */
-export const scratchName = (target: RestoreTarget, kind: 'restore' | 'drill' | 'stream', stamp: string) => suffixName(target.database, kind, stamp);
+export const scratchName = (target: RestoreTarget, kind: 'restore' | 'drill' | 'stream', stamp: string) =>
+  suffixName(target.database, kind, stamp);
 
 /** Creates an empty scratch database (replacing a leftover of the same name), with the live one's encoding, locale and owner when known. */
 export async function createScratch(sql: Sql, scratch: string, properties?: DatabaseProperties): Promise<void> {
@@ -267,26 +316,45 @@ export async function createScratch(sql: Sql, scratch: string, properties?: Data
 
 /** Drops a scratch database; a failure is logged, not thrown (it is only a leftover then). */
 export async function dropScratch(sql: Sql, scratch: string, log: Logger): Promise<void> {
-  await sql(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) => log.warn(`could not drop '${scratch}': ${errorText(e)}`));
+  await sql(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE);`).catch((e: unknown) =>
+    log.warn(`could not drop '${scratch}': ${errorText(e)}`),
+  );
 }
 
 /**
  * The database-level properties the restored database must have: the manifest's (recorded at
  * backup time), else the live database's, else none (a server default database).
  */
-async function wantedProperties(sql: Sql, backup: CheckedBackup, live: string, log: Logger): Promise<DatabaseProperties | undefined> {
+async function wantedProperties(
+  sql: Sql,
+  backup: CheckedBackup,
+  live: string,
+  log: Logger,
+): Promise<DatabaseProperties | undefined> {
   if (backup.manifest?.databaseProperties) return backup.manifest.databaseProperties;
   const properties = await readDatabaseProperties(sql, live);
-  log.info(properties ? `The manifest records no database-level properties: '${live}''s are used` : `No database-level properties known: the server's defaults are used`);
+  log.info(
+    properties
+      ? `The manifest records no database-level properties: '${live}''s are used`
+      : `No database-level properties known: the server's defaults are used`,
+  );
   return properties;
 }
 
 /** Gives the loaded scratch database the rest of the properties; a streamed one is first checked for the fixed ones. */
-async function applyProperties(sql: Sql, scratch: string, properties: DatabaseProperties, streamed: boolean): Promise<void> {
+async function applyProperties(
+  sql: Sql,
+  scratch: string,
+  properties: DatabaseProperties,
+  streamed: boolean,
+): Promise<void> {
   if (streamed) {
     const actual = await readDatabaseProperties(sql, scratch);
     const differences = actual ? fixedPropertyDifferences(properties, actual) : ['the database is gone'];
-    if (differences.length) throw new CliError(`'${scratch}' was created with other settings than the backup's database (${differences.join(', ')})`);
+    if (differences.length)
+      throw new CliError(
+        `'${scratch}' was created with other settings than the backup's database (${differences.join(', ')})`,
+      );
     await sql(`ALTER DATABASE ${quoteIdent(scratch)} OWNER TO ${quoteIdent(properties.owner)};`);
   }
   await sql(alterDatabaseSql(scratch, properties));
@@ -307,7 +375,13 @@ interface Attempt {
   reachedSwap: boolean;
 }
 
-const resultOf = (a: Attempt, ok: boolean, reason: string | undefined, diagnostics: string | undefined, previousDatabase?: string): RestoreResult => ({
+const resultOf = (
+  a: Attempt,
+  ok: boolean,
+  reason: string | undefined,
+  diagnostics: string | undefined,
+  previousDatabase?: string,
+): RestoreResult => ({
   file: a.file,
   ok,
   reason,
@@ -328,18 +402,43 @@ const resultOf = (a: Attempt, ok: boolean, reason: string | undefined, diagnosti
  * written (deploy tees its fresh dump into the new slot); the attempt then checks the file,
  * waits for that load instead of starting one, and proves it the same way.
  */
-export async function restoreBackup(file: string, options: RestoreOptions, attempt = 1, streaming?: StreamLoad): Promise<RestoreResult> {
+export async function restoreBackup(
+  file: string,
+  options: RestoreOptions,
+  attempt = 1,
+  streaming?: StreamLoad,
+): Promise<RestoreResult> {
   const { target, log } = options;
   const now = options.now ?? (() => new Date());
-  const a: Attempt = { file, name: basename(file), number: attempt, stamp: backupStamp(now()), started: Date.now(), scratch: undefined, backup: undefined, expected: null, actual: null, differences: [], reachedSwap: false };
-  log.info(`Restore attempt ${attempt}: ${a.name} into '${target.database}' in container '${target.container}'${options.drillOnly ? ' (drill: scratch database only)' : ''}`);
-  const checked = await checkBackupFile(file, { requireManifest: !options.noVerify, identities: options.identities }).catch((e: unknown) => ({ ok: false as const, reason: errorText(e) }));
+  const a: Attempt = {
+    file,
+    name: basename(file),
+    number: attempt,
+    stamp: backupStamp(now()),
+    started: Date.now(),
+    scratch: undefined,
+    backup: undefined,
+    expected: null,
+    actual: null,
+    differences: [],
+    reachedSwap: false,
+  };
+  log.info(
+    `Restore attempt ${attempt}: ${a.name} into '${target.database}' in container '${target.container}'${options.drillOnly ? ' (drill: scratch database only)' : ''}`,
+  );
+  const checked = await checkBackupFile(file, {
+    requireManifest: !options.noVerify,
+    identities: options.identities,
+  }).catch((e: unknown) => ({ ok: false as const, reason: errorText(e) }));
   const refusal = checked.ok ? refusalReason(checked.backup, target.database, options) : checked.reason;
   if (!checked.ok || refusal) return await rejectAttempt(a, refusal!, options, streaming);
   a.backup = checked.backup;
   a.expected = a.backup.manifest?.fingerprint ?? null;
-  log.info(`Checked ${a.name}: sha256 ${a.backup.sha256} matches${a.backup.manifest ? ' its manifest' : ''}${a.backup.encrypted ? ', decrypts and authenticates to its end' : ''}, dump complete`);
-  if (!a.expected) log.warn(`${a.name} has no fingerprint in a manifest: the restored data cannot be proven identical (--no-verify)`);
+  log.info(
+    `Checked ${a.name}: sha256 ${a.backup.sha256} matches${a.backup.manifest ? ' its manifest' : ''}${a.backup.encrypted ? ', decrypts and authenticates to its end' : ''}, dump complete`,
+  );
+  if (!a.expected)
+    log.warn(`${a.name} has no fingerprint in a manifest: the restored data cannot be proven identical (--no-verify)`);
 
   const admin = new AdminSession(target);
   try {
@@ -353,7 +452,12 @@ export async function restoreBackup(file: string, options: RestoreOptions, attem
 }
 
 /** The file was refused before any database was touched (or, streamed, its scratch database is dropped). */
-async function rejectAttempt(a: Attempt, reason: string, options: RestoreOptions, streaming: StreamLoad | undefined): Promise<RestoreResult> {
+async function rejectAttempt(
+  a: Attempt,
+  reason: string,
+  options: RestoreOptions,
+  streaming: StreamLoad | undefined,
+): Promise<RestoreResult> {
   const { target, $, log } = options;
   if (streaming) {
     a.scratch = streaming.database;
@@ -363,13 +467,20 @@ async function rejectAttempt(a: Attempt, reason: string, options: RestoreOptions
   log.error(`Rejected ${a.name}${streaming ? '' : ' before touching any database'}: ${reason}`);
   const manifest = readManifest(a.file);
   const diagnostics = writeDiagnostics(options.logDir, a.stamp, a.number, {
-    time: (options.now ?? (() => new Date()))().toISOString(), file: a.file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: a.scratch },
-    error: reason, expectedFingerprint: null, actualFingerprint: null, differences: [],
+    time: (options.now ?? (() => new Date()))().toISOString(),
+    file: a.file,
+    target: { container: target.container, database: target.database, user: target.user, scratchDatabase: a.scratch },
+    error: reason,
+    expectedFingerprint: null,
+    actualFingerprint: null,
+    differences: [],
     postgres: {
       backupServer: manifest?.postgres?.server,
       backupPgDump: manifest?.postgres?.pgDump,
       // Not asked when no database was touched: a `docker exec` costs more than the read that rejected the file.
-      targetServer: streaming ? await serverVersion(oneShotSql($, target)) : 'not asked: the file was rejected before any database was touched',
+      targetServer: streaming
+        ? await serverVersion(oneShotSql($, target))
+        : 'not asked: the file was rejected before any database was touched',
     },
     settings: { noVerify: options.noVerify === true, drillOnly: options.drillOnly === true },
   });
@@ -377,13 +488,19 @@ async function rejectAttempt(a: Attempt, reason: string, options: RestoreOptions
 }
 
 /** Restores into a scratch database, proves it, then drops it (a drill) or swaps it in; throws why it lost. */
-async function restoreProveAndSwap(a: Attempt, options: RestoreOptions, admin: AdminSession, streaming: StreamLoad | undefined): Promise<string | undefined> {
+async function restoreProveAndSwap(
+  a: Attempt,
+  options: RestoreOptions,
+  admin: AdminSession,
+  streaming: StreamLoad | undefined,
+): Promise<string | undefined> {
   const { target, $, log } = options;
   const backup = a.backup!;
   // The proof's session connects to the scratch database while the dump loads, so the
   // fingerprint starts the moment the load commits; it is closed before the swap renames it.
   let proof: PsqlSession | undefined;
-  const connectProof = (database: string) => PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database });
+  const connectProof = (database: string) =>
+    PsqlSession.open({ docker: target.docker, container: target.container, user: target.user, database });
   let scratch: string;
   try {
     const properties = await wantedProperties(admin.sql, backup, target.database, log);
@@ -411,7 +528,12 @@ async function restoreProveAndSwap(a: Attempt, options: RestoreOptions, admin: A
   if (a.expected) {
     a.differences = compareFingerprints(a.expected, a.actual);
     if (a.actual.sha256 !== a.expected.sha256) {
-      throw new CliError(`the fingerprint of the restored data differs from the backup's (${a.differences.length} difference(s): ${a.differences.map((d) => d.name).slice(0, 5).join(', ')})`);
+      throw new CliError(
+        `the fingerprint of the restored data differs from the backup's (${a.differences.length} difference(s): ${a.differences
+          .map((d) => d.name)
+          .slice(0, 5)
+          .join(', ')})`,
+      );
     }
     log.info(`Fingerprint proven: ${a.actual.sha256}`);
   }
@@ -425,10 +547,18 @@ async function restoreProveAndSwap(a: Attempt, options: RestoreOptions, admin: A
 }
 
 /** Drops what the attempt made and writes its diagnostics; the live database is as it was (swapDatabases undid its fence). */
-async function failAttempt(a: Attempt, error: unknown, options: RestoreOptions, admin: AdminSession, streaming: StreamLoad | undefined): Promise<RestoreResult> {
+async function failAttempt(
+  a: Attempt,
+  error: unknown,
+  options: RestoreOptions,
+  admin: AdminSession,
+  streaming: StreamLoad | undefined,
+): Promise<RestoreResult> {
   const { target, log } = options;
   const interrupted = error instanceof InterruptedError || options.abort?.aborted === true;
-  const text = interrupted ? `interrupted by ${String(options.abort?.reason ?? (error as InterruptedError).signal)}` : errorText(error);
+  const text = interrupted
+    ? `interrupted by ${String(options.abort?.reason ?? (error as InterruptedError).signal)}`
+    : errorText(error);
   const reason = options.redactRowData || a.backup?.encrypted ? redactRowData(text) : text;
   log.error(`Restore of ${a.name} failed: ${reason}`);
   if (a.scratch) {
@@ -436,9 +566,18 @@ async function failAttempt(a: Attempt, error: unknown, options: RestoreOptions, 
     await dropScratch(admin.sql, a.scratch, log);
   }
   const diagnostics = writeDiagnostics(options.logDir, a.stamp, a.number, {
-    time: (options.now ?? (() => new Date()))().toISOString(), file: a.file, target: { container: target.container, database: target.database, user: target.user, scratchDatabase: a.scratch },
-    error: reason, expectedFingerprint: a.expected?.sha256 ?? null, actualFingerprint: a.actual?.sha256 ?? null, differences: a.differences,
-    postgres: { backupServer: a.backup?.manifest?.postgres.server, backupPgDump: a.backup?.manifest?.postgres.pgDump, targetServer: await serverVersion(admin.sql) },
+    time: (options.now ?? (() => new Date()))().toISOString(),
+    file: a.file,
+    target: { container: target.container, database: target.database, user: target.user, scratchDatabase: a.scratch },
+    error: reason,
+    expectedFingerprint: a.expected?.sha256 ?? null,
+    actualFingerprint: a.actual?.sha256 ?? null,
+    differences: a.differences,
+    postgres: {
+      backupServer: a.backup?.manifest?.postgres.server,
+      backupPgDump: a.backup?.manifest?.postgres.pgDump,
+      targetServer: await serverVersion(admin.sql),
+    },
     settings: { noVerify: options.noVerify === true, drillOnly: options.drillOnly === true },
   });
   log.error(`Diagnostics written to ${diagnostics}`);
@@ -467,13 +606,23 @@ export async function restoreWithFallback(
 }
 
 /** Makes the previous database live again (accepting connections); the current live one becomes the previous. */
-export async function rollbackDatabase(target: RestoreTarget, log: Logger, now = new Date(), abort?: AbortSignal): Promise<{ restored: string; previous: string }> {
+export async function rollbackDatabase(
+  target: RestoreTarget,
+  log: Logger,
+  now = new Date(),
+  abort?: AbortSignal,
+): Promise<{ restored: string; previous: string }> {
   const pattern = previousPattern(target.database);
   const admin = new AdminSession(target);
   try {
-    const candidates = (await admin.sql('SELECT datname FROM pg_database ORDER BY datname DESC;')).split('\n').filter((n) => pattern.test(n));
+    const candidates = (await admin.sql('SELECT datname FROM pg_database ORDER BY datname DESC;'))
+      .split('\n')
+      .filter((n) => pattern.test(n));
     const newest = candidates[0];
-    if (!newest) throw new CliError(`there is no previous database of '${target.database}' to roll back to`, { advice: 'A previous database is kept by each restore; none exists in this container.' });
+    if (!newest)
+      throw new CliError(`there is no previous database of '${target.database}' to roll back to`, {
+        advice: 'A previous database is kept by each restore; none exists in this container.',
+      });
     const previous = await swapDatabases(admin.sql, target, newest, backupStamp(now), log, abort);
     return { restored: newest, previous: previous ?? '' };
   } finally {

@@ -4,7 +4,14 @@
 // deletes nothing when the new backup looks like data was lost.
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { listBackups, newestFirst, sidecarsOf, tempFileOwner, type BackupFile, type BackupFormat } from './backup-files.ts';
+import {
+  listBackups,
+  newestFirst,
+  sidecarsOf,
+  tempFileOwner,
+  type BackupFile,
+  type BackupFormat,
+} from './backup-files.ts';
 import { fsyncDir } from './atomic-file.ts';
 import type { Fingerprint } from './fingerprint.ts';
 import { readManifest } from './manifest.ts';
@@ -14,11 +21,19 @@ import { readManifest } from './manifest.ts';
  * scripts' backups count only once `keep` backups of this tool (each verified before it was put
  * in place) exist: until then none of them is removed, as they are all there is to fall back on. Pure.
  */
-export function planRotation(backups: BackupFile[], keep: number, protect: string | Array<string | undefined>): BackupFile[] {
+export function planRotation(
+  backups: BackupFile[],
+  keep: number,
+  protect: string | Array<string | undefined>,
+): BackupFile[] {
   const ordered = [...backups].sort(newestFirst);
   const verified = ordered.filter((b) => b.origin !== 'old-script').length;
   const oldKept = verified < keep ? ordered.filter((b) => b.origin === 'old-script').map((b) => b.name) : [];
-  const kept = new Set<string | undefined>([...ordered.slice(0, keep).map((b) => b.name), ...[protect].flat(), ...oldKept]);
+  const kept = new Set<string | undefined>([
+    ...ordered.slice(0, keep).map((b) => b.name),
+    ...[protect].flat(),
+    ...oldKept,
+  ]);
   return ordered.filter((b) => !kept.has(b.name));
 }
 
@@ -50,11 +65,22 @@ export const holdRules = {
 };
 
 /** Why rotation should hold after `current`, compared with the backup before it; empty when it should not. Pure. */
-export function rotationHoldReasons(current: RotationFacts, previous: RotationFacts | undefined, formatSize: (bytes: number) => string): string[] {
+export function rotationHoldReasons(
+  current: RotationFacts,
+  previous: RotationFacts | undefined,
+  formatSize: (bytes: number) => string,
+): string[] {
   if (!previous) return [];
   const reasons: string[] = [];
-  if (previous.format === current.format && previous.encrypted === current.encrypted && previous.size > 0 && current.size < previous.size * holdRules.sizeShare) {
-    reasons.push(`This backup (${formatSize(current.size)}) is less than half the size of the previous one, ${previous.name} (${formatSize(previous.size)})`);
+  if (
+    previous.format === current.format &&
+    previous.encrypted === current.encrypted &&
+    previous.size > 0 &&
+    current.size < previous.size * holdRules.sizeShare
+  ) {
+    reasons.push(
+      `This backup (${formatSize(current.size)}) is less than half the size of the previous one, ${previous.name} (${formatSize(previous.size)})`,
+    );
   }
   if (!current.fingerprint || !previous.fingerprint) return reasons;
   const now = new Map(current.fingerprint.tables.map((t) => [`${t.schema}.${t.table}`, t.rows]));
@@ -66,7 +92,9 @@ export function rotationHoldReasons(current: RotationFacts, previous: RotationFa
     const dropped = table.rows >= holdRules.minRowsForDrop && rows < table.rows * holdRules.rowShare;
     const emptied = table.rows >= holdRules.minRowsForEmptied && rows === 0;
     if (dropped || emptied) {
-      reasons.push(`table ${name} ${now.has(name) ? `has ${rows} rows` : 'is gone'}, ${table.rows} in the previous backup ${previous.name}`);
+      reasons.push(
+        `table ${name} ${now.has(name) ? `has ${rows} rows` : 'is gone'}, ${table.rows} in the previous backup ${previous.name}`,
+      );
     }
   }
   return reasons;

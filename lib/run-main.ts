@@ -5,7 +5,10 @@ import { CliError, ExitCode } from './errors.ts';
  * `Error: <message>` and its advice; anything else is a bug and prints its stack.
  * Sets process.exitCode rather than calling process.exit(), so buffered output is not cut off.
  */
-export async function runMain(body: () => Promise<void>, stderr: NodeJS.WritableStream = process.stderr): Promise<number> {
+export async function runMain(
+  body: () => Promise<void>,
+  stderr: NodeJS.WritableStream = process.stderr,
+): Promise<number> {
   let code: number = ExitCode.ok;
   try {
     await body();

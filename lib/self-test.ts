@@ -23,9 +23,16 @@ export interface SelfTestResult {
 export async function runSelfTest(): Promise<SelfTestResult> {
   const $ = createShell();
   const out = await $`for v in ${trickyValues}; do printf '[%s]\\n' "$v"; done | cat`;
-  const expected = trickyValues.map((v) => `[${v}]`).join('\n') + '\n';
+  const expected = `${trickyValues.map((v) => `[${v}]`).join('\n')}\n`;
   const arch = (await $`uname -m`).stdout.trim();
-  const result = { ok: out.stdout === expected, version: toolVersion, arch, processArch: process.arch, node: process.version, shell: '/bin/sh' };
+  const result = {
+    ok: out.stdout === expected,
+    version: toolVersion,
+    arch,
+    processArch: process.arch,
+    node: process.version,
+    shell: '/bin/sh',
+  };
   if (!result.ok) throw new CliError(`quoting round-trip through /bin/sh failed: got ${JSON.stringify(out.stdout)}`);
   return result;
 }

@@ -21,18 +21,31 @@ export function completionDependencies(composeFile: string): Map<string, string[
 }
 
 /** Waits until every container has exited 0; one that exits otherwise, or is gone, fails at once. */
-export async function waitCompleted(docker: Docker, names: string[], timeoutMs: number, signal?: AbortSignal): Promise<void> {
+export async function waitCompleted(
+  docker: Docker,
+  names: string[],
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     signal?.throwIfAborted();
     const states = await docker.inspectMany(names);
-    const failed = states.findIndex((s) => !s.exists || (['exited', 'dead'].includes(s.status ?? '') && s.exitCode !== 0));
+    const failed = states.findIndex(
+      (s) => !s.exists || (['exited', 'dead'].includes(s.status ?? '') && s.exitCode !== 0),
+    );
     if (failed >= 0) {
       const s = states[failed]!;
-      throw new CliError(`container '${names[failed]}', which the next services need to complete first, ${s.exists ? `exited with ${s.exitCode}` : 'is missing'}`, { advice: `See 'docker logs ${names[failed]}'.` });
+      throw new CliError(
+        `container '${names[failed]}', which the next services need to complete first, ${s.exists ? `exited with ${s.exitCode}` : 'is missing'}`,
+        { advice: `See 'docker logs ${names[failed]}'.` },
+      );
     }
     if (states.every((s) => s.status === 'exited')) return;
-    if (Date.now() > until) throw new CliError(`containers did not complete within ${Math.round(timeoutMs / 1000)} s: ${names.filter((_, i) => states[i]!.status !== 'exited').join(', ')}`);
+    if (Date.now() > until)
+      throw new CliError(
+        `containers did not complete within ${Math.round(timeoutMs / 1000)} s: ${names.filter((_, i) => states[i]!.status !== 'exited').join(', ')}`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }

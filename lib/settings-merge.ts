@@ -39,7 +39,10 @@ function parse(text: string, where: string): Map<string, string> {
   try {
     return parseEnvFile(text);
   } catch (error) {
-    throw new UsageError(`${where} cannot be read as KEY=VALUE lines: ${errorText(error)}`, 'Fix that line, then deploy again.');
+    throw new UsageError(
+      `${where} cannot be read as KEY=VALUE lines: ${errorText(error)}`,
+      'Fix that line, then deploy again.',
+    );
   }
 }
 
@@ -55,10 +58,14 @@ function linesSetting(text: string, keys: Set<string>): string[] {
 export function planSettingsMerge(local: string, nas: string | undefined, replace: boolean): SettingsMergePlan {
   const mine = parse(local, "the workstation's planetarion.env");
   if (nas === undefined) return { action: 'create', text: local, added: [...mine.keys()], nasOnly: [], changed: [] };
-  const theirs = replace ? safeParse(nas) : parse(nas, "planetarion.env on the NAS (pass --replace-settings to replace it)");
+  const theirs = replace
+    ? safeParse(nas)
+    : parse(nas, 'planetarion.env on the NAS (pass --replace-settings to replace it)');
   const added = [...mine.keys()].filter((k) => !theirs.has(k));
   const nasOnly = [...theirs.keys()].filter((k) => !mine.has(k));
-  const changed = [...mine.keys()].filter((k) => theirs.has(k) && theirs.get(k) !== mine.get(k)).map((key) => ({ key, nas: theirs.get(key), local: mine.get(key) }));
+  const changed = [...mine.keys()]
+    .filter((k) => theirs.has(k) && theirs.get(k) !== mine.get(k))
+    .map((key) => ({ key, nas: theirs.get(key), local: mine.get(key) }));
   if (replace) return { action: nas === local ? 'same' : 'replace', text: local, added, nasOnly, changed };
   if (changed.length) return { action: 'refuse', text: nas, added, nasOnly, changed };
   if (!added.length) return { action: 'same', text: nas, added, nasOnly, changed };
@@ -76,7 +83,8 @@ function safeParse(text: string): Map<string, string> {
   }
 }
 
-const shown = (key: string, value: string | undefined) => (value === undefined ? '(not set)' : secretKey.test(key) ? '(a secret value)' : JSON.stringify(value));
+const shown = (key: string, value: string | undefined) =>
+  value === undefined ? '(not set)' : secretKey.test(key) ? '(a secret value)' : JSON.stringify(value);
 
 /** The lines that show the difference and what the deploy does about it (secret values never shown). */
 export function describeSettingsPlan(plan: SettingsMergePlan, remotePath: string): string[] {
@@ -86,10 +94,16 @@ export function describeSettingsPlan(plan: SettingsMergePlan, remotePath: string
     ...plan.nasOnly.map((k) => `  ${k}: only on the NAS${plan.action === 'replace' ? ' (dropped)' : ' (kept)'}`),
     ...plan.added.map((k) => `  ${k}: only here (added)`),
   ];
-  if (plan.action === 'create') lines.push(`Settings: ${remotePath} does not exist yet; the workstation's planetarion.env is put there`);
-  else if (plan.action === 'same') lines.push(`Settings: ${remotePath} already holds every setting of the workstation's planetarion.env${plan.nasOnly.length ? ` (and ${plan.nasOnly.join(', ')} of its own, kept)` : ''}; not rewritten`);
-  else if (plan.action === 'merge') lines.push(`Settings: merged into ${remotePath} (nothing on the NAS changes or goes):`, ...diff);
-  else if (plan.action === 'replace') lines.push(`Settings: --replace-settings: the workstation's planetarion.env replaces ${remotePath}:`, ...diff);
+  if (plan.action === 'create')
+    lines.push(`Settings: ${remotePath} does not exist yet; the workstation's planetarion.env is put there`);
+  else if (plan.action === 'same')
+    lines.push(
+      `Settings: ${remotePath} already holds every setting of the workstation's planetarion.env${plan.nasOnly.length ? ` (and ${plan.nasOnly.join(', ')} of its own, kept)` : ''}; not rewritten`,
+    );
+  else if (plan.action === 'merge')
+    lines.push(`Settings: merged into ${remotePath} (nothing on the NAS changes or goes):`, ...diff);
+  else if (plan.action === 'replace')
+    lines.push(`Settings: --replace-settings: the workstation's planetarion.env replaces ${remotePath}:`, ...diff);
   else lines.push(`Settings: the workstation's planetarion.env would change ${remotePath}:`, ...diff);
   return lines;
 }
@@ -104,9 +118,18 @@ export function settingsRefusal(plan: SettingsMergePlan, remotePath: string): Us
 }
 
 /** Reads the NAS's planetarion.env over SSH (undefined when there is none) and plans the merge. */
-export async function planSettingsUpload(ssh: Ssh, localText: string, remotePath: string, replace: boolean): Promise<SettingsMergePlan> {
+export async function planSettingsUpload(
+  ssh: Ssh,
+  localText: string,
+  remotePath: string,
+  replace: boolean,
+): Promise<SettingsMergePlan> {
   const read = await ssh.run(['sh', '-c', 'if [ -e "$1" ]; then cat -- "$1"; else exit 3; fi', 'sh', remotePath]);
-  if (read.exitCode !== 0 && read.exitCode !== 3) throw new UsageError(`cannot read ${remotePath} on the NAS: ${read.stderr.trim() || `exit ${read.exitCode}`}`, 'Check its owner and mode (0600, the deploying user), then deploy again.');
+  if (read.exitCode !== 0 && read.exitCode !== 3)
+    throw new UsageError(
+      `cannot read ${remotePath} on the NAS: ${read.stderr.trim() || `exit ${read.exitCode}`}`,
+      'Check its owner and mode (0600, the deploying user), then deploy again.',
+    );
   return planSettingsMerge(localText, read.exitCode === 3 ? undefined : read.stdout, replace);
 }
 

@@ -88,7 +88,8 @@ function parseSchedule(raw: string): string {
 
 function wholeNumber(min: number, max: number) {
   return (raw: string): number => {
-    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) throw new Error(`a whole number from ${min} to ${max}`);
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max)
+      throw new Error(`a whole number from ${min} to ${max}`);
     return Number(raw);
   };
 }
@@ -108,8 +109,11 @@ function httpUrl(raw: string): string {
 function parseOffsiteUrl(raw: string): string {
   const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(raw.trim());
   const prefix = match?.[2]?.replace(/\/+$/, '') ?? '';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what the check refuses
   if (!match || (prefix !== '' && prefix.split('/').includes('')) || /[\\\x00-\x1f]/.test(prefix)) {
-    throw new Error('s3://BUCKET or s3://BUCKET/PREFIX (a bucket name: lower-case letters, digits, . -; a prefix without empty parts)');
+    throw new Error(
+      's3://BUCKET or s3://BUCKET/PREFIX (a bucket name: lower-case letters, digits, . -; a prefix without empty parts)',
+    );
   }
   return prefix ? `s3://${match[1]}/${prefix}` : `s3://${match[1]}`;
 }
@@ -121,53 +125,94 @@ function define<K extends SettingKey>(spec: SettingSpec<K>): SettingSpec<K> {
 /** The settings table. Its order is the order of the help text. */
 export const settingSpecs = [
   define({
-    key: 'dir', env: 'PLANETARION_DIR', flag: 'dir', valueName: 'DIR',
+    key: 'dir',
+    env: 'PLANETARION_DIR',
+    flag: 'dir',
+    valueName: 'DIR',
     description: 'base directory on the NAS (holds planetarion.env, the lock and status.json)',
-    defaultValue: () => defaultDir, parse: absoluteDir,
+    defaultValue: () => defaultDir,
+    parse: absoluteDir,
   }),
   define({
-    key: 'backupDir', env: 'PLANETARION_BACKUP_DIR', flag: 'backup-dir', valueName: 'DIR',
-    description: 'where backups are written', defaultValue: (dir) => join(dir, 'backups'), parse: absoluteDir,
+    key: 'backupDir',
+    env: 'PLANETARION_BACKUP_DIR',
+    flag: 'backup-dir',
+    valueName: 'DIR',
+    description: 'where backups are written',
+    defaultValue: (dir) => join(dir, 'backups'),
+    parse: absoluteDir,
   }),
   define({
-    key: 'logDir', env: 'PLANETARION_LOG_DIR', flag: 'log-dir', valueName: 'DIR',
-    description: 'where backup.log and diagnostics go', defaultValue: (dir) => join(dir, 'logs'), parse: absoluteDir,
+    key: 'logDir',
+    env: 'PLANETARION_LOG_DIR',
+    flag: 'log-dir',
+    valueName: 'DIR',
+    description: 'where backup.log and diagnostics go',
+    defaultValue: (dir) => join(dir, 'logs'),
+    parse: absoluteDir,
   }),
   define({
-    key: 'container', env: 'PLANETARION_DB_CONTAINER', flag: 'container', valueName: 'NAME',
-    description: 'the database container', defaultValue: () => 'planetarion-db',
+    key: 'container',
+    env: 'PLANETARION_DB_CONTAINER',
+    flag: 'container',
+    valueName: 'NAME',
+    description: 'the database container',
+    defaultValue: () => 'planetarion-db',
     parse: pattern(dockerName, 'a Docker container name: letters, digits, _ . - (starting with a letter or digit)'),
   }),
   define({
-    key: 'dbUser', env: 'PLANETARION_DB_USER', flag: 'db-user', valueName: 'USER',
-    description: 'the PostgreSQL user', defaultValue: () => 'planetarion_user',
+    key: 'dbUser',
+    env: 'PLANETARION_DB_USER',
+    flag: 'db-user',
+    valueName: 'USER',
+    description: 'the PostgreSQL user',
+    defaultValue: () => 'planetarion_user',
     parse: pattern(pgName, 'a PostgreSQL role name: letters, digits, _ $ - (up to 63, not starting with a digit)'),
   }),
   define({
-    key: 'dbName', env: 'PLANETARION_DB_NAME', flag: 'db-name', valueName: 'NAME',
-    description: 'the PostgreSQL database', defaultValue: () => 'planetarion',
+    key: 'dbName',
+    env: 'PLANETARION_DB_NAME',
+    flag: 'db-name',
+    valueName: 'NAME',
+    description: 'the PostgreSQL database',
+    defaultValue: () => 'planetarion',
     parse: pattern(pgName, 'a PostgreSQL database name: letters, digits, _ $ - (up to 63, not starting with a digit)'),
   }),
   define({
-    key: 'keep', env: 'PLANETARION_KEEP', flag: 'keep', valueName: 'N',
-    description: 'how many backups rotation keeps', defaultValue: () => '3',
+    key: 'keep',
+    env: 'PLANETARION_KEEP',
+    flag: 'keep',
+    valueName: 'N',
+    description: 'how many backups rotation keeps',
+    defaultValue: () => '3',
     parse(raw) {
       if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 1000) throw new Error('a whole number from 1 to 1000');
       return Number(raw);
     },
   }),
   define({
-    key: 'schedule', env: 'PLANETARION_SCHEDULE', flag: 'schedule', valueName: 'CRON',
-    description: 'when cron runs the backup (5 cron fields)', defaultValue: () => '0 2,10,18 * * *',
+    key: 'schedule',
+    env: 'PLANETARION_SCHEDULE',
+    flag: 'schedule',
+    valueName: 'CRON',
+    description: 'when cron runs the backup (5 cron fields)',
+    defaultValue: () => '0 2,10,18 * * *',
     parse: parseSchedule,
   }),
   define({
-    key: 'drillSchedule', env: 'PLANETARION_DRILL_SCHEDULE', flag: 'drill-schedule', valueName: 'CRON',
-    description: 'when cron runs the restore drill (restore-database --test latest)', defaultValue: () => '0 4 * * 0',
+    key: 'drillSchedule',
+    env: 'PLANETARION_DRILL_SCHEDULE',
+    flag: 'drill-schedule',
+    valueName: 'CRON',
+    description: 'when cron runs the restore drill (restore-database --test latest)',
+    defaultValue: () => '0 4 * * 0',
     parse: parseSchedule,
   }),
   define({
-    key: 'docker', env: 'DOCKER', flag: 'docker', valueName: 'PATH',
+    key: 'docker',
+    env: 'DOCKER',
+    flag: 'docker',
+    valueName: 'PATH',
     description: "the docker binary (default: found on PATH, else Container Station's)",
     defaultValue: () => undefined,
     parse(raw) {
@@ -176,31 +221,46 @@ export const settingSpecs = [
     },
   }),
   define({
-    key: 'format', env: 'PLANETARION_FORMAT', flag: 'format', valueName: 'plain|custom',
-    description: "plain SQL (.sql.gz / .sql) or pg_dump's custom format (.dump, restored with pg_restore)", defaultValue: () => 'plain',
+    key: 'format',
+    env: 'PLANETARION_FORMAT',
+    flag: 'format',
+    valueName: 'plain|custom',
+    description: "plain SQL (.sql.gz / .sql) or pg_dump's custom format (.dump, restored with pg_restore)",
+    defaultValue: () => 'plain',
     parse(raw) {
       if (raw !== 'plain' && raw !== 'custom') throw new Error("'plain' or 'custom'");
       return raw;
     },
   }),
   define({
-    key: 'compress', env: 'PLANETARION_COMPRESS', flag: 'compress', valueName: 'gzip|none',
-    description: 'gzip inside the container (.sql.gz) or none (plain .sql)', defaultValue: () => 'gzip',
+    key: 'compress',
+    env: 'PLANETARION_COMPRESS',
+    flag: 'compress',
+    valueName: 'gzip|none',
+    description: 'gzip inside the container (.sql.gz) or none (plain .sql)',
+    defaultValue: () => 'gzip',
     parse(raw) {
       if (raw !== 'gzip' && raw !== 'none') throw new Error("'gzip' or 'none'");
       return raw;
     },
   }),
   define({
-    key: 'fingerprint', env: 'PLANETARION_FINGERPRINT', flag: 'fingerprint', valueName: 'on|off',
-    description: 'take the game-state fingerprint in the dump snapshot', defaultValue: () => 'on',
+    key: 'fingerprint',
+    env: 'PLANETARION_FINGERPRINT',
+    flag: 'fingerprint',
+    valueName: 'on|off',
+    description: 'take the game-state fingerprint in the dump snapshot',
+    defaultValue: () => 'on',
     parse(raw) {
       if (raw !== 'on' && raw !== 'off') throw new Error("'on' or 'off'");
       return raw;
     },
   }),
   define({
-    key: 'fingerprintExclude', env: 'PLANETARION_FINGERPRINT_EXCLUDE', flag: 'fingerprint-exclude', valueName: 'LIST',
+    key: 'fingerprintExclude',
+    env: 'PLANETARION_FINGERPRINT_EXCLUDE',
+    flag: 'fingerprint-exclude',
+    valueName: 'LIST',
     description: 'tables the fingerprint leaves out (schema.table or table, * wildcard, comma-separated)',
     defaultValue: () => '',
     parse(raw) {
@@ -209,13 +269,20 @@ export const settingSpecs = [
     },
   }),
   define({
-    key: 'pingUrl', env: 'PLANETARION_PING_URL', flag: 'ping-url', valueName: 'URL',
-    description: 'monitoring URL: GET <url>/start as a run starts, <url> on success, <url>/fail on failure (a failed ping never fails the backup)',
+    key: 'pingUrl',
+    env: 'PLANETARION_PING_URL',
+    flag: 'ping-url',
+    valueName: 'URL',
+    description:
+      'monitoring URL: GET <url>/start as a run starts, <url> on success, <url>/fail on failure (a failed ping never fails the backup)',
     defaultValue: () => undefined,
     parse: httpUrl,
   }),
   define({
-    key: 'ageRecipients', env: 'PLANETARION_AGE_RECIPIENTS', flag: 'age-recipients', valueName: 'KEYS|FILE',
+    key: 'ageRecipients',
+    env: 'PLANETARION_AGE_RECIPIENTS',
+    flag: 'age-recipients',
+    valueName: 'KEYS|FILE',
     description: 'encrypt new backups (.age) to these age public keys (age1..., comma separated) or the keys in FILE',
     defaultValue: () => undefined,
     parse(raw) {
@@ -226,33 +293,50 @@ export const settingSpecs = [
     },
   }),
   define({
-    key: 'ageIdentity', env: 'PLANETARION_AGE_IDENTITY', flag: 'identity', valueName: 'FILE',
+    key: 'ageIdentity',
+    env: 'PLANETARION_AGE_IDENTITY',
+    flag: 'identity',
+    valueName: 'FILE',
     description: 'the age identity (secret key) file that decrypts .age backups; keep it off the NAS',
     defaultValue: () => undefined,
     // A relative path is taken from where the command runs (it is usually given as a flag).
     parse: (raw) => resolve(raw),
   }),
   define({
-    key: 'offsite', env: 'PLANETARION_OFFSITE', flag: 'offsite-url', valueName: 's3://BUCKET/PREFIX',
-    description: 'also copy every verified backup to this S3 bucket and prefix (credentials: AWS_ACCESS_KEY_ID and\nAWS_SECRET_ACCESS_KEY in the environment, or the credentials file below; never on the command line)',
+    key: 'offsite',
+    env: 'PLANETARION_OFFSITE',
+    flag: 'offsite-url',
+    valueName: 's3://BUCKET/PREFIX',
+    description:
+      'also copy every verified backup to this S3 bucket and prefix (credentials: AWS_ACCESS_KEY_ID and\nAWS_SECRET_ACCESS_KEY in the environment, or the credentials file below; never on the command line)',
     defaultValue: () => undefined,
     parse: parseOffsiteUrl,
   }),
   define({
-    key: 's3Endpoint', env: 'PLANETARION_S3_ENDPOINT', flag: 's3-endpoint', valueName: 'URL',
+    key: 's3Endpoint',
+    env: 'PLANETARION_S3_ENDPOINT',
+    flag: 's3-endpoint',
+    valueName: 'URL',
     description: 'S3 endpoint of a provider other than AWS (MinIO, Backblaze B2, Wasabi, R2, QuObjects)',
     defaultValue: () => undefined,
     parse: httpUrl,
   }),
   define({
-    key: 's3Region', env: 'PLANETARION_S3_REGION', flag: 's3-region', valueName: 'REGION',
+    key: 's3Region',
+    env: 'PLANETARION_S3_REGION',
+    flag: 's3-region',
+    valueName: 'REGION',
     description: "the bucket's region (default us-east-1)",
     defaultValue: () => undefined,
     parse: pattern(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a region name such as eu-central-1 (lower-case letters, digits, -)'),
   }),
   define({
-    key: 's3PathStyle', env: 'PLANETARION_S3_PATH_STYLE', flag: 's3-path-style', valueName: 'on|off',
-    description: 'path-style URLs (endpoint/bucket/key) instead of bucket.endpoint (default: on when an endpoint is set)',
+    key: 's3PathStyle',
+    env: 'PLANETARION_S3_PATH_STYLE',
+    flag: 's3-path-style',
+    valueName: 'on|off',
+    description:
+      'path-style URLs (endpoint/bucket/key) instead of bucket.endpoint (default: on when an endpoint is set)',
     defaultValue: () => undefined,
     parse(raw) {
       if (raw !== 'on' && raw !== 'off') throw new Error("'on' or 'off'");
@@ -260,20 +344,30 @@ export const settingSpecs = [
     },
   }),
   define({
-    key: 'offsiteKeep', env: 'PLANETARION_OFFSITE_KEEP', flag: 'offsite-keep', valueName: 'N',
+    key: 'offsiteKeep',
+    env: 'PLANETARION_OFFSITE_KEEP',
+    flag: 'offsite-keep',
+    valueName: 'N',
     description: 'how many backups off-site rotation keeps (default: PLANETARION_KEEP)',
     defaultValue: () => undefined,
     parse: wholeNumber(1, 10000),
   }),
   define({
-    key: 's3Timeout', env: 'PLANETARION_S3_TIMEOUT', flag: 's3-timeout', valueName: 'SECONDS',
+    key: 's3Timeout',
+    env: 'PLANETARION_S3_TIMEOUT',
+    flag: 's3-timeout',
+    valueName: 'SECONDS',
     description: 'how long an S3 request may stall before it is retried (3 attempts each)',
     defaultValue: () => '60',
     parse: wholeNumber(1, 3600),
   }),
   define({
-    key: 's3CredentialsFile', env: 'AWS_SHARED_CREDENTIALS_FILE', flag: 's3-credentials-file', valueName: 'FILE',
-    description: 'AWS-style credentials file (mode 0600; profile AWS_PROFILE or default), read when AWS_ACCESS_KEY_ID is not set',
+    key: 's3CredentialsFile',
+    env: 'AWS_SHARED_CREDENTIALS_FILE',
+    flag: 's3-credentials-file',
+    valueName: 'FILE',
+    description:
+      'AWS-style credentials file (mode 0600; profile AWS_PROFILE or default), read when AWS_ACCESS_KEY_ID is not set',
     defaultValue: () => undefined,
     parse: (raw) => resolve(raw),
   }),
@@ -335,8 +429,13 @@ function readConfigFile(readFile: (path: string) => string | undefined, path: st
     return readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOTDIR') throw new UsageError(`PLANETARION_DIR '${dirname(path)}' is not a directory`, 'Set PLANETARION_DIR (or --dir) to the project folder on the NAS.');
-    const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
+    if (code === 'ENOTDIR')
+      throw new UsageError(
+        `PLANETARION_DIR '${dirname(path)}' is not a directory`,
+        'Set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
+      );
+    const why =
+      code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
     throw new UsageError(
       `cannot read the config file ${path}: ${why}`,
       `Make it a file readable by the user that runs the command (e.g. chmod 600 ${path} as its owner), or remove it.`,
@@ -389,7 +488,10 @@ export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
         try {
           config = parseEnvFile(text);
         } catch (error) {
-          throw new UsageError(`invalid config file ${configFile}: ${(error as Error).message}`, 'Write one KEY=VALUE per line.');
+          throw new UsageError(
+            `invalid config file ${configFile}: ${(error as Error).message}`,
+            'Write one KEY=VALUE per line.',
+          );
         }
       }
     }

@@ -33,7 +33,10 @@ async function mountsOf($: Shell, docker: string, container: string): Promise<Do
 
 /** A volume's bind folder (driver_opts `o: bind`, `device: ...`), if it has one. */
 async function boundFolder($: Shell, docker: string, volume: string): Promise<string | undefined> {
-  const out = await $({ timeout: '30s', nothrow: true })`${docker} volume inspect --format ${'{{json .Options}}'} ${volume}`;
+  const out = await $({
+    timeout: '30s',
+    nothrow: true,
+  })`${docker} volume inspect --format ${'{{json .Options}}'} ${volume}`;
   const options = (JSON.parse(out.stdout.trim() || 'null') as Record<string, string> | null) ?? {};
   return options.device && /(^|,)r?bind(,|$)/.test(options.o ?? '') ? options.device : undefined;
 }
@@ -43,7 +46,13 @@ export async function storageOf($: Shell, docker: string, container: string): Pr
   const refs: StorageRef[] = [];
   for (const m of await mountsOf($, docker, container)) {
     if (m.Type === 'bind') refs.push({ path: m.Source, volume: undefined, destination: m.Destination, writable: m.RW });
-    if (m.Type === 'volume' && m.Name) refs.push({ path: await boundFolder($, docker, m.Name), volume: m.Name, destination: m.Destination, writable: m.RW });
+    if (m.Type === 'volume' && m.Name)
+      refs.push({
+        path: await boundFolder($, docker, m.Name),
+        volume: m.Name,
+        destination: m.Destination,
+        writable: m.RW,
+      });
   }
   return refs;
 }
@@ -51,9 +60,16 @@ export async function storageOf($: Shell, docker: string, container: string): Pr
 const within = (a: string, b: string) => a === b || a.startsWith(`${b.replace(/\/+$/, '')}/`);
 
 /** The first writable mount of `next` that reaches storage `live` mounts: the same volume, or overlapping folders. Pure. */
-export function sharedStorage(next: StorageRef[], live: StorageRef[]): { next: StorageRef; live: StorageRef } | undefined {
+export function sharedStorage(
+  next: StorageRef[],
+  live: StorageRef[],
+): { next: StorageRef; live: StorageRef } | undefined {
   for (const n of next.filter((r) => r.writable)) {
-    const hit = live.find((l) => (n.volume !== undefined && n.volume === l.volume) || (n.path !== undefined && l.path !== undefined && (within(n.path, l.path) || within(l.path, n.path))));
+    const hit = live.find(
+      (l) =>
+        (n.volume !== undefined && n.volume === l.volume) ||
+        (n.path !== undefined && l.path !== undefined && (within(n.path, l.path) || within(l.path, n.path))),
+    );
     if (hit) return { next: n, live: hit };
   }
   return undefined;
@@ -61,7 +77,9 @@ export function sharedStorage(next: StorageRef[], live: StorageRef[]): { next: S
 
 /** The mount of a container that holds `dataDir` (the deepest one), if the data dir is on a mount at all. */
 export function dataMount(refs: StorageRef[], dataDir: string): StorageRef | undefined {
-  return refs.filter((r) => within(dataDir, r.destination)).sort((a, b) => b.destination.length - a.destination.length)[0];
+  return refs
+    .filter((r) => within(dataDir, r.destination))
+    .sort((a, b) => b.destination.length - a.destination.length)[0];
 }
 
 /**
@@ -71,10 +89,14 @@ export function dataMount(refs: StorageRef[], dataDir: string): StorageRef | und
  * shared; the system_identifier check after the start covers what this cannot see.
  */
 export async function refuseSharedStorage($: Shell, live: RestoreTarget, newDb: string): Promise<void> {
-  const liveData = dataMount(await storageOf($, live.docker, live.container), await adminSql($, live, 'SHOW data_directory;'));
+  const liveData = dataMount(
+    await storageOf($, live.docker, live.container),
+    await adminSql($, live, 'SHOW data_directory;'),
+  );
   const shared = liveData && sharedStorage(await storageOf($, live.docker, newDb), [liveData]);
   if (!shared) return;
-  const what = (r: StorageRef) => (r.path ? `${r.path}${r.volume ? ` (volume ${r.volume})` : ''}` : `volume ${r.volume}`);
+  const what = (r: StorageRef) =>
+    r.path ? `${r.path}${r.volume ? ` (volume ${r.volume})` : ''}` : `volume ${r.volume}`;
   throw new UsageError(
     `the new slot's database would mount ${what(shared.next)} at ${shared.next.destination} writable, and the live '${live.container}' keeps its data dir there (mounted at ${shared.live.destination}): two servers on one data dir destroy it`,
     'Give the database service storage of its own in the compose file (PGDATA set in its `environment:`, not an env_file; its folder mounted); see deploy-to-qnap --dry-run. Nothing was started.',

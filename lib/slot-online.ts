@@ -58,8 +58,13 @@ function logicalWal(spec: ComposeService, service: string): string | undefined {
     spec.command = ['-c', walSetting];
     return undefined;
   }
-  const argv = Array.isArray(command) ? command.map(String) : typeof command === 'string' ? command.trim().split(/\s+/) : [];
-  if (argv[0] !== 'postgres' && !argv[0]?.startsWith('-')) return `the '${service}' command is not 'postgres ...' (${JSON.stringify(command)}): wal_level=logical was not added; set it in the server's configuration, or the next deployment will be offline`;
+  const argv = Array.isArray(command)
+    ? command.map(String)
+    : typeof command === 'string'
+      ? command.trim().split(/\s+/)
+      : [];
+  if (argv[0] !== 'postgres' && !argv[0]?.startsWith('-'))
+    return `the '${service}' command is not 'postgres ...' (${JSON.stringify(command)}): wal_level=logical was not added; set it in the server's configuration, or the next deployment will be offline`;
   const at = argv.findIndex((arg) => /^wal_level=/.test(arg));
   if (at >= 0) argv[at] = walSetting;
   else argv.push('-c', walSetting);
@@ -73,9 +78,16 @@ function logicalWal(spec: ComposeService, service: string): string | undefined {
  * filled online, the live slot's socket volume mounted at liveSocketPath (external: the live slot
  * owns it, so removing this slot never removes it). Returns notes for the plan.
  */
-export function prepareOnlineSlot(doc: ComposeFile, dbService: string, project: string, liveSocketVolume: string | undefined): string[] {
+export function prepareOnlineSlot(
+  doc: ComposeFile,
+  dbService: string,
+  project: string,
+  liveSocketVolume: string | undefined,
+): string[] {
   const spec = doc.services[dbService]!;
-  const notes = [socketOnVolume(doc, spec, dbService, project), logicalWal(spec, dbService)].filter((n): n is string => Boolean(n));
+  const notes = [socketOnVolume(doc, spec, dbService, project), logicalWal(spec, dbService)].filter((n): n is string =>
+    Boolean(n),
+  );
   if (liveSocketVolume) {
     const key = freshKey(doc, 'live_socket');
     doc.volumes = { ...(doc.volumes ?? {}), [key]: { external: true, name: liveSocketVolume } };
@@ -85,7 +97,12 @@ export function prepareOnlineSlot(doc: ComposeFile, dbService: string, project: 
 }
 
 /** The slot's compose file (compose.ts's slotComposeFile output) prepared for online deployments. */
-export function onlineSlotYaml(yaml: string, dbService: string, project: string, liveSocketVolume: string | undefined): { yaml: string; notes: string[] } {
+export function onlineSlotYaml(
+  yaml: string,
+  dbService: string,
+  project: string,
+  liveSocketVolume: string | undefined,
+): { yaml: string; notes: string[] } {
   const doc = parse(yaml) as ComposeFile;
   const notes = prepareOnlineSlot(doc, dbService, project, liveSocketVolume);
   // YAML 1.1 output, like compose.ts: Compose v1 reads YAML 1.1.
@@ -96,13 +113,19 @@ export function onlineSlotYaml(yaml: string, dbService: string, project: string,
 export async function createSocketVolume($: Shell, docker: string, yaml: string, project: string): Promise<void> {
   const name = socketVolumeName(project);
   if (!yaml.includes(name)) return;
-  const out = await $({ nothrow: true, timeout: '60s' })`${docker} volume create --label ${`${socketVolumeLabel}=${project}`} ${name}`;
+  const out = await $({
+    nothrow: true,
+    timeout: '60s',
+  })`${docker} volume create --label ${`${socketVolumeLabel}=${project}`} ${name}`;
   if (out.exitCode !== 0) throw new CliError(`docker volume create ${name} failed: ${out.stderr.trim()}`);
 }
 
 /** Removes the socket volumes of this tool's slots (projects starting with `base`) that no container uses any more; never throws. */
 export async function sweepSocketVolumes($: Shell, docker: string, base: string): Promise<void> {
-  const out = await $({ nothrow: true, timeout: '60s' })`${docker} volume ls -q --filter ${`label=${socketVolumeLabel}`}`;
+  const out = await $({
+    nothrow: true,
+    timeout: '60s',
+  })`${docker} volume ls -q --filter ${`label=${socketVolumeLabel}`}`;
   const names = out.stdout.split('\n').filter((name) => name.startsWith(`${base}-`));
   // A volume a container (running or stopped) still mounts is refused by Docker: that is the check.
   for (const name of names) await $({ nothrow: true, timeout: '60s' })`${docker} volume rm ${name}`;

@@ -51,16 +51,29 @@ const trimSlash = (path: string) => (path.length > 1 ? path.replace(/\/+$/, '') 
 export function parseMount(entry: ComposeVolumeMount): Mount {
   if (typeof entry === 'string') {
     const parts = splitShort(entry);
-    if (parts.length === 1) return { kind: 'anonymous', source: undefined, target: trimSlash(parts[0]!), readOnly: false, text: entry };
+    if (parts.length === 1)
+      return { kind: 'anonymous', source: undefined, target: trimSlash(parts[0]!), readOnly: false, text: entry };
     const [source, target, mode] = parts as [string, string, string | undefined];
-    return { kind: looksLikePath(source) ? 'bind' : 'volume', source, target: trimSlash(target), readOnly: (mode ?? '').split(',').includes('ro'), text: entry };
+    return {
+      kind: looksLikePath(source) ? 'bind' : 'volume',
+      source,
+      target: trimSlash(target),
+      readOnly: (mode ?? '').split(',').includes('ro'),
+      text: entry,
+    };
   }
   const target = trimSlash(String(entry.target ?? ''));
   const text = `${entry.source ?? ''}:${target} (type: ${entry.type ?? 'volume'})`;
   const readOnly = entry.read_only === true;
   if (entry.type === 'tmpfs') return { kind: 'tmpfs', source: undefined, target, readOnly, text };
   if (!entry.source) return { kind: 'anonymous', source: undefined, target, readOnly, text };
-  return { kind: entry.type === 'bind' || looksLikePath(entry.source) ? 'bind' : 'volume', source: entry.source, target, readOnly, text };
+  return {
+    kind: entry.type === 'bind' || looksLikePath(entry.source) ? 'bind' : 'volume',
+    source: entry.source,
+    target,
+    readOnly,
+    text,
+  };
 }
 
 /** What a mount target holds for PostgreSQL: its data (or a parent of it), its socket, or a part of the data dir. */
@@ -85,7 +98,10 @@ function pgdataOf(environment: unknown): string | undefined {
 }
 
 const refuse = (service: string, mount: Mount, why: string, fix: string): never => {
-  throw new UsageError(`the '${service}' service mounts ${mount.text}: ${why}; a new slot cannot get storage of its own for it`, `${fix} Nothing was started.`);
+  throw new UsageError(
+    `the '${service}' service mounts ${mount.text}: ${why}; a new slot cannot get storage of its own for it`,
+    `${fix} Nothing was started.`,
+  );
 };
 
 /** A top-level volume key not yet in the file, for a replacement the slot owns. */
@@ -106,7 +122,11 @@ function freshKey(doc: ComposeFile, base: string): string {
 export function isolateSlotStorage(doc: ComposeFile, dbService: string, slotId: string): SlotStorage {
   const spec = doc.services[dbService]!;
   const storage: SlotStorage = { warnings: [], folders: [] };
-  if (spec.volumes_from) throw new UsageError(`the '${dbService}' service uses volumes_from; a new slot would share those volumes with the live one`, 'Give it volumes of its own (volumes:). Nothing was started.');
+  if (spec.volumes_from)
+    throw new UsageError(
+      `the '${dbService}' service uses volumes_from; a new slot would share those volumes with the live one`,
+      'Give it volumes of its own (volumes:). Nothing was started.',
+    );
   const dataDirs = [pgData, ...[pgdataOf(spec.environment)].filter((d): d is string => Boolean(d)).map(trimSlash)];
   const replaced = new Map<string, string>();
   spec.volumes = (spec.volumes ?? []).map((entry) => {
@@ -115,7 +135,12 @@ export function isolateSlotStorage(doc: ComposeFile, dbService: string, slotId: 
     if (!role || mount.kind === 'anonymous' || mount.kind === 'tmpfs') return entry;
     if (role === 'inside-data') {
       if (mount.readOnly) return entry;
-      return refuse(dbService, mount, `it is inside the data dir (${dataDirs.join(', ')}) and writable`, 'Mount it read-only (:ro), or move it out of the data dir.');
+      return refuse(
+        dbService,
+        mount,
+        `it is inside the data dir (${dataDirs.join(', ')}) and writable`,
+        'Mount it read-only (:ro), or move it out of the data dir.',
+      );
     }
     const owned = ownedMount(doc, dbService, mount, role, slotId, storage);
     if (owned === undefined) return entry;
@@ -127,12 +152,21 @@ export function isolateSlotStorage(doc: ComposeFile, dbService: string, slotId: 
 }
 
 /** The volume key the slot mounts instead of `mount`, or undefined when the mount is already the slot's own. */
-function ownedMount(doc: ComposeFile, service: string, mount: Mount, role: Role, slotId: string, storage: SlotStorage): string | undefined {
+function ownedMount(
+  doc: ComposeFile,
+  service: string,
+  mount: Mount,
+  role: Role,
+  slotId: string,
+  storage: SlotStorage,
+): string | undefined {
   const what = role === 'socket' ? 'socket folder' : 'data dir';
   if (mount.kind === 'bind') {
     const key = freshKey(doc, role === 'socket' ? 'slot_socket' : 'slot_pgdata');
     doc.volumes = { ...(doc.volumes ?? {}), [key]: {} };
-    storage.warnings.push(`the '${service}' ${what} is a bind mount (${mount.source}); each slot gets its own volume '${key}' instead`);
+    storage.warnings.push(
+      `the '${service}' ${what} is a bind mount (${mount.source}); each slot gets its own volume '${key}' instead`,
+    );
     return key;
   }
   const name = mount.source!;
@@ -140,22 +174,48 @@ function ownedMount(doc: ComposeFile, service: string, mount: Mount, role: Role,
   if (volume.external || volume.name) {
     const key = freshKey(doc, `${name}_slot`);
     doc.volumes = { ...(doc.volumes ?? {}), [key]: {} };
-    storage.warnings.push(`the '${service}' ${what} is the ${volume.external ? 'external' : `fixed-name ('${volume.name}')`} volume '${name}', shared by every project; each slot gets its own volume '${key}' instead`);
+    storage.warnings.push(
+      `the '${service}' ${what} is the ${volume.external ? 'external' : `fixed-name ('${volume.name}')`} volume '${name}', shared by every project; each slot gets its own volume '${key}' instead`,
+    );
     return key;
   }
   const opts = volume.driver_opts;
   if (opts) {
     const device = opts.device ?? '';
-    const binds = String(opts.o ?? '').split(',').includes('bind');
-    if (!binds) return refuse(service, mount, `volume '${name}' has driver_opts (${Object.entries(opts).map(([k, v]) => `${k}=${v}`).join(', ')}) that are not a local bind`, 'Use a plain named volume or a driver_opts bind (type: none, o: bind, device: /share/...).');
-    if (!device.startsWith('/')) return refuse(service, mount, `volume '${name}' binds '${device}', not an absolute folder`, 'Write the device as an absolute path (/share/...).');
+    const binds = String(opts.o ?? '')
+      .split(',')
+      .includes('bind');
+    if (!binds)
+      return refuse(
+        service,
+        mount,
+        `volume '${name}' has driver_opts (${Object.entries(opts)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(', ')}) that are not a local bind`,
+        'Use a plain named volume or a driver_opts bind (type: none, o: bind, device: /share/...).',
+      );
+    if (!device.startsWith('/'))
+      return refuse(
+        service,
+        mount,
+        `volume '${name}' binds '${device}', not an absolute folder`,
+        'Write the device as an absolute path (/share/...).',
+      );
     const sibling = `${trimSlash(device)}-${slotId}`;
     doc.volumes![name] = { ...volume, driver_opts: { ...opts, device: sibling } };
     storage.folders.push(sibling);
-    storage.warnings.push(`the '${service}' ${what} volume '${name}' binds ${device}; this slot binds its own folder ${sibling} (created 0700)`);
+    storage.warnings.push(
+      `the '${service}' ${what} volume '${name}' binds ${device}; this slot binds its own folder ${sibling} (created 0700)`,
+    );
     return undefined;
   }
-  if (volume.driver && volume.driver !== 'local') return refuse(service, mount, `volume '${name}' uses the driver '${volume.driver}'`, 'Use a local named volume or a driver_opts bind folder.');
+  if (volume.driver && volume.driver !== 'local')
+    return refuse(
+      service,
+      mount,
+      `volume '${name}' uses the driver '${volume.driver}'`,
+      'Use a local named volume or a driver_opts bind folder.',
+    );
   return undefined;
 }
 

@@ -82,9 +82,15 @@ const failurePatterns: [SshFailureKind, RegExp][] = [
   // Before the session: the server hung up during the banner/key exchange (restarting, MaxStartups, blocked address).
   ['closed', /^(kex|ssh)_exchange_identification: /m],
   // Possibly during the command: never retried, the command may have run.
-  ['lost', /^Timeout, server .* not responding|^Connection to .* closed by remote host|^client_loop: |^packet_write_wait: |^Connection (closed|reset) by \S+ port \d+/m],
+  [
+    'lost',
+    /^Timeout, server .* not responding|^Connection to .* closed by remote host|^client_loop: |^packet_write_wait: |^Connection (closed|reset) by \S+ port \d+/m,
+  ],
   ['refused', /^ssh: connect to host .*: Connection refused/m],
-  ['timeout', /^ssh: connect to host .*: (Connection|Operation) timed out|^Connection timed out during banner exchange|^Connection to .* port \d+ timed out/m],
+  [
+    'timeout',
+    /^ssh: connect to host .*: (Connection|Operation) timed out|^Connection timed out during banner exchange|^Connection to .* port \d+ timed out/m,
+  ],
   ['unreachable', /^ssh: connect to host .*: (No route to host|Network is unreachable|Host is unreachable)/m],
   ['dns', /^ssh: Could not resolve hostname/m],
 ];
@@ -161,7 +167,10 @@ function exec(binary: string, args: string[], io: ExecIo): Promise<Exec> {
       const code = (error as NodeJS.ErrnoException).code;
       reject(
         code === 'ENOENT'
-          ? new CliError(`'${binary}' was not found on this machine`, { advice: 'Install the OpenSSH client (ssh and scp).', cause: error })
+          ? new CliError(`'${binary}' was not found on this machine`, {
+              advice: 'Install the OpenSSH client (ssh and scp).',
+              cause: error,
+            })
           : error,
       );
     });
@@ -221,15 +230,34 @@ export class Ssh {
   /** Options ssh and scp share: batch mode, timeouts, keepalives, key, host keys. */
   private commonOptions(): string[] {
     const t = this.target;
-    const options = ['-o', 'BatchMode=yes', '-o', `ConnectTimeout=${t.timeoutSec}`, '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3'];
+    const options = [
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `ConnectTimeout=${t.timeoutSec}`,
+      '-o',
+      'ServerAliveInterval=5',
+      '-o',
+      'ServerAliveCountMax=3',
+    ];
     if (t.keyFile) options.push('-i', sshOptionPath(t.keyFile), '-o', 'IdentitiesOnly=yes');
-    if (t.knownHosts) options.push('-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${sshOptionPath(t.knownHosts)}`);
+    if (t.knownHosts)
+      options.push('-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${sshOptionPath(t.knownHosts)}`);
     return options;
   }
 
   /** The full argv of `ssh` for a remote command (for --dry-run plans and logs). */
   sshArgs(argv: readonly string[]): string[] {
-    return [...this.commonOptions(), '-p', String(this.target.port), '-l', this.target.user, '--', this.target.host, remoteCommandLine(argv)];
+    return [
+      ...this.commonOptions(),
+      '-p',
+      String(this.target.port),
+      '-l',
+      this.target.user,
+      '--',
+      this.target.host,
+      remoteCommandLine(argv),
+    ];
   }
 
   /** A copy-and-pasteable `ssh ...` line for argv, for --dry-run plans. */
@@ -245,11 +273,19 @@ export class Ssh {
   async run(argv: readonly string[], options: RunOptions = {}): Promise<SshResult> {
     const args = this.sshArgs(argv);
     const timeoutMs = options.timeoutMs ?? 120_000 + this.target.timeoutSec * 1000;
-    const result = await this.withRetries(argv, true, () => exec(this.sshBinary, args, { input: options.input, timeoutMs }), (r) => r.exitCode === 255);
+    const result = await this.withRetries(
+      argv,
+      true,
+      () => exec(this.sshBinary, args, { input: options.input, timeoutMs }),
+      (r) => r.exitCode === 255,
+    );
     if (result.timedOut) {
-      throw new CliError(`'${remoteCommandLine(argv)}' on ${this.destination} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped`, {
-        advice: 'The NAS may be overloaded or the command stuck; check it over SSH and run again.',
-      });
+      throw new CliError(
+        `'${remoteCommandLine(argv)}' on ${this.destination} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped`,
+        {
+          advice: 'The NAS may be overloaded or the command stuck; check it over SSH and run again.',
+        },
+      );
     }
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
@@ -259,7 +295,9 @@ export class Ssh {
     const result = await this.run(argv, options);
     if (result.exitCode !== 0) {
       const detail = (result.stderr || result.stdout).trim().split('\n').slice(-5).join('\n');
-      throw new CliError(`${what} failed on ${this.destination} (exit ${result.exitCode})${detail ? `: ${detail}` : ''}`);
+      throw new CliError(
+        `${what} failed on ${this.destination} (exit ${result.exitCode})${detail ? `: ${detail}` : ''}`,
+      );
     }
     return result.stdout;
   }
@@ -271,15 +309,27 @@ export class Ssh {
    */
   async stream(argv: readonly string[], options: StreamOptions = {}): Promise<number> {
     const args = this.sshArgs(argv);
-    const io: ExecIo = { input: options.stdin, stdout: options.stdout ?? process.stdout, stderr: options.stderr ?? process.stderr };
+    const io: ExecIo = {
+      input: options.stdin,
+      stdout: options.stdout ?? process.stdout,
+      stderr: options.stderr ?? process.stderr,
+    };
     const replayable = options.stdin === undefined || typeof options.stdin === 'string';
-    const result = await this.withRetries(argv, replayable, () => exec(this.sshBinary, args, io), (r) => r.exitCode === 255);
+    const result = await this.withRetries(
+      argv,
+      replayable,
+      () => exec(this.sshBinary, args, io),
+      (r) => r.exitCode === 255,
+    );
     return result.exitCode;
   }
 
   /** Copies a local file (or folder, with recursive) to an absolute path on the NAS with scp. */
   async copy(localPath: string, remotePath: string, options: CopyOptions = {}): Promise<void> {
-    if (!safeRemotePath.test(remotePath)) throw new Error(`copy: remote path must be absolute and plain (letters, digits, _ . - / @ % + = : ,): ${remotePath}`);
+    if (!safeRemotePath.test(remotePath))
+      throw new Error(
+        `copy: remote path must be absolute and plain (letters, digits, _ . - / @ % + = : ,): ${remotePath}`,
+      );
     const legacy = scpSupportsLegacyFlag(this.scpBinary);
     const host = this.target.host.includes(':') ? `[${this.target.host}]` : this.target.host;
     const args = [
@@ -296,23 +346,38 @@ export class Ssh {
     ];
     const what = [`scp ${resolve(localPath)} to ${remotePath}`];
     // scp exits 1 for any failure; ssh's messages in its stderr tell a connection failure apart.
-    const result = await this.withRetries(what, true, () => exec(this.scpBinary, args, {}), (r) => r.exitCode !== 0);
+    const result = await this.withRetries(
+      what,
+      true,
+      () => exec(this.scpBinary, args, {}),
+      (r) => r.exitCode !== 0,
+    );
     if (result.exitCode !== 0) {
-      throw new CliError(`copying ${localPath} to ${this.destination}:${remotePath} failed: ${result.stderr.trim() || `scp exit ${result.exitCode}`}`, {
-        advice: 'Check the free space and permissions of that folder on the NAS.',
-      });
+      throw new CliError(
+        `copying ${localPath} to ${this.destination}:${remotePath} failed: ${result.stderr.trim() || `scp exit ${result.exitCode}`}`,
+        {
+          advice: 'Check the free space and permissions of that folder on the NAS.',
+        },
+      );
     }
   }
 
   /** Runs attempt() until it does not fail to connect; connection failures become CliErrors with advice. */
-  private async withRetries(argv: readonly string[], replayable: boolean, attempt: () => Promise<Exec>, failed: (r: Exec) => boolean): Promise<Exec> {
+  private async withRetries(
+    argv: readonly string[],
+    replayable: boolean,
+    attempt: () => Promise<Exec>,
+    failed: (r: Exec) => boolean,
+  ): Promise<Exec> {
     for (let n = 1; ; n++) {
       const result = await attempt();
       const kind = failed(result) && !result.timedOut ? classifySshFailure(result.stderr) : undefined;
       if (!kind) return result;
       if (replayable && retryableKinds.has(kind) && n < this.attempts) {
         const delay = this.backoffMs * 2 ** (n - 1);
-        this.log(`ssh to ${this.destination} port ${this.target.port}: ${failureSummary[kind]}; trying again in ${(delay / 1000).toFixed(1)} s (attempt ${n + 1} of ${this.attempts})`);
+        this.log(
+          `ssh to ${this.destination} port ${this.target.port}: ${failureSummary[kind]}; trying again in ${(delay / 1000).toFixed(1)} s (attempt ${n + 1} of ${this.attempts})`,
+        );
         await sleep(delay);
         continue;
       }
@@ -323,9 +388,22 @@ export class Ssh {
   private connectionError(kind: SshFailureKind, tries: number, stderr: string, argv: readonly string[]): CliError {
     const t = this.target;
     const where = `${this.destination} port ${t.port}`;
-    const said = (stderr.trim().split('\n').filter((l) => !/^@+$|^\s*$/.test(l)).slice(-1)[0] ?? '').replace(/^ssh: /, '');
+    const said = (
+      stderr
+        .trim()
+        .split('\n')
+        .filter((l) => !/^@+$|^\s*$/.test(l))
+        .slice(-1)[0] ?? ''
+    ).replace(/^ssh: /, '');
     const tried = tries > 1 ? ` (tried ${tries} times)` : '';
-    const verb = kind === 'auth' ? 'cannot log in to' : kind === 'lost' ? 'lost the connection to' : kind.startsWith('host-key') ? 'refusing to connect to' : 'cannot reach';
+    const verb =
+      kind === 'auth'
+        ? 'cannot log in to'
+        : kind === 'lost'
+          ? 'lost the connection to'
+          : kind.startsWith('host-key')
+            ? 'refusing to connect to'
+            : 'cannot reach';
     const message = `${verb} ${where}: ${failureSummary[kind]}${tried}${said ? ` [ssh: ${said}]` : ''}`;
     const keyText = t.keyFile ? `the key ${t.keyFile}` : "ssh's default keys (QNAP_SSH_KEY is not set)";
     const knownHosts = t.knownHosts ?? '~/.ssh/known_hosts';

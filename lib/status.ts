@@ -50,6 +50,6 @@ export function readStatus(dir: string): Status {
 /** Merges an update into status.json atomically. */
 export function updateStatus(dir: string, update: (status: Status) => Status): Status {
   const next = update(readStatus(dir));
-  writeFileAtomic(join(dir, statusFileName), JSON.stringify(next, null, 2) + '\n');
+  writeFileAtomic(join(dir, statusFileName), `${JSON.stringify(next, null, 2)}\n`);
   return next;
 }

@@ -29,10 +29,37 @@ export const backupDatabase = defineCommand(
       'credentials file (AWS_SHARED_CREDENTIALS_FILE); never on the command line.',
     ].join('\n'),
     flags: [
-      { name: 'status', type: 'boolean', description: 'list the backups on disk (newest first, checksum verified), the last run, and why rotation was held' },
+      {
+        name: 'status',
+        type: 'boolean',
+        description:
+          'list the backups on disk (newest first, checksum verified), the last run, and why rotation was held',
+      },
       { name: 'offsite', type: 'boolean', description: 'with --status: also list the backups in the off-site bucket' },
     ],
-    settings: ['dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'keep', 'format', 'compress', 'fingerprint', 'fingerprintExclude', 'pingUrl', 'ageRecipients', 'docker', 'offsite', 's3Endpoint', 's3Region', 's3PathStyle', 'offsiteKeep', 's3Timeout', 's3CredentialsFile'],
+    settings: [
+      'dir',
+      'backupDir',
+      'logDir',
+      'container',
+      'dbUser',
+      'dbName',
+      'keep',
+      'format',
+      'compress',
+      'fingerprint',
+      'fingerprintExclude',
+      'pingUrl',
+      'ageRecipients',
+      'docker',
+      'offsite',
+      's3Endpoint',
+      's3Region',
+      's3PathStyle',
+      'offsiteKeep',
+      's3Timeout',
+      's3CredentialsFile',
+    ],
     dryRun: true,
     maxPositionals: 0,
     examples: [
@@ -50,18 +77,35 @@ export const backupDatabase = defineCommand(
       const { backupStatus, renderBackupStatus } = await import('../lib/backup-status.ts');
       const report = await backupStatus(settings.dir, settings.backupDir);
       // The off-site client (and the AWS SDK behind it) is loaded only when the report asks the bucket.
-      const [{ offsiteReport, renderOffsiteReport }, { offsiteConfig }] = await Promise.all([import('../lib/offsite/status.ts'), import('../lib/offsite/config.ts')]);
+      const [{ offsiteReport, renderOffsiteReport }, { offsiteConfig }] = await Promise.all([
+        import('../lib/offsite/status.ts'),
+        import('../lib/offsite/config.ts'),
+      ]);
       const offsite = await offsiteReport(settings, report.status, flags.offsite === true);
-      if (flags.offsite && !offsite) throw new UsageError('--offsite: PLANETARION_OFFSITE is not set', 'Set PLANETARION_OFFSITE=s3://BUCKET/PREFIX (backup-database --help).');
+      if (flags.offsite && !offsite)
+        throw new UsageError(
+          '--offsite: PLANETARION_OFFSITE is not set',
+          'Set PLANETARION_OFFSITE=s3://BUCKET/PREFIX (backup-database --help).',
+        );
       process.stdout.write(
         json
-          ? JSON.stringify({ ...report, ...(offsite ? { offsite } : {}) }, null, 2) + '\n'
-          : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings) + (offsite ? renderOffsiteReport(offsite, offsiteConfig(settings)) : ''),
+          ? `${JSON.stringify({ ...report, ...(offsite ? { offsite } : {}) }, null, 2)}\n`
+          : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings) +
+              (offsite ? renderOffsiteReport(offsite, offsiteConfig(settings)) : ''),
       );
       return;
     }
-    if (flags.offsite) throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
-    const [{ checkBackupDirectories, formatBytes, runBackup }, { locateDocker }, { Logger }, { createShell }, { reconcileIfIdle }, { CliError, errorText }, { checkOffsite }] = await Promise.all([
+    if (flags.offsite)
+      throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
+    const [
+      { checkBackupDirectories, formatBytes, runBackup },
+      { locateDocker },
+      { Logger },
+      { createShell },
+      { reconcileIfIdle },
+      { CliError, errorText },
+      { checkOffsite },
+    ] = await Promise.all([
       import('../lib/backup.ts'),
       import('../lib/docker-binary.ts'),
       import('../lib/log.ts'),
@@ -78,7 +122,10 @@ export const backupDatabase = defineCommand(
     const started = Date.now();
     const $ = createShell();
     // A switch that a killed deployment left half done is put right first: the backup is then of the live database.
-    if (!dryRun) await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database').catch((error: unknown) => log.warn(`Could not reconcile the deploy switch journal: ${errorText(error)}`));
+    if (!dryRun)
+      await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database').catch((error: unknown) =>
+        log.warn(`Could not reconcile the deploy switch journal: ${errorText(error)}`),
+      );
     const summary = await runBackup({
       settings,
       docker,
@@ -86,12 +133,15 @@ export const backupDatabase = defineCommand(
       log,
       dryRun,
       onProgress: tty
-        ? (bytes) => process.stderr.write(`\r  dumped ${formatBytes(bytes)} (${formatBytes(bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s)   `)
+        ? (bytes) =>
+            process.stderr.write(
+              `\r  dumped ${formatBytes(bytes)} (${formatBytes(bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s)   `,
+            )
         : undefined,
     });
     if (tty && !dryRun) process.stderr.write('\n');
     if (dryRun) await checkOffsite(settings, log);
-    if (json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    if (json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
     if (summary.offsite?.ok === false) {
       throw new CliError(`the off-site copy to ${summary.offsite.url} failed: ${summary.offsite.error}`, {
         advice: `The local backup ${summary.file} is good (verified, in ${settings.backupDir}); the next run uploads what is missing.`,

@@ -78,7 +78,10 @@ async function main(): Promise<void> {
   const command = commands.find((c) => c.name === first);
   if (command) return (await command.load()).run(rest);
   // build.mjs asks which launchers to make: one per user-facing command.
-  if (first === '--list-launchers') return void process.stdout.write(['planetarion', ...commands.filter((c) => c.launcher).map((c) => c.name)].join('\n') + '\n');
+  if (first === '--list-launchers')
+    return void process.stdout.write(
+      `${['planetarion', ...commands.filter((c) => c.launcher).map((c) => c.name)].join('\n')}\n`,
+    );
   if (first === '--version' || first === '-v') return void process.stdout.write(`${versionLine()}\n`);
   if (first === undefined || first === '--help' || first === '-h') return void process.stdout.write(usage());
   throw new UsageError(`unknown command '${first}'`, `Commands: ${commands.map((c) => c.name).join(', ')}`);

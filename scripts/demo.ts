@@ -7,7 +7,16 @@
 // Needs the test bed: Docker and the planetarion-test-pg image; `npm run demo` sets it up first
 // (test/env/setup.sh, a no-op when ready) and builds.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, mkdtempSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  mkdtempSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { distBin } from '../test/helpers/cli.ts';
@@ -63,7 +72,12 @@ function run(command: string, args: string[], options: { cwd?: string; env?: Nod
   });
 }
 
-const indent = (text: string, prefix = '    ') => text.trimEnd().split('\n').map((l) => prefix + l).join('\n');
+const indent = (text: string, prefix = '    ') =>
+  text
+    .trimEnd()
+    .split('\n')
+    .map((l) => prefix + l)
+    .join('\n');
 
 class Demo {
   readonly id = `planetarion-demo-${process.pid}`;
@@ -78,7 +92,12 @@ class Demo {
   env(): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PLANETARION_') && k !== 'DOCKER') env[k] = v;
-    return { ...env, PLANETARION_DIR: this.nas, PLANETARION_DB_CONTAINER: this.container, PATH: `${this.qnap!.bin}:${process.env.PATH}` };
+    return {
+      ...env,
+      PLANETARION_DIR: this.nas,
+      PLANETARION_DB_CONTAINER: this.container,
+      PATH: `${this.qnap!.bin}:${process.env.PATH}`,
+    };
   }
 
   heading(title: string): void {
@@ -91,19 +110,26 @@ class Demo {
     const r = await run(join(this.nas, name), args, { cwd: this.nas, env: this.env() });
     if (this.options.verbose && r.stderr.trim()) console.log(indent(r.stderr));
     if (r.code !== expectExit) {
-      throw new Error(`./${name} ${args.join(' ')} exited ${r.code} (expected ${expectExit}):\n${indent(r.stderr || r.stdout)}`);
+      throw new Error(
+        `./${name} ${args.join(' ')} exited ${r.code} (expected ${expectExit}):\n${indent(r.stderr || r.stdout)}`,
+      );
     }
     return r;
   }
 
   backupsOnDisk(): string[] {
-    return readdirSync(join(this.nas, 'backups')).filter((f) => /^planetarion_backup_\d{8}_\d{6}\./.test(f) && !/\.(json|sha256)$/.test(f)).sort();
+    return readdirSync(join(this.nas, 'backups'))
+      .filter((f) => /^planetarion_backup_\d{8}_\d{6}\./.test(f) && !/\.(json|sha256)$/.test(f))
+      .sort();
   }
 
   async prerequisites(): Promise<void> {
     this.heading('Checking the test bed');
     const docker = await run('docker', ['version', '--format', '{{.Server.Version}}']);
-    if (docker.code !== 0) throw new Error(`Docker does not answer (${(docker.stderr || docker.stdout).trim()}). Run npm run test:env (as root) first.`);
+    if (docker.code !== 0)
+      throw new Error(
+        `Docker does not answer (${(docker.stderr || docker.stdout).trim()}). Run npm run test:env (as root) first.`,
+      );
     const image = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', testImage]);
     if (image.code !== 0) throw new Error(`the image ${testImage} is missing. Build it with npm run test:env.`);
     console.log(`Docker ${docker.stdout.trim()}, image ${testImage}`);
@@ -125,10 +151,15 @@ class Demo {
     this.container = `${this.id}-db`;
     for (const name of commands) symlinkSync(join(distBin, name), join(this.nas, name));
     const fixture = readFileSync(join(repo, 'test/fixtures/stack/docker-compose.qnap.yml'), 'utf8');
-    writeFileSync(join(this.nas, 'docker-compose.qnap.yml'), fixture.replace('container_name: planetarion-db', `container_name: ${this.container}`));
+    writeFileSync(
+      join(this.nas, 'docker-compose.qnap.yml'),
+      fixture.replace('container_name: planetarion-db', `container_name: ${this.container}`),
+    );
     this.qnap = makeFakeQnapRoot('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n');
     console.log(`NAS folder:       ${this.nas}`);
-    console.log(`  ${commands.map((c) => `./${c}`).join('  ')} (links to the built executables), docker-compose.qnap.yml`);
+    console.log(
+      `  ${commands.map((c) => `./${c}`).join('  ')} (links to the built executables), docker-compose.qnap.yml`,
+    );
     console.log(`Fake QNAP root:   ${this.qnap.root} (etc/config/crontab, a recording crond.sh)`);
     console.log(`Settings for the tools: PLANETARION_DIR=${this.nas} PLANETARION_DB_CONTAINER=${this.container}`);
   }
@@ -137,15 +168,32 @@ class Demo {
     this.heading(`Starting the demo database container '${this.container}' and seeding it`);
     await startDb(this.container, { labels: { 'planetarion.demo': this.id } });
     await seedPlanetarion(this.container, { scale: 0.5 });
-    const counts = await run('docker', ['exec', this.container, 'psql', '-X', '-A', '-t', '-U', 'planetarion_user', '-d', 'planetarion', '-c', "SELECT string_agg(relname || ' ' || n_live_tup, ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE n_live_tup > 0"]);
-    console.log(`PostgreSQL 15 (--network none, unix socket only), Planetarion-like data: ${counts.stdout.trim() || 'seeded'}`);
+    const counts = await run('docker', [
+      'exec',
+      this.container,
+      'psql',
+      '-X',
+      '-A',
+      '-t',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+      '-c',
+      "SELECT string_agg(relname || ' ' || n_live_tup, ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE n_live_tup > 0",
+    ]);
+    console.log(
+      `PostgreSQL 15 (--network none, unix socket only), Planetarion-like data: ${counts.stdout.trim() || 'seeded'}`,
+    );
   }
 
   async backups(): Promise<void> {
     this.heading('A backup, as cron runs it at 02:00, 10:00 and 18:00');
     const first = JSON.parse((await this.tool('backup-database', ['--json'])).stdout);
     console.log(`Wrote backups/${first.file} (${first.size} bytes), its .json manifest and .sha256`);
-    console.log(`  sha256 ${first.sha256}\n  fingerprint ${first.fingerprint} (rows and a digest of every table, sequences)`);
+    console.log(
+      `  sha256 ${first.sha256}\n  fingerprint ${first.fingerprint} (rows and a digest of every table, sequences)`,
+    );
     console.log(`Log: ${join(this.nas, 'logs/backup.log')}`);
 
     this.heading('The daily check: backup-database --status');
@@ -154,13 +202,18 @@ class Demo {
     this.heading('A second backup');
     await new Promise((r) => setTimeout(r, 1100));
     const second = JSON.parse((await this.tool('backup-database', ['--json'])).stdout);
-    console.log(`Wrote backups/${second.file}; the fingerprint is ${second.fingerprint === first.fingerprint ? 'the same (no data changed)' : 'different'}`);
+    console.log(
+      `Wrote backups/${second.file}; the fingerprint is ${second.fingerprint === first.fingerprint ? 'the same (no data changed)' : 'different'}`,
+    );
 
     this.heading('Rotation: a third backup keeping only the newest 2');
     await new Promise((r) => setTimeout(r, 1100));
     const third = JSON.parse((await this.tool('backup-database', ['--json', '--keep', '2'])).stdout);
-    if (!third.rotated.includes(first.file)) throw new Error(`rotation did not remove ${first.file}: ${JSON.stringify(third.rotated)}`);
-    console.log(`Wrote backups/${third.file}; rotation removed ${third.rotated.join(', ')} (only after the new one was verified)`);
+    if (!third.rotated.includes(first.file))
+      throw new Error(`rotation did not remove ${first.file}: ${JSON.stringify(third.rotated)}`);
+    console.log(
+      `Wrote backups/${third.file}; rotation removed ${third.rotated.join(', ')} (only after the new one was verified)`,
+    );
     console.log(`On disk now: ${this.backupsOnDisk().join(', ')}`);
   }
 
@@ -170,12 +223,23 @@ class Demo {
     const manifest = JSON.parse(readFileSync(join(this.nas, 'backups', `${newest}.json`), 'utf8'));
     const r = JSON.parse((await this.tool('restore-database', ['latest', '--yes', '--json'])).stdout);
     const proven = r.winner?.fingerprint === manifest.fingerprint.sha256;
-    if (!proven) throw new Error(`the restored fingerprint ${r.winner?.fingerprint} differs from the backup's ${manifest.fingerprint.sha256}`);
+    if (!proven)
+      throw new Error(
+        `the restored fingerprint ${r.winner?.fingerprint} differs from the backup's ${manifest.fingerprint.sha256}`,
+      );
     console.log(`Restored ${newest} into a new database beside the live one, then swapped it in by renaming.`);
-    console.log(`  fingerprint at backup time ${manifest.fingerprint.sha256}\n  fingerprint of the restore  ${r.winner.fingerprint}  (identical: proven)`);
+    console.log(
+      `  fingerprint at backup time ${manifest.fingerprint.sha256}\n  fingerprint of the restore  ${r.winner.fingerprint}  (identical: proven)`,
+    );
     console.log(`The previous database is kept as '${r.winner.previousDatabase}' for ./restore-database --rollback`);
     const drill = await this.tool('restore-database', ['--test', 'latest']);
-    console.log(`Restore drill (Sundays 04:00 on the NAS): ${drill.stderr.trim().split('\n').pop()!.replace(/^\[[^\]]+\] \w+ - /, '')}`);
+    console.log(
+      `Restore drill (Sundays 04:00 on the NAS): ${drill.stderr
+        .trim()
+        .split('\n')
+        .pop()!
+        .replace(/^\[[^\]]+\] \w+ - /, '')}`,
+    );
   }
 
   async cron(): Promise<void> {
@@ -187,36 +251,66 @@ class Demo {
 
   async deploy(): Promise<void> {
     this.heading('A local A-B deployment (what deploy-to-qnap runs on the NAS)');
-    console.log(`The demo database is the live deployment; the compose stack (database + a writing app) is the new one.`);
-    const r = JSON.parse((await this.tool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '90', '--root', this.qnap!.root])).stdout);
+    console.log(
+      `The demo database is the live deployment; the compose stack (database + a writing app) is the new one.`,
+    );
+    const r = JSON.parse(
+      (await this.tool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '90', '--root', this.qnap!.root]))
+        .stdout,
+    );
     console.log(`Mode: ${r.mode}; the new database got a fresh backup of the live one, restored and proven:`);
-    for (const a of r.attempts ?? []) console.log(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.file}${a.reason ? `: ${a.reason}` : ''}`);
+    for (const a of r.attempts ?? [])
+      console.log(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.file}${a.reason ? `: ${a.reason}` : ''}`);
     if (r.backupUsed) {
       const manifest = JSON.parse(readFileSync(join(this.nas, 'backups', `${r.backupUsed}.json`), 'utf8'));
-      if (manifest.fingerprint?.sha256 !== r.fingerprint) throw new Error(`the new slot's fingerprint ${r.fingerprint} differs from the backup's ${manifest.fingerprint?.sha256}`);
-      console.log(`  fingerprint at backup time ${manifest.fingerprint.sha256}\n  fingerprint in the new slot ${r.fingerprint}  (identical: proven)`);
+      if (manifest.fingerprint?.sha256 !== r.fingerprint)
+        throw new Error(
+          `the new slot's fingerprint ${r.fingerprint} differs from the backup's ${manifest.fingerprint?.sha256}`,
+        );
+      console.log(
+        `  fingerprint at backup time ${manifest.fingerprint.sha256}\n  fingerprint in the new slot ${r.fingerprint}  (identical: proven)`,
+      );
     }
-    if (r.downtimeMs !== undefined) console.log(`Writers were down ${(r.downtimeMs / 1000).toFixed(1)} s; the switch renamed the containers.`);
+    if (r.downtimeMs !== undefined)
+      console.log(`Writers were down ${(r.downtimeMs / 1000).toFixed(1)} s; the switch renamed the containers.`);
     console.log(indent((await this.tool('deploy-to-qnap', ['--local', '--status'])).stdout));
     console.log(`Cron job installed in the fake QNAP crontab ${this.qnap!.crontab}:`);
-    console.log(indent(readFileSync(this.qnap!.crontab, 'utf8').split('\n').filter((l) => l.includes('planetarion-backup:')).join('\n')));
+    console.log(
+      indent(
+        readFileSync(this.qnap!.crontab, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('planetarion-backup:'))
+          .join('\n'),
+      ),
+    );
   }
 
   summary(): void {
     this.heading('Where everything is');
     console.log(`NAS folder ${this.nas}:`);
-    const list = spawnSync('sh', ['-c', 'find . -maxdepth 2 -not -name "." | sort | head -n 40'], { cwd: this.nas, encoding: 'utf8' });
+    const list = spawnSync('sh', ['-c', 'find . -maxdepth 2 -not -name "." | sort | head -n 40'], {
+      cwd: this.nas,
+      encoding: 'utf8',
+    });
     console.log(indent(list.stdout));
     console.log(`Logs: ${join(this.nas, 'logs/backup.log')}, ${join(this.nas, 'logs/deploy.log')}`);
   }
 
   /** Container names of the demo: the standalone one and every compose slot of its folder. */
   containers(): string[] {
-    const out = spawnSync('docker', ['ps', '-a', '--format', '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "planetarion.demo"}}'], { encoding: 'utf8' }).stdout ?? '';
+    const out =
+      spawnSync(
+        'docker',
+        ['ps', '-a', '--format', '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "planetarion.demo"}}'],
+        { encoding: 'utf8' },
+      ).stdout ?? '';
     return out
       .split('\n')
       .map((l) => l.split('\t'))
-      .filter(([name, project, demo]) => name && (demo === this.id || (project ?? '').startsWith(`${this.id}-`) || name === this.container))
+      .filter(
+        ([name, project, demo]) =>
+          name && (demo === this.id || (project ?? '').startsWith(`${this.id}-`) || name === this.container),
+      )
       .map(([name]) => name!);
   }
 
@@ -239,7 +333,9 @@ class Demo {
     const volumes = this.volumes();
     if (volumes.length) spawnSync('docker', ['volume', 'rm', '-f', ...volumes], { stdio: 'ignore' });
     for (const dir of [this.base, this.qnap?.base]) if (dir) rmSync(dir, { recursive: true, force: true });
-    console.log(`\nCleaned up: ${names.length} container(s), ${volumes.length} volume(s), ${this.base}${this.qnap ? ` and ${this.qnap.base}` : ''}`);
+    console.log(
+      `\nCleaned up: ${names.length} container(s), ${volumes.length} volume(s), ${this.base}${this.qnap ? ` and ${this.qnap.base}` : ''}`,
+    );
   }
 }
 

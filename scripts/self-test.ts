@@ -15,6 +15,10 @@ export const selfTest = defineCommand(
   async ({ json }) => {
     const { runSelfTest } = await import('../lib/self-test.ts');
     const result = await runSelfTest();
-    process.stdout.write(json ? JSON.stringify(result) + '\n' : `self-test passed: ${result.version} on ${result.arch} (${result.processArch} build), node ${result.node}\n`);
+    process.stdout.write(
+      json
+        ? `${JSON.stringify(result)}\n`
+        : `self-test passed: ${result.version} on ${result.arch} (${result.processArch} build), node ${result.node}\n`,
+    );
   },
 );

@@ -24,17 +24,33 @@ export const setupBackupCron = defineCommand(
       'prints the next three run times in local time.',
     ].join('\n'),
     flags: [
-      { name: 'binary', type: 'string', valueName: 'PATH', description: 'the backup-database cron runs; restore-database must be beside it', defaultText: '<dir>/backup-database' },
+      {
+        name: 'binary',
+        type: 'string',
+        valueName: 'PATH',
+        description: 'the backup-database cron runs; restore-database must be beside it',
+        defaultText: '<dir>/backup-database',
+      },
       { name: 'no-drill', type: 'boolean', description: 'no restore-drill line (an installed one is removed)' },
       { name: 'uninstall', type: 'boolean', description: 'remove the managed lines, nothing else' },
-      { name: 'status', type: 'boolean', description: "show the installed lines, their next runs, the last backup's and drill's result" },
       {
-        name: 'root', type: 'string', valueName: 'DIR', defaultText: '/',
-        description: 'treat DIR as / for etc/config/crontab, etc/init.d/crond.sh and Container Station\n(PLANETARION_DIR, --binary and the crontab command on PATH are this machine\'s)',
+        name: 'status',
+        type: 'boolean',
+        description: "show the installed lines, their next runs, the last backup's and drill's result",
       },
       {
-        name: 'skip-test', type: 'boolean',
-        description: "skip the backup-database --dry-run self test: when the database container is not up\nyet (first install before the stack starts), or the tree under --root is not this machine's",
+        name: 'root',
+        type: 'string',
+        valueName: 'DIR',
+        defaultText: '/',
+        description:
+          "treat DIR as / for etc/config/crontab, etc/init.d/crond.sh and Container Station\n(PLANETARION_DIR, --binary and the crontab command on PATH are this machine's)",
+      },
+      {
+        name: 'skip-test',
+        type: 'boolean',
+        description:
+          "skip the backup-database --dry-run self test: when the database container is not up\nyet (first install before the stack starts), or the tree under --root is not this machine's",
       },
     ],
     settings: ['schedule', 'drillSchedule', 'dir', 'backupDir', 'logDir', 'container', 'dbUser', 'dbName', 'docker'],
@@ -51,10 +67,10 @@ export const setupBackupCron = defineCommand(
   async ({ flags, settings, json, dryRun }) => {
     if (flags.uninstall && flags.status) throw new UsageError('--uninstall and --status cannot be combined');
     // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
-    const [{ backupCronStatus, installBackupCron, renderCronSetup, resolveRoot, selfTestFailure, uninstallBackupCron }, { createShell }] = await Promise.all([
-      import('../lib/cron-setup.ts'),
-      import('../lib/shell.ts'),
-    ]);
+    const [
+      { backupCronStatus, installBackupCron, renderCronSetup, resolveRoot, selfTestFailure, uninstallBackupCron },
+      { createShell },
+    ] = await Promise.all([import('../lib/cron-setup.ts'), import('../lib/shell.ts')]);
     const options = {
       settings,
       $: createShell(),
@@ -66,8 +82,12 @@ export const setupBackupCron = defineCommand(
       dryRun,
       progress: (line: string) => void process.stderr.write(`${line}\n`),
     };
-    const result = flags.status ? await backupCronStatus(options) : flags.uninstall ? await uninstallBackupCron(options) : await installBackupCron(options);
-    process.stdout.write(json ? JSON.stringify(result, null, 2) + '\n' : renderCronSetup(result));
+    const result = flags.status
+      ? await backupCronStatus(options)
+      : flags.uninstall
+        ? await uninstallBackupCron(options)
+        : await installBackupCron(options);
+    process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : renderCronSetup(result));
     if (result.selfTest && !result.selfTest.ok) throw selfTestFailure(result);
   },
 );

@@ -55,15 +55,23 @@ const deploy = suite('deploy-to-qnap with age-encrypted backups');
 
 deploy('setup: sshd, a NAS with only the public key in its settings, the identity on the workstation', async () => {
   nas = makeTestNas();
-  sshd = await startSshd({ env: { PATH: `${nas.qnap.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
+  sshd = await startSshd({
+    env: { PATH: `${nas.qnap.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` },
+  });
   workstation = makeTempDir('planetarion-ws-');
   keyFile = join(workstation, 'age-key.txt');
   execFileSync('age-keygen', ['-o', keyFile], { stdio: 'ignore' });
   secretKey = /AGE-SECRET-KEY-1[0-9A-Z]+/.exec(readFileSync(keyFile, 'utf8'))![0];
   const recipient = execFileSync('age-keygen', ['-y', keyFile], { encoding: 'utf8' }).trim();
   writeFileSync(join(workstation, 'docker-compose.qnap.yml'), readFileSync(join(nas.dir, 'docker-compose.qnap.yml')));
-  writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\nPLANETARION_AGE_RECIPIENTS=${recipient}\n`);
-  writeFileSync(join(workstation, '.qnap-deploy.env'), `QNAP_IP=127.0.0.1\nQNAP_USER=root\nQNAP_PROJECT_DIR=${nas.dir}\n`);
+  writeFileSync(
+    join(workstation, 'planetarion.env'),
+    `PLANETARION_DB_CONTAINER=${nas.container}\nPLANETARION_AGE_RECIPIENTS=${recipient}\n`,
+  );
+  writeFileSync(
+    join(workstation, '.qnap-deploy.env'),
+    `QNAP_IP=127.0.0.1\nQNAP_USER=root\nQNAP_PROJECT_DIR=${nas.dir}\n`,
+  );
   const first = await runTool('deploy-to-qnap', nas.deployArgs, deployEnv(), { cwd: workstation });
   assert.is(first.code, 0, first.stderr);
 });
@@ -76,35 +84,46 @@ deploy('A-B over a live slot without an identity: exit 2 naming the setting, bef
   assert.match(r.stderr, /--identity FILE/);
 });
 
-deploy('A-B with --identity: the fresh encrypted backup is restored on the NAS; the key is in no NAS file, log or argv', async () => {
-  assert.ok(sshd && nas, 'setup failed');
-  // --offline: the slot is filled from the fresh encrypted backup (an online fill restores none).
-  const run = startTool('deploy-to-qnap', [...nas.deployArgs, '--offline', '--identity', keyFile], deployEnv(), { cwd: workstation });
-  let done = false;
-  void run.done.then(() => (done = true));
-  let sawRemote = false;
-  const leaks: string[] = [];
-  while (!done) {
-    for (const { pid, argv } of allCommandLines()) {
-      if (argv.includes(secretKey)) leaks.push(`${pid}: ${argv}`);
-      if (argv.includes('--local') && argv.includes('--identity-stdin')) sawRemote = true;
+deploy(
+  'A-B with --identity: the fresh encrypted backup is restored on the NAS; the key is in no NAS file, log or argv',
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    // --offline: the slot is filled from the fresh encrypted backup (an online fill restores none).
+    const run = startTool('deploy-to-qnap', [...nas.deployArgs, '--offline', '--identity', keyFile], deployEnv(), {
+      cwd: workstation,
+    });
+    let done = false;
+    void run.done.then(() => (done = true));
+    let sawRemote = false;
+    const leaks: string[] = [];
+    while (!done) {
+      for (const { pid, argv } of allCommandLines()) {
+        if (argv.includes(secretKey)) leaks.push(`${pid}: ${argv}`);
+        if (argv.includes('--local') && argv.includes('--identity-stdin')) sawRemote = true;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  const r = await run.done;
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stderr, /Deployment A-B succeeded/);
-  assert.match(r.stderr, /Checked planetarion_backup_\d{8}_\d{6}\.sql\.gz\.age: .*decrypts and authenticates/);
-  assert.ok(sawRemote, 'the remote deploy-to-qnap --local --identity-stdin was seen running');
-  assert.equal(leaks, [], 'the secret key was in a process argv');
-  assert.not.ok(r.stdout.includes(secretKey) || r.stderr.includes(secretKey), 'not in the workstation output');
-  // Nothing on the NAS holds it: settings, logs, state, backups and their sidecars.
-  const nasFiles = filesUnder(nas.dir).filter((f) => !f.includes('/bin/') && statSync(f).size < 512 << 20);
-  assert.ok(nasFiles.some((f) => f.endsWith('.sql.gz.age')), nasFiles.join('\n'));
-  assert.ok(nasFiles.some((f) => f.endsWith('deploy.log')), nasFiles.join('\n'));
-  for (const file of nasFiles) assert.not.ok(readFileSync(file).includes(secretKey), `the secret key is in ${file}`);
-  assert.not.ok(readFileSync(join(nas.dir, 'planetarion.env'), 'utf8').includes('AGE-SECRET-KEY'));
-});
+    const r = await run.done;
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Deployment A-B succeeded/);
+    assert.match(r.stderr, /Checked planetarion_backup_\d{8}_\d{6}\.sql\.gz\.age: .*decrypts and authenticates/);
+    assert.ok(sawRemote, 'the remote deploy-to-qnap --local --identity-stdin was seen running');
+    assert.equal(leaks, [], 'the secret key was in a process argv');
+    assert.not.ok(r.stdout.includes(secretKey) || r.stderr.includes(secretKey), 'not in the workstation output');
+    // Nothing on the NAS holds it: settings, logs, state, backups and their sidecars.
+    const nasFiles = filesUnder(nas.dir).filter((f) => !f.includes('/bin/') && statSync(f).size < 512 << 20);
+    assert.ok(
+      nasFiles.some((f) => f.endsWith('.sql.gz.age')),
+      nasFiles.join('\n'),
+    );
+    assert.ok(
+      nasFiles.some((f) => f.endsWith('deploy.log')),
+      nasFiles.join('\n'),
+    );
+    for (const file of nasFiles) assert.not.ok(readFileSync(file).includes(secretKey), `the secret key is in ${file}`);
+    assert.not.ok(readFileSync(join(nas.dir, 'planetarion.env'), 'utf8').includes('AGE-SECRET-KEY'));
+  },
+);
 
 deploy.after(async () => {
   await sshd?.stop();

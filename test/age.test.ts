@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
-import { AgeError, decryptStream, encryptStream, parseIdentities, parseRecipientList, resolveRecipients } from '../lib/age.ts';
+import {
+  AgeError,
+  decryptStream,
+  encryptStream,
+  parseIdentities,
+  parseRecipientList,
+  resolveRecipients,
+} from '../lib/age.ts';
 import { dumpFormatOf, isEncrypted } from '../lib/backup-check.ts';
 import { backupFileName, parseBackupName, tempFileOwner, tempFileName } from '../lib/backup-files.ts';
 import { planRotation } from '../lib/rotate.ts';
@@ -42,15 +49,27 @@ age('recipient lists: comma, space and newline separated, comments, duplicates; 
   }
 });
 
-age('settings: PLANETARION_AGE_RECIPIENTS checked at resolve time (exit 2), a file path kept; --identity resolved', async () => {
-  const a = await identityToRecipient(await generateX25519Identity());
-  const none = () => undefined;
-  assert.is(resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: a }, readFile: none }).ageRecipients, a);
-  assert.is(resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: '/etc/keys.txt' }, readFile: none }).ageRecipients, '/etc/keys.txt');
-  assert.throws(() => resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: 'ssh-ed25519 AAAA' }, readFile: none }), /PLANETARION_AGE_RECIPIENTS/);
-  assert.is(resolveSettings({ flags: { identity: '/keys/me.txt' }, env: {}, readFile: none }).ageIdentity, '/keys/me.txt');
-  assert.is(resolveSettings({ env: {}, readFile: none }).ageIdentity, undefined);
-});
+age(
+  'settings: PLANETARION_AGE_RECIPIENTS checked at resolve time (exit 2), a file path kept; --identity resolved',
+  async () => {
+    const a = await identityToRecipient(await generateX25519Identity());
+    const none = () => undefined;
+    assert.is(resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: a }, readFile: none }).ageRecipients, a);
+    assert.is(
+      resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: '/etc/keys.txt' }, readFile: none }).ageRecipients,
+      '/etc/keys.txt',
+    );
+    assert.throws(
+      () => resolveSettings({ env: { PLANETARION_AGE_RECIPIENTS: 'ssh-ed25519 AAAA' }, readFile: none }),
+      /PLANETARION_AGE_RECIPIENTS/,
+    );
+    assert.is(
+      resolveSettings({ flags: { identity: '/keys/me.txt' }, env: {}, readFile: none }).ageIdentity,
+      '/keys/me.txt',
+    );
+    assert.is(resolveSettings({ env: {}, readFile: none }).ageIdentity, undefined);
+  },
+);
 
 age('identities: age-keygen files parse; a bad line is refused without being echoed', () => {
   const dir = makeTempDir();
@@ -60,7 +79,7 @@ age('identities: age-keygen files parse; a bad line is refused without being ech
     const keys = parseIdentities(text);
     assert.is(keys.length, 1);
     assert.match(keys[0]!, /^AGE-SECRET-KEY-1/);
-    const typo = keys[0]!.slice(0, -1) + 'b';
+    const typo = `${keys[0]!.slice(0, -1)}b`;
     try {
       parseIdentities(typo);
       assert.unreachable();
@@ -110,8 +129,15 @@ age('names: .age belongs to the same rotation series; temp files of .age runs ar
   assert.is(tempFileOwner(tempFileName(name, 4242)), 4242);
   assert.is(dumpFormatOf('/x/planetarion_backup_20260102_030405.dump.age'), 'custom');
   assert.ok(isEncrypted(name));
-  const series = ['planetarion_backup_20260101_000000.sql.gz', 'planetarion_backup_20260102_000000.sql.gz.age', 'planetarion_backup_20260103_000000.sql.gz.age'].map((n) => parseBackupName(n, '/b')!);
-  assert.equal(planRotation(series, 2, series[2]!.name).map((b) => b.name), ['planetarion_backup_20260101_000000.sql.gz']);
+  const series = [
+    'planetarion_backup_20260101_000000.sql.gz',
+    'planetarion_backup_20260102_000000.sql.gz.age',
+    'planetarion_backup_20260103_000000.sql.gz.age',
+  ].map((n) => parseBackupName(n, '/b')!);
+  assert.equal(
+    planRotation(series, 2, series[2]!.name).map((b) => b.name),
+    ['planetarion_backup_20260101_000000.sql.gz'],
+  );
 });
 
 age.run();

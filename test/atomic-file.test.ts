@@ -26,14 +26,17 @@ atomic('a symlink planted at the target is replaced, never written through; the 
   assert.is(readFileSync(join(dir, 'status.json'), 'utf8'), '{"ok":true}\n');
 });
 
-atomic('the temp name is unguessable: a symlink at the old pid-only name is not followed, and no temp file stays', () => {
-  const victim = join(dir, 'victim');
-  writeFileSync(victim, 'precious');
-  symlinkSync(victim, join(dir, `.state.tmp-${process.pid}`));
-  writeFileAtomic(join(dir, 'state'), '7\n');
-  assert.is(readFileSync(victim, 'utf8'), 'precious');
-  assert.equal(readdirSync(dir).sort(), [`.state.tmp-${process.pid}`, 'state', 'victim']);
-});
+atomic(
+  'the temp name is unguessable: a symlink at the old pid-only name is not followed, and no temp file stays',
+  () => {
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'precious');
+    symlinkSync(victim, join(dir, `.state.tmp-${process.pid}`));
+    writeFileAtomic(join(dir, 'state'), '7\n');
+    assert.is(readFileSync(victim, 'utf8'), 'precious');
+    assert.equal(readdirSync(dir).sort(), [`.state.tmp-${process.pid}`, 'state', 'victim']);
+  },
+);
 
 atomic('writeNewFile refuses an existing name and a symlink (O_EXCL, O_NOFOLLOW)', () => {
   writeFileSync(join(dir, 'taken'), 'x');

@@ -5,7 +5,18 @@
 // Run: node --import tsx node_modules/uvu/bin.js test 'build\.e2e' --no-color
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +25,10 @@ import { suite } from 'uvu';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string; config: { embeddedNode: string } };
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+  version: string;
+  config: { embeddedNode: string };
+};
 const version = pkg.version;
 /** The Node every executable embeds: pinned in package.json, a supported LTS line. */
 const embeddedNode = `v${pkg.config.embeddedNode}`;
@@ -59,7 +73,11 @@ interface BuildInfo {
   targets: Record<string, { strippedNodeBytes: number; folderBytes: number }>;
 }
 
-if (!existsSync(join(dist, 'build-info.json')) || !existsSync(join(dist, 'bin/linux-x64')) || !existsSync(join(dist, 'bin/linux-arm64'))) {
+if (
+  !existsSync(join(dist, 'build-info.json')) ||
+  !existsSync(join(dist, 'bin/linux-x64')) ||
+  !existsSync(join(dist, 'bin/linux-arm64'))
+) {
   ok(run(process.execPath, ['build.mjs'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }), 'node build.mjs');
 }
 const buildInfo = JSON.parse(readFileSync(join(dist, 'build-info.json'), 'utf8')) as BuildInfo;
@@ -75,7 +93,9 @@ function busyboxPath(): string {
   const dir = join(scratch, 'busybox-bin');
   if (existsSync(dir)) return dir;
   mkdirSync(dir);
-  for (const applet of ok(run('/bin/busybox', ['--list']), 'busybox --list').stdout.split('\n').filter(Boolean)) {
+  for (const applet of ok(run('/bin/busybox', ['--list']), 'busybox --list')
+    .stdout.split('\n')
+    .filter(Boolean)) {
     symlinkSync('/bin/busybox', join(dir, applet));
   }
   return dir;
@@ -92,7 +112,9 @@ layout('the build embeds the pinned Node 24 LTS', () => {
 layout('every architecture has the required launchers, the runtime and a matching SHA256SUMS', () => {
   for (const name of requiredCommands) assert.ok(commands.includes(name), `build-info.json lacks command ${name}`);
   for (const folder of [x64, arm64]) {
-    const launchers = readdirSync(folder).filter((f) => f !== 'runtime' && f !== 'SHA256SUMS').sort();
+    const launchers = readdirSync(folder)
+      .filter((f) => f !== 'runtime' && f !== 'SHA256SUMS')
+      .sort();
     assert.deepEqual(launchers, [...commands].sort(), `${folder}: launchers`);
     for (const name of launchers) {
       const path = join(folder, name);
@@ -103,8 +125,15 @@ layout('every architecture has the required launchers, the runtime and a matchin
       .trim()
       .split('\n')
       .map((line) => line.match(/^([0-9a-f]{64}) {2}(.+)$/)!.slice(1) as [string, string]);
-    const files = filesUnder(folder).map((f) => relative(folder, f)).filter((f) => f !== 'SHA256SUMS').sort();
-    assert.deepEqual(listed.map(([, f]) => f), files, `${folder}: SHA256SUMS lists every file, sorted`);
+    const files = filesUnder(folder)
+      .map((f) => relative(folder, f))
+      .filter((f) => f !== 'SHA256SUMS')
+      .sort();
+    assert.deepEqual(
+      listed.map(([, f]) => f),
+      files,
+      `${folder}: SHA256SUMS lists every file, sorted`,
+    );
     for (const [hash, file] of listed) assert.equal(sha256(join(folder, file)), hash, `${folder}/${file} hash`);
   }
 });
@@ -119,8 +148,14 @@ layout('each runtime is self-contained: every NEEDED library is in runtime/, for
     for (const file of present) {
       const path = join(runtime, file);
       assert.ok(!lstatSync(path).isSymbolicLink(), `${path} is a real file, not a link`);
-      assert.match(ok(run('readelf', ['-h', path]), 'readelf -h').stdout, new RegExp(`Machine:\\s+${machine}`), `${path} machine`);
-      for (const [, needed] of ok(run('readelf', ['-d', '-W', path]), 'readelf -d').stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)) {
+      assert.match(
+        ok(run('readelf', ['-h', path]), 'readelf -h').stdout,
+        new RegExp(`Machine:\\s+${machine}`),
+        `${path} machine`,
+      );
+      for (const [, needed] of ok(run('readelf', ['-d', '-W', path]), 'readelf -d').stdout.matchAll(
+        /\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g,
+      )) {
         assert.ok(present.has(needed!), `${path} needs ${needed}, missing from runtime/`);
       }
     }
@@ -143,8 +178,15 @@ host('every command answers --help and --version with node nowhere on PATH', () 
     assert.equal(r.stderr, '', `${name} --version stderr`);
   }
   // A code cache this Node rejects (here: a V8 flag that changes the flag hash) must stay silent too.
-  const rejected = ok(run(join(x64, 'backup-database'), ['--version'], { env: { ...env, NODE_OPTIONS: '--jitless' } }), 'backup-database --version, cache rejected');
-  assert.deepEqual([rejected.stdout, rejected.stderr], [versionLine('x64'), ''], 'a rejected code cache prints nothing');
+  const rejected = ok(
+    run(join(x64, 'backup-database'), ['--version'], { env: { ...env, NODE_OPTIONS: '--jitless' } }),
+    'backup-database --version, cache rejected',
+  );
+  assert.deepEqual(
+    [rejected.stdout, rejected.stderr],
+    [versionLine('x64'), ''],
+    'a rejected code cache prints nothing',
+  );
   const help = ok(run(join(x64, 'backup-database'), ['--help'], { env }), 'backup-database --help').stdout;
   assert.match(help, /backup-database/, 'dispatched on its own name');
   assert.doesNotMatch(help, /^Commands:/m, 'backup-database --help is not the planetarion command list');
@@ -165,7 +207,12 @@ function bareImage(): string {
   // Keyed by the files themselves, not by SHA256SUMS: a folder that no longer matches its sums
   // must not be tested through an image made from the good one.
   const recipe = createHash('sha256')
-    .update(filesUnder(x64).map((f) => `${sha256(f)} ${relative(x64, f)} ${statSync(f).mode}`).sort().join('\n'))
+    .update(
+      filesUnder(x64)
+        .map((f) => `${sha256(f)} ${relative(x64, f)} ${statSync(f).mode}`)
+        .sort()
+        .join('\n'),
+    )
     .update(sha256('/bin/busybox'))
     .update(readFileSync(fileURLToPath(import.meta.url)))
     .digest('hex')
@@ -174,9 +221,12 @@ function bareImage(): string {
   if (run('docker', ['image', 'inspect', image]).code === 0) return image;
 
   const rootfs = join(scratch, 'rootfs');
-  for (const dir of ['bin', 'tmp', 'proc', 'sys', 'dev', 'etc', 'opt/planetarion/runtime', 'usr/local/bin']) mkdirSync(join(rootfs, dir), { recursive: true });
+  for (const dir of ['bin', 'tmp', 'proc', 'sys', 'dev', 'etc', 'opt/planetarion/runtime', 'usr/local/bin'])
+    mkdirSync(join(rootfs, dir), { recursive: true });
   copyFileSync('/bin/busybox', join(rootfs, 'bin/busybox'));
-  for (const applet of ok(run('/bin/busybox', ['--list']), 'busybox --list').stdout.split('\n').filter(Boolean)) {
+  for (const applet of ok(run('/bin/busybox', ['--list']), 'busybox --list')
+    .stdout.split('\n')
+    .filter(Boolean)) {
     if (applet !== 'busybox') symlinkSync('busybox', join(rootfs, 'bin', applet));
   }
   for (const file of filesUnder(x64)) copyFileSync(file, join(rootfs, 'opt/planetarion', relative(x64, file)));
@@ -187,8 +237,14 @@ function bareImage(): string {
   symlinkSync('/opt/planetarion/backup-database', join(rootfs, 'usr/local/bin/backup-database'));
   symlinkSync('/opt/planetarion/planetarion', join(rootfs, 'usr/local/bin/planetarion'));
 
-  const old = ok(run('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}', repo]), 'docker images').stdout.split('\n').filter(Boolean);
-  const tar = spawnSync('sh', ['-c', `tar -C "$1" -c . | docker import -c 'ENV PATH=/usr/local/bin:/bin' - "$2"`, 'sh', rootfs, image], { encoding: 'utf8' });
+  const old = ok(run('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}', repo]), 'docker images')
+    .stdout.split('\n')
+    .filter(Boolean);
+  const tar = spawnSync(
+    'sh',
+    ['-c', `tar -C "$1" -c . | docker import -c 'ENV PATH=/usr/local/bin:/bin' - "$2"`, 'sh', rootfs, image],
+    { encoding: 'utf8' },
+  );
   assert.equal(tar.status, 0, `docker import: ${tar.stderr}`);
   for (const tag of old) run('docker', ['rmi', tag]);
   rmSync(rootfs, { recursive: true, force: true });
@@ -206,15 +262,30 @@ bare.before(() => {
 });
 
 bare('the container really is bare: no bash, no glibc, no node, and the executable cannot start alone', () => {
-  ok(inBare('/bin/sh', '-c', 'test ! -e /bin/bash && test ! -e /lib && test ! -e /lib64 && test ! -e /usr/lib && test ! -e /lib/x86_64-linux-gnu/libc.so.6 && ! which node'), 'bareness check');
+  ok(
+    inBare(
+      '/bin/sh',
+      '-c',
+      'test ! -e /bin/bash && test ! -e /lib && test ! -e /lib64 && test ! -e /usr/lib && test ! -e /lib/x86_64-linux-gnu/libc.so.6 && ! which node',
+    ),
+    'bareness check',
+  );
   // Without the launcher the kernel looks for /lib64/ld-linux-x86-64.so.2 and fails.
-  assert.notEqual(inBare('/opt/planetarion/runtime/planetarion', '--version').code, 0, 'runtime/planetarion must not run without its loader');
+  assert.notEqual(
+    inBare('/opt/planetarion/runtime/planetarion', '--version').code,
+    0,
+    'runtime/planetarion must not run without its loader',
+  );
 });
 
 bare('every command answers --help and --version', () => {
   for (const name of commands) {
     ok(inBare(`/opt/planetarion/${name}`, '--help'), `${name} --help`);
-    assert.equal(ok(inBare(`/opt/planetarion/${name}`, '--version'), `${name} --version`).stdout, versionLine('x64'), `${name} --version`);
+    assert.equal(
+      ok(inBare(`/opt/planetarion/${name}`, '--version'), `${name} --version`).stdout,
+      versionLine('x64'),
+      `${name} --version`,
+    );
   }
 });
 
@@ -251,9 +322,21 @@ const arm = suite('build: linux-arm64 under qemu-aarch64');
 /** Runs the arm64 executable the way its launcher does, with qemu in front of the loader. */
 function arm64Exe(argv0: string, ...args: string[]): Result {
   const runtime = join(arm64, 'runtime');
-  return run('/usr/bin/qemu-aarch64', [join(runtime, 'ld-linux-aarch64.so.1'), '--library-path', runtime, '--argv0', argv0, join(runtime, 'planetarion'), ...args], {
-    env: { PATH: busyboxPath() },
-  });
+  return run(
+    '/usr/bin/qemu-aarch64',
+    [
+      join(runtime, 'ld-linux-aarch64.so.1'),
+      '--library-path',
+      runtime,
+      '--argv0',
+      argv0,
+      join(runtime, 'planetarion'),
+      ...args,
+    ],
+    {
+      env: { PATH: busyboxPath() },
+    },
+  );
 }
 
 arm('the launcher execs the aarch64 loader with the runtime folder', () => {
@@ -276,7 +359,7 @@ arm('dispatches on argv0 and prints the version', () => {
   assert.match(ok(arm64Exe('planetarion', '--help'), 'arm64 planetarion --help').stdout, /^Commands:/m);
 });
 
-arm('self-test passes (its shell commands are this host\'s, so uname says x86_64)', () => {
+arm("self-test passes (its shell commands are this host's, so uname says x86_64)", () => {
   const r = ok(arm64Exe('planetarion', 'self-test', '--json'), 'arm64 self-test');
   const result = JSON.parse(r.stdout) as { ok: boolean; version: string; node: string };
   assert.equal(result.ok, true, r.stdout);
@@ -329,18 +412,28 @@ const notForHelp = {
 for (const args of [['--version'], ['--help']]) {
   lazy(`backup-database ${args[0]} evaluates neither the libraries nor the other commands`, () => {
     const { known, ran } = modulesEvaluated('backup-database', args);
-    assert.ok(ran.has('scripts/backup-database.ts'), `the probe sees the command's own module run: ${[...ran].join(' ')}`);
+    assert.ok(
+      ran.has('scripts/backup-database.ts'),
+      `the probe sees the command's own module run: ${[...ran].join(' ')}`,
+    );
     for (const [what, pattern] of Object.entries(notForHelp)) {
       const modules = [...known].filter((m) => pattern.test(m));
       assert.ok(modules.length > 0, `${what}: no lazily evaluated module matches ${pattern} (evaluated at start?)`);
-      assert.deepEqual(modules.filter((m) => ran.has(m)), [], `${what} evaluated by backup-database ${args[0]}`);
+      assert.deepEqual(
+        modules.filter((m) => ran.has(m)),
+        [],
+        `${what} evaluated by backup-database ${args[0]}`,
+      );
     }
   });
 }
 
 lazy('planetarion --version evaluates no command at all', () => {
   const { ran } = modulesEvaluated('planetarion', ['--version']);
-  assert.deepEqual([...ran].filter((m) => m.startsWith('scripts/') || m.startsWith('node_modules/')), []);
+  assert.deepEqual(
+    [...ran].filter((m) => m.startsWith('scripts/') || m.startsWith('node_modules/')),
+    [],
+  );
 });
 
 lazy.run();
@@ -350,10 +443,21 @@ const repro = suite('build: two builds give the same files');
 
 repro('a second build into another folder has the same SHA256SUMS, code caches included', () => {
   const other = join(scratch, 'dist-again');
-  ok(run(process.execPath, ['build.mjs', '--dist', other], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 }), 'node build.mjs --dist');
+  ok(
+    run(process.execPath, ['build.mjs', '--dist', other], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 600_000,
+    }),
+    'node build.mjs --dist',
+  );
   for (const arch of ['x64', 'arm64']) {
     const sums = readFileSync(join(dist, 'bin', `linux-${arch}`, 'SHA256SUMS'), 'utf8');
-    assert.equal(readFileSync(join(other, 'bin', `linux-${arch}`, 'SHA256SUMS'), 'utf8'), sums, `linux-${arch} SHA256SUMS`);
+    assert.equal(
+      readFileSync(join(other, 'bin', `linux-${arch}`, 'SHA256SUMS'), 'utf8'),
+      sums,
+      `linux-${arch} SHA256SUMS`,
+    );
   }
   rmSync(other, { recursive: true, force: true });
 });
@@ -380,7 +484,10 @@ size('each folder is at most 1.10 x the stripped Node binary', () => {
     const folder = join(dist, 'bin', `linux-${arch}`);
     const total = filesUnder(folder).reduce((sum, f) => sum + statSync(f).size, 0);
     const ratio = total / stripped;
-    assert.ok(ratio <= 1.1, `linux-${arch}: ${total} bytes is ${ratio.toFixed(3)} x stripped node (${stripped}); budget 1.10`);
+    assert.ok(
+      ratio <= 1.1,
+      `linux-${arch}: ${total} bytes is ${ratio.toFixed(3)} x stripped node (${stripped}); budget 1.10`,
+    );
     assert.equal(buildInfo.targets[arch]!.folderBytes, total, `build-info.json folderBytes for ${arch}`);
     assert.equal(buildInfo.targets[arch]!.strippedNodeBytes, stripped, `build-info.json strippedNodeBytes for ${arch}`);
   }

@@ -9,7 +9,13 @@ import { restoreDatabase } from '../scripts/restore-database.ts';
 import { setupBackupCron } from '../scripts/setup-backup-cron.ts';
 import { deployToQnap } from '../scripts/deploy-to-qnap.ts';
 
-const specs: CommandSpec[] = [backupDatabase.spec, restoreDatabase.spec, setupBackupCron.spec, deployToQnap.spec, selfTest.spec];
+const specs: CommandSpec[] = [
+  backupDatabase.spec,
+  restoreDatabase.spec,
+  setupBackupCron.spec,
+  deployToQnap.spec,
+  selfTest.spec,
+];
 
 const parse = suite('parseCommandLine');
 parse('reads flags and setting flags into plain data', () => {
@@ -28,10 +34,16 @@ parse('an unknown flag is a usage error that points at --help', () => {
   }
 });
 parse('a stray argument is a usage error', () => {
-  assert.throws(() => parseCommandLine(backupDatabase.spec, ['now']), (e: Error) => e instanceof UsageError && /unexpected argument 'now'/.test(e.message));
+  assert.throws(
+    () => parseCommandLine(backupDatabase.spec, ['now']),
+    (e: Error) => e instanceof UsageError && /unexpected argument 'now'/.test(e.message),
+  );
 });
 parse('a flag that needs a value without one is a usage error', () => {
-  assert.throws(() => parseCommandLine(backupDatabase.spec, ['--keep']), (e: Error) => e instanceof UsageError);
+  assert.throws(
+    () => parseCommandLine(backupDatabase.spec, ['--keep']),
+    (e: Error) => e instanceof UsageError,
+  );
 });
 parse.run();
 
@@ -47,7 +59,10 @@ for (const spec of specs) {
     }
     for (const code of ['0 ', '1 ', '2 ', '75']) assert.match(text, new RegExp(`^  ${code}`, 'm'));
     assert.match(text, /Examples:\n {2}\S/);
-    assert.is(spec.dryRun, allFlags(spec).some((f) => f.name === 'dry-run'));
+    assert.is(
+      spec.dryRun,
+      allFlags(spec).some((f) => f.name === 'dry-run'),
+    );
   });
 }
 help.run();

@@ -23,10 +23,19 @@ import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const log = '/share/CACHEDEV1_DATA/planetarion/logs/backup.log';
 const exe = '/share/CACHEDEV1_DATA/planetarion/backup-database';
-const backupLine = (schedule = '0 2,10,18 * * *'): ManagedLine => ({ job: 'backup', line: cronLine({ job: 'backup', schedule, env: [], argv: [exe], log }) });
+const backupLine = (schedule = '0 2,10,18 * * *'): ManagedLine => ({
+  job: 'backup',
+  line: cronLine({ job: 'backup', schedule, env: [], argv: [exe], log }),
+});
 const drillLine = (schedule = '0 4 * * 0'): ManagedLine => ({
   job: 'drill',
-  line: cronLine({ job: 'drill', schedule, env: [], argv: ['/share/CACHEDEV1_DATA/planetarion/restore-database', '--test', 'latest'], log }),
+  line: cronLine({
+    job: 'drill',
+    schedule,
+    env: [],
+    argv: ['/share/CACHEDEV1_DATA/planetarion/restore-database', '--test', 'latest'],
+    log,
+  }),
 });
 
 /** A QNAP-like crontab: other jobs, comments, blank lines, tabs, trailing spaces, a CRLF line, the old script's line. */
@@ -45,13 +54,27 @@ const qnap = [
 ].join('\n');
 
 /** The text without its managed lines: what must survive any plan, byte for byte. */
-const foreign = (text: string) => text.split('\n').filter((l) => managedJobOf(l) === undefined).join('\n');
+const foreign = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => managedJobOf(l) === undefined)
+    .join('\n');
 
 const plan = suite('planCrontab');
 
 const installCases: Array<{ name: string; before: string; desired: ManagedLine[]; after: string }> = [
-  { name: 'into an empty crontab', before: '', desired: [backupLine(), drillLine()], after: `${backupLine().line}\n${drillLine().line}\n` },
-  { name: 'after other jobs, comments, blank lines and odd whitespace', before: qnap, desired: [backupLine(), drillLine()], after: `${qnap}${backupLine().line}\n${drillLine().line}\n` },
+  {
+    name: 'into an empty crontab',
+    before: '',
+    desired: [backupLine(), drillLine()],
+    after: `${backupLine().line}\n${drillLine().line}\n`,
+  },
+  {
+    name: 'after other jobs, comments, blank lines and odd whitespace',
+    before: qnap,
+    desired: [backupLine(), drillLine()],
+    after: `${qnap}${backupLine().line}\n${drillLine().line}\n`,
+  },
   {
     name: 'after a last line without a newline (only that newline is added)',
     before: '0 3 * * * /sbin/hwclock -s',
@@ -84,7 +107,8 @@ const installCases: Array<{ name: string; before: string; desired: ManagedLine[]
   },
   {
     name: 'a foreign line that merely mentions backup-database or the marker text is kept',
-    before: '0 1 * * * /opt/backup-database --keep 9\n0 2 * * * echo planetarion-backup:backup # planetarion-backup:backups\n',
+    before:
+      '0 1 * * * /opt/backup-database --keep 9\n0 2 * * * echo planetarion-backup:backup # planetarion-backup:backups\n',
     desired: [backupLine()],
     after: `0 1 * * * /opt/backup-database --keep 9\n0 2 * * * echo planetarion-backup:backup # planetarion-backup:backups\n${backupLine().line}\n`,
   },
@@ -104,13 +128,21 @@ plan('every foreign line survives install, re-install and uninstall byte for byt
     const installed = planCrontab(text, [backupLine(), drillLine()]);
     const again = planCrontab(installed, [backupLine('*/5 * * * *')]);
     const removed = removeManagedLines(again);
-    for (const t of [installed, again, removed]) assert.is(foreign(t).replace(/\n+$/, ''), foreign(text).replace(/\n+$/, ''));
-    assert.equal(findManagedLines(again).map((l) => l.schedule), ['*/5 * * * *']);
+    for (const t of [installed, again, removed])
+      assert.is(foreign(t).replace(/\n+$/, ''), foreign(text).replace(/\n+$/, ''));
+    assert.equal(
+      findManagedLines(again).map((l) => l.schedule),
+      ['*/5 * * * *'],
+    );
   }
 });
 
 const uninstallCases: Array<{ name: string; before: string; after: string }> = [
-  { name: 'install then uninstall gives the original back exactly', before: planCrontab(qnap, [backupLine(), drillLine()]), after: qnap },
+  {
+    name: 'install then uninstall gives the original back exactly',
+    before: planCrontab(qnap, [backupLine(), drillLine()]),
+    after: qnap,
+  },
   { name: 'a crontab without managed lines is untouched', before: qnap, after: qnap },
   { name: 'a missing final newline stays missing', before: `a\n${backupLine().line}\n\tb  `, after: 'a\n\tb  ' },
   { name: 'a commented-out (disabled) managed line goes too', before: `#${backupLine().line}\nz\n`, after: 'z\n' },
@@ -130,15 +162,28 @@ plan.run();
 
 const line = suite('cronLine');
 line('schedule, assignments, absolute executable, log appended with stderr, marker last', () => {
-  const text = cronLine({ job: 'backup', schedule: '0 2 * * *', env: [['PLANETARION_DIR', '/nas/p b']], argv: ['/nas/p b/backup-database'], log: '/nas/p b/logs/backup.log' });
-  assert.is(text, "0 2 * * * PLANETARION_DIR='/nas/p b' '/nas/p b/backup-database' >> '/nas/p b/logs/backup.log' 2>&1 # planetarion-backup:backup");
+  const text = cronLine({
+    job: 'backup',
+    schedule: '0 2 * * *',
+    env: [['PLANETARION_DIR', '/nas/p b']],
+    argv: ['/nas/p b/backup-database'],
+    log: '/nas/p b/logs/backup.log',
+  });
+  assert.is(
+    text,
+    "0 2 * * * PLANETARION_DIR='/nas/p b' '/nas/p b/backup-database' >> '/nas/p b/logs/backup.log' 2>&1 # planetarion-backup:backup",
+  );
   assert.is(managedJobOf(text), 'backup');
-  assert.equal(findManagedLines(`${text}\n`).map((l) => [l.job, l.schedule]), [['backup', '0 2 * * *']]);
+  assert.equal(
+    findManagedLines(`${text}\n`).map((l) => [l.job, l.schedule]),
+    [['backup', '0 2 * * *']],
+  );
 });
 line('refuses % and line breaks, which cron would turn into newlines', () => {
   for (const bad of ['/nas/100%', '/nas/a\nb']) {
     assert.throws(
-      () => cronLine({ job: 'backup', schedule: '* * * * *', env: [['PLANETARION_DIR', bad]], argv: ['/x'], log: '/l' }),
+      () =>
+        cronLine({ job: 'backup', schedule: '* * * * *', env: [['PLANETARION_DIR', bad]], argv: ['/x'], log: '/l' }),
       (e: Error) => e instanceof UsageError && /cannot go into a crontab line/.test(e.message),
     );
   }
@@ -154,7 +199,10 @@ line('/bin/sh runs the command part with every odd value intact (the way cron ha
     const text = cronLine({
       job: 'drill',
       schedule: '0 4 * * 0',
-      env: [['PLANETARION_DIR', odd], ['PLANETARION_DB_USER', 'we$ird']],
+      env: [
+        ['PLANETARION_DIR', odd],
+        ['PLANETARION_DB_USER', 'we$ird'],
+      ],
       argv: [script, '--test', 'latest'],
       log: join(odd, 'backup.log'),
     });
@@ -194,30 +242,55 @@ diff('a changed schedule: one - and one + line inside a hunk with context', () =
   const after = planCrontab(before, [backupLine('15 3 * * *')]);
   assert.fixture(
     crontabDiff(before, after, '/etc/config/crontab'),
-    ['--- /etc/config/crontab', '+++ /etc/config/crontab (new)', '@@ -3,4 +3,4 @@', ' c', ' d', ' e', `-${backupLine().line}`, `+${backupLine('15 3 * * *').line}`, ''].join('\n'),
+    [
+      '--- /etc/config/crontab',
+      '+++ /etc/config/crontab (new)',
+      '@@ -3,4 +3,4 @@',
+      ' c',
+      ' d',
+      ' e',
+      `-${backupLine().line}`,
+      `+${backupLine('15 3 * * *').line}`,
+      '',
+    ].join('\n'),
   );
 });
 diff('lines added to a file without a final newline', () => {
   assert.fixture(
     crontabDiff('a', planCrontab('a', [backupLine()]), 'c'),
-    ['--- c', '+++ c (new)', '@@ -1,1 +1,2 @@', '-a', '\\ No newline at end of file', '+a', `+${backupLine().line}`, ''].join('\n'),
+    [
+      '--- c',
+      '+++ c (new)',
+      '@@ -1,1 +1,2 @@',
+      '-a',
+      '\\ No newline at end of file',
+      '+a',
+      `+${backupLine().line}`,
+      '',
+    ].join('\n'),
   );
 });
 diff('far-apart changes get separate hunks', () => {
   const before = `${backupLine().line}\n1\n2\n3\n4\n5\n6\n7\n8\n${drillLine().line}\n`;
   const out = crontabDiff(before, removeManagedLines(before), 'c');
-  assert.equal(out.split('\n').filter((l) => l.startsWith('@@')), ['@@ -1,4 +1,3 @@', '@@ -7,4 +6,3 @@']);
+  assert.equal(
+    out.split('\n').filter((l) => l.startsWith('@@')),
+    ['@@ -1,4 +1,3 @@', '@@ -7,4 +6,3 @@'],
+  );
 });
 diff.run();
 
 const assignments = suite('cronAssignments');
 const configAt = (files: Record<string, string>) => (path: string) => files[path];
-const settingsWith = (flags: Record<string, string>, files: Record<string, string> = {}) => resolveSettings({ flags, env: {}, readFile: configAt(files) });
+const settingsWith = (flags: Record<string, string>, files: Record<string, string> = {}) =>
+  resolveSettings({ flags, env: {}, readFile: configAt(files) });
 assignments('all defaults: the line needs no assignment', () => {
   assert.equal(cronAssignments(settingsWith({}), undefined, configAt({})), []);
 });
 assignments('a non-default dir is carried; backups/logs derived from it are not', () => {
-  assert.equal(cronAssignments(settingsWith({ dir: '/nas/p' }), undefined, configAt({})), [['PLANETARION_DIR', '/nas/p']]);
+  assert.equal(cronAssignments(settingsWith({ dir: '/nas/p' }), undefined, configAt({})), [
+    ['PLANETARION_DIR', '/nas/p'],
+  ]);
 });
 assignments("settings from the dir's planetarion.env are not repeated; flags that differ from it are", () => {
   const files = { '/nas/p/planetarion.env': 'PLANETARION_DB_CONTAINER=db-from-file\nPLANETARION_LOG_DIR=/var/log/p\n' };
@@ -229,17 +302,33 @@ assignments("settings from the dir's planetarion.env are not repeated; flags tha
     ['DOCKER', '/opt/docker'],
   ]);
 });
-assignments('a docker found only on this shell\'s PATH is pinned', () => {
-  assert.equal(cronAssignments(settingsWith({}), '/usr/local/bin/docker', configAt({})), [['DOCKER', '/usr/local/bin/docker']]);
+assignments("a docker found only on this shell's PATH is pinned", () => {
+  assert.equal(cronAssignments(settingsWith({}), '/usr/local/bin/docker', configAt({})), [
+    ['DOCKER', '/usr/local/bin/docker'],
+  ]);
 });
 assignments.run();
 
 const environment = suite('cron environment');
 environment("the self test gets cron's PATH and the line's assignments, nothing of this shell", () => {
-  const env = cronJobEnvironment([['PLANETARION_DIR', '/nas']], { HOME: '/root', USER: 'admin', PATH: '/opt/bin:/usr/bin', PLANETARION_KEEP: '9' });
-  assert.equal(env, { PATH: '/usr/bin:/bin', SHELL: '/bin/sh', HOME: '/root', LOGNAME: 'admin', PLANETARION_DIR: '/nas' });
+  const env = cronJobEnvironment([['PLANETARION_DIR', '/nas']], {
+    HOME: '/root',
+    USER: 'admin',
+    PATH: '/opt/bin:/usr/bin',
+    PLANETARION_KEEP: '9',
+  });
+  assert.equal(env, {
+    PATH: '/usr/bin:/bin',
+    SHELL: '/bin/sh',
+    HOME: '/root',
+    LOGNAME: 'admin',
+    PLANETARION_DIR: '/nas',
+  });
 });
 environment('settings only this shell has are named, so the operator can move them to planetarion.env', () => {
-  assert.equal(settingsCronWillMiss({ PLANETARION_KEEP: '9', PLANETARION_DIR: '/x', PLANETARION_SCHEDULE: '* * * * *' }), ['PLANETARION_KEEP']);
+  assert.equal(
+    settingsCronWillMiss({ PLANETARION_KEEP: '9', PLANETARION_DIR: '/x', PLANETARION_SCHEDULE: '* * * * *' }),
+    ['PLANETARION_KEEP'],
+  );
 });
 environment.run();

@@ -2,13 +2,33 @@
 // name by name as pg_dump does, the ACL rebuilt from nothing, every name and value quoted.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { alterDatabaseSql, createDatabaseSql, fixedPropertyDifferences, setClause, splitList, type DatabaseProperties } from '../lib/database-properties.ts';
+import {
+  alterDatabaseSql,
+  createDatabaseSql,
+  fixedPropertyDifferences,
+  setClause,
+  splitList,
+  type DatabaseProperties,
+} from '../lib/database-properties.ts';
 
 const props: DatabaseProperties = {
-  encoding: 'UTF8', collate: 'C', ctype: 'C.UTF-8', localeProvider: 'icu', iculocale: 'en-US', owner: 'game owner', connectionLimit: 42,
+  encoding: 'UTF8',
+  collate: 'C',
+  ctype: 'C.UTF-8',
+  localeProvider: 'icu',
+  iculocale: 'en-US',
+  owner: 'game owner',
+  connectionLimit: 42,
   comment: "Planetarion's data",
-  acl: [{ grantee: 'game owner', privilege: 'CONNECT', grantable: false }, { grantee: null, privilege: 'TEMPORARY', grantable: false }, { grantee: 'app', privilege: 'CONNECT', grantable: true }],
-  settings: [{ role: null, setting: 'work_mem=12MB' }, { role: 'app', setting: 'search_path="$user", public, "Game ""Data"""' }],
+  acl: [
+    { grantee: 'game owner', privilege: 'CONNECT', grantable: false },
+    { grantee: null, privilege: 'TEMPORARY', grantable: false },
+    { grantee: 'app', privilege: 'CONNECT', grantable: true },
+  ],
+  settings: [
+    { role: null, setting: 'work_mem=12MB' },
+    { role: 'app', setting: 'search_path="$user", public, "Game ""Data"""' },
+  ],
 };
 
 test('splitList reads a list setting the way the server stores it', () => {
@@ -49,7 +69,9 @@ test('alterDatabaseSql: limit, comment, the ACL from nothing, settings per role'
 });
 
 test('fixedPropertyDifferences names what CREATE DATABASE fixed and differs', () => {
-  assert.equal(fixedPropertyDifferences(props, { ...props, owner: 'x', collate: 'C.UTF-8' }), ['collate: C -> C.UTF-8']);
+  assert.equal(fixedPropertyDifferences(props, { ...props, owner: 'x', collate: 'C.UTF-8' }), [
+    'collate: C -> C.UTF-8',
+  ]);
 });
 
 test.run();

@@ -7,7 +7,17 @@ import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { psql, removeDb, rowCounts, scratchName, seedPlanetarion, startDb, testImage, writeRows, type RowWriter } from './helpers/db.ts';
+import {
+  psql,
+  removeDb,
+  rowCounts,
+  scratchName,
+  seedPlanetarion,
+  startDb,
+  testImage,
+  writeRows,
+  type RowWriter,
+} from './helpers/db.ts';
 
 const name = scratchName('pb-dbtest');
 let ready = false;
@@ -42,7 +52,10 @@ const quotedTables = [
 /** A digest of every table's rows (ordered by their text form) in one database. */
 async function contentDigest(db: string): Promise<string> {
   const sql = quotedTables
-    .map((t) => `SELECT '${t.replace(/'/g, "''")}', md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) FROM ${t} AS r;`)
+    .map(
+      (t) =>
+        `SELECT '${t.replace(/'/g, "''")}', md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) FROM ${t} AS r;`,
+    )
     .join('\n');
   return psql(name, `${sql}\nSELECT 'tick_seq', last_value FROM tick_seq;`, { db });
 }
@@ -81,7 +94,10 @@ db('startDb runs a healthy, network-less container and seedPlanetarion fills it'
     name,
   );
   assert.is(inspect, `healthy none db ${testImage}`);
-  assert.is(await psql(name, 'SELECT current_user, current_database(), current_setting(\'server_version_num\')::int / 10000;'), 'planetarion_user|planetarion|15');
+  assert.is(
+    await psql(name, "SELECT current_user, current_database(), current_setting('server_version_num')::int / 10000;"),
+    'planetarion_user|planetarion|15',
+  );
   const started = Date.now();
   await seedPlanetarion(name);
   const ms = Date.now() - started;
@@ -102,15 +118,27 @@ db('hard-to-quote identifiers, the key-less table and the standalone sequence ex
       WHERE table_schema = 'game' AND table_name = 'Mixed Case' ORDER BY ordinal_position;`,
   );
   assert.equal(cols.split('\n'), ['ID', 'Weird "Col"', 'select', 'naïve café']);
-  const tables = await psql(name, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'game' ORDER BY 1;`);
+  const tables = await psql(
+    name,
+    `SELECT table_name FROM information_schema.tables WHERE table_schema = 'game' ORDER BY 1;`,
+  );
   assert.equal(tables.split('\n'), ['Mixed Case', 'a "quoted" table']);
   assert.is(
-    await psql(name, `SELECT count(*) FROM game."Mixed Case" m JOIN game."a ""quoted"" table" q ON q."Mixed Case ID" = m."ID" WHERE m."Weird ""Col""" IS NOT NULL;`),
+    await psql(
+      name,
+      `SELECT count(*) FROM game."Mixed Case" m JOIN game."a ""quoted"" table" q ON q."Mixed Case ID" = m."ID" WHERE m."Weird ""Col""" IS NOT NULL;`,
+    ),
     '16',
   );
-  assert.is(await psql(name, `SELECT pg_get_serial_sequence('game."a ""quoted"" table"', 'id');`), 'game."a ""quoted"" table_id_seq"');
   assert.is(
-    await psql(name, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.news_events'::regclass AND contype = 'p';`),
+    await psql(name, `SELECT pg_get_serial_sequence('game."a ""quoted"" table"', 'id');`),
+    'game."a ""quoted"" table_id_seq"',
+  );
+  assert.is(
+    await psql(
+      name,
+      `SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.news_events'::regclass AND contype = 'p';`,
+    ),
     '0',
   );
   assert.is(await psql(name, `SELECT count(*) - count(DISTINCT n.*) FROM news_events n;`), '100');
@@ -121,7 +149,10 @@ db('hard-to-quote identifiers, the key-less table and the standalone sequence ex
     'tick_seq is owned by no column',
   );
   assert.is(
-    await psql(name, `SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace IN ('public'::regnamespace, 'game'::regnamespace);`),
+    await psql(
+      name,
+      `SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace IN ('public'::regnamespace, 'game'::regnamespace);`,
+    ),
     '7',
   );
 });
@@ -130,10 +161,13 @@ db('seeded NULL, unicode, bytea, numeric and tricky text values read back exactl
   needReady();
   assert.is(await psql(name, `SELECT name || '|' || tag FROM alliances WHERE id = 1;`), 'Ünïcødé Ållïance ☄|ÜÅ☄');
   assert.is(await psql(name, `SELECT count(*) FROM users WHERE last_login IS NULL;`), String(Math.floor(300 / 7)));
-  const avatar = '00ff' + createHash('md5').update('avatar5').digest('hex') + '000a0d5c27';
+  const avatar = `00ff${createHash('md5').update('avatar5').digest('hex')}000a0d5c27`;
   assert.is(await psql(name, `SELECT encode(avatar, 'hex') FROM users WHERE id = 5;`), avatar);
   assert.is(await psql(name, `SELECT avatar IS NULL FROM users WHERE id = 6;`), 't');
-  assert.is(await psql(name, `SELECT metal || ' ' || score || ' ' || size || ' ' || growth FROM planets WHERE id = 2000;`), '2469134000 2469134.000 0.1 285.7142857142857');
+  assert.is(
+    await psql(name, `SELECT metal || ' ' || score || ' ' || size || ' ' || growth FROM planets WHERE id = 2000;`),
+    '2469134000 2469134.000 0.1 285.7142857142857',
+  );
   assert.is(await psql(name, `SELECT body FROM chat_messages WHERE id = 2;`), 'path C:\\Games\\PA\\save2\\');
   assert.is(await psql(name, `SELECT body FROM chat_messages WHERE id = 6;`), 'before\n\\.\nafter 6');
   assert.is(await psql(name, `SELECT body FROM chat_messages WHERE id = 4;`), 'tab\tseparated\tvalues\t4\r\nCRLF');
@@ -148,7 +182,10 @@ db('psql sends SQL on stdin: NULL, unicode and bytea round-trip; errors throw wi
   const id = Number(await psql(name, sql));
   assert.ok(id > 300);
   assert.is(
-    await psql(name, `SELECT email, last_login IS NULL, encode(avatar, 'hex'), created_at AT TIME ZONE 'UTC' FROM users WHERE id = ${id};`),
+    await psql(
+      name,
+      `SELECT email, last_login IS NULL, encode(avatar, 'hex'), created_at AT TIME ZONE 'UTC' FROM users WHERE id = ${id};`,
+    ),
     `${email}|t|00de00ad|2024-05-05 05:05:05.123456`,
   );
   await psql(name, `DELETE FROM users WHERE id = ${id};`);
@@ -182,7 +219,11 @@ db('writeRows keeps committing rows until stopped, chat row and news twin in one
   writer = undefined;
   assert.ok(written > first, `wrote ${written} rows (had ${first} at start)`);
   await new Promise((resolve) => setTimeout(resolve, 200));
-  assert.is(await psql(name, `SELECT count(*) FROM chat_messages WHERE channel LIKE '#writer-%';`), String(written), 'no rows after stop');
+  assert.is(
+    await psql(name, `SELECT count(*) FROM chat_messages WHERE channel LIKE '#writer-%';`),
+    String(written),
+    'no rows after stop',
+  );
   assert.is(await psql(name, `SELECT count(*) FROM news_events WHERE kind LIKE '#writer-%';`), String(written));
   assert.is(await psql(name, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pb-writer-%';`), '0');
 });

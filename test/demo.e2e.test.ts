@@ -13,7 +13,11 @@ const repo = join(import.meta.dirname, '..');
 /** Runs `npm run demo -- ARGS` from the repository. */
 function demo(args: string[] = []): Promise<ToolResult> {
   return new Promise((resolve) => {
-    const child = spawn('npm', ['run', '--silent', 'demo', '--', ...args], { cwd: repo, env: cleanEnv({ FORCE_COLOR: '0' }), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('npm', ['run', '--silent', 'demo', '--', ...args], {
+      cwd: repo,
+      env: cleanEnv({ FORCE_COLOR: '0' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -85,7 +89,12 @@ run('--keep leaves the containers and folders, and the commands it prints remove
   assert.ok(existsSync(join(made.nas, 'logs/backup.log')));
   assert.match(readFileSync(join(made.nas, 'deploy/state.json'), 'utf8'), /"live"/);
   assert.is(containersOf(made.id).length, 3);
-  const removal = r.stdout.slice(r.stdout.indexOf('Remove it all with:')).split('\n').slice(1).filter((l) => l.startsWith('  ')).join('\n');
+  const removal = r.stdout
+    .slice(r.stdout.indexOf('Remove it all with:'))
+    .split('\n')
+    .slice(1)
+    .filter((l) => l.startsWith('  '))
+    .join('\n');
   assert.match(removal, /docker rm -f -v /);
   execFileSync('sh', ['-e', '-c', removal]);
   assert.equal(containersOf(made.id), []);

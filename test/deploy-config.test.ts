@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseCommandLine, type CommandSpec } from '../lib/command.ts';
-import { deployConfigFileName, deployConfigFlags, loadDeployConfig, sshTargetOf, type DeployConfigInput } from '../lib/deploy-config.ts';
+import {
+  deployConfigFileName,
+  deployConfigFlags,
+  loadDeployConfig,
+  sshTargetOf,
+  type DeployConfigInput,
+} from '../lib/deploy-config.ts';
 import { ExitCode, UsageError } from '../lib/errors.ts';
 import { defaultDir } from '../lib/settings.ts';
 
@@ -85,24 +91,42 @@ precedence('an empty value counts as unset', () => {
   const c = load({ fileText: `${minimal}QNAP_SSH_PORT=\n`, env: { HOME: '/home/me', QNAP_SSH_PORT: '' } });
   assert.is(c.sshPort, 22);
 });
-precedence('the shell script\'s file format: export, quotes, comments', () => {
-  const c = load({ fileText: '# deploy target\nexport QNAP_IP="nas.example"\nQNAP_USER=\'admin\'\nQNAP_SSH_KEY=~/.ssh/nas_ed25519\n' });
+precedence("the shell script's file format: export, quotes, comments", () => {
+  const c = load({
+    fileText: '# deploy target\nexport QNAP_IP="nas.example"\nQNAP_USER=\'admin\'\nQNAP_SSH_KEY=~/.ssh/nas_ed25519\n',
+  });
   assert.is(c.host, 'nas.example');
   assert.is(c.user, 'admin');
   assert.is(c.sshKey, '/home/me/.ssh/nas_ed25519');
 });
 precedence('local paths resolve against the current folder', () => {
-  const c = load({ fileText: minimal, flags: { 'ssh-key': 'keys/id', 'known-hosts': '/tmp/kh', 'compose-file': '../other/compose.yml' } });
+  const c = load({
+    fileText: minimal,
+    flags: { 'ssh-key': 'keys/id', 'known-hosts': '/tmp/kh', 'compose-file': '../other/compose.yml' },
+  });
   assert.is(c.sshKey, '/work/game/keys/id');
   assert.is(c.knownHosts, '/tmp/kh');
   assert.is(c.composeFile, '/work/other/compose.yml');
 });
 precedence('the project dir is normalised', () => {
-  assert.is(load({ fileText: minimal, flags: { 'project-dir': '/share/x//planetarion/' } }).projectDir, '/share/x/planetarion');
+  assert.is(
+    load({ fileText: minimal, flags: { 'project-dir': '/share/x//planetarion/' } }).projectDir,
+    '/share/x/planetarion',
+  );
 });
 precedence('sshTargetOf carries the connection settings', () => {
-  const c = load({ fileText: minimal, flags: { 'ssh-key': 'other-key', 'ssh-port': '2022', 'known-hosts': '/tmp/kh', 'ssh-timeout': '3' } });
-  assert.equal(sshTargetOf(c), { host: 'nas.local', user: 'admin', port: 2022, keyFile: '/work/game/other-key', knownHosts: '/tmp/kh', timeoutSec: 3 });
+  const c = load({
+    fileText: minimal,
+    flags: { 'ssh-key': 'other-key', 'ssh-port': '2022', 'known-hosts': '/tmp/kh', 'ssh-timeout': '3' },
+  });
+  assert.equal(sshTargetOf(c), {
+    host: 'nas.local',
+    user: 'admin',
+    port: 2022,
+    keyFile: '/work/game/other-key',
+    knownHosts: '/tmp/kh',
+    timeoutSec: 3,
+  });
 });
 precedence.run();
 
@@ -135,10 +159,22 @@ invalid('port out of range or not a number; names where it came from', () => {
   assert.is(load({ fileText: minimal, flags: { 'ssh-port': '65535' } }).sshPort, 65535);
 });
 invalid('a relative, root or odd project dir', () => {
-  assert.match(usageError({ fileText: `${minimal}QNAP_PROJECT_DIR=share/planetarion\n` }).message, 'an absolute path on the NAS');
-  assert.match(usageError({ fileText: minimal, env: { HOME: '/h', QNAP_PROJECT_DIR: '/' } }).message, 'a directory below /');
-  assert.match(usageError({ fileText: minimal, flags: { 'project-dir': '/share/my dir' } }).message, 'letters, digits and');
-  assert.match(usageError({ fileText: minimal, flags: { 'project-dir': "/share/x';rm -rf /'" } }).message, 'letters, digits and');
+  assert.match(
+    usageError({ fileText: `${minimal}QNAP_PROJECT_DIR=share/planetarion\n` }).message,
+    'an absolute path on the NAS',
+  );
+  assert.match(
+    usageError({ fileText: minimal, env: { HOME: '/h', QNAP_PROJECT_DIR: '/' } }).message,
+    'a directory below /',
+  );
+  assert.match(
+    usageError({ fileText: minimal, flags: { 'project-dir': '/share/my dir' } }).message,
+    'letters, digits and',
+  );
+  assert.match(
+    usageError({ fileText: minimal, flags: { 'project-dir': "/share/x';rm -rf /'" } }).message,
+    'letters, digits and',
+  );
 });
 invalid('a host with spaces, shell characters or a leading dash', () => {
   for (const host of ['nas local', 'nas;reboot', '$(id)', '-oProxyCommand=x', 'nas`id`', 'a|b']) {
@@ -186,23 +222,73 @@ invalid('a .qnap-deploy.env that exists but cannot be read: one line naming it, 
     rmSync(dir, { recursive: true, force: true });
   }
   const denied = Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
-  assert.is(usageError({ readFile: () => { throw denied; } }).message, `cannot read ${file}: permission denied`);
+  assert.is(
+    usageError({
+      readFile: () => {
+        throw denied;
+      },
+    }).message,
+    `cannot read ${file}: permission denied`,
+  );
 });
 invalid.run();
 
 const flags = suite('deployConfigFlags');
 flags('parse through a command spec; each names its environment variable', () => {
   const spec: CommandSpec = {
-    name: 'deploy-to-qnap', usage: '', description: '', flags: deployConfigFlags, settings: [],
-    dryRun: true, maxPositionals: 0, examples: [],
+    name: 'deploy-to-qnap',
+    usage: '',
+    description: '',
+    flags: deployConfigFlags,
+    settings: [],
+    dryRun: true,
+    maxPositionals: 0,
+    examples: [],
   };
-  const { flags: parsed } = parseCommandLine(spec, ['--host', 'nas', '--user', 'admin', '--project-dir', '/share/p', '--compose-file', 'c.yml',
-    '--ssh-key', 'keys/id', '--ssh-port', '2222', '--known-hosts', '/tmp/kh', '--ssh-timeout', '5']);
-  const c = loadDeployConfig({ cwd, env: {}, flags: parsed, readFile: () => undefined, isFile: (p) => keys.has(p), dirExists: () => true });
-  assert.equal([c.host, c.user, c.projectDir, c.composeFile, c.sshKey, c.sshPort, c.knownHosts, c.sshTimeoutSec],
-    ['nas', 'admin', '/share/p', '/work/game/c.yml', '/work/game/keys/id', 2222, '/tmp/kh', 5]);
-  for (const env of ['QNAP_IP', 'QNAP_USER', 'QNAP_PROJECT_DIR', 'DOCKER_COMPOSE_FILE', 'QNAP_SSH_KEY', 'QNAP_SSH_PORT', 'QNAP_SSH_KNOWN_HOSTS', 'QNAP_SSH_TIMEOUT']) {
-    assert.ok(deployConfigFlags.some((f) => f.description.includes(`[env ${env}]`)), env);
+  const { flags: parsed } = parseCommandLine(spec, [
+    '--host',
+    'nas',
+    '--user',
+    'admin',
+    '--project-dir',
+    '/share/p',
+    '--compose-file',
+    'c.yml',
+    '--ssh-key',
+    'keys/id',
+    '--ssh-port',
+    '2222',
+    '--known-hosts',
+    '/tmp/kh',
+    '--ssh-timeout',
+    '5',
+  ]);
+  const c = loadDeployConfig({
+    cwd,
+    env: {},
+    flags: parsed,
+    readFile: () => undefined,
+    isFile: (p) => keys.has(p),
+    dirExists: () => true,
+  });
+  assert.equal(
+    [c.host, c.user, c.projectDir, c.composeFile, c.sshKey, c.sshPort, c.knownHosts, c.sshTimeoutSec],
+    ['nas', 'admin', '/share/p', '/work/game/c.yml', '/work/game/keys/id', 2222, '/tmp/kh', 5],
+  );
+  for (const env of [
+    'QNAP_IP',
+    'QNAP_USER',
+    'QNAP_PROJECT_DIR',
+    'DOCKER_COMPOSE_FILE',
+    'QNAP_SSH_KEY',
+    'QNAP_SSH_PORT',
+    'QNAP_SSH_KNOWN_HOSTS',
+    'QNAP_SSH_TIMEOUT',
+  ]) {
+    assert.ok(
+      deployConfigFlags.some((f) => f.description.includes(`[env ${env}]`)),
+      env,
+    );
   }
 });
 flags.run();

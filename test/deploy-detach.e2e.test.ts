@@ -7,7 +7,18 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
-import { childWith, installDockerHook, logSince, logSize, nothingLost, patient, slowMachine, startGroup, stateOf, writersRun } from './helpers/deploy-faults.ts';
+import {
+  childWith,
+  installDockerHook,
+  logSince,
+  logSize,
+  nothingLost,
+  patient,
+  slowMachine,
+  startGroup,
+  stateOf,
+  writersRun,
+} from './helpers/deploy-faults.ts';
 import { startSshd, type TestSshd } from './helpers/sshd.ts';
 import { makeTestNas, type TestNas } from './helpers/stack.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
@@ -18,7 +29,12 @@ let workstation = '';
 let hook = { path: '', hook: '' };
 
 function deployEnv(): Record<string, string> {
-  return { QNAP_SSH_KEY: sshd!.keyFile, QNAP_SSH_PORT: String(sshd!.port), QNAP_SSH_KNOWN_HOSTS: sshd!.knownHosts, QNAP_SSH_TIMEOUT: '20' };
+  return {
+    QNAP_SSH_KEY: sshd!.keyFile,
+    QNAP_SSH_PORT: String(sshd!.port),
+    QNAP_SSH_KNOWN_HOSTS: sshd!.knownHosts,
+    QNAP_SSH_TIMEOUT: '20',
+  };
 }
 
 const remote = suite('deploy-to-qnap: the NAS side outlives the SSH session');
@@ -39,80 +55,110 @@ remote('an unreadable .qnap-deploy.env: exit 2, one error line naming it, no sta
 remote('setup and first deployment: the compose file and planetarion.env are written 0600 on the NAS', async () => {
   nas = makeTestNas();
   hook = installDockerHook(nas);
-  sshd = await startSshd({ env: { PATH: `${nas.qnap.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
+  sshd = await startSshd({
+    env: { PATH: `${nas.qnap.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` },
+  });
   workstation = makeTempDir('planetarion-ws-');
-  writeFileSync(join(workstation, 'docker-compose.qnap.yml'), patient(readFileSync(join(nas.dir, 'docker-compose.qnap.yml'), 'utf8')), { mode: 0o644 });
-  writeFileSync(join(workstation, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${nas.container}\nDOCKER=${hook.path}\n`, { mode: 0o644 });
-  writeFileSync(join(workstation, '.qnap-deploy.env'), `QNAP_IP=127.0.0.1\nQNAP_USER=root\nQNAP_PROJECT_DIR=${nas.dir}\n`);
+  writeFileSync(
+    join(workstation, 'docker-compose.qnap.yml'),
+    patient(readFileSync(join(nas.dir, 'docker-compose.qnap.yml'), 'utf8')),
+    { mode: 0o644 },
+  );
+  writeFileSync(
+    join(workstation, 'planetarion.env'),
+    `PLANETARION_DB_CONTAINER=${nas.container}\nDOCKER=${hook.path}\n`,
+    { mode: 0o644 },
+  );
+  writeFileSync(
+    join(workstation, '.qnap-deploy.env'),
+    `QNAP_IP=127.0.0.1\nQNAP_USER=root\nQNAP_PROJECT_DIR=${nas.dir}\n`,
+  );
   const r = await runTool('deploy-to-qnap', [...nas.deployArgs, ...slowMachine], deployEnv(), { cwd: workstation });
   assert.is(r.code, 0, r.stderr);
-  assert.match(r.stderr, /Running on the NAS as run \d{8}_\d{6}-[0-9a-f]{6} \(pid \d+\), detached from this SSH session/);
+  assert.match(
+    r.stderr,
+    /Running on the NAS as run \d{8}_\d{6}-[0-9a-f]{6} \(pid \d+\), detached from this SSH session/,
+  );
   assert.match(r.stderr, /First deployment is live/);
-  for (const file of ['docker-compose.qnap.yml', 'planetarion.env']) assert.is(statSync(join(nas.dir, file)).mode & 0o777, 0o600, file);
+  for (const file of ['docker-compose.qnap.yml', 'planetarion.env'])
+    assert.is(statSync(join(nas.dir, file)).mode & 0o777, 0o600, file);
 });
 
-remote('the ssh client killed during the freeze: the workstation reconnects and reports the outcome; nothing lost; a cron failure after the switch only warns', async () => {
-  assert.ok(sshd && nas, 'setup failed');
-  const from = logSize(nas);
-  // QNAP's crontab unreadable (a folder in its place): the cron step after the switch fails.
-  renameSync(nas.qnap.crontab, `${nas.qnap.crontab}.real`);
-  mkdirSync(nas.qnap.crontab);
-  const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
-  try {
-    await waitFor('the freeze', () => /Stopping the live writers/.test(logSince(nas!, from)), 900_000, 50);
-    const ssh = childWith(ws.pid, '--follow');
-    assert.ok(ssh, 'the workstation follows the log over ssh');
-    process.kill(ssh, 'SIGKILL');
-  } catch (error) {
-    process.kill(-ws.pid, 'SIGKILL');
-    throw error;
-  }
-  const r = await ws.done;
-  rmSync(nas.qnap.crontab, { recursive: true });
-  renameSync(`${nas.qnap.crontab}.real`, nas.qnap.crontab);
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stderr, /Lost the connection to the NAS \(.*\); the run goes on there\. Reconnecting/);
-  assert.match(r.stderr, /Deployment A-B switched, with warnings,.*warning: installing the backup cron job failed after the switch/);
-  assert.is(stateOf(nas).lastDeploy.outcome, 'switched');
-  assert.match(String(stateOf(nas).lastDeploy.warnings), /installing the backup cron job failed/);
-  // Each log line reached the workstation once, across the reconnection.
-  assert.is(r.stderr.match(/Stopping the live writers/g)?.length, 1);
-  const result = JSON.parse(r.stdout);
-  assert.is(result.mode, 'ab');
-  await writersRun(nas);
-  await nothingLost(nas, result.previous);
-});
-
-remote('the workstation killed (with its ssh) during the switch: the NAS side finishes it; a later --status reports the outcome', async () => {
-  assert.ok(sshd && nas, 'setup failed');
-  const before = stateOf(nas);
-  writeFileSync(hook.hook, 'slow * 2\n');
-  const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine], deployEnv(), workstation);
-  try {
-    await waitFor('the first rename of the switch', () => existsSync(`${hook.hook}.slowed`), 900_000, 50);
-  } finally {
+remote(
+  'the ssh client killed during the freeze: the workstation reconnects and reports the outcome; nothing lost; a cron failure after the switch only warns',
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    const from = logSize(nas);
+    // QNAP's crontab unreadable (a folder in its place): the cron step after the switch fails.
+    renameSync(nas.qnap.crontab, `${nas.qnap.crontab}.real`);
+    mkdirSync(nas.qnap.crontab);
+    const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
     try {
+      await waitFor('the freeze', () => /Stopping the live writers/.test(logSince(nas!, from)), 900_000, 50);
+      const ssh = childWith(ws.pid, '--follow');
+      assert.ok(ssh, 'the workstation follows the log over ssh');
+      process.kill(ssh, 'SIGKILL');
+    } catch (error) {
       process.kill(-ws.pid, 'SIGKILL');
-    } catch {
-      // It gave up following already (a loaded machine's sshd can be slower than its retries): the NAS side goes on all the same.
+      throw error;
     }
-  }
-  await ws.done;
-  const runs = join(nas.dir, 'deploy/runs');
-  const run = readdirSync(runs).filter((f) => f.endsWith('.run.json')).sort().pop()!.replace('.run.json', '');
-  await waitFor('the NAS-side run to end', () => existsSync(join(runs, `${run}.result.json`)), 900_000, 200);
-  rmSync(hook.hook, { force: true });
-  assert.is(JSON.parse(readFileSync(join(runs, `${run}.result.json`), 'utf8')).exitCode, 0);
-  const status = await runTool('deploy-to-qnap', ['--status'], deployEnv(), { cwd: workstation });
-  assert.is(status.code, 0, status.stderr);
-  assert.match(status.stdout, new RegExp(`^Last run: ${run} \\(.*\\) started .*: ended with exit 0`, 'm'));
-  assert.match(status.stdout, /^Last deployment: .* ab switched succeeded/m);
-  const after = stateOf(nas);
-  assert.is.not(after.live.project, before.live.project);
-  assert.is(after.previous!.project, before.live.project);
-  await writersRun(nas);
-  await nothingLost(nas, after.previous!);
-});
+    const r = await ws.done;
+    rmSync(nas.qnap.crontab, { recursive: true });
+    renameSync(`${nas.qnap.crontab}.real`, nas.qnap.crontab);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Lost the connection to the NAS \(.*\); the run goes on there\. Reconnecting/);
+    assert.match(
+      r.stderr,
+      /Deployment A-B switched, with warnings,.*warning: installing the backup cron job failed after the switch/,
+    );
+    assert.is(stateOf(nas).lastDeploy.outcome, 'switched');
+    assert.match(String(stateOf(nas).lastDeploy.warnings), /installing the backup cron job failed/);
+    // Each log line reached the workstation once, across the reconnection.
+    assert.is(r.stderr.match(/Stopping the live writers/g)?.length, 1);
+    const result = JSON.parse(r.stdout);
+    assert.is(result.mode, 'ab');
+    await writersRun(nas);
+    await nothingLost(nas, result.previous);
+  },
+);
+
+remote(
+  'the workstation killed (with its ssh) during the switch: the NAS side finishes it; a later --status reports the outcome',
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    const before = stateOf(nas);
+    writeFileSync(hook.hook, 'slow * 2\n');
+    const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine], deployEnv(), workstation);
+    try {
+      await waitFor('the first rename of the switch', () => existsSync(`${hook.hook}.slowed`), 900_000, 50);
+    } finally {
+      try {
+        process.kill(-ws.pid, 'SIGKILL');
+      } catch {
+        // It gave up following already (a loaded machine's sshd can be slower than its retries): the NAS side goes on all the same.
+      }
+    }
+    await ws.done;
+    const runs = join(nas.dir, 'deploy/runs');
+    const run = readdirSync(runs)
+      .filter((f) => f.endsWith('.run.json'))
+      .sort()
+      .pop()!
+      .replace('.run.json', '');
+    await waitFor('the NAS-side run to end', () => existsSync(join(runs, `${run}.result.json`)), 900_000, 200);
+    rmSync(hook.hook, { force: true });
+    assert.is(JSON.parse(readFileSync(join(runs, `${run}.result.json`), 'utf8')).exitCode, 0);
+    const status = await runTool('deploy-to-qnap', ['--status'], deployEnv(), { cwd: workstation });
+    assert.is(status.code, 0, status.stderr);
+    assert.match(status.stdout, new RegExp(`^Last run: ${run} \\(.*\\) started .*: ended with exit 0`, 'm'));
+    assert.match(status.stdout, /^Last deployment: .* ab switched succeeded/m);
+    const after = stateOf(nas);
+    assert.is.not(after.live.project, before.live.project);
+    assert.is(after.previous!.project, before.live.project);
+    await writersRun(nas);
+    await nothingLost(nas, after.previous!);
+  },
+);
 
 remote.after(async () => {
   await sshd?.stop();
@@ -120,4 +166,3 @@ remote.after(async () => {
   if (workstation) removeTempDir(workstation);
 });
 remote.run();
-

@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { argvOf, checkRunId, followRun, recordRunOutcome, resultMarker, type RunRecord, type RunResult } from '../lib/deploy-detach.ts';
+import {
+  argvOf,
+  checkRunId,
+  followRun,
+  recordRunOutcome,
+  resultMarker,
+  type RunRecord,
+  type RunResult,
+} from '../lib/deploy-detach.ts';
 import { CliError, ExitCode } from '../lib/errors.ts';
 import { processStartTicks } from '../lib/lock.ts';
 import { TempDirs } from './helpers/tmp.ts';
@@ -22,7 +30,16 @@ function fakeRun(logLines: string) {
   const logFile = join(dir, 'deploy.log');
   writeFileSync(logFile, 'an older run\n');
   const child = spawn('sleep', ['60'], { stdio: 'ignore' });
-  const record: RunRecord = { runId, pid: child.pid!, startTicks: processStartTicks(child.pid!), host: hostname(), started: new Date().toISOString(), command: '--local', logFile, logOffset: 'an older run\n'.length };
+  const record: RunRecord = {
+    runId,
+    pid: child.pid!,
+    startTicks: processStartTicks(child.pid!),
+    host: hostname(),
+    started: new Date().toISOString(),
+    command: '--local',
+    logFile,
+    logOffset: 'an older run\n'.length,
+  };
   writeFileSync(join(dir, `deploy/runs/${runId}.run.json`), JSON.stringify(record));
   writeFileSync(join(dir, `deploy/runs/${runId}.out`), '');
   appendFileSync(logFile, logLines);
@@ -40,25 +57,31 @@ async function follow(dir: string, from?: number): Promise<{ text: string; resul
 
 const runs = suite('detached runs');
 
-runs('a run records its exit code, error and stdout; --follow prints its log from its start, then the result line', async () => {
-  const { dir, child } = fakeRun('line one\n');
-  try {
-    const following = follow(dir);
-    await recordRunOutcome(dir, runId, async () => {
-      appendFileSync(join(dir, 'deploy.log'), 'line two\n');
-      writeFileSync(join(dir, `deploy/runs/${runId}.out`), '{"ok":false}\n');
-      throw new CliError('the new slot did not become healthy', { advice: 'See the log.' });
-    }).catch((error: unknown) => assert.instance(error, CliError));
-    const { text, result } = await following;
-    assert.is(text.split(resultMarker)[0], 'line one\nline two\n');
-    assert.equal([result.exitCode, result.error, result.advice, result.stdout], [ExitCode.failed, 'the new slot did not become healthy', 'See the log.', '{"ok":false}\n']);
-    assert.equal(JSON.parse(text.split(resultMarker)[1]!), result);
-    // From an offset: only what came after it.
-    assert.is((await follow(dir, 'an older run\nline one\n'.length)).text.split(resultMarker)[0], 'line two\n');
-  } finally {
-    child.kill('SIGKILL');
-  }
-});
+runs(
+  'a run records its exit code, error and stdout; --follow prints its log from its start, then the result line',
+  async () => {
+    const { dir, child } = fakeRun('line one\n');
+    try {
+      const following = follow(dir);
+      await recordRunOutcome(dir, runId, async () => {
+        appendFileSync(join(dir, 'deploy.log'), 'line two\n');
+        writeFileSync(join(dir, `deploy/runs/${runId}.out`), '{"ok":false}\n');
+        throw new CliError('the new slot did not become healthy', { advice: 'See the log.' });
+      }).catch((error: unknown) => assert.instance(error, CliError));
+      const { text, result } = await following;
+      assert.is(text.split(resultMarker)[0], 'line one\nline two\n');
+      assert.equal(
+        [result.exitCode, result.error, result.advice, result.stdout],
+        [ExitCode.failed, 'the new slot did not become healthy', 'See the log.', '{"ok":false}\n'],
+      );
+      assert.equal(JSON.parse(text.split(resultMarker)[1]!), result);
+      // From an offset: only what came after it.
+      assert.is((await follow(dir, 'an older run\nline one\n'.length)).text.split(resultMarker)[0], 'line two\n');
+    } finally {
+      child.kill('SIGKILL');
+    }
+  },
+);
 
 runs('a run killed before it wrote a result: --follow ends and says it died', async () => {
   const { dir, child } = fakeRun('stopping the live writers\n');
@@ -75,7 +98,10 @@ runs('a run killed before it wrote a result: --follow ends and says it died', as
 runs('run IDs and argv', () => {
   assert.is(checkRunId(runId), runId);
   assert.throws(() => checkRunId('../../etc/passwd'), /invalid run ID/);
-  assert.equal(argvOf({ local: true, detach: true, dir: '/share/p', json: false, 'health-timeout': '60' }, ['detach']), ['--local', '--dir', '/share/p', '--health-timeout', '60']);
+  assert.equal(
+    argvOf({ local: true, detach: true, dir: '/share/p', json: false, 'health-timeout': '60' }, ['detach']),
+    ['--local', '--dir', '/share/p', '--health-timeout', '60'],
+  );
 });
 
 runs.after(() => temps.removeAll());

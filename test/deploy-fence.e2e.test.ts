@@ -21,7 +21,27 @@ const log = new Logger({});
 
 /** A statement in a new session (like a host cron tick's `docker exec psql`), giving up after 2 s waiting for a lock. */
 function attempt(sql: string): { ok: boolean; stderr: string } {
-  const r = spawnSync('docker', ['exec', '-e', 'PGOPTIONS=-c lock_timeout=2s', live, 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion', '-c', sql], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(
+    'docker',
+    [
+      'exec',
+      '-e',
+      'PGOPTIONS=-c lock_timeout=2s',
+      live,
+      'psql',
+      '-X',
+      '-q',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+      '-c',
+      sql,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
   return { ok: r.status === 0, stderr: r.stderr };
 }
 
@@ -32,27 +52,40 @@ fence('setup: a live database with a table and a large object', async () => {
   await psql(live, "CREATE TABLE ticks (n int); INSERT INTO ticks VALUES (1); SELECT lo_from_bytea(0, 'before');");
 });
 
-fence('raised: no row, new table or large object commits; reads and a whole backup pass; released: the writes go through', async () => {
-  const raised = await LiveFence.raise($, target, log);
-  try {
-    for (const write of ['INSERT INTO ticks VALUES (2)', 'CREATE TABLE late (n int)', "SELECT lo_from_bytea(0, 'during')"]) {
-      const r = attempt(write);
-      assert.not.ok(r.ok, `committed during the fence: ${write}`);
-      assert.match(r.stderr, /lock timeout/, write);
+fence(
+  'raised: no row, new table or large object commits; reads and a whole backup pass; released: the writes go through',
+  async () => {
+    const raised = await LiveFence.raise($, target, log);
+    try {
+      for (const write of [
+        'INSERT INTO ticks VALUES (2)',
+        'CREATE TABLE late (n int)',
+        "SELECT lo_from_bytea(0, 'during')",
+      ]) {
+        const r = attempt(write);
+        assert.not.ok(r.ok, `committed during the fence: ${write}`);
+        assert.match(r.stderr, /lock timeout/, write);
+      }
+      assert.ok(attempt('SELECT count(*) FROM ticks').ok, 'a read during the fence');
+      const dir = temp.make();
+      const backup = startTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: live });
+      // A backup the fence blocks would wait for it forever: give up (and fail) after a generous while.
+      const timer = setTimeout(() => backup.child.kill('SIGTERM'), 600_000);
+      const done = await backup.done.finally(() => clearTimeout(timer));
+      assert.is(done.code, 0, done.stderr);
+    } finally {
+      await raised.release();
     }
-    assert.ok(attempt('SELECT count(*) FROM ticks').ok, 'a read during the fence');
-    const dir = temp.make();
-    const backup = startTool('backup-database', ['--json'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: live });
-    // A backup the fence blocks would wait for it forever: give up (and fail) after a generous while.
-    const timer = setTimeout(() => backup.child.kill('SIGTERM'), 600_000);
-    const done = await backup.done.finally(() => clearTimeout(timer));
-    assert.is(done.code, 0, done.stderr);
-  } finally {
-    await raised.release();
-  }
-  assert.ok(attempt("INSERT INTO ticks VALUES (2); CREATE TABLE late (n int); SELECT lo_from_bytea(0, 'after')").ok, 'writes after the release');
-  assert.is(await psql(live, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'", { db: 'postgres' }), 't');
-});
+    assert.ok(
+      attempt("INSERT INTO ticks VALUES (2); CREATE TABLE late (n int); SELECT lo_from_bytea(0, 'after')").ok,
+      'writes after the release',
+    );
+    assert.is(
+      await psql(live, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'", { db: 'postgres' }),
+      't',
+    );
+  },
+);
 
 fence('the same cluster on both sides is refused naming the system_identifier; two clusters pass', async () => {
   await verifyOwnCluster($, target, target).then(

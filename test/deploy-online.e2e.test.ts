@@ -14,12 +14,45 @@ const nases: TestNas[] = [];
 const cleanAll = () => {
   while (nases.length) nases.pop()!.cleanup();
 };
-const deployArgs = (n: TestNas, args: string[]) => ['--local', '--json', '--health-timeout', '180', ...n.deployArgs, ...args];
+const deployArgs = (n: TestNas, args: string[]) => [
+  '--local',
+  '--json',
+  '--health-timeout',
+  '180',
+  ...n.deployArgs,
+  ...args,
+];
 const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', deployArgs(n, args), n.env);
 const sql = (container: string, text: string) =>
-  execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: text, timeout: 120_000 }).toString().trim();
-const health = (name: string) => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
-const volumesOf = (prefix: string) => execFileSync('docker', ['volume', 'ls', '-q']).toString().split('\n').filter((v) => v.startsWith(prefix));
+  execFileSync(
+    'docker',
+    [
+      'exec',
+      '-i',
+      container,
+      'psql',
+      '-X',
+      '-q',
+      '-A',
+      '-t',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+    ],
+    { input: text, timeout: 120_000 },
+  )
+    .toString()
+    .trim();
+const health = (name: string) =>
+  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
+const volumesOf = (prefix: string) =>
+  execFileSync('docker', ['volume', 'ls', '-q'])
+    .toString()
+    .split('\n')
+    .filter((v) => v.startsWith(prefix));
 
 /** The game's tables beside app_writes: ticks with a sequence, a keyless table the writer updates and deletes from, and a bigger one to copy. */
 const gameSchema = `
@@ -45,14 +78,21 @@ function startWriter(container: string): { child: ChildProcess; committed: () =>
   const lines = () => out.split('\n').filter(Boolean);
   return {
     child,
-    committed: () => lines().filter((l) => l.startsWith('ok ')).map((l) => Number(l.slice(3))),
+    committed: () =>
+      lines()
+        .filter((l) => l.startsWith('ok '))
+        .map((l) => Number(l.slice(3))),
     errors: () => lines().filter((l) => l.startsWith('error ')),
   };
 }
 const stopWriter = (writer: { child: ChildProcess }) => process.kill(-writer.child.pid!, 'SIGKILL');
 
 /** A live slot made by this tool, with the game's tables, and the writer running. */
-async function liveStack(): Promise<{ n: TestNas; liveSlot: { project: string; slotId: string }; writer: ReturnType<typeof startWriter> }> {
+async function liveStack(): Promise<{
+  n: TestNas;
+  liveSlot: { project: string; slotId: string };
+  writer: ReturnType<typeof startWriter>;
+}> {
   const n = makeTestNas('real');
   nases.push(n);
   const first = await deploy(n);
@@ -80,50 +120,53 @@ const online = suite('deploy-to-qnap: online A-B deployment by logical replicati
 
 online.after(cleanAll);
 
-online('the second deployment fills the new slot online while the writer commits: no tick lost, no error, sequences copied, nothing of the replication left', async () => {
-  const { n, writer } = await liveStack();
-  const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
-  assert.is(plan.code, 0, plan.stderr);
-  assert.match(plan.stdout, /Fill: online, by logical replication/);
-  assert.match(plan.stdout, /\d\. replicate: /);
-  assert.match(plan.stdout, /\d\. detach: /);
-  let r: ToolResult;
-  try {
-    r = await deploy(n);
-  } finally {
-    stopWriter(writer);
-  }
-  assert.is(r.code, 0, r.stderr);
-  const result = JSON.parse(r.stdout);
-  assert.is(result.mode, 'ab');
-  assert.match(r.stderr, /Subscription planetarion_deploy_s\d+_\d+: .* copies 'planetarion'/);
-  assert.match(r.stderr, /REPLICA IDENTITY FULL for the deployment on the tables without a key: .*public\.scores/);
-  assert.match(r.stderr, /Fingerprint proven: [0-9a-f]{64}/);
-  assert.match(result.fingerprint, /^[0-9a-f]{64}$/);
-  assert.is(result.backupUsed, null);
-  assert.ok(result.downtimeMs > 0);
-  assert.equal(identityErrors(writer.errors()), [], 'the game got replica identity errors');
-  // Every tick that committed is in the new live database.
-  const live = new Set(sql(n.container, 'SELECT n FROM ticks').split('\n').map(Number));
-  const missing = writer.committed().filter((i) => !live.has(i));
-  assert.equal(missing, [], `committed ticks missing from the new live database: ${missing.join(', ')}`);
-  assertNoReplication(n.container);
-  assert.is(identityOf(n.container), 'd');
-  // The old slot, started again: its identity put back, no slot or publication, and the new one's sequences are at least its.
-  const oldDb = `${n.container}-${result.previous.slotId}`;
-  assert.is(containersOf(n.project)[oldDb], 'exited');
-  execFileSync('docker', ['start', oldDb]);
-  await waitFor('the old database', () => health(oldDb) === 'healthy', 120_000, 200);
-  assertNoReplication(oldDb);
-  assert.is(identityOf(oldDb), 'd');
-  for (const sequence of ['ticks_id_seq', 'fleet_numbers', 'app_writes_id_seq']) {
-    const value = (c: string) => BigInt(sql(c, `SELECT last_value FROM ${sequence}`));
-    assert.ok(value(n.container) >= value(oldDb), `${sequence} went back`);
-  }
-  // The rows the old slot ended with are the new slot's rows of that time (nothing written after the switch counts).
-  assert.is(sql(oldDb, 'SELECT count(*) FROM planets'), sql(n.container, 'SELECT count(*) FROM planets'));
-  execFileSync('docker', ['stop', oldDb]);
-});
+online(
+  'the second deployment fills the new slot online while the writer commits: no tick lost, no error, sequences copied, nothing of the replication left',
+  async () => {
+    const { n, writer } = await liveStack();
+    const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+    assert.is(plan.code, 0, plan.stderr);
+    assert.match(plan.stdout, /Fill: online, by logical replication/);
+    assert.match(plan.stdout, /\d\. replicate: /);
+    assert.match(plan.stdout, /\d\. detach: /);
+    let r: ToolResult;
+    try {
+      r = await deploy(n);
+    } finally {
+      stopWriter(writer);
+    }
+    assert.is(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.is(result.mode, 'ab');
+    assert.match(r.stderr, /Subscription planetarion_deploy_s\d+_\d+: .* copies 'planetarion'/);
+    assert.match(r.stderr, /REPLICA IDENTITY FULL for the deployment on the tables without a key: .*public\.scores/);
+    assert.match(r.stderr, /Fingerprint proven: [0-9a-f]{64}/);
+    assert.match(result.fingerprint, /^[0-9a-f]{64}$/);
+    assert.is(result.backupUsed, null);
+    assert.ok(result.downtimeMs > 0);
+    assert.equal(identityErrors(writer.errors()), [], 'the game got replica identity errors');
+    // Every tick that committed is in the new live database.
+    const live = new Set(sql(n.container, 'SELECT n FROM ticks').split('\n').map(Number));
+    const missing = writer.committed().filter((i) => !live.has(i));
+    assert.equal(missing, [], `committed ticks missing from the new live database: ${missing.join(', ')}`);
+    assertNoReplication(n.container);
+    assert.is(identityOf(n.container), 'd');
+    // The old slot, started again: its identity put back, no slot or publication, and the new one's sequences are at least its.
+    const oldDb = `${n.container}-${result.previous.slotId}`;
+    assert.is(containersOf(n.project)[oldDb], 'exited');
+    execFileSync('docker', ['start', oldDb]);
+    await waitFor('the old database', () => health(oldDb) === 'healthy', 120_000, 200);
+    assertNoReplication(oldDb);
+    assert.is(identityOf(oldDb), 'd');
+    for (const sequence of ['ticks_id_seq', 'fleet_numbers', 'app_writes_id_seq']) {
+      const value = (c: string) => BigInt(sql(c, `SELECT last_value FROM ${sequence}`));
+      assert.ok(value(n.container) >= value(oldDb), `${sequence} went back`);
+    }
+    // The rows the old slot ended with are the new slot's rows of that time (nothing written after the switch counts).
+    assert.is(sql(oldDb, 'SELECT count(*) FROM planets'), sql(n.container, 'SELECT count(*) FROM planets'));
+    execFileSync('docker', ['stop', oldDb]);
+  },
+);
 
 /** SQL that makes the new slot's copy of `planets` hang (an ALWAYS trigger fires in the subscription's workers only). */
 const holdCopy = `
@@ -139,10 +182,18 @@ const tamperCopy = `
   ALTER TABLE planets ENABLE ALWAYS TRIGGER tamper;`;
 
 /** After an aborted deployment: the live slot as it was, writing, nothing of the replication left. */
-async function assertLiveIntact(n: TestNas, liveSlot: { project: string; slotId: string }, before: Record<string, string>, writer: ReturnType<typeof startWriter>): Promise<void> {
+async function assertLiveIntact(
+  n: TestNas,
+  liveSlot: { project: string; slotId: string },
+  before: Record<string, string>,
+  writer: ReturnType<typeof startWriter>,
+): Promise<void> {
   await waitFor('the writers to run', () => containersOf(n.project)[`${n.project}-app`] === 'running', 60_000, 200);
   assert.equal(containersOf(n.project), before);
-  assert.equal(volumesOf(`${n.project}-s`).filter((v) => !v.startsWith(liveSlot.project)), []);
+  assert.equal(
+    volumesOf(`${n.project}-s`).filter((v) => !v.startsWith(liveSlot.project)),
+    [],
+  );
   assertNoReplication(n.container);
   assert.is(identityOf(n.container), 'd');
   assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
@@ -151,63 +202,93 @@ async function assertLiveIntact(n: TestNas, liveSlot: { project: string; slotId:
   assert.equal(identityErrors(writer.errors()), [], 'the game got replica identity errors');
 }
 
-online('SIGTERM while the tables are being copied: exit 1, subscription, publication and replication slots dropped, the identity put back, the live slot writing', async () => {
-  const { n, liveSlot, writer } = await liveStack();
-  try {
-    sql(n.container, holdCopy);
-    const before = containersOf(n.project);
-    const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
-    let stderr = '';
-    started.child.stderr!.on('data', (d: string) => (stderr += d));
-    await waitFor('the copy to start', () => /Subscription planetarion_deploy_\S+: .* copies/.test(stderr), 600_000, 50);
-    // The table copy's own replication slot exists on the live side: the copy runs.
-    await waitFor('the table copy', () => Number(sql(n.container, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pg\\_%\\_sync\\_%'")) > 0, 120_000, 100);
-    started.child.kill('SIGTERM');
-    const r = await started.done;
-    assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, /Error: interrupted by SIGTERM/);
-    assert.not.match(r.stderr, /    at /);
-    await assertLiveIntact(n, liveSlot, before, writer);
-  } finally {
-    stopWriter(writer);
-  }
-});
+online(
+  'SIGTERM while the tables are being copied: exit 1, subscription, publication and replication slots dropped, the identity put back, the live slot writing',
+  async () => {
+    const { n, liveSlot, writer } = await liveStack();
+    try {
+      sql(n.container, holdCopy);
+      const before = containersOf(n.project);
+      const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
+      let stderr = '';
+      started.child.stderr!.on('data', (d: string) => (stderr += d));
+      await waitFor(
+        'the copy to start',
+        () => /Subscription planetarion_deploy_\S+: .* copies/.test(stderr),
+        600_000,
+        50,
+      );
+      // The table copy's own replication slot exists on the live side: the copy runs.
+      await waitFor(
+        'the table copy',
+        () =>
+          Number(
+            sql(n.container, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pg\\_%\\_sync\\_%'"),
+          ) > 0,
+        120_000,
+        100,
+      );
+      started.child.kill('SIGTERM');
+      const r = await started.done;
+      assert.is(r.code, 1, r.stderr);
+      assert.match(r.stderr, /Error: interrupted by SIGTERM/);
+      assert.not.match(r.stderr, / {4}at /);
+      await assertLiveIntact(n, liveSlot, before, writer);
+    } finally {
+      stopWriter(writer);
+    }
+  },
+);
 
-online('a failing proof (the new rows differ): exit 1 before the switch, nothing of the replication left, the identity put back, the live slot writing', async () => {
-  const { n, liveSlot, writer } = await liveStack();
-  try {
-    sql(n.container, tamperCopy);
-    const before = containersOf(n.project);
+online(
+  'a failing proof (the new rows differ): exit 1 before the switch, nothing of the replication left, the identity put back, the live slot writing',
+  async () => {
+    const { n, liveSlot, writer } = await liveStack();
+    try {
+      sql(n.container, tamperCopy);
+      const before = containersOf(n.project);
+      const r = await deploy(n);
+      assert.is(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /the new database's fingerprint differs from the frozen live database's \(table public\.planets\)/,
+      );
+      assert.not.match(r.stderr, / {4}at /);
+      await assertLiveIntact(n, liveSlot, before, writer);
+      // The next deployment sweeps nothing (nothing was left) and, without the tampering, switches.
+      sql(n.container, 'DROP TRIGGER tamper ON planets');
+      const again = await deploy(n);
+      assert.is(again.code, 0, again.stderr);
+      assert.not.match(again.stderr, /replication leftovers/);
+    } finally {
+      stopWriter(writer);
+    }
+  },
+);
+
+online(
+  'a live slot without wal_level=logical and a socket volume (deployed by the old scripts) is deployed offline, and the plan says why and that the next one is online',
+  async () => {
+    const n = makeTestNas('real');
+    nases.push(n);
+    execFileSync('docker-compose', ['-p', n.project, '-f', `${n.dir}/docker-compose.qnap.yml`, 'up', '-d'], {
+      stdio: 'ignore',
+    });
+    await waitFor('the old-script stack', () => health(`${n.project}_app_1`) === 'healthy', 180_000, 500);
+    const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+    assert.is(plan.code, 0, plan.stderr);
+    assert.match(
+      plan.stdout,
+      /Fill: offline \(freeze, fresh dump, restore\): the live database runs with wal_level=replica, not logical; the next deployment will be online/,
+    );
     const r = await deploy(n);
-    assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, /the new database's fingerprint differs from the frozen live database's \(table public\.planets\)/);
-    assert.not.match(r.stderr, /    at /);
-    await assertLiveIntact(n, liveSlot, before, writer);
-    // The next deployment sweeps nothing (nothing was left) and, without the tampering, switches.
-    sql(n.container, 'DROP TRIGGER tamper ON planets');
-    const again = await deploy(n);
-    assert.is(again.code, 0, again.stderr);
-    assert.not.match(again.stderr, /replication leftovers/);
-  } finally {
-    stopWriter(writer);
-  }
-});
-
-online('a live slot without wal_level=logical and a socket volume (deployed by the old scripts) is deployed offline, and the plan says why and that the next one is online', async () => {
-  const n = makeTestNas('real');
-  nases.push(n);
-  execFileSync('docker-compose', ['-p', n.project, '-f', `${n.dir}/docker-compose.qnap.yml`, 'up', '-d'], { stdio: 'ignore' });
-  await waitFor('the old-script stack', () => health(`${n.project}_app_1`) === 'healthy', 180_000, 500);
-  const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
-  assert.is(plan.code, 0, plan.stderr);
-  assert.match(plan.stdout, /Fill: offline \(freeze, fresh dump, restore\): the live database runs with wal_level=replica, not logical; the next deployment will be online/);
-  const r = await deploy(n);
-  assert.is(r.code, 0, r.stderr);
-  // The slot it made has both: the next deployment is online.
-  const next = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
-  assert.match(next.stdout, /Fill: online/);
-  const forced = await runTool('deploy-to-qnap', ['--local', '--dry-run', '--offline', ...n.deployArgs], n.env);
-  assert.match(forced.stdout, /Fill: offline \(freeze, fresh dump, restore\): --offline/);
-});
+    assert.is(r.code, 0, r.stderr);
+    // The slot it made has both: the next deployment is online.
+    const next = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+    assert.match(next.stdout, /Fill: online/);
+    const forced = await runTool('deploy-to-qnap', ['--local', '--dry-run', '--offline', ...n.deployArgs], n.env);
+    assert.match(forced.stdout, /Fill: offline \(freeze, fresh dump, restore\): --offline/);
+  },
+);
 
 online.run();

@@ -25,20 +25,58 @@ const cleanAll = () => {
   while (nases.length) nases.pop()!.cleanup();
 };
 
-const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '180', ...n.deployArgs, ...args], n.env);
+const deploy = (n: TestNas, args: string[] = []) =>
+  runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '180', ...n.deployArgs, ...args], n.env);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** SQL in a container's planetarion database, with a timeout: a write blocked by a fence left behind must fail the test, not hang it. */
 const sql = (container: string, text: string) =>
-  execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: text, timeout: 120_000 }).toString().trim();
+  execFileSync(
+    'docker',
+    [
+      'exec',
+      '-i',
+      container,
+      'psql',
+      '-X',
+      '-q',
+      '-A',
+      '-t',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+    ],
+    { input: text, timeout: 120_000 },
+  )
+    .toString()
+    .trim();
 const systemId = (container: string) => sql(container, 'SELECT system_identifier FROM pg_control_system()');
 const appName = (n: TestNas) => `${n.project}-app`;
-const health = (name: string) => execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
-const volumesOf = (prefix: string) => execFileSync('docker', ['volume', 'ls', '-q']).toString().split('\n').filter((v) => v.startsWith(prefix));
+const health = (name: string) =>
+  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
+const volumesOf = (prefix: string) =>
+  execFileSync('docker', ['volume', 'ls', '-q'])
+    .toString()
+    .split('\n')
+    .filter((v) => v.startsWith(prefix));
 
 /** The old scripts' deployment: a plain `docker-compose up` in the NAS dir (containers named <project>_<service>_1). */
 function startOldScriptStack(n: TestNas): string {
-  execFileSync('docker-compose', ['-p', n.project, '-f', join(n.dir, 'docker-compose.qnap.yml'), 'up', '-d'], { stdio: 'ignore' });
-  execFileSync('sh', ['-c', `until [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; do sleep 0.5; done`, 'sh', `${n.project}_app_1`], { timeout: 90_000 });
+  execFileSync('docker-compose', ['-p', n.project, '-f', join(n.dir, 'docker-compose.qnap.yml'), 'up', '-d'], {
+    stdio: 'ignore',
+  });
+  execFileSync(
+    'sh',
+    [
+      '-c',
+      `until [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; do sleep 0.5; done`,
+      'sh',
+      `${n.project}_app_1`,
+    ],
+    { timeout: 90_000 },
+  );
   return `${n.project}_db_1`;
 }
 
@@ -47,7 +85,8 @@ function startOldScriptStack(n: TestNas): string {
  * into the container it is given; prints each number whose insert committed (psql exit 0).
  */
 function startHostWriter(container: string): { child: ChildProcess; committed: () => number[] } {
-  const script = 'i=0; while :; do i=$((i+1)); if docker exec "$1" psql -X -q -U planetarion_user -d planetarion -c "INSERT INTO host_ticks (n) VALUES ($i)" >/dev/null 2>&1; then echo "$i"; fi; sleep 0.1; done';
+  const script =
+    'i=0; while :; do i=$((i+1)); if docker exec "$1" psql -X -q -U planetarion_user -d planetarion -c "INSERT INTO host_ticks (n) VALUES ($i)" >/dev/null 2>&1; then echo "$i"; fi; sleep 0.1; done';
   const child = spawn('sh', ['-c', script, 'sh', container], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -57,104 +96,116 @@ const stopWriter = (writer: { child: ChildProcess }) => process.kill(-writer.chi
 
 const safety = suite('deploy-to-qnap: the new slot is isolated, the live deployment found by what runs');
 
-safety('an old-script stack without container_name, data on a driver_opts bind folder, a host writer inserting all along: recognised, deployed A-B onto a folder of its own, no committed row lost', async () => {
-  const n = nas();
-  const legacyDb = startOldScriptStack(n);
-  sql(legacyDb, 'CREATE TABLE host_ticks (n int PRIMARY KEY)');
-  const liveId = systemId(legacyDb);
-  const writer = startHostWriter(legacyDb);
-  await waitFor('the host writer to commit', () => writer.committed().length > 3, 180_000, 100);
-  let r: ToolResult;
-  try {
-    r = await deploy(n);
-  } finally {
-    stopWriter(writer);
-  }
-  assert.is(r.code, 0, r.stderr);
-  const result = JSON.parse(r.stdout);
-  assert.is(result.mode, 'ab');
-  assert.is(result.previous.managed, false);
-  assert.is(result.previous.project, n.project);
-  assert.match(r.stderr, /Fence: .* takes no writes/);
-  // The new slot runs on a sibling folder of its own, made 0700; the live folder is not its.
-  const folder = `${n.share}/pgdata-${result.live.slotId}`;
-  assert.equal(result.live.folders, [folder]);
-  assert.ok(existsSync(join(folder, 'PG_VERSION')));
-  assert.is(statSync(folder).mode & 0o777, 0o700);
-  assert.is.not(systemId(n.container), liveId);
-  // Every tick the host writer committed is in the new live database.
-  const live = new Set(sql(n.container, 'SELECT n FROM host_ticks').split('\n').map(Number));
-  const missing = writer.committed().filter((i) => !live.has(i));
-  assert.equal(missing, [], `committed ticks missing from the new live database: ${missing.join(', ')}`);
-  // The one-shot migration of the new slot ran and exited 0: done, not a failure.
-  assert.is(containersOf(n.project)[`${n.project}-migrate`], 'exited');
-  // The old slot's server, started again on its own folder, is the old cluster with its data.
-  const oldDb = `${legacyDb}-${result.previous.slotId}`;
-  assert.is(containersOf(n.project)[oldDb], 'exited');
-  execFileSync('docker', ['start', oldDb]);
-  await waitFor('the old database', () => health(oldDb) === 'healthy', 60_000, 200);
-  assert.is(systemId(oldDb), liveId);
-  assert.ok(Number(sql(oldDb, 'SELECT count(*) FROM host_ticks')) > 0);
-  execFileSync('docker', ['stop', oldDb]);
-});
+safety(
+  'an old-script stack without container_name, data on a driver_opts bind folder, a host writer inserting all along: recognised, deployed A-B onto a folder of its own, no committed row lost',
+  async () => {
+    const n = nas();
+    const legacyDb = startOldScriptStack(n);
+    sql(legacyDb, 'CREATE TABLE host_ticks (n int PRIMARY KEY)');
+    const liveId = systemId(legacyDb);
+    const writer = startHostWriter(legacyDb);
+    await waitFor('the host writer to commit', () => writer.committed().length > 3, 180_000, 100);
+    let r: ToolResult;
+    try {
+      r = await deploy(n);
+    } finally {
+      stopWriter(writer);
+    }
+    assert.is(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.is(result.mode, 'ab');
+    assert.is(result.previous.managed, false);
+    assert.is(result.previous.project, n.project);
+    assert.match(r.stderr, /Fence: .* takes no writes/);
+    // The new slot runs on a sibling folder of its own, made 0700; the live folder is not its.
+    const folder = `${n.share}/pgdata-${result.live.slotId}`;
+    assert.equal(result.live.folders, [folder]);
+    assert.ok(existsSync(join(folder, 'PG_VERSION')));
+    assert.is(statSync(folder).mode & 0o777, 0o700);
+    assert.is.not(systemId(n.container), liveId);
+    // Every tick the host writer committed is in the new live database.
+    const live = new Set(sql(n.container, 'SELECT n FROM host_ticks').split('\n').map(Number));
+    const missing = writer.committed().filter((i) => !live.has(i));
+    assert.equal(missing, [], `committed ticks missing from the new live database: ${missing.join(', ')}`);
+    // The one-shot migration of the new slot ran and exited 0: done, not a failure.
+    assert.is(containersOf(n.project)[`${n.project}-migrate`], 'exited');
+    // The old slot's server, started again on its own folder, is the old cluster with its data.
+    const oldDb = `${legacyDb}-${result.previous.slotId}`;
+    assert.is(containersOf(n.project)[oldDb], 'exited');
+    execFileSync('docker', ['start', oldDb]);
+    await waitFor('the old database', () => health(oldDb) === 'healthy', 60_000, 200);
+    assert.is(systemId(oldDb), liveId);
+    assert.ok(Number(sql(oldDb, 'SELECT count(*) FROM host_ticks')) > 0);
+    execFileSync('docker', ['stop', oldDb]);
+  },
+);
 
-safety('a stopped live DB container is refused (exit 2, nothing started); a removed one with volumes and backups too; --fresh-from-backup restores the newest backup into a fresh deployment', async () => {
-  const n = nas();
-  assert.is((await deploy(n)).code, 0);
-  await waitFor('the app', () => health(appName(n)) === 'healthy', 60_000, 200);
-  // Counted before the backup: the app keeps writing until the container stops.
-  const rows = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
-  const backedUp = await runTool('backup-database', ['--json'], n.env);
-  assert.is(backedUp.code, 0, backedUp.stderr);
-  const backup = JSON.parse(backedUp.stdout).file as string;
-  execFileSync('docker', ['stop', n.container]);
-  const before = containersOf(n.project);
-  const slotFiles = readdirSync(join(n.dir, 'deploy')).sort();
-  const refused = await deploy(n);
-  assert.is(refused.code, 2, refused.stderr);
-  assert.match(refused.stderr, new RegExp(`the database container '${n.container}' exists but is stopped`));
-  assert.match(refused.stderr, new RegExp(`docker start ${n.container}`));
-  assert.match(refused.stderr, /--fresh-from-backup/);
-  assert.equal(containersOf(n.project), before);
-  assert.equal(readdirSync(join(n.dir, 'deploy')).sort(), slotFiles);
-  // --dry-run says the same.
-  assert.is((await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env)).code, 2);
+safety(
+  'a stopped live DB container is refused (exit 2, nothing started); a removed one with volumes and backups too; --fresh-from-backup restores the newest backup into a fresh deployment',
+  async () => {
+    const n = nas();
+    assert.is((await deploy(n)).code, 0);
+    await waitFor('the app', () => health(appName(n)) === 'healthy', 60_000, 200);
+    // Counted before the backup: the app keeps writing until the container stops.
+    const rows = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
+    const backedUp = await runTool('backup-database', ['--json'], n.env);
+    assert.is(backedUp.code, 0, backedUp.stderr);
+    const backup = JSON.parse(backedUp.stdout).file as string;
+    execFileSync('docker', ['stop', n.container]);
+    const before = containersOf(n.project);
+    const slotFiles = readdirSync(join(n.dir, 'deploy')).sort();
+    const refused = await deploy(n);
+    assert.is(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`the database container '${n.container}' exists but is stopped`));
+    assert.match(refused.stderr, new RegExp(`docker start ${n.container}`));
+    assert.match(refused.stderr, /--fresh-from-backup/);
+    assert.equal(containersOf(n.project), before);
+    assert.equal(readdirSync(join(n.dir, 'deploy')).sort(), slotFiles);
+    // --dry-run says the same.
+    assert.is((await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env)).code, 2);
 
-  const fresh = await deploy(n, ['--fresh-from-backup']);
-  assert.is(fresh.code, 0, fresh.stderr);
-  const result = JSON.parse(fresh.stdout);
-  assert.is(result.mode, 'fresh');
-  assert.is(result.backupUsed, backup);
-  assert.ok(result.attempts[0].ok);
-  assert.ok(Number(sql(n.container, 'SELECT count(*) FROM app_writes')) >= rows);
-  assert.is(containersOf(n.project)[`${n.container}-${result.previous.slotId}`], 'exited');
+    const fresh = await deploy(n, ['--fresh-from-backup']);
+    assert.is(fresh.code, 0, fresh.stderr);
+    const result = JSON.parse(fresh.stdout);
+    assert.is(result.mode, 'fresh');
+    assert.is(result.backupUsed, backup);
+    assert.ok(result.attempts[0].ok);
+    assert.ok(Number(sql(n.container, 'SELECT count(*) FROM app_writes')) >= rows);
+    assert.is(containersOf(n.project)[`${n.container}-${result.previous.slotId}`], 'exited');
 
-  // Removed, with its volumes and backups left: still not a first deployment.
-  execFileSync('sh', ['-c', 'docker rm -f "$@" >/dev/null', 'sh', ...Object.keys(containersOf(n.project))]);
-  const gone = await deploy(n);
-  assert.is(gone.code, 2, gone.stderr);
-  assert.match(gone.stderr, /no live deployment runs, but one exists: .*volumes .*backup\(s\) in/);
-  assert.equal(containersOf(n.project), {});
-});
+    // Removed, with its volumes and backups left: still not a first deployment.
+    execFileSync('sh', ['-c', 'docker rm -f "$@" >/dev/null', 'sh', ...Object.keys(containersOf(n.project))]);
+    const gone = await deploy(n);
+    assert.is(gone.code, 2, gone.stderr);
+    assert.match(gone.stderr, /no live deployment runs, but one exists: .*volumes .*backup\(s\) in/);
+    assert.equal(containersOf(n.project), {});
+  },
+);
 
-safety('the same cluster on both sides is refused before any statement (system_identifier); a failing docker rename is a one-line error', async () => {
-  const n = nas();
-  assert.is((await deploy(n)).code, 0);
-  const target = { docker: 'docker', container: n.container, user: 'planetarion_user', database: 'planetarion' };
-  const $ = createShell();
-  await verifyOwnCluster($, target, target).then(
-    () => assert.unreachable('equal clusters passed'),
-    (error: Error) => assert.match(error.message, /is the live cluster \(both have system_identifier \d+\)/),
-  );
-  // A failing `docker rename` (here: the name is taken) is a CliError naming both names, not a stack.
-  await new Docker('docker', $).rename(`${n.project}-app`, n.container).then(
-    () => assert.unreachable('rename onto a taken name passed'),
-    (error: Error) => {
-      assert.instance(error, CliError);
-      assert.match(error.message, new RegExp(`^docker rename ${n.project}-app ${n.container} failed: .*already in use`));
-    },
-  );
-});
+safety(
+  'the same cluster on both sides is refused before any statement (system_identifier); a failing docker rename is a one-line error',
+  async () => {
+    const n = nas();
+    assert.is((await deploy(n)).code, 0);
+    const target = { docker: 'docker', container: n.container, user: 'planetarion_user', database: 'planetarion' };
+    const $ = createShell();
+    await verifyOwnCluster($, target, target).then(
+      () => assert.unreachable('equal clusters passed'),
+      (error: Error) => assert.match(error.message, /is the live cluster \(both have system_identifier \d+\)/),
+    );
+    // A failing `docker rename` (here: the name is taken) is a CliError naming both names, not a stack.
+    await new Docker('docker', $).rename(`${n.project}-app`, n.container).then(
+      () => assert.unreachable('rename onto a taken name passed'),
+      (error: Error) => {
+        assert.instance(error, CliError);
+        assert.match(
+          error.message,
+          new RegExp(`^docker rename ${n.project}-app ${n.container} failed: .*already in use`),
+        );
+      },
+    );
+  },
+);
 safety.after(cleanAll);
 safety.run();
 
@@ -188,27 +239,44 @@ for (const [phase, delayMs, signal] of [
   ['start', 300, 'SIGTERM'],
   ['release', 0, 'SIGTERM'],
 ] as const) {
-  signals(`${signal} during ${phase}: exit 1, the writers run again, the fence is gone, no slot is left, the live data is intact`, async () => {
-    const n = signalNas!;
-    assert.ok(liveSlot, 'setup failed');
-    await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
-    const liveBefore = containersOf(n.project);
-    const rowsBefore = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
-    const r = await deployKilledAt(n, phase, delayMs, signal);
-    assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`Error: interrupted by ${signal}`));
-    assert.not.match(r.stderr, /    at /);
-    // Only the live slot's containers, in the states they had.
-    await waitFor('the writers to run', () => containersOf(n.project)[appName(n)] === 'running', 60_000, 200);
-    assert.equal(containersOf(n.project), liveBefore);
-    assert.equal(volumesOf(`${n.project}-s`).filter((v) => !v.startsWith(liveSlot!.project)), []);
-    assert.equal(readdirSync(n.share).sort(), ['pgdata', `pgdata-${liveSlot.slotId}`]);
-    // Not fenced: connections allowed, and a write from outside commits at once.
-    assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
-    sql(n.container, "INSERT INTO app_writes (origin) VALUES ('after-sigterm')");
-    assert.ok(Number(sql(n.container, 'SELECT count(*) FROM app_writes')) > rowsBefore);
-    await waitFor('the live app to write again', () => Number(sql(n.container, "SELECT count(*) FROM app_writes WHERE at > now() - interval '2 seconds' AND origin <> 'after-sigterm'")) > 0, 60_000, 300);
-  });
+  signals(
+    `${signal} during ${phase}: exit 1, the writers run again, the fence is gone, no slot is left, the live data is intact`,
+    async () => {
+      const n = signalNas!;
+      assert.ok(liveSlot, 'setup failed');
+      await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
+      const liveBefore = containersOf(n.project);
+      const rowsBefore = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
+      const r = await deployKilledAt(n, phase, delayMs, signal);
+      assert.is(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`Error: interrupted by ${signal}`));
+      assert.not.match(r.stderr, / {4}at /);
+      // Only the live slot's containers, in the states they had.
+      await waitFor('the writers to run', () => containersOf(n.project)[appName(n)] === 'running', 60_000, 200);
+      assert.equal(containersOf(n.project), liveBefore);
+      assert.equal(
+        volumesOf(`${n.project}-s`).filter((v) => !v.startsWith(liveSlot!.project)),
+        [],
+      );
+      assert.equal(readdirSync(n.share).sort(), ['pgdata', `pgdata-${liveSlot.slotId}`]);
+      // Not fenced: connections allowed, and a write from outside commits at once.
+      assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
+      sql(n.container, "INSERT INTO app_writes (origin) VALUES ('after-sigterm')");
+      assert.ok(Number(sql(n.container, 'SELECT count(*) FROM app_writes')) > rowsBefore);
+      await waitFor(
+        'the live app to write again',
+        () =>
+          Number(
+            sql(
+              n.container,
+              "SELECT count(*) FROM app_writes WHERE at > now() - interval '2 seconds' AND origin <> 'after-sigterm'",
+            ),
+          ) > 0,
+        60_000,
+        300,
+      );
+    },
+  );
 }
 signals.after(cleanAll);
 signals.run();

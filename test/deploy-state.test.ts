@@ -29,7 +29,10 @@ test('a corrupt state file is a usage error naming the file and how to recover',
     } catch (error) {
       assert.instance(error, CliError);
       assert.is((error as CliError).exitCode, 2);
-      assert.is((error as CliError).message, `the deployment state ${join(dir, 'deploy/state.json')} is corrupt (not a JSON object)`);
+      assert.is(
+        (error as CliError).message,
+        `the deployment state ${join(dir, 'deploy/state.json')} is corrupt (not a JSON object)`,
+      );
       assert.match((error as CliError).advice!, /mv .*state\.json .*state\.json\.bad/);
     }
   }
@@ -38,7 +41,10 @@ test('a corrupt state file is a usage error naming the file and how to recover',
 test('an unreadable state file is an error too', () => {
   const dir = dirs.make();
   mkdirSync(join(dir, 'deploy/state.json'), { recursive: true });
-  assert.throws(() => readDeployState(dir), (e: CliError) => e.exitCode === 2 && /cannot read the deployment state .*EISDIR/.test(e.message));
+  assert.throws(
+    () => readDeployState(dir),
+    (e: CliError) => e.exitCode === 2 && /cannot read the deployment state .*EISDIR/.test(e.message),
+  );
 });
 
 test.after(() => dirs.removeAll());

@@ -2,7 +2,19 @@
 // the system's tar at both ends: the first sync sends every file, an unchanged tree sends nothing,
 // a change sends that file only and a deletion removes it there; the excludes never travel, modes
 // and links do, and a dry run changes nothing. No containers.
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -14,7 +26,18 @@ import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 let sshd: TestSshd | undefined;
 let workstation = '';
 let nasDir = '';
-const ssh = () => new Ssh({ host: sshd!.host, port: sshd!.port, user: sshd!.user, keyFile: sshd!.keyFile, knownHosts: sshd!.knownHosts, timeoutSec: 5 }, { backoffMs: 200, log: () => {} });
+const ssh = () =>
+  new Ssh(
+    {
+      host: sshd!.host,
+      port: sshd!.port,
+      user: sshd!.user,
+      keyFile: sshd!.keyFile,
+      knownHosts: sshd!.knownHosts,
+      timeoutSec: 5,
+    },
+    { backoffMs: 200, log: () => {} },
+  );
 const mirror = (path: string) => join(nasDir, 'deploy/sync', path);
 const sync = (dryRun = false) => syncSources(ssh(), workstation, ['src'], nasDir, { dryRun });
 
@@ -46,7 +69,8 @@ test('a dry run says what would travel and changes nothing; the first sync sends
   assert.is(statSync(mirror('src/backend/run.sh')).mode & 0o777, 0o755);
   assert.ok(lstatSync(mirror('src/run.sh')).isSymbolicLink());
   assert.is(readlinkSync(mirror('src/run.sh')), 'backend/run.sh');
-  for (const junk of ['.git', 'node_modules', 'backend/__pycache__']) assert.not.ok(existsSync(mirror(`src/${junk}`)), junk);
+  for (const junk of ['.git', 'node_modules', 'backend/__pycache__'])
+    assert.not.ok(existsSync(mirror(`src/${junk}`)), junk);
   assert.is(statSync(mirror('.manifest.json')).mode & 0o777, 0o600);
 });
 

@@ -63,8 +63,15 @@ locate('nothing found: a usage error listing where it looked', () => {
 });
 
 locate('qpkgInstallPath reads only the named section', () => {
-  assert.is(qpkgInstallPath('[a]\nInstall_Path = /x\n[container-station]\n Install_Path=/y \n', 'container-station'), '/y');
+  assert.is(
+    qpkgInstallPath('[a]\nInstall_Path = /x\n[container-station]\n Install_Path=/y \n', 'container-station'),
+    '/y',
+  );
   assert.is(qpkgInstallPath('[a]\nInstall_Path = /x\n', 'container-station'), undefined);
-  assert.ok(dockerCandidates({ env: { PATH: '/a:/b' }, root: '/nope' }).slice(0, 2).join() === '/a/docker,/b/docker');
+  assert.ok(
+    dockerCandidates({ env: { PATH: '/a:/b' }, root: '/nope' })
+      .slice(0, 2)
+      .join() === '/a/docker,/b/docker',
+  );
 });
 locate.run();

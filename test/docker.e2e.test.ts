@@ -15,7 +15,21 @@ const missing = scratchName('pb-inspect-missing');
 let ready = false;
 
 const run = (name: string, ...command: string[]) =>
-  execFileSync('docker', ['run', '-d', '--name', name, '--network', 'none', '--no-healthcheck', '--label', `${testLabel}=1`, '--entrypoint', command[0]!, testImage, ...command.slice(1)]);
+  execFileSync('docker', [
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    'none',
+    '--no-healthcheck',
+    '--label',
+    `${testLabel}=1`,
+    '--entrypoint',
+    command[0]!,
+    testImage,
+    ...command.slice(1),
+  ]);
 
 const inspect = suite('Docker.inspectMany');
 
@@ -42,7 +56,10 @@ inspect('waitHealthy returns for running ones and names a missing or exited cont
   assert.ok(ready, 'setup failed');
   await docker.waitHealthy([running], 5_000);
   const started = Date.now();
-  for (const [names, expected] of [[[running, missing], `container '${missing}' is missing`], [[exited, running], `container '${exited}' is exited`]] as const) {
+  for (const [names, expected] of [
+    [[running, missing], `container '${missing}' is missing`],
+    [[exited, running], `container '${exited}' is exited`],
+  ] as const) {
     try {
       await docker.waitHealthy([...names], 20_000);
       assert.unreachable('waitHealthy returned');

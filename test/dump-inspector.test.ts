@@ -97,7 +97,11 @@ test('a setval() of the same sequence twice is refused: the dump is not one pg_d
 });
 
 test('parseSetval reads the name (quotes undoubled), value and is_called; other lines are not setval', () => {
-  assert.equal(parseSetval("SELECT pg_catalog.setval('public.s', -5, false);"), { name: 'public.s', value: '-5', isCalled: false });
+  assert.equal(parseSetval("SELECT pg_catalog.setval('public.s', -5, false);"), {
+    name: 'public.s',
+    value: '-5',
+    isCalled: false,
+  });
   assert.is(parseSetval("SELECT pg_catalog.setval('public.s', 5, true); -- x"), undefined);
   assert.is(parseSetval('SELECT 1;'), undefined);
 });

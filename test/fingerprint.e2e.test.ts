@@ -43,7 +43,9 @@ async function changedTables(sql: string, algorithm: FingerprintAlgorithm): Prom
   await psql(name, 'DROP DATABASE IF EXISTS copy; CREATE DATABASE copy TEMPLATE planetarion', { db: 'postgres' });
   await psql(name, sql, { db: 'copy' });
   const [original, copy] = [await fingerprint('planetarion', algorithm), await fingerprint('copy', algorithm)];
-  return copy.tables.filter((t, i) => t.digest !== original.tables[i]!.digest || t.rows !== original.tables[i]!.rows).map((t) => t.table);
+  return copy.tables
+    .filter((t, i) => t.digest !== original.tables[i]!.digest || t.rows !== original.tables[i]!.rows)
+    .map((t) => t.table);
 }
 
 const fp = suite('fingerprint');
@@ -56,7 +58,12 @@ fp('setup: a database with a table of each kind', async () => {
 
 fp('the typed hash applies to tables of plain types (domains included), the text form to the rest', async () => {
   assert.ok(ready, 'setup failed');
-  const session = PsqlSession.open({ docker: 'docker', container: name, user: 'planetarion_user', database: 'planetarion' });
+  const session = PsqlSession.open({
+    docker: 'docker',
+    container: name,
+    user: 'planetarion_user',
+    database: 'planetarion',
+  });
   try {
     const kinds = Object.fromEntries((await listTables(session)).map((t) => [t.table, t.typed]));
     assert.equal(kinds, { amounts: false, docs: false, no_columns: true, simple: true, spans: false, tags: false });
@@ -75,63 +82,95 @@ fp('both algorithms agree on equal data and name their algorithm; their sums dif
   assert.is((await fingerprint('copy', 'typed')).sha256, typed.sha256);
   assert.is((await fingerprint('copy', 'text')).sha256, text.sha256);
   assert.is.not(typed.sha256, text.sha256);
-  assert.is.not(typed.tables.find((t) => t.table === 'simple')!.digest, text.tables.find((t) => t.table === 'simple')!.digest);
-  assert.is(typed.tables.find((t) => t.table === 'amounts')!.digest, text.tables.find((t) => t.table === 'amounts')!.digest);
+  assert.is.not(
+    typed.tables.find((t) => t.table === 'simple')!.digest,
+    text.tables.find((t) => t.table === 'simple')!.digest,
+  );
+  assert.is(
+    typed.tables.find((t) => t.table === 'amounts')!.digest,
+    text.tables.find((t) => t.table === 'amounts')!.digest,
+  );
 });
 
 fp('typed-only counts an inheritance child once, in itself; typed counted it in its parent too', async () => {
   assert.ok(ready, 'setup failed');
   await psql(name, 'DROP DATABASE IF EXISTS inherit; CREATE DATABASE inherit', { db: 'postgres' });
-  await psql(name, "CREATE TABLE parent (id int); CREATE TABLE child (extra text) INHERITS (parent); INSERT INTO parent VALUES (1), (2), (3); INSERT INTO child VALUES (4, 'x'), (5, 'y');", { db: 'inherit' });
-  const rows = (f: { tables: Array<{ table: string; rows: number }> }) => Object.fromEntries(f.tables.map((t) => [t.table, t.rows]));
+  await psql(
+    name,
+    "CREATE TABLE parent (id int); CREATE TABLE child (extra text) INHERITS (parent); INSERT INTO parent VALUES (1), (2), (3); INSERT INTO child VALUES (4, 'x'), (5, 'y');",
+    { db: 'inherit' },
+  );
+  const rows = (f: { tables: Array<{ table: string; rows: number }> }) =>
+    Object.fromEntries(f.tables.map((t) => [t.table, t.rows]));
   assert.equal(rows(await fingerprint('inherit')), { child: 2, parent: 3 });
   assert.equal(rows(await fingerprint('inherit', 'typed')), { child: 2, parent: 5 });
 });
 
-fp('the session resets role-level timeouts and search_path: a 1 ms statement_timeout and a shadowing function change nothing', async () => {
-  assert.ok(ready, 'setup failed');
-  const before = await fingerprint('planetarion', 'text');
-  await psql(name, `CREATE FUNCTION public.hashtextextended(text, bigint) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';
+fp(
+  'the session resets role-level timeouts and search_path: a 1 ms statement_timeout and a shadowing function change nothing',
+  async () => {
+    assert.ok(ready, 'setup failed');
+    const before = await fingerprint('planetarion', 'text');
+    await psql(
+      name,
+      `CREATE FUNCTION public.hashtextextended(text, bigint) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';
     ALTER ROLE planetarion_user SET search_path = public, pg_catalog;
     ALTER ROLE planetarion_user SET statement_timeout = '1ms'; ALTER ROLE planetarion_user SET lock_timeout = '1ms';
-    ALTER ROLE planetarion_user SET idle_in_transaction_session_timeout = '1ms';`);
-  try {
-    // The big sum of a table of 200 000 rows takes far longer than 1 ms.
-    await psql(name, 'SET statement_timeout = 0; CREATE TABLE slow AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;');
-    const after = await fingerprint('planetarion', 'text');
-    assert.equal(after.tables.filter((t) => t.table !== 'slow'), before.tables);
-    assert.ok(after.tables.find((t) => t.table === 'slow')!.rows === 200000);
-  } finally {
-    await psql(name, 'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP FUNCTION public.hashtextextended(text, bigint); DROP TABLE IF EXISTS slow;');
-  }
-});
+    ALTER ROLE planetarion_user SET idle_in_transaction_session_timeout = '1ms';`,
+    );
+    try {
+      // The big sum of a table of 200 000 rows takes far longer than 1 ms.
+      await psql(
+        name,
+        'SET statement_timeout = 0; CREATE TABLE slow AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;',
+      );
+      const after = await fingerprint('planetarion', 'text');
+      assert.equal(
+        after.tables.filter((t) => t.table !== 'slow'),
+        before.tables,
+      );
+      assert.ok(after.tables.find((t) => t.table === 'slow')!.rows === 200000);
+    } finally {
+      await psql(
+        name,
+        'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP FUNCTION public.hashtextextended(text, bigint); DROP TABLE IF EXISTS slow;',
+      );
+    }
+  },
+);
 
 for (const algorithm of ['typed-only', 'typed', 'text'] as const) {
-  fp(`${algorithm}: a change in any column, a moved value, a lost or an extra row is seen in that table only`, async () => {
-    assert.ok(ready, 'setup failed');
-    for (const change of [
-      "UPDATE simple SET name = 'name 1 ' WHERE id = 1",
-      "UPDATE simple SET born = born + interval '1 microsecond' WHERE id = 2",
-      "UPDATE simple SET u = md5('x')::uuid WHERE id = 3",
-      "UPDATE simple SET b = '\\x00fe' WHERE id = 4",
-      'UPDATE simple SET s = NULL WHERE id = 5',
-      "UPDATE simple SET \"ROW\" = '' WHERE id = 6",
-      'UPDATE simple SET name = code, code = name WHERE id = 7',
-      'DELETE FROM simple WHERE id = 8',
-      'INSERT INTO simple (id) VALUES (8)',
-    ]) {
-      assert.equal(await changedTables(change, algorithm), ['simple'], change);
-    }
-  });
+  fp(
+    `${algorithm}: a change in any column, a moved value, a lost or an extra row is seen in that table only`,
+    async () => {
+      assert.ok(ready, 'setup failed');
+      for (const change of [
+        "UPDATE simple SET name = 'name 1 ' WHERE id = 1",
+        "UPDATE simple SET born = born + interval '1 microsecond' WHERE id = 2",
+        "UPDATE simple SET u = md5('x')::uuid WHERE id = 3",
+        "UPDATE simple SET b = '\\x00fe' WHERE id = 4",
+        'UPDATE simple SET s = NULL WHERE id = 5',
+        'UPDATE simple SET "ROW" = \'\' WHERE id = 6',
+        'UPDATE simple SET name = code, code = name WHERE id = 7',
+        'DELETE FROM simple WHERE id = 8',
+        'INSERT INTO simple (id) VALUES (8)',
+      ]) {
+        assert.equal(await changedTables(change, algorithm), ['simple'], change);
+      }
+    },
+  );
 
-  fp(`${algorithm}: changes only the text form shows (numeric scale, jsonb spelling, interval units, array order) are seen`, async () => {
-    assert.ok(ready, 'setup failed');
-    assert.equal(await changedTables('UPDATE amounts SET amount = 1.00 WHERE id = 1', algorithm), ['amounts']);
-    assert.equal(await changedTables(`UPDATE docs SET doc = '{"a": 1.00}'`, algorithm), ['docs']);
-    assert.equal(await changedTables("UPDATE spans SET span = '24 hours'", algorithm), ['spans']);
-    assert.equal(await changedTables("UPDATE tags SET tags = ARRAY['y', 'x']", algorithm), ['tags']);
-    assert.equal(await changedTables('INSERT INTO no_columns DEFAULT VALUES', algorithm), ['no_columns']);
-  });
+  fp(
+    `${algorithm}: changes only the text form shows (numeric scale, jsonb spelling, interval units, array order) are seen`,
+    async () => {
+      assert.ok(ready, 'setup failed');
+      assert.equal(await changedTables('UPDATE amounts SET amount = 1.00 WHERE id = 1', algorithm), ['amounts']);
+      assert.equal(await changedTables(`UPDATE docs SET doc = '{"a": 1.00}'`, algorithm), ['docs']);
+      assert.equal(await changedTables("UPDATE spans SET span = '24 hours'", algorithm), ['spans']);
+      assert.equal(await changedTables("UPDATE tags SET tags = ARRAY['y', 'x']", algorithm), ['tags']);
+      assert.equal(await changedTables('INSERT INTO no_columns DEFAULT VALUES', algorithm), ['no_columns']);
+    },
+  );
 }
 
 fp.after(async () => {

@@ -23,7 +23,11 @@ test('reads a file while a process writes it in bursts, and stops after the writ
   const path = join(temp.make(), 'growing');
   writeFileSync(path, '');
   // 30 bursts of 100 KB with 30 ms pauses: the reader catches up and waits many times.
-  const writer = spawn('sh', ['-c', 'for i in $(seq 1 30); do head -c 100000 /dev/urandom; sleep 0.03; done >> "$1"', 'sh', path], { stdio: 'ignore' });
+  const writer = spawn(
+    'sh',
+    ['-c', 'for i in $(seq 1 30); do head -c 100000 /dev/urandom; sleep 0.03; done >> "$1"', 'sh', path],
+    { stdio: 'ignore' },
+  );
   const exited = once(writer, 'close');
   const read = await collect(path, exited);
   assert.is(read.length, 3_000_000);

@@ -9,7 +9,11 @@ import * as assert from 'uvu/assert';
 import { GunzipScan } from '../lib/gunzip-scan.ts';
 
 // Compressible text with incompressible stretches: long matches and literals both occur.
-const plain = Buffer.concat(Array.from({ length: 200 }, (_, i) => Buffer.concat([Buffer.from(`${i}\t${'row '.repeat(500)}\n`), randomBytes(3000)])));
+const plain = Buffer.concat(
+  Array.from({ length: 200 }, (_, i) =>
+    Buffer.concat([Buffer.from(`${i}\t${'row '.repeat(500)}\n`), randomBytes(3000)]),
+  ),
+);
 const gz = gzipSync(plain, { level: 1 });
 
 function scan(input: Buffer, inputChunk: number, outputSize?: number) {

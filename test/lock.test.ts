@@ -10,9 +10,19 @@ import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 const holder = join(import.meta.dirname, 'fixtures/hold-lock.ts');
 const tsx = join(import.meta.dirname, '../node_modules/.bin/tsx');
 
-interface Run { code: number | null; stdout: string; stderr: string }
-function run(dir: string, ms: number, startSignal?: string): { done: Promise<Run>; pid: number; kill(sig: NodeJS.Signals): void } {
-  const child = spawn(tsx, [holder, dir, String(ms), ...(startSignal ? [startSignal] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+function run(
+  dir: string,
+  ms: number,
+  startSignal?: string,
+): { done: Promise<Run>; pid: number; kill(sig: NodeJS.Signals): void } {
+  const child = spawn(tsx, [holder, dir, String(ms), ...(startSignal ? [startSignal] : [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -75,7 +85,10 @@ acquire('refuses a lock held by a live process with LockHeldError (exit 75) nami
 });
 
 acquire('takes over a lock whose pid is dead, and says whose it was', () => {
-  plantLock(dir, JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' }));
+  plantLock(
+    dir,
+    JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' }),
+  );
   const lock = acquireLock(dir, 'new');
   assert.is(lock.tookOverFrom?.command, 'old');
   lock.release();
@@ -91,7 +104,11 @@ acquire('takes over a lock whose pid was reused by another process (start time d
 });
 
 acquire('an empty or unreadable lock file counts as held, exit 75 with the fix, and stays', () => {
-  for (const [content, detail] of [['', /is empty/], ['{"pid":', /does not hold an owner record/], ['garbage\n', /does not hold an owner record/]] as const) {
+  for (const [content, detail] of [
+    ['', /is empty/],
+    ['{"pid":', /does not hold an owner record/],
+    ['garbage\n', /does not hold an owner record/],
+  ] as const) {
     const path = plantLock(dir, content, 3_600_000);
     const error = heldError(dir);
     assert.is(error.exitCode, 75);
@@ -102,7 +119,13 @@ acquire('an empty or unreadable lock file counts as held, exit 75 with the fix, 
 });
 
 acquire('a seconds-old lock counts as held even when its pid is gone; an older one is taken over', () => {
-  const dead = JSON.stringify({ pid: 2 ** 22 + 12345, startTicks: '1', command: 'old', host: hostname(), started: 'x' });
+  const dead = JSON.stringify({
+    pid: 2 ** 22 + 12345,
+    startTicks: '1',
+    command: 'old',
+    host: hostname(),
+    started: 'x',
+  });
   plantLock(dir, dead, 1_000);
   assert.match(heldError(dir).message, /pid 4206649/);
   plantLock(dir, dead, freshLockMs + 1_000);
@@ -130,7 +153,8 @@ race.after.each(() => removeTempDir(dir));
 async function raceHolders(count: number, ms: number): Promise<Run[]> {
   const go = join(dir, 'go');
   const runs = Array.from({ length: count }, () => run(dir, ms, go));
-  for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < count; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < count; i++)
+    await new Promise((r) => setTimeout(r, 50));
   writeFileSync(go, '');
   return Promise.all(runs.map((r) => r.done));
 }
@@ -145,16 +169,19 @@ race('two processes racing: exactly one gets it, the other exits 75 naming the h
   assert.match(losers[0]!.stderr, `pid ${holderPid}`);
 });
 
-race('eight processes racing through the moment the lock is written: exactly one wins, every loser names it', async () => {
-  const results = await raceHolders(8, 2500);
-  const winners = results.filter((r) => r.code === 0);
-  assert.is(winners.length, 1, JSON.stringify(results));
-  const holderPid = /locked (\d+)/.exec(winners[0]!.stdout)![1];
-  for (const loser of results.filter((r) => r.code !== 0)) {
-    assert.is(loser.code, 75, loser.stderr);
-    assert.match(loser.stderr, `pid ${holderPid}`);
-  }
-});
+race(
+  'eight processes racing through the moment the lock is written: exactly one wins, every loser names it',
+  async () => {
+    const results = await raceHolders(8, 2500);
+    const winners = results.filter((r) => r.code === 0);
+    assert.is(winners.length, 1, JSON.stringify(results));
+    const holderPid = /locked (\d+)/.exec(winners[0]!.stdout)![1];
+    for (const loser of results.filter((r) => r.code !== 0)) {
+      assert.is(loser.code, 75, loser.stderr);
+      assert.match(loser.stderr, `pid ${holderPid}`);
+    }
+  },
+);
 
 race('a lock left by a killed process (SIGKILL) is taken over by the next run', async () => {
   const first = run(dir, 60_000);

@@ -1,4 +1,13 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -19,7 +28,11 @@ logger('a symlink planted at the log file is refused with one line (exit 2), its
   mkdirSync(join(dir, 'logs'), { mode: 0o700 });
   writeFileSync(join(dir, 'victim'), 'precious');
   symlinkSync(join(dir, 'victim'), join(dir, 'logs', 'backup.log'));
-  assert.throws(() => new Logger({ file: join(dir, 'logs', 'backup.log'), stderr: null }), (error: Error & { exitCode?: number }) => /backup\.log is a symbolic link/.test(error.message) && error.exitCode === 2);
+  assert.throws(
+    () => new Logger({ file: join(dir, 'logs', 'backup.log'), stderr: null }),
+    (error: Error & { exitCode?: number }) =>
+      /backup\.log is a symbolic link/.test(error.message) && error.exitCode === 2,
+  );
   assert.is(readFileSync(join(dir, 'victim'), 'utf8'), 'precious');
 });
 
@@ -31,7 +44,10 @@ logger('writes timestamped level lines to the file (0600, dir 0700) and to stder
   log.error("Database container 'planetarion-db' is not running");
   log.info('two\nlines');
   const text = readFileSync(file, 'utf8');
-  assert.is(text, "[2023-12-01 02:00:05] ERROR - Database container 'planetarion-db' is not running\n[2023-12-01 02:00:05] INFO - two\n    lines\n");
+  assert.is(
+    text,
+    "[2023-12-01 02:00:05] ERROR - Database container 'planetarion-db' is not running\n[2023-12-01 02:00:05] INFO - two\n    lines\n",
+  );
   assert.is(lines.join(''), text);
   assert.is(statSync(file).mode & 0o777, 0o600);
   assert.is(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
@@ -62,18 +78,21 @@ logger('does not write lines twice when stderr already is the log file (cron >> 
   assert.is(readFileSync(file, 'utf8'), '[2023-12-01 02:00:05] INFO - once\n');
 });
 
-logger('rotates under cron too (stderr is the log file): the run ends the old file, the next run starts a new one', async () => {
-  const file = join(dir, 'backup.log');
-  writeFileSync(file, 'x'.repeat(100));
-  const fd = openSync(file, 'a');
-  const stream = createWriteStream('', { fd, autoClose: false });
-  const log = new Logger({ file, stderr: stream, maxBytes: 50, now: fixed });
-  log.info('this run');
-  await new Promise<void>((resolve) => stream.end(resolve));
-  closeSync(fd);
-  assert.is(readFileSync(`${file}.1`, 'utf8'), `${'x'.repeat(100)}[2023-12-01 02:00:05] INFO - this run\n`);
-  assert.not.ok(existsSync(file), 'nothing written twice to a new file');
-});
+logger(
+  'rotates under cron too (stderr is the log file): the run ends the old file, the next run starts a new one',
+  async () => {
+    const file = join(dir, 'backup.log');
+    writeFileSync(file, 'x'.repeat(100));
+    const fd = openSync(file, 'a');
+    const stream = createWriteStream('', { fd, autoClose: false });
+    const log = new Logger({ file, stderr: stream, maxBytes: 50, now: fixed });
+    log.info('this run');
+    await new Promise<void>((resolve) => stream.end(resolve));
+    closeSync(fd);
+    assert.is(readFileSync(`${file}.1`, 'utf8'), `${'x'.repeat(100)}[2023-12-01 02:00:05] INFO - this run\n`);
+    assert.not.ok(existsSync(file), 'nothing written twice to a new file');
+  },
+);
 
 logger('formatTimestamp pads every field', () => {
   assert.is(formatTimestamp(new Date(2024, 0, 2, 3, 4, 5)), '2024-01-02 03:04:05');

@@ -20,7 +20,11 @@ function refusal(machine: string, kernel: string, available?: string[]): CliErro
 
 const platform = suite('choosePlatform');
 platform('x86_64 and aarch64 NAS models get their build', () => {
-  assert.equal(choosePlatform('x86_64\n', '4.14.24-qnap\n'), { machine: 'x86_64', kernel: '4.14.24-qnap', folder: 'linux-x64' });
+  assert.equal(choosePlatform('x86_64\n', '4.14.24-qnap\n'), {
+    machine: 'x86_64',
+    kernel: '4.14.24-qnap',
+    folder: 'linux-x64',
+  });
   assert.is(choosePlatform('amd64', '5.10.60-qnap').folder, 'linux-x64');
   assert.is(choosePlatform('aarch64', '4.2.8').folder, 'linux-arm64');
   assert.is(choosePlatform('arm64', '6.1.0').folder, 'linux-arm64');
@@ -45,7 +49,7 @@ platform('kernel floor 3.2 (glibc 2.36)', () => {
     assert.match(e.message, `kernel ${old} is older than 3.2`);
     assert.match(e.message, 'glibc 2.36');
   }
-  assert.match(refusal('x86_64', 'unknown').message, 'cannot read the NAS\'s kernel version');
+  assert.match(refusal('x86_64', 'unknown').message, "cannot read the NAS's kernel version");
 });
 platform.run();
 
@@ -61,7 +65,7 @@ builds('lists the build folders that hold a SHA256SUMS', () => {
     removeTempDir(root);
   }
 });
-builds('from source: the checkout\'s dist/bin', async () => {
+builds("from source: the checkout's dist/bin", async () => {
   assert.is(await localBinRoot(), join(import.meta.dirname, '..', 'dist', 'bin'));
 });
 builds.run();

@@ -15,10 +15,28 @@ const settingsOf = (env: Record<string, string>) => resolveSettings({ env, readF
 const config = suite('off-site settings');
 config('s3://bucket/prefix, defaults: us-east-1, path style only with an endpoint, the local keep', () => {
   const aws = offsiteConfig(settingsOf({ PLANETARION_OFFSITE: 's3://my-bucket/nas/backups/', PLANETARION_KEEP: '5' }))!;
-  assert.equal([aws.bucket, aws.prefix, aws.region, aws.pathStyle, aws.keep, aws.endpoint, aws.timeoutMs], ['my-bucket', 'nas/backups/', 'us-east-1', false, 5, undefined, 60_000]);
-  const minio = offsiteConfig(settingsOf({ PLANETARION_OFFSITE: 's3://bk1', PLANETARION_S3_ENDPOINT: 'http://127.0.0.1:9000/', PLANETARION_OFFSITE_KEEP: '14' }))!;
+  assert.equal(
+    [aws.bucket, aws.prefix, aws.region, aws.pathStyle, aws.keep, aws.endpoint, aws.timeoutMs],
+    ['my-bucket', 'nas/backups/', 'us-east-1', false, 5, undefined, 60_000],
+  );
+  const minio = offsiteConfig(
+    settingsOf({
+      PLANETARION_OFFSITE: 's3://bk1',
+      PLANETARION_S3_ENDPOINT: 'http://127.0.0.1:9000/',
+      PLANETARION_OFFSITE_KEEP: '14',
+    }),
+  )!;
   assert.equal([minio.prefix, minio.pathStyle, minio.keep, minio.endpoint], ['', true, 14, 'http://127.0.0.1:9000']);
-  assert.is(offsiteConfig(settingsOf({ PLANETARION_OFFSITE: 's3://bk1', PLANETARION_S3_ENDPOINT: 'https://x.example', PLANETARION_S3_PATH_STYLE: 'off' }))!.pathStyle, false);
+  assert.is(
+    offsiteConfig(
+      settingsOf({
+        PLANETARION_OFFSITE: 's3://bk1',
+        PLANETARION_S3_ENDPOINT: 'https://x.example',
+        PLANETARION_S3_PATH_STYLE: 'off',
+      }),
+    )!.pathStyle,
+    false,
+  );
   assert.is(offsiteConfig(settingsOf({})), undefined);
 });
 config('bad values are refused naming the setting', () => {
@@ -27,12 +45,26 @@ config('bad values are refused naming the setting', () => {
   }
 });
 config('credentials: the environment first, else the profile of the credentials file; a clear error otherwise', () => {
-  const c = offsiteConfig(settingsOf({ PLANETARION_OFFSITE: 's3://bk1', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/creds' }))!;
-  assert.equal(resolveCredentials(c, { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret' }), { accessKeyId: 'id', secretAccessKey: 'secret', sessionToken: undefined, source: 'the environment' });
-  assert.throws(() => resolveCredentials(c, { AWS_ACCESS_KEY_ID: 'id' }), /only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+  const c = offsiteConfig(
+    settingsOf({ PLANETARION_OFFSITE: 's3://bk1', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/creds' }),
+  )!;
+  assert.equal(resolveCredentials(c, { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret' }), {
+    accessKeyId: 'id',
+    secretAccessKey: 'secret',
+    sessionToken: undefined,
+    source: 'the environment',
+  });
+  assert.throws(
+    () => resolveCredentials(c, { AWS_ACCESS_KEY_ID: 'id' }),
+    /only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/,
+  );
   assert.throws(() => resolveCredentials(c, {}), /the credentials file \/nonexistent\/creds does not exist/);
-  const text = '# keys\n[other]\naws_access_key_id = A\naws_secret_access_key = B\n\n[profile nas]\nAWS_ACCESS_KEY_ID=C\naws_secret_access_key = D E\n';
-  assert.equal(Object.fromEntries(parseCredentialsFile(text, 'nas')!), { aws_access_key_id: 'C', aws_secret_access_key: 'D E' });
+  const text =
+    '# keys\n[other]\naws_access_key_id = A\naws_secret_access_key = B\n\n[profile nas]\nAWS_ACCESS_KEY_ID=C\naws_secret_access_key = D E\n';
+  assert.equal(Object.fromEntries(parseCredentialsFile(text, 'nas')!), {
+    aws_access_key_id: 'C',
+    aws_secret_access_key: 'D E',
+  });
   assert.is(parseCredentialsFile(text, 'default'), undefined);
 });
 config('setup-backup-cron warns about an unencrypted off-site copy and keys only in the shell', () => {
@@ -46,40 +78,89 @@ config('setup-backup-cron warns about an unencrypted off-site copy and keys only
 config.run();
 
 const remote = suite('remote backups and off-site rotation');
-const names = (n: number, hour0 = 0) => Array.from({ length: n }, (_, i) => `planetarion_backup_20250101_${String(hour0 + i).padStart(2, '0')}0000.sql.gz`);
+const names = (n: number, hour0 = 0) =>
+  Array.from({ length: n }, (_, i) => `planetarion_backup_20250101_${String(hour0 + i).padStart(2, '0')}0000.sql.gz`);
 const complete = (name: string) => [name, `${name}.json`, `${name}.sha256`].map((n) => ({ name: n, size: 10 }));
 remote('only the backup pattern and its sidecars belong to us', () => {
-  assert.is(backupNameOf('planetarion_backup_20250101_000000.sql.gz.json'), 'planetarion_backup_20250101_000000.sql.gz');
-  assert.is(backupNameOf('planetarion_backup_20250101_000000.dump.age.sha256'), 'planetarion_backup_20250101_000000.dump.age');
-  for (const other of ['notes.txt', 'planetarion_backup_20250101_000000.sql.gz.bak', 'planetarion_backup_2025.sql.gz', 'x/planetarion_backup_20250101_000000.sql.gz']) assert.is(backupNameOf(other), undefined, other);
+  assert.is(
+    backupNameOf('planetarion_backup_20250101_000000.sql.gz.json'),
+    'planetarion_backup_20250101_000000.sql.gz',
+  );
+  assert.is(
+    backupNameOf('planetarion_backup_20250101_000000.dump.age.sha256'),
+    'planetarion_backup_20250101_000000.dump.age',
+  );
+  for (const other of [
+    'notes.txt',
+    'planetarion_backup_20250101_000000.sql.gz.bak',
+    'planetarion_backup_2025.sql.gz',
+    'x/planetarion_backup_20250101_000000.sql.gz',
+  ])
+    assert.is(backupNameOf(other), undefined, other);
   const { backups, foreign } = remoteBackups([...complete(names(1)[0]!), { name: 'notes.txt', size: 1 }]);
   assert.is(foreign, 1);
-  assert.equal(backups.map((b) => [b.name, b.hasManifest, b.hasChecksum, b.size]), [[names(1)[0], true, true, 10]]);
+  assert.equal(
+    backups.map((b) => [b.name, b.hasManifest, b.hasChecksum, b.size]),
+    [[names(1)[0], true, true, 10]],
+  );
 });
-remote('keeps the newest N complete copies; older ones and older incomplete leftovers go; never the protected one', () => {
-  const all = names(5);
-  const objects = [...complete(all[0]!), { name: all[1]!, size: 10 }, ...complete(all[2]!), ...complete(all[3]!), ...complete(all[4]!)];
-  const { backups } = remoteBackups(objects);
-  assert.equal(planRemoteRotation(backups, 2, all[4]!).map((b) => b.name), [all[2], all[1], all[0]]);
-  // An incomplete copy newer than the Nth complete one is kept (the next run completes it).
-  const withPartial = remoteBackups([...complete(all[0]!), { name: all[3]!, size: 10 }, ...complete(all[2]!), ...complete(all[4]!)]).backups;
-  assert.equal(planRemoteRotation(withPartial, 2, all[4]!).map((b) => b.name), [all[0]]);
-  assert.equal(planRemoteRotation(backups, 1, all[0]!).map((b) => b.name), [all[3], all[2], all[1]]);
-});
+remote(
+  'keeps the newest N complete copies; older ones and older incomplete leftovers go; never the protected one',
+  () => {
+    const all = names(5);
+    const objects = [
+      ...complete(all[0]!),
+      { name: all[1]!, size: 10 },
+      ...complete(all[2]!),
+      ...complete(all[3]!),
+      ...complete(all[4]!),
+    ];
+    const { backups } = remoteBackups(objects);
+    assert.equal(
+      planRemoteRotation(backups, 2, all[4]!).map((b) => b.name),
+      [all[2], all[1], all[0]],
+    );
+    // An incomplete copy newer than the Nth complete one is kept (the next run completes it).
+    const withPartial = remoteBackups([
+      ...complete(all[0]!),
+      { name: all[3]!, size: 10 },
+      ...complete(all[2]!),
+      ...complete(all[4]!),
+    ]).backups;
+    assert.equal(
+      planRemoteRotation(withPartial, 2, all[4]!).map((b) => b.name),
+      [all[0]],
+    );
+    assert.equal(
+      planRemoteRotation(backups, 1, all[0]!).map((b) => b.name),
+      [all[3], all[2], all[1]],
+    );
+  },
+);
 remote.run();
 
 const hasher = suite('UploadHasher');
-hasher("computes the ETags S3 gives a single PUT and a multipart upload of partSize parts", async () => {
+hasher('computes the ETags S3 gives a single PUT and a multipart upload of partSize parts', async () => {
   for (const size of [1000, partSize, partSize * 2 + 12345]) {
     const data = Buffer.alloc(size, 7);
     for (let i = 0; i < size; i += 4099) data[i] = i & 0xff;
     const h = new UploadHasher(size);
     // Odd chunk sizes: part boundaries fall inside chunks.
-    const chunks = Array.from({ length: Math.ceil(size / 65_521) }, (_, i) => data.subarray(i * 65_521, (i + 1) * 65_521));
+    const chunks = Array.from({ length: Math.ceil(size / 65_521) }, (_, i) =>
+      data.subarray(i * 65_521, (i + 1) * 65_521),
+    );
     for await (const _ of Readable.from(chunks).pipe(h)) void _;
     const md5 = (b: Buffer) => createHash('md5').update(b).digest();
-    const parts = Array.from({ length: Math.ceil(size / partSize) }, (_, i) => md5(data.subarray(i * partSize, (i + 1) * partSize)));
-    const expected = size < partSize ? [md5(data).toString('hex')] : [`${createHash('md5').update(Buffer.concat(parts)).digest('hex')}-${parts.length}`, md5(data).toString('hex')];
+    const parts = Array.from({ length: Math.ceil(size / partSize) }, (_, i) =>
+      md5(data.subarray(i * partSize, (i + 1) * partSize)),
+    );
+    const expected =
+      size < partSize
+        ? [md5(data).toString('hex')]
+        : [
+            `${createHash('md5').update(Buffer.concat(parts)).digest('hex')}-${parts.length}`,
+            md5(data).toString('hex'),
+          ];
     assert.equal(h.expectedEtags(), expected, String(size));
     assert.is(h.sha256.digest('hex'), createHash('sha256').update(data).digest('hex'));
   }

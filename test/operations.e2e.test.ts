@@ -48,16 +48,27 @@ export function fencedBlocks(markdown: string): FencedBlock[] {
     const start = i;
     const body: string[] = [];
     for (i++; i < lines.length && !lines[i]!.startsWith(open[1]!); i++) body.push(lines[i]!);
-    blocks.push({ info: open[2]!.trim().split(/\s+/).filter(Boolean), code: body.join('\n') + '\n', line: start + 1, heading });
+    blocks.push({
+      info: open[2]!.trim().split(/\s+/).filter(Boolean),
+      code: `${body.join('\n')}\n`,
+      line: start + 1,
+      heading,
+    });
   }
   return blocks;
 }
 
-const attr = (block: FencedBlock, key: string) => block.info.find((w) => w.startsWith(`${key}=`))?.slice(key.length + 1);
+const attr = (block: FencedBlock, key: string) =>
+  block.info.find((w) => w.startsWith(`${key}=`))?.slice(key.length + 1);
 
 /** A line of the guide as a pattern: literal text, `…` matching anything. */
 export function linePattern(line: string): RegExp {
-  return new RegExp(`^${line.split('…').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*?')}$`);
+  return new RegExp(
+    `^${line
+      .split('…')
+      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*?')}$`,
+  );
 }
 
 const guide = fencedBlocks(readFileSync(guidePath, 'utf8'));
@@ -80,9 +91,15 @@ function onTestNas(script: string): string {
 /** Runs a shell script in the test NAS folder with its environment (as the operator's SSH session). */
 function shell(guideScript: string, options: { asNobody?: boolean; timeoutMs?: number } = {}): Promise<ToolResult> {
   const script = onTestNas(guideScript);
-  const argv = options.asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-e', '-c', script] : ['sh', '-e', '-c', script];
+  const argv = options.asNobody
+    ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-e', '-c', script]
+    : ['sh', '-e', '-c', script];
   return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: n!.dir, env: cleanEnv(n!.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd: n!.dir,
+      env: cleanEnv(n!.env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -97,7 +114,11 @@ function shell(guideScript: string, options: { asNobody?: boolean; timeoutMs?: n
 
 /** The output with the test NAS's folder and container shown as the guide shows the QNAP's. */
 function asOnQnap(text: string): string[] {
-  return text.replaceAll(n!.dir, qnapDir).replaceAll(n!.container, qnapContainer).split('\n').map((l) => l.trimEnd());
+  return text
+    .replaceAll(n!.dir, qnapDir)
+    .replaceAll(n!.container, qnapContainer)
+    .split('\n')
+    .map((l) => l.trimEnd());
 }
 
 /** Every line of the guide's message block appears in the output, in the guide's order. */
@@ -109,7 +130,10 @@ function assertMessage(id: string, result: ToolResult): void {
   for (const line of block.code.trimEnd().split('\n')) {
     const pattern = linePattern(line);
     const at = printed.findIndex((p, i) => i >= from && pattern.test(p));
-    assert.ok(at >= 0, `error=${id}: the guide's line\n  ${line}\nwas not printed (in this order); the tools printed:\n${printed.join('\n')}`);
+    assert.ok(
+      at >= 0,
+      `error=${id}: the guide's line\n  ${line}\nwas not printed (in this order); the tools printed:\n${printed.join('\n')}`,
+    );
     from = at + 1;
   }
 }
@@ -122,7 +146,11 @@ async function runFix(id: string): Promise<void> {
   assert.is(r.code, 0, `fix=${id} (docs/OPERATIONS.md line ${block.line}) exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
 }
 
-const newestBackup = () => readdirSync(join(n!.dir, 'backups')).filter((f) => /^planetarion_backup_\d{8}_\d{6}\.sql\.gz$/.test(f)).sort().pop()!;
+const newestBackup = () =>
+  readdirSync(join(n!.dir, 'backups'))
+    .filter((f) => /^planetarion_backup_\d{8}_\d{6}\.sql\.gz$/.test(f))
+    .sort()
+    .pop()!;
 
 /** Changes one value in the research table of a backup and keeps its checksum and manifest consistent, so only the fingerprint can tell. */
 function tamperConsistently(file: string): void {
@@ -190,7 +218,10 @@ const failures: Record<string, Failure> = {
   'lock-held': {
     // A real holder of the shared lock (as a long restore or deploy would be) for a few seconds.
     async provoke() {
-      holder = spawn('node', ['--import', 'tsx', 'test/fixtures/hold-lock.ts', n!.dir, '6000'], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
+      holder = spawn('node', ['--import', 'tsx', 'test/fixtures/hold-lock.ts', n!.dir, '6000'], {
+        cwd: repo,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       await new Promise<void>((resolve, reject) => {
         holder!.stdout!.setEncoding('utf8').on('data', (d: string) => d.includes('locked') && resolve());
         holder!.on('close', (code) => reject(new Error(`hold-lock exited ${code} before taking the lock`)));
@@ -233,25 +264,43 @@ const failures: Record<string, Failure> = {
 
 const ops = suite('docs/OPERATIONS.md');
 
-ops('setup: a test NAS with a first deployment and the Planetarion-like seed; the guide has runnable blocks and troubleshooting entries', async () => {
-  assert.ok(steps.length >= 10, `only ${steps.length} runnable blocks found`);
-  n = makeTestNas();
-  // Generic mode: the cron job goes to the recording `crontab` first on PATH, never the machine's.
-  const first = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '180'], n.env);
-  assert.is(first.code, 0, first.stderr);
-  await seedPlanetarion(n.container, { scale: 0.2 });
-  ready = true;
-});
+ops(
+  'setup: a test NAS with a first deployment and the Planetarion-like seed; the guide has runnable blocks and troubleshooting entries',
+  async () => {
+    assert.ok(steps.length >= 10, `only ${steps.length} runnable blocks found`);
+    n = makeTestNas();
+    // Generic mode: the cron job goes to the recording `crontab` first on PATH, never the machine's.
+    const first = await runTool('deploy-to-qnap', ['--local', '--health-timeout', '180'], n.env);
+    assert.is(first.code, 0, first.stderr);
+    await seedPlanetarion(n.container, { scale: 0.2 });
+    ready = true;
+  },
+);
 
-ops('every troubleshooting entry of the guide is provoked by this test, and every provoked failure is in the guide', () => {
-  assert.equal([...messages.keys()].sort(), Object.keys(failures).sort());
-  for (const failure of Object.values(failures)) if (failure.fix) assert.ok(fixes.has(failure.fix), `no fix=${failure.fix} block`);
-  assert.equal([...fixes.keys()].sort(), [...new Set(Object.values(failures).flatMap((f) => (f.fix ? [f.fix] : [])))].sort());
-});
+ops(
+  'every troubleshooting entry of the guide is provoked by this test, and every provoked failure is in the guide',
+  () => {
+    assert.equal([...messages.keys()].sort(), Object.keys(failures).sort());
+    for (const failure of Object.values(failures))
+      if (failure.fix) assert.ok(fixes.has(failure.fix), `no fix=${failure.fix} block`);
+    assert.equal(
+      [...fixes.keys()].sort(),
+      [...new Set(Object.values(failures).flatMap((f) => (f.fix ? [f.fix] : [])))].sort(),
+    );
+  },
+);
 
 /** A command line of a block, without its comment and without --yes (the guide's tasks let the tool ask). */
 const commandLines = (code: string) =>
-  code.split('\n').map((l) => l.replace(/\s+#.*$/, '').replace(/ --yes\b/g, '').trim()).filter((l) => l && !l.startsWith('#'));
+  code
+    .split('\n')
+    .map((l) =>
+      l
+        .replace(/\s+#.*$/, '')
+        .replace(/ --yes\b/g, '')
+        .trim(),
+    )
+    .filter((l) => l && !l.startsWith('#'));
 
 ops('the everyday tasks: five blocks, each of whose commands a runnable block runs', () => {
   assert.is(tasks.length, 5);
@@ -268,30 +317,37 @@ for (const block of steps) {
   ops(`runs the block at line ${block.line} (${block.heading})`, async () => {
     assert.ok(ready, 'setup failed');
     const r = await shell(block.code);
-    assert.is(r.code, 0, `docs/OPERATIONS.md line ${block.line} exited ${r.code}:\n${block.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+    assert.is(
+      r.code,
+      0,
+      `docs/OPERATIONS.md line ${block.line} exited ${r.code}:\n${block.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`,
+    );
   });
 }
 
 for (const [id, failure] of Object.entries(failures)) {
-  ops(`troubleshooting ${id}: the message printed is the guide's${failure.fix ? ', and its fix works' : ''}`, async () => {
-    assert.ok(ready, 'setup failed');
-    let result: ToolResult;
-    try {
-      result = await failure.provoke();
-    } finally {
-      failure.undo?.();
-    }
-    // The fix runs even when the message is wrong, so one failing entry does not break the next.
-    let wrongMessage: unknown;
-    try {
-      assert.is(result.code, failure.exitCode, `exit ${result.code}:\n${result.stderr}`);
-      assertMessage(id, result);
-    } catch (error) {
-      wrongMessage = error;
-    }
-    if (failure.fix) await runFix(failure.fix);
-    if (wrongMessage) throw wrongMessage;
-  });
+  ops(
+    `troubleshooting ${id}: the message printed is the guide's${failure.fix ? ', and its fix works' : ''}`,
+    async () => {
+      assert.ok(ready, 'setup failed');
+      let result: ToolResult;
+      try {
+        result = await failure.provoke();
+      } finally {
+        failure.undo?.();
+      }
+      // The fix runs even when the message is wrong, so one failing entry does not break the next.
+      let wrongMessage: unknown;
+      try {
+        assert.is(result.code, failure.exitCode, `exit ${result.code}:\n${result.stderr}`);
+        assertMessage(id, result);
+      } catch (error) {
+        wrongMessage = error;
+      }
+      if (failure.fix) await runFix(failure.fix);
+      if (wrongMessage) throw wrongMessage;
+    },
+  );
 }
 
 ops.after(() => {

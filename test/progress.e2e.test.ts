@@ -39,7 +39,8 @@ progress('without a terminal: no progress line, no carriage returns, every line 
   const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
   assert.is(r.code, 0, r.stderr);
   assert.not.match(r.stderr, /\r|dumped/);
-  for (const line of r.stderr.trim().split('\n')) assert.match(line, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (INFO|WARN|ERROR) - /);
+  for (const line of r.stderr.trim().split('\n'))
+    assert.match(line, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] (INFO|WARN|ERROR) - /);
 });
 
 progress.after(async () => {

@@ -16,7 +16,13 @@ let ready = false;
 /** Runs restore-database latest on a pseudo-terminal (script(1)), typing `answer`. */
 function onTerminal(answer: string): string {
   const command = `PLANETARION_DIR=${quotePosix(dir)} PLANETARION_DB_CONTAINER=${quotePosix(db)} ${quotePosix(join(distBin, 'restore-database'))} latest; echo "exit=$?"`;
-  return execFileSync('sh', ['-c', `(sleep 2; printf '%s\\n' "$1") | script -qec "$2" /dev/null`, 'sh', answer, command]).toString();
+  return execFileSync('sh', [
+    '-c',
+    `(sleep 2; printf '%s\\n' "$1") | script -qec "$2" /dev/null`,
+    'sh',
+    answer,
+    command,
+  ]).toString();
 }
 
 const prompt = suite('restore-database asks on a terminal');
@@ -33,7 +39,10 @@ prompt('shows file, age, size and target; "n" cancels and changes nothing', asyn
   assert.ok(ready, 'setup failed');
   await psql(db, "INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#prompt', 'after backup', now())");
   const out = onTerminal('n');
-  assert.match(out, /Restore .*planetarion_backup_\d{8}_\d{6}\.sql\.gz \(\d+(\.\d)? KB, \d+ s old\) into database 'planetarion' in container/);
+  assert.match(
+    out,
+    /Restore .*planetarion_backup_\d{8}_\d{6}\.sql\.gz \(\d+(\.\d)? KB, \d+ s old\) into database 'planetarion' in container/,
+  );
   assert.match(out, /Proceed\? \[y\/N\]/);
   assert.match(out, /restore cancelled; nothing was changed/);
   assert.match(out, /exit=1/);

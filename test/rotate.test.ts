@@ -3,7 +3,14 @@ import { mkdirSync, readFileSync, unlinkSync, utimesSync, writeFileSync } from '
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listBackups, orderWarnings, parseBackupName, sequenceFileName, takeSequence, type BackupFile } from '../lib/backup-files.ts';
+import {
+  listBackups,
+  orderWarnings,
+  parseBackupName,
+  sequenceFileName,
+  takeSequence,
+  type BackupFile,
+} from '../lib/backup-files.ts';
 import { formatBytes } from '../lib/backup.ts';
 import type { Fingerprint } from '../lib/fingerprint.ts';
 import { fallbackCandidates } from '../lib/restore-flow.ts';
@@ -27,8 +34,16 @@ order('numbered backups go by sequence, whatever their stamps say: a clock set b
 
 order('a DST fall-back hour: the local stamps of the hour come twice, the order is by sequence', () => {
   // 02:30 and 02:45, then the clock falls back to 02:00: 02:15, and 02:30 again (its name taken, so 02:30:01).
-  const list = [backup('20261025_023000', 1), backup('20261025_024500', 2), backup('20261025_021500', 3), backup('20261025_023001', 4)];
-  assert.equal(planRotation(list, 2, []).map((b) => b.sequence), [2, 1]);
+  const list = [
+    backup('20261025_023000', 1),
+    backup('20261025_024500', 2),
+    backup('20261025_021500', 3),
+    backup('20261025_023001', 4),
+  ];
+  assert.equal(
+    planRotation(list, 2, []).map((b) => b.sequence),
+    [2, 1],
+  );
 });
 
 order('files without a numbered manifest are older than every numbered one, by their stamps among themselves', () => {
@@ -50,7 +65,10 @@ order('reports a backup dated in the future, and a newer sequence at an older WA
   const warnings = orderWarnings(list, now);
   assert.is(warnings.length, 2, warnings.join('\n'));
   assert.match(warnings[0]!, /planetarion_backup_20260102_120000\.sql\.gz is dated in the future/);
-  assert.match(warnings[1]!, /20260102_120000.* \(sequence 3\) was taken at WAL 0\/5000000, before .*20260101_100000.* \(sequence 2\) at 1\/0/);
+  assert.match(
+    warnings[1]!,
+    /20260102_120000.* \(sequence 3\) was taken at WAL 0\/5000000, before .*20260101_100000.* \(sequence 2\) at 1\/0/,
+  );
   assert.equal(orderWarnings(list.slice(1), now), [], 'positions of different clusters are not compared');
 });
 order.run();
@@ -69,7 +87,8 @@ const facts = (size: number, rows?: Record<string, number>, excluded?: string[])
   encrypted: false,
   fingerprint: rows ? fingerprint(rows, excluded) : null,
 });
-const reasons = (current: RotationFacts, previous?: RotationFacts) => rotationHoldReasons(current, previous, formatBytes);
+const reasons = (current: RotationFacts, previous?: RotationFacts) =>
+  rotationHoldReasons(current, previous, formatBytes);
 
 hold('half the size of the previous backup of the same kind holds; growth, churn and another format do not', () => {
   assert.equal(reasons(facts(1000)), []);
@@ -87,7 +106,11 @@ hold('a table of 100+ rows losing more than half, or a table of 10+ rows emptied
     'table public.news has 0 rows, 10 in the previous backup b1000',
     'table public.gone is gone, 50 in the previous backup b1000',
   ]);
-  assert.equal(reasons(facts(1000, { players: 1000, planets: 100, sessions: 9, news: 10 }, ['public.gone']), previous), [], 'a table now excluded is not lost');
+  assert.equal(
+    reasons(facts(1000, { players: 1000, planets: 100, sessions: 9, news: 10 }, ['public.gone']), previous),
+    [],
+    'a table now excluded is not lost',
+  );
   assert.equal(reasons(facts(1000, { players: 0 }), facts(1000)), [], 'no fingerprint before: nothing to compare');
 });
 hold.run();
@@ -119,32 +142,51 @@ disk('takeSequence: one more than the counter and every manifest, stored 0600 be
   assert.is(readFileSync(join(dir, sequenceFileName), 'utf8'), '42\n');
 });
 
-disk("a manifest counts only for its own file: a backup copied in with its manifest does not take the original's place", () => {
-  const original = writeBackup('20260101_020000', { sequence: 5 });
-  writeBackup('20260101_100000', { sequence: 6 });
-  const copy = 'planetarion_backup_20270101_000000.sql.gz';
-  writeFileSync(join(dir, copy), 'data');
-  writeFileSync(join(dir, `${copy}.json`), readFileSync(join(dir, `${original}.json`)));
-  assert.equal(listBackups(dir).map((b) => [b.name.slice(19, 34), b.sequence ?? null]), [
-    ['20260101_100000', 6],
-    ['20260101_020000', 5],
-    ['20270101_000000', null],
-  ]);
-});
+disk(
+  "a manifest counts only for its own file: a backup copied in with its manifest does not take the original's place",
+  () => {
+    const original = writeBackup('20260101_020000', { sequence: 5 });
+    writeBackup('20260101_100000', { sequence: 6 });
+    const copy = 'planetarion_backup_20270101_000000.sql.gz';
+    writeFileSync(join(dir, copy), 'data');
+    writeFileSync(join(dir, `${copy}.json`), readFileSync(join(dir, `${original}.json`)));
+    assert.equal(
+      listBackups(dir).map((b) => [b.name.slice(19, 34), b.sequence ?? null]),
+      [
+        ['20260101_100000', 6],
+        ['20260101_020000', 5],
+        ['20270101_000000', null],
+      ],
+    );
+  },
+);
 
 disk('a file where the backup folder should be is one clear line (exit 2), not a stack', () => {
   writeFileSync(join(dir, 'backups'), '');
-  assert.throws(() => listBackups(join(dir, 'backups')), (error: Error & { exitCode?: number }) => /the backup folder '.*backups' is not a directory/.test(error.message) && error.exitCode === 2);
+  assert.throws(
+    () => listBackups(join(dir, 'backups')),
+    (error: Error & { exitCode?: number }) =>
+      /the backup folder '.*backups' is not a directory/.test(error.message) && error.exitCode === 2,
+  );
 });
 
 disk('rotation never deletes the newest backup that passed a restore drill', () => {
-  const drilled = writeBackup('20260101_020000', { sequence: 1, lastDrill: { passed: true, time: 'x', durationMs: 1, detail: '' } });
+  const drilled = writeBackup('20260101_020000', {
+    sequence: 1,
+    lastDrill: { passed: true, time: 'x', durationMs: 1, detail: '' },
+  });
   writeBackup('20260101_100000', { sequence: 2, lastDrill: { passed: false, time: 'x', durationMs: 1, detail: '' } });
   writeBackup('20260101_180000', { sequence: 3 });
   const newest = writeBackup('20260102_020000', { sequence: 4 });
   mkdirSync(join(dir, 'sub'));
-  assert.equal(rotateBackups(dir, 1, [newest]), ['planetarion_backup_20260101_180000.sql.gz', 'planetarion_backup_20260101_100000.sql.gz']);
-  assert.equal(listBackups(dir).map((b) => b.name), [newest, drilled]);
+  assert.equal(rotateBackups(dir, 1, [newest]), [
+    'planetarion_backup_20260101_180000.sql.gz',
+    'planetarion_backup_20260101_100000.sql.gz',
+  ]);
+  assert.equal(
+    listBackups(dir).map((b) => b.name),
+    [newest, drilled],
+  );
 });
 disk('--fallback candidates: the backups older by sequence, whatever their stamps say (a clock set back a day)', () => {
   // Sequence 10 before the clock went back a day, 20 and 30 after; an unnumbered legacy file is the oldest.
@@ -163,7 +205,10 @@ disk('--fallback candidates: the backups older by sequence, whatever their stamp
     const outside = 'planetarion_backup_20300101_000000.sql.gz';
     writeFileSync(join(elsewhere, outside), 'data');
     writeFileSync(join(elsewhere, `${outside}.json`), JSON.stringify({ file: outside, sequence: 15 }));
-    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [join(elsewhere, outside), ...[first, legacy].map(at)]);
+    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [
+      join(elsewhere, outside),
+      ...[first, legacy].map(at),
+    ]);
     writeFileSync(join(elsewhere, `${outside}.json`), '{}');
     assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [join(elsewhere, outside), at(legacy)]);
   } finally {
@@ -180,7 +225,10 @@ old.before(() => {
 old.after(() => removeTempDir(oldDir));
 /** A backup file as the old script wrote it: plain SQL, its trailer lines appended, no sidecars. */
 function oldBackup(name: string): void {
-  writeFileSync(join(oldDir, name), 'SELECT 1;\n--\n-- PostgreSQL database dump complete\n--\n\n-- GAME_STATE_HASH: unavailable\n-- BACKUP_TIMESTAMP: 20231201_020000\n');
+  writeFileSync(
+    join(oldDir, name),
+    'SELECT 1;\n--\n-- PostgreSQL database dump complete\n--\n\n-- GAME_STATE_HASH: unavailable\n-- BACKUP_TIMESTAMP: 20231201_020000\n',
+  );
 }
 /** A backup of this tool: gzip, with its manifest's sequence and a checksum file. */
 function newBackup(stamp: string, sequence: number): void {
@@ -195,30 +243,53 @@ old('both names the old script wrote parse as old script backups; a hash is neve
   assert.is(hashed.origin, 'old-script');
   assert.is(hashed.format, 'plain');
   assert.is(hashed.stamp, '20231201_020000');
-  assert.is(parseBackupName('planetarion_backup_20231201_020000.sql')!.origin, 'tool', 'by name alone; listBackups looks at the sidecars');
+  assert.is(
+    parseBackupName('planetarion_backup_20231201_020000.sql')!.origin,
+    'tool',
+    'by name alone; listBackups looks at the sidecars',
+  );
   assert.is(parseBackupName('planetarion_backup_20231201_020000_abc.sql.gz'), undefined);
   assert.is(parseBackupName('planetarion_backup_20231201_020000_.sql'), undefined);
 });
-old('on disk: plain SQL without sidecars is the old script\'s; with a manifest and checksum it is ours', () => {
+old("on disk: plain SQL without sidecars is the old script's; with a manifest and checksum it is ours", () => {
   oldBackup('planetarion_backup_20231201_020000.sql');
   oldBackup('planetarion_backup_20231201_100000_unavailable.sql');
   writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'), 'x');
-  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql.json'), JSON.stringify({ file: 'planetarion_backup_20231201_180000.sql', sequence: 1 }));
+  writeFileSync(
+    join(oldDir, 'planetarion_backup_20231201_180000.sql.json'),
+    JSON.stringify({ file: 'planetarion_backup_20231201_180000.sql', sequence: 1 }),
+  );
   writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql.sha256'), 'x');
-  assert.equal(listBackups(oldDir).map((b) => [b.stamp, b.origin]), [
-    ['20231201_180000', 'tool'],
-    ['20231201_100000', 'old-script'],
-    ['20231201_020000', 'old-script'],
-  ]);
+  assert.equal(
+    listBackups(oldDir).map((b) => [b.stamp, b.origin]),
+    [
+      ['20231201_180000', 'tool'],
+      ['20231201_100000', 'old-script'],
+      ['20231201_020000', 'old-script'],
+    ],
+  );
   unlinkSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'));
   for (const ext of ['.json', '.sha256']) unlinkSync(join(oldDir, `planetarion_backup_20231201_180000.sql${ext}`));
 });
-old('rotation (keep 3) removes none of them until 3 backups of this tool exist, then counts them like any older backup', () => {
-  newBackup('20260101_020000', 1);
-  newBackup('20260101_100000', 2);
-  assert.equal(rotateBackups(oldDir, 3, []), [], 'two verified backups: the old ones are all there is to fall back on');
-  newBackup('20260101_180000', 3);
-  assert.equal(rotateBackups(oldDir, 3, []), ['planetarion_backup_20231201_100000_unavailable.sql', 'planetarion_backup_20231201_020000.sql']);
-  assert.equal(listBackups(oldDir).map((b) => b.sequence), [3, 2, 1]);
-});
+old(
+  'rotation (keep 3) removes none of them until 3 backups of this tool exist, then counts them like any older backup',
+  () => {
+    newBackup('20260101_020000', 1);
+    newBackup('20260101_100000', 2);
+    assert.equal(
+      rotateBackups(oldDir, 3, []),
+      [],
+      'two verified backups: the old ones are all there is to fall back on',
+    );
+    newBackup('20260101_180000', 3);
+    assert.equal(rotateBackups(oldDir, 3, []), [
+      'planetarion_backup_20231201_100000_unavailable.sql',
+      'planetarion_backup_20231201_020000.sql',
+    ]);
+    assert.equal(
+      listBackups(oldDir).map((b) => b.sequence),
+      [3, 2, 1],
+    );
+  },
+);
 old.run();

@@ -14,8 +14,14 @@ function run(command, args, env = {}) {
   return new Promise((resolve) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let output = '';
-    child.stdout.on('data', (d) => { output += d; process.stdout.write(d); });
-    child.stderr.on('data', (d) => { output += d; process.stderr.write(d); });
+    child.stdout.on('data', (d) => {
+      output += d;
+      process.stdout.write(d);
+    });
+    child.stderr.on('data', (d) => {
+      output += d;
+      process.stderr.write(d);
+    });
     child.on('close', (code, signal) => resolve({ code: code ?? 128, signal, output }));
   });
 }
@@ -24,17 +30,25 @@ async function step(name, command, args) {
   console.log(`\n== ${name}`);
   const { code } = await run(command, args);
   if (code === 0) passed++;
-  else { failed++; console.log(`== ${name} FAILED (exit ${code})`); }
+  else {
+    failed++;
+    console.log(`== ${name} FAILED (exit ${code})`);
+  }
   return code === 0;
 }
 
 const ready = await step('test bed', 'bash', ['test/env/setup.sh']);
 await step('type check', 'npx', ['tsc', '--noEmit']);
+await step('lint', 'npx', ['biome', 'check', '.']);
 const built = ready && (await step('build', 'node', ['build.mjs']));
 if (built) {
   console.log('\n== test suites');
   // --no-color: uvu sets FORCE_COLOR for children otherwise, and tests read their output.
-  const { code, output } = await run('node', ['--import', 'tsx', 'node_modules/uvu/bin.js', 'test', pattern, '--no-color'], { FORCE_COLOR: '0' });
+  const { code, output } = await run(
+    'node',
+    ['--import', 'tsx', 'node_modules/uvu/bin.js', 'test', pattern, '--no-color'],
+    { FORCE_COLOR: '0' },
+  );
   const total = Number(/Total:\s+(\d+)/.exec(output)?.[1] ?? 0);
   const ok = Number(/Passed:\s+(\d+)/.exec(output)?.[1] ?? 0);
   const skipped = Number(/Skipped:\s+(\d+)/.exec(output)?.[1] ?? 0);
@@ -42,7 +56,10 @@ if (built) {
   failed += total - ok - skipped;
   // A crash outside any test (a suite's hook, an import) shows no count of its own.
   if (code !== 0 && total - ok - skipped === 0) failed++;
-  if (total === 0) { console.log('no test ran'); failed++; }
+  if (total === 0) {
+    console.log('no test ran');
+    failed++;
+  }
 }
 console.log(`\n${passed} passed, ${failed} failed`);
 process.exitCode = failed === 0 ? 0 : 1;

@@ -19,6 +19,10 @@ schedule('refuses what cron would not run', () => {
 schedule('nextRuns gives the 8-hourly default in order', () => {
   const from = new Date(2023, 11, 1, 3, 0, 0);
   const runs = nextRuns('0 2,10,18 * * *', 3, from).map((d) => [d.getDate(), d.getHours(), d.getMinutes()]);
-  assert.equal(runs, [[1, 10, 0], [1, 18, 0], [2, 2, 0]]);
+  assert.equal(runs, [
+    [1, 10, 0],
+    [1, 18, 0],
+    [2, 2, 0],
+  ]);
 });
 schedule.run();

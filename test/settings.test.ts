@@ -30,7 +30,8 @@ defaults.run();
 const precedence = suite('resolveSettings precedence');
 precedence('flag > env > config file > default', () => {
   const files: Record<string, string> = {
-    '/srv/pa/planetarion.env': '# comment\nPLANETARION_KEEP=5\nPLANETARION_DB_NAME="fromfile"\nPLANETARION_DB_USER=fileuser # trailing\n',
+    '/srv/pa/planetarion.env':
+      '# comment\nPLANETARION_KEEP=5\nPLANETARION_DB_NAME="fromfile"\nPLANETARION_DB_USER=fileuser # trailing\n',
   };
   const s = resolveSettings({
     flags: { keep: '9' },
@@ -50,7 +51,10 @@ precedence('an empty environment variable counts as unset', () => {
   assert.is(resolveSettings({ env: { PLANETARION_KEEP: '' }, readFile: noFile }).keep, 3);
 });
 precedence('an empty value in planetarion.env counts as unset (PLANETARION_PING_URL= as in .qnap-deploy.env)', () => {
-  const s = resolveSettings({ env: { PLANETARION_DIR: '/x' }, readFile: () => 'PLANETARION_PING_URL=\nPLANETARION_KEEP=""\nPLANETARION_DB_NAME=\n' });
+  const s = resolveSettings({
+    env: { PLANETARION_DIR: '/x' },
+    readFile: () => 'PLANETARION_PING_URL=\nPLANETARION_KEEP=""\nPLANETARION_DB_NAME=\n',
+  });
   assert.is(s.pingUrl, undefined);
   assert.is(s.keep, 3);
   assert.is(s.sources.keep, 'default');
@@ -62,9 +66,21 @@ const invalid = suite('resolveSettings refuses bad values');
 const cases: Array<[string, Parameters<typeof resolveSettings>[0], RegExp]> = [
   ['PLANETARION_KEEP=0', { env: { PLANETARION_KEEP: '0' } }, /PLANETARION_KEEP '0'.*whole number from 1 to 1000/],
   ['--keep abc', { flags: { keep: 'abc' }, env: {} }, /--keep 'abc'.*whole number/],
-  ['PLANETARION_DIR=relative/path', { env: { PLANETARION_DIR: 'relative/path' } }, /PLANETARION_DIR 'relative\/path'.*absolute path/],
-  ['container with ;', { env: { PLANETARION_DB_CONTAINER: 'db;rm -rf /' } }, /PLANETARION_DB_CONTAINER 'db;rm -rf \/'.*Docker container name/],
-  ['schedule with 6 fields', { env: { PLANETARION_SCHEDULE: '0 0 * * * *' } }, /PLANETARION_SCHEDULE.*exactly 5 fields/],
+  [
+    'PLANETARION_DIR=relative/path',
+    { env: { PLANETARION_DIR: 'relative/path' } },
+    /PLANETARION_DIR 'relative\/path'.*absolute path/,
+  ],
+  [
+    'container with ;',
+    { env: { PLANETARION_DB_CONTAINER: 'db;rm -rf /' } },
+    /PLANETARION_DB_CONTAINER 'db;rm -rf \/'.*Docker container name/,
+  ],
+  [
+    'schedule with 6 fields',
+    { env: { PLANETARION_SCHEDULE: '0 0 * * * *' } },
+    /PLANETARION_SCHEDULE.*exactly 5 fields/,
+  ],
   ['schedule out of range', { flags: { schedule: '61 * * * *' }, env: {} }, /--schedule '61 \* \* \* \*'.*minute/],
   ['db user with a quote', { env: { PLANETARION_DB_USER: "x'y" } }, /PLANETARION_DB_USER/],
   ['relative docker', { env: { DOCKER: 'docker' } }, /DOCKER 'docker'.*absolute/],
@@ -93,8 +109,14 @@ invalid('an unreadable config file is one line naming it and the fix, exit 2', (
   const unreadable = (code: string) => () => {
     throw Object.assign(new Error(`${code}: x`), { code });
   };
-  assert.throws(() => resolveSettings({ env: { PLANETARION_DIR: '/etc/passwd' }, readFile: unreadable('ENOTDIR') }), /PLANETARION_DIR '\/etc\/passwd' is not a directory/);
-  for (const [code, why] of [['EACCES', /permission denied/], ['EISDIR', /it is a directory/]] as const) {
+  assert.throws(
+    () => resolveSettings({ env: { PLANETARION_DIR: '/etc/passwd' }, readFile: unreadable('ENOTDIR') }),
+    /PLANETARION_DIR '\/etc\/passwd' is not a directory/,
+  );
+  for (const [code, why] of [
+    ['EACCES', /permission denied/],
+    ['EISDIR', /it is a directory/],
+  ] as const) {
     try {
       resolveSettings({ env: { PLANETARION_DIR: '/x' }, readFile: unreadable(code) });
       assert.unreachable();
@@ -111,13 +133,30 @@ invalid.run();
 const envFile = suite('parseEnvFile');
 envFile('reads exports, quotes, comments and CRLF', () => {
   const values = parseEnvFile("export A=1\r\nB='two words'\n\n# c\nC=3 # note\n");
-  assert.equal([...values], [['A', '1'], ['B', 'two words'], ['C', '3']]);
+  assert.equal(
+    [...values],
+    [
+      ['A', '1'],
+      ['B', 'two words'],
+      ['C', '3'],
+    ],
+  );
 });
 envFile('a quoted value followed by a comment loses the comment and the quotes, as with `source`', () => {
   const values = parseEnvFile(`D='/share/x y' # the NAS folder\nE="a # not a comment" # one\nF='it' # it's\n`);
-  assert.equal([...values], [['D', '/share/x y'], ['E', 'a # not a comment'], ['F', 'it']]);
+  assert.equal(
+    [...values],
+    [
+      ['D', '/share/x y'],
+      ['E', 'a # not a comment'],
+      ['F', 'it'],
+    ],
+  );
   // What `sh` makes of the same lines.
-  const shell = execFileSync('sh', ['-c', `D='/share/x y' # the NAS folder\nE="a # not a comment" # one\nF='it' # it's\nprintf '%s|%s|%s' "$D" "$E" "$F"`]).toString();
+  const shell = execFileSync('sh', [
+    '-c',
+    `D='/share/x y' # the NAS folder\nE="a # not a comment" # one\nF='it' # it's\nprintf '%s|%s|%s' "$D" "$E" "$F"`,
+  ]).toString();
   assert.is(shell, '/share/x y|a # not a comment|it');
 });
 envFile('every setting has a unique env name and flag', () => {

@@ -14,7 +14,12 @@ const prepare = (yaml: string, live?: string) => {
 const db = (body: string, rest = '') => `services:\n  db:\n    image: postgres:15\n${body}${rest}`;
 
 test("no command: the image runs postgres with -c wal_level=logical; a named socket volume becomes the slot's external one (the next slot mounts it, so Compose must not remove it)", () => {
-  const { doc, notes } = prepare(db('    volumes:\n      - pgsocket:/var/run/postgresql\n', '  app:\n    image: game\n    volumes:\n      - pgsocket:/var/run/postgresql\nvolumes:\n  pgsocket:\n'));
+  const { doc, notes } = prepare(
+    db(
+      '    volumes:\n      - pgsocket:/var/run/postgresql\n',
+      '  app:\n    image: game\n    volumes:\n      - pgsocket:/var/run/postgresql\nvolumes:\n  pgsocket:\n',
+    ),
+  );
   assert.equal(doc.services.db!.command, ['-c', 'wal_level=logical']);
   assert.equal(doc.services.db!.volumes, ['pgsocket:/var/run/postgresql']);
   assert.equal(doc.services.app!.volumes, ['pgsocket:/var/run/postgresql']);
@@ -23,12 +28,23 @@ test("no command: the image runs postgres with -c wal_level=logical; a named soc
 });
 
 test('a postgres command keeps its options and gets wal_level=logical, replacing another wal_level', () => {
-  assert.equal(prepare(db('    command: postgres -c shared_buffers=256MB\n')).doc.services.db!.command, ['postgres', '-c', 'shared_buffers=256MB', '-c', 'wal_level=logical']);
-  assert.equal(prepare(db('    command: ["-c", "wal_level=replica", "-c", "max_connections=50"]\n')).doc.services.db!.command, ['-c', 'wal_level=logical', '-c', 'max_connections=50']);
+  assert.equal(prepare(db('    command: postgres -c shared_buffers=256MB\n')).doc.services.db!.command, [
+    'postgres',
+    '-c',
+    'shared_buffers=256MB',
+    '-c',
+    'wal_level=logical',
+  ]);
+  assert.equal(
+    prepare(db('    command: ["-c", "wal_level=replica", "-c", "max_connections=50"]\n')).doc.services.db!.command,
+    ['-c', 'wal_level=logical', '-c', 'max_connections=50'],
+  );
 });
 
 test('another command is left alone, and the plan says the next deployment will be offline', () => {
-  const { doc, notes } = prepare(db('    command: ["/start.sh"]\n    volumes:\n      - s:/run/postgresql\n', 'volumes:\n  s:\n'));
+  const { doc, notes } = prepare(
+    db('    command: ["/start.sh"]\n    volumes:\n      - s:/run/postgresql\n', 'volumes:\n  s:\n'),
+  );
   assert.equal(doc.services.db!.command, ['/start.sh']);
   assert.match(notes.join('\n'), /command is not 'postgres \.\.\.' .*wal_level=logical was not added.*offline/);
 });
@@ -37,13 +53,19 @@ test('no socket mount, or an anonymous one: the socket folder goes on a named vo
   const none = prepare(db('    volumes:\n      - pgdata:/var/lib/postgresql/data\n', 'volumes:\n  pgdata:\n'));
   assert.equal(none.doc.services.db!.volumes, ['pgdata:/var/lib/postgresql/data', 'slot_socket:/var/run/postgresql']);
   assert.equal(none.doc.volumes!.slot_socket, { external: true, name: 'game-s20261130_130000_dbsocket' });
-  assert.match(none.notes.join('\n'), /socket folder \/var\/run\/postgresql is on the slot's volume game-s20261130_130000_dbsocket/);
+  assert.match(
+    none.notes.join('\n'),
+    /socket folder \/var\/run\/postgresql is on the slot's volume game-s20261130_130000_dbsocket/,
+  );
   const anonymous = prepare(db('    volumes:\n      - /run/postgresql\n'));
   assert.equal(anonymous.doc.services.db!.volumes, ['slot_socket:/run/postgresql']);
 });
 
 test("filled online: the live slot's socket volume is mounted at its own path, external (removing the slot never removes it)", () => {
-  const { doc } = prepare(db('    volumes:\n      - pgsocket:/var/run/postgresql\n', 'volumes:\n  pgsocket:\n'), 'game-s20261130_120000_pgsocket');
+  const { doc } = prepare(
+    db('    volumes:\n      - pgsocket:/var/run/postgresql\n', 'volumes:\n  pgsocket:\n'),
+    'game-s20261130_120000_pgsocket',
+  );
   assert.equal(doc.services.db!.volumes, ['pgsocket:/var/run/postgresql', 'live_socket:/var/run/postgresql-live']);
   assert.equal(doc.volumes!.live_socket, { external: true, name: 'game-s20261130_120000_pgsocket' });
 });

@@ -3,7 +3,19 @@
 // executables (dist/bin/linux-x64), files and images, and every way a connection or the NAS can
 // fail. Fallible setup runs in a first "setup" test: uvu 0.5.6 swallows errors thrown in before().
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -27,7 +39,15 @@ const retryLog: string[] = [];
 /** An Ssh to the test sshd (or another port/key), with fast backoff and a captured retry log. */
 function connect(overrides: Partial<SshTarget> = {}, attempts = 3): Ssh {
   assert.ok(sshd, 'sshd is running (see the setup test)');
-  const target: SshTarget = { host: sshd.host, port: sshd.port, user: sshd.user, keyFile: sshd.keyFile, knownHosts: sshd.knownHosts, timeoutSec: 5, ...overrides };
+  const target: SshTarget = {
+    host: sshd.host,
+    port: sshd.port,
+    user: sshd.user,
+    keyFile: sshd.keyFile,
+    knownHosts: sshd.knownHosts,
+    timeoutSec: 5,
+    ...overrides,
+  };
   return new Ssh(target, { attempts, backoffMs: 200, log: (line) => retryLog.push(line) });
 }
 
@@ -49,7 +69,9 @@ function snapshot(dir: string): string[] {
     for (const name of readdirSync(d).sort()) {
       const path = join(d, name);
       const s = lstatSync(path);
-      out.push(`${path.slice(dir.length)} ${s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : 'f'} ${s.size} ${s.mode.toString(8)} ${s.mtimeMs}`);
+      out.push(
+        `${path.slice(dir.length)} ${s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : 'f'} ${s.size} ${s.mode.toString(8)} ${s.mtimeMs}`,
+      );
       if (s.isDirectory()) walk(path);
     }
   };
@@ -78,10 +100,22 @@ ssh('setup: sshd with throwaway keys on a free loopback port', async () => {
   assert.is(r.exitCode, 0, sshd.log());
 });
 ssh('run: arguments with quotes, spaces, $HOME, ; and newlines arrive intact', async () => {
-  const tricky = [`it's`, 'two  spaces', '$HOME', 'semi;colon', '`id`', 'a"b', 'new\nline', '', '*', '&& echo injected', '\\back'];
+  const tricky = [
+    `it's`,
+    'two  spaces',
+    '$HOME',
+    'semi;colon',
+    '`id`',
+    'a"b',
+    'new\nline',
+    '',
+    '*',
+    '&& echo injected',
+    '\\back',
+  ];
   const r = await connect().run(['printf', '[%s]\\n', ...tricky]);
   assert.is(r.exitCode, 0, r.stderr);
-  assert.is(r.stdout, tricky.map((t) => `[${t}]`).join('\n') + '\n');
+  assert.is(r.stdout, `${tricky.map((t) => `[${t}]`).join('\n')}\n`);
 });
 ssh('run: stdin input; a failing remote command (even exit 255) is returned, not retried', async () => {
   const s = connect();
@@ -119,8 +153,11 @@ ssh('stream: output arrives live, stdout and stderr apart, exit code returned', 
   });
   let errText = '';
   err.on('data', (d: Buffer) => (errText += d));
-  const script = 'echo first; n=0; until [ -e "$2" ]; do sleep 0.1; n=$((n+1)); [ $n -lt 1200 ] || exit 9; done; echo "second $1" >&2; echo third; exit 4';
-  const code = await connect().stream(['sh', '-c', script, 'sh', 'a b', flag], { stdout: out, stderr: err }).finally(() => removeTempDir(flagDir));
+  const script =
+    'echo first; n=0; until [ -e "$2" ]; do sleep 0.1; n=$((n+1)); [ $n -lt 1200 ] || exit 9; done; echo "second $1" >&2; echo third; exit 4';
+  const code = await connect()
+    .stream(['sh', '-c', script, 'sh', 'a b', flag], { stdout: out, stderr: err })
+    .finally(() => removeTempDir(flagDir));
   assert.is(code, 4, 'the remote command never saw its go file: "first" did not arrive while it ran');
   assert.is(seen.join(''), 'first\nthird\n');
   assert.is(errText, 'second a b\n');
@@ -169,23 +206,29 @@ probe('this machine: x86_64 -> linux-x64, a missing project dir is not created',
   mkdirSync(dir, { recursive: true });
   assert.is((await probeNas(connect(), dir)).projectDirExists, true);
 });
-probe('NAS dir not writable (immutable, so even root cannot write): exit 1, names dir and user, nothing changed', async () => {
-  roDir = join(work, 'nas-readonly');
-  mkdirSync(roDir);
-  writeFileSync(join(roDir, 'docker-compose.yml'), 'services: {}\n');
-  const chattr = sh('chattr', ['+i', roDir]);
-  assert.is(chattr.status, 0, `chattr +i: ${chattr.stderr}`);
-  const before = snapshot(roDir);
-  const { code, stderr } = await asCommand(() => probeNas(connect(), roDir));
-  assert.is(code, ExitCode.failed);
-  assert.match(stderr, `Error: the project dir ${roDir} is not writable by the NAS user 'root'`);
-  assert.match(stderr, 'QNAP_PROJECT_DIR');
-  // A dir still to be created below it: the parent is named.
-  const below = await asCommand(() => probeNas(connect(), `${roDir}/sub/planetarion`));
-  assert.is(below.code, ExitCode.failed);
-  assert.match(below.stderr, `Error: ${roDir}, where the project dir ${roDir}/sub/planetarion would be created, is not writable by the NAS user 'root'`);
-  assert.equal(snapshot(roDir), before);
-});
+probe(
+  'NAS dir not writable (immutable, so even root cannot write): exit 1, names dir and user, nothing changed',
+  async () => {
+    roDir = join(work, 'nas-readonly');
+    mkdirSync(roDir);
+    writeFileSync(join(roDir, 'docker-compose.yml'), 'services: {}\n');
+    const chattr = sh('chattr', ['+i', roDir]);
+    assert.is(chattr.status, 0, `chattr +i: ${chattr.stderr}`);
+    const before = snapshot(roDir);
+    const { code, stderr } = await asCommand(() => probeNas(connect(), roDir));
+    assert.is(code, ExitCode.failed);
+    assert.match(stderr, `Error: the project dir ${roDir} is not writable by the NAS user 'root'`);
+    assert.match(stderr, 'QNAP_PROJECT_DIR');
+    // A dir still to be created below it: the parent is named.
+    const below = await asCommand(() => probeNas(connect(), `${roDir}/sub/planetarion`));
+    assert.is(below.code, ExitCode.failed);
+    assert.match(
+      below.stderr,
+      `Error: ${roDir}, where the project dir ${roDir}/sub/planetarion would be created, is not writable by the NAS user 'root'`,
+    );
+    assert.equal(snapshot(roDir), before);
+  },
+);
 probe('a path that is a file: exit 1', async () => {
   const file = join(work, 'hello.txt');
   const { code, stderr } = await asCommand(() => probeNas(connect(), file));
@@ -211,8 +254,13 @@ otherNas('setup: an sshd whose sessions find a fake uname first on PATH', async 
   chmodSync(join(fakeBin, 'uname'), 0o755);
   writeFileSync(join(fakeBin, 'machine'), 'armv7l\n');
   writeFileSync(join(fakeBin, 'kernel'), '4.2.8\n');
-  fakeSshd = await startSshd({ env: { PATH: `${fakeBin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
-  const r = await connect({ port: fakeSshd.port, keyFile: fakeSshd.keyFile, knownHosts: fakeSshd.knownHosts }).run(['uname', '-m']);
+  fakeSshd = await startSshd({
+    env: { PATH: `${fakeBin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` },
+  });
+  const r = await connect({ port: fakeSshd.port, keyFile: fakeSshd.keyFile, knownHosts: fakeSshd.knownHosts }).run([
+    'uname',
+    '-m',
+  ]);
   assert.is(r.stdout, 'armv7l\n', r.stderr);
 });
 otherNas('armv7l: exit 1, says which architectures have builds, nothing changed', async () => {
@@ -235,7 +283,10 @@ otherNas('a kernel older than 3.2: exit 1 with the reason', async () => {
   const s = connect({ port: fakeSshd!.port, keyFile: fakeSshd!.keyFile, knownHosts: fakeSshd!.knownHosts });
   const { code, stderr } = await asCommand(() => probeNas(s, join(work, 'nas-armv7')));
   assert.is(code, ExitCode.failed);
-  assert.match(stderr, "Error: the NAS's Linux kernel 2.6.32-qnap is older than 3.2, the oldest the bundled C library (glibc 2.36) runs on");
+  assert.match(
+    stderr,
+    "Error: the NAS's Linux kernel 2.6.32-qnap is older than 3.2, the oldest the bundled C library (glibc 2.36) runs on",
+  );
 });
 otherNas.run();
 
@@ -252,12 +303,21 @@ upload('first upload onto an empty NAS dir: files, links, self-test, no temp lef
   assert.is(result.action, 'uploaded');
   assert.ok(result.bytes > 50_000_000, `${result.bytes} bytes`);
   assert.is(result.remoteBin, `${nasDir()}/bin`);
-  assert.equal(result.commands, ['backup-database', 'deploy-to-qnap', 'planetarion', 'restore-database', 'setup-backup-cron']);
+  assert.equal(result.commands, [
+    'backup-database',
+    'deploy-to-qnap',
+    'planetarion',
+    'restore-database',
+    'setup-backup-cron',
+  ]);
   assert.is(result.selfTest?.ok, true);
   assert.is(result.selfTest?.arch, 'x86_64');
   assert.is(readFileSync(join(nasDir(), 'bin', 'SHA256SUMS'), 'utf8'), sums);
   // Every file arrived whole and executable bits survived.
-  const verify = spawnSync('sha256sum', ['-c', '--quiet', 'SHA256SUMS'], { cwd: join(nasDir(), 'bin'), encoding: 'utf8' });
+  const verify = spawnSync('sha256sum', ['-c', '--quiet', 'SHA256SUMS'], {
+    cwd: join(nasDir(), 'bin'),
+    encoding: 'utf8',
+  });
   assert.is(verify.status, 0, verify.stdout + verify.stderr);
   assert.ok(statSync(join(nasDir(), 'bin', 'runtime', 'planetarion')).mode & 0o100);
   for (const name of result.commands) {
@@ -268,7 +328,10 @@ upload('first upload onto an empty NAS dir: files, links, self-test, no temp lef
   const version = sh(join(nasDir(), 'backup-database'), ['--version']);
   assert.is(version.status, 0, version.stderr);
   assert.match(version.stdout, /^planetarion-backup \d+\.\d+\.\d+ \(node v\d+\.\d+\.\d+, linux-(x64|arm64)\)\n$/);
-  assert.equal(readdirSync(nasDir()).filter((n) => n.startsWith('.')), []);
+  assert.equal(
+    readdirSync(nasDir()).filter((n) => n.startsWith('.')),
+    [],
+  );
 });
 upload('second upload: skipped (SHA256SUMS match), links kept', async () => {
   const inode = statSync(join(nasDir(), 'bin', 'runtime', 'planetarion')).ino;
@@ -282,16 +345,19 @@ upload('a changed local SHA256SUMS forces a re-upload, swapped in with no leftov
   localCopy = join(work, 'local-linux-x64');
   cpSync(distBin, localCopy, { recursive: true });
   const launcher = join(localCopy, 'setup-backup-cron');
-  writeFileSync(launcher, readFileSync(launcher, 'utf8') + '# changed for the re-upload test\n');
+  writeFileSync(launcher, `${readFileSync(launcher, 'utf8')}# changed for the re-upload test\n`);
   const sum = createHash('sha256').update(readFileSync(launcher)).digest('hex');
   const sumsPath = join(localCopy, 'SHA256SUMS');
-  writeFileSync(sumsPath, readFileSync(sumsPath, 'utf8').replace(/^[0-9a-f]{64}(  setup-backup-cron)$/m, `${sum}$1`));
+  writeFileSync(sumsPath, readFileSync(sumsPath, 'utf8').replace(/^[0-9a-f]{64}( {2}setup-backup-cron)$/m, `${sum}$1`));
   const result = await uploadExecutables(connect(), localCopy, nasDir());
   assert.is(result.action, 'uploaded');
   assert.is(result.selfTest?.ok, true);
   assert.match(readFileSync(join(nasDir(), 'bin', 'setup-backup-cron'), 'utf8'), '# changed for the re-upload test');
   assert.is(readFileSync(join(nasDir(), 'bin', 'SHA256SUMS'), 'utf8'), readFileSync(sumsPath, 'utf8'));
-  assert.equal(readdirSync(nasDir()).filter((n) => n.startsWith('.')), []);
+  assert.equal(
+    readdirSync(nasDir()).filter((n) => n.startsWith('.')),
+    [],
+  );
   assert.is(sh(join(nasDir(), 'setup-backup-cron'), ['--version']).status, 0);
 });
 upload('a copy that does not match its SHA256SUMS is refused; the executables in place are kept', async () => {
@@ -300,7 +366,10 @@ upload('a copy that does not match its SHA256SUMS is refused; the executables in
   writeFileSync(join(broken, 'restore-database'), '#!/bin/sh\necho tampered\n');
   // SHA256SUMS must differ from the NAS's, or the upload is skipped: a wrong line for another file.
   const sumsPath = join(broken, 'SHA256SUMS');
-  writeFileSync(sumsPath, readFileSync(sumsPath, 'utf8').replace(/^[0-9a-f]{64}(  deploy-to-qnap)$/m, `${'0'.repeat(64)}$1`));
+  writeFileSync(
+    sumsPath,
+    readFileSync(sumsPath, 'utf8').replace(/^[0-9a-f]{64}( {2}deploy-to-qnap)$/m, `${'0'.repeat(64)}$1`),
+  );
   // Everything but the dir's own mtime (the temp upload folder came and went) stays as it was.
   const before = snapshot(nasDir()).slice(1);
   const { code, stderr } = await asCommand(() => uploadExecutables(connect(), broken, nasDir()));
@@ -331,7 +400,10 @@ files('renamed into place with its mode; no temp left; an existing file is repla
   writeFileSync(settings, 'PLANETARION_KEEP=7\n');
   await uploadFile(connect(), settings, `${dir}/planetarion.env`);
   assert.is(readFileSync(s.remotePath, 'utf8'), 'PLANETARION_KEEP=7\n');
-  assert.equal(readdirSync(dir).filter((n) => n.startsWith('.')), []);
+  assert.equal(
+    readdirSync(dir).filter((n) => n.startsWith('.')),
+    [],
+  );
   // Into a dir that does not exist yet.
   await uploadFile(connect(), compose, `${work}/nas/new-dir/compose.yml`);
   assert.ok(existsSync(`${work}/nas/new-dir/compose.yml`));
@@ -404,7 +476,11 @@ images('a NAS without docker: exit 1, says where it looked', async () => {
     const s = connect({ port: bare.port, keyFile: bare.keyFile, knownHosts: bare.knownHosts });
     const { code, stderr } = await asCommand(() => shipImage(s, tag));
     assert.is(code, ExitCode.failed);
-    assert.match(stderr, 'Error: docker was not found on the NAS (not on PATH, not in /share/*/.qpkg/container-station/bin)', stderr);
+    assert.match(
+      stderr,
+      'Error: docker was not found on the NAS (not on PATH, not in /share/*/.qpkg/container-station/bin)',
+      stderr,
+    );
   } finally {
     await bare.stop();
   }
@@ -452,7 +528,10 @@ faults('wrong key: not retried, names the key file and the user', async () => {
   retryLog.length = 0;
   const { code, stderr } = await deployAttempt(connect({ keyFile: wrongKey }));
   assert.is(code, ExitCode.failed);
-  assert.match(stderr, `Error: cannot log in to root@127.0.0.1 port ${sshd!.port}: permission denied [ssh: root@127.0.0.1: Permission denied (publickey).]`);
+  assert.match(
+    stderr,
+    `Error: cannot log in to root@127.0.0.1 port ${sshd!.port}: permission denied [ssh: root@127.0.0.1: Permission denied (publickey).]`,
+  );
   assert.match(stderr, `The NAS refused the key ${wrongKey} for user 'root'`);
   assert.match(stderr, `${wrongKey}.pub`);
   assert.equal(retryLog, []);
@@ -463,7 +542,10 @@ faults('a listener that never answers: the connect timeout fires on each of 3 at
     retryLog.length = 0;
     const { code, stderr, ms } = await deployAttempt(connect({ port: silent.port, timeoutSec: 2 }));
     assert.is(code, ExitCode.failed);
-    assert.match(stderr, `Error: cannot reach root@127.0.0.1 port ${silent.port}: connection timed out (tried 3 times)`);
+    assert.match(
+      stderr,
+      `Error: cannot reach root@127.0.0.1 port ${silent.port}: connection timed out (tried 3 times)`,
+    );
     assert.match(stderr, 'No answer within the 2 s timeout');
     assert.match(stderr, 'QNAP_SSH_TIMEOUT');
     // 3 x 2 s plus 0.2 + 0.4 s of backoff.
@@ -476,7 +558,10 @@ faults('a listener that never answers: the connect timeout fires on each of 3 at
 faults('a changed host key: refused, not retried, says how to fix it', async () => {
   const otherHostKey = newKey(join(work, 'other_host_ed25519'));
   const knownHosts = join(work, 'wrong_known_hosts');
-  writeFileSync(knownHosts, `[127.0.0.1]:${sshd!.port} ${readFileSync(`${otherHostKey}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+  writeFileSync(
+    knownHosts,
+    `[127.0.0.1]:${sshd!.port} ${readFileSync(`${otherHostKey}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`,
+  );
   retryLog.length = 0;
   const { code, stderr } = await deployAttempt(connect({ knownHosts }));
   assert.is(code, ExitCode.failed);

@@ -47,14 +47,22 @@ export class OffsiteStore {
       endpoint: config.endpoint,
       forcePathStyle: config.pathStyle,
       // Given outright, so the SDK's default chain (which ends at the EC2 metadata address) never runs.
-      credentials: { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey, sessionToken: credentials.sessionToken },
+      credentials: {
+        accessKeyId: credentials.accessKeyId,
+        secretAccessKey: credentials.secretAccessKey,
+        sessionToken: credentials.sessionToken,
+      },
       // Since 3.729 the SDK sends aws-chunked bodies with trailing checksums by default, which several
       // S3-compatible servers store with the chunk framing inside the object. Plain bodies, checked here.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 3,
       // Without throwOnRequestTimeout the handler only logs a stalled request and waits on forever.
-      requestHandler: { connectionTimeout: Math.min(config.timeoutMs, 10_000), requestTimeout: config.timeoutMs, throwOnRequestTimeout: true },
+      requestHandler: {
+        connectionTimeout: Math.min(config.timeoutMs, 10_000),
+        requestTimeout: config.timeoutMs,
+        throwOnRequestTimeout: true,
+      },
     });
     return new OffsiteStore(config, credentials, client, sdk, storage);
   }
@@ -70,10 +78,16 @@ export class OffsiteStore {
     let token: string | undefined;
     do {
       const page = await this.client.send(
-        new this.sdk.ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: this.config.prefix, Delimiter: '/', ContinuationToken: token }),
+        new this.sdk.ListObjectsV2Command({
+          Bucket: this.config.bucket,
+          Prefix: this.config.prefix,
+          Delimiter: '/',
+          ContinuationToken: token,
+        }),
       );
       for (const item of page.Contents ?? []) {
-        if (item.Key?.startsWith(this.config.prefix)) out.push({ name: item.Key.slice(this.config.prefix.length), size: item.Size ?? 0 });
+        if (item.Key?.startsWith(this.config.prefix))
+          out.push({ name: item.Key.slice(this.config.prefix.length), size: item.Size ?? 0 });
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -83,8 +97,14 @@ export class OffsiteStore {
   /** HeadObject; undefined when there is no such object. */
   async head(name: string): Promise<RemoteHead | undefined> {
     try {
-      const head = await this.client.send(new this.sdk.HeadObjectCommand({ Bucket: this.config.bucket, Key: this.key(name) }));
-      return { size: head.ContentLength ?? -1, etag: (head.ETag ?? '').replace(/"/g, ''), metadata: head.Metadata ?? {} };
+      const head = await this.client.send(
+        new this.sdk.HeadObjectCommand({ Bucket: this.config.bucket, Key: this.key(name) }),
+      );
+      return {
+        size: head.ContentLength ?? -1,
+        etag: (head.ETag ?? '').replace(/"/g, ''),
+        metadata: head.Metadata ?? {},
+      };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
@@ -95,7 +115,13 @@ export class OffsiteStore {
   async upload(name: string, body: Readable | Buffer, metadata: Record<string, string>): Promise<void> {
     const upload = new this.storage.Upload({
       client: this.client,
-      params: { Bucket: this.config.bucket, Key: this.key(name), Body: body, Metadata: metadata, ContentType: 'application/octet-stream' },
+      params: {
+        Bucket: this.config.bucket,
+        Key: this.key(name),
+        Body: body,
+        Metadata: metadata,
+        ContentType: 'application/octet-stream',
+      },
       partSize,
       queueSize,
       // The SDK's own abort would replace the upload's error by the abort's where a server
@@ -107,7 +133,13 @@ export class OffsiteStore {
     } catch (error) {
       if (upload.uploadId) {
         await this.client
-          .send(new this.sdk.AbortMultipartUploadCommand({ Bucket: this.config.bucket, Key: this.key(name), UploadId: upload.uploadId }))
+          .send(
+            new this.sdk.AbortMultipartUploadCommand({
+              Bucket: this.config.bucket,
+              Key: this.key(name),
+              UploadId: upload.uploadId,
+            }),
+          )
           .catch(() => {}); // parts left behind are no object; a lifecycle rule expires them
       }
       throw error;
@@ -121,10 +153,23 @@ export class OffsiteStore {
   }
 
   /** An object's body as a stream, with its size and metadata; undefined when it does not exist. */
-  async get(name: string): Promise<{ body: Readable & { transformToByteArray(): Promise<Uint8Array> }; size: number; metadata: Record<string, string> } | undefined> {
+  async get(name: string): Promise<
+    | {
+        body: Readable & { transformToByteArray(): Promise<Uint8Array> };
+        size: number;
+        metadata: Record<string, string>;
+      }
+    | undefined
+  > {
     try {
-      const object = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.key(name) }));
-      return { body: object.Body as unknown as Readable & { transformToByteArray(): Promise<Uint8Array> }, size: object.ContentLength ?? -1, metadata: object.Metadata ?? {} };
+      const object = await this.client.send(
+        new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.key(name) }),
+      );
+      return {
+        body: object.Body as unknown as Readable & { transformToByteArray(): Promise<Uint8Array> },
+        size: object.ContentLength ?? -1,
+        metadata: object.Metadata ?? {},
+      };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
@@ -163,7 +208,11 @@ export function errorCode(error: unknown): string | undefined {
 
 /** Whether the server refused a request for lack of permission (not a bad key). */
 export function isAccessDenied(error: unknown): boolean {
-  return errorCode(error) === 'AccessDenied' || (error as SdkError).$metadata?.httpStatusCode === 403 && !['InvalidAccessKeyId', 'SignatureDoesNotMatch'].includes(errorCode(error) ?? '');
+  return (
+    errorCode(error) === 'AccessDenied' ||
+    ((error as SdkError).$metadata?.httpStatusCode === 403 &&
+      !['InvalidAccessKeyId', 'SignatureDoesNotMatch'].includes(errorCode(error) ?? ''))
+  );
 }
 
 /** One line that says what went wrong with the server, naming the setting to fix; never a secret. */
@@ -193,6 +242,7 @@ export function describeS3Error(error: unknown, config: OffsiteConfig): string {
     case 'ETIMEDOUT':
       return `${server} did not answer within ${config.timeoutMs / 1000} s, 3 attempts (PLANETARION_S3_TIMEOUT)`;
   }
-  if (status && status >= 500) return `${server} failed with HTTP ${status}${code ? ` (${code})` : ''} after 3 attempts`;
+  if (status && status >= 500)
+    return `${server} failed with HTTP ${status}${code ? ` (${code})` : ''} after 3 attempts`;
   return `${server}: ${code && !errorText(error).includes(code) ? `${code}: ` : ''}${errorText(error)}`;
 }

@@ -78,7 +78,12 @@ export function resolveCredentials(config: OffsiteConfig, env: NodeJS.ProcessEnv
     if (!env.AWS_ACCESS_KEY_ID || !env.AWS_SECRET_ACCESS_KEY) {
       throw new UsageError(`only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is set`, missingAdvice);
     }
-    return { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, sessionToken: env.AWS_SESSION_TOKEN || undefined, source: 'the environment' };
+    return {
+      accessKeyId: env.AWS_ACCESS_KEY_ID,
+      secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
+      sessionToken: env.AWS_SESSION_TOKEN || undefined,
+      source: 'the environment',
+    };
   }
   const file = config.credentialsFile ?? join(homedir(), '.aws', 'credentials');
   const profile = env.AWS_PROFILE || 'default';
@@ -86,16 +91,30 @@ export function resolveCredentials(config: OffsiteConfig, env: NodeJS.ProcessEnv
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(error as NodeJS.ErrnoException).code})`;
-    throw new UsageError(`no S3 credentials for ${config.url}: AWS_ACCESS_KEY_ID is not set and the credentials file ${file} ${reason}`, missingAdvice);
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'does not exist'
+        : `cannot be read (${(error as NodeJS.ErrnoException).code})`;
+    throw new UsageError(
+      `no S3 credentials for ${config.url}: AWS_ACCESS_KEY_ID is not set and the credentials file ${file} ${reason}`,
+      missingAdvice,
+    );
   }
   const section = parseCredentialsFile(text, profile);
   const accessKeyId = section?.get('aws_access_key_id');
   const secretAccessKey = section?.get('aws_secret_access_key');
   if (!accessKeyId || !secretAccessKey) {
-    throw new UsageError(`the credentials file ${file} has no aws_access_key_id and aws_secret_access_key in profile [${profile}]`, missingAdvice);
+    throw new UsageError(
+      `the credentials file ${file} has no aws_access_key_id and aws_secret_access_key in profile [${profile}]`,
+      missingAdvice,
+    );
   }
-  return { accessKeyId, secretAccessKey, sessionToken: section?.get('aws_session_token'), source: `${file} [${profile}]` };
+  return {
+    accessKeyId,
+    secretAccessKey,
+    sessionToken: section?.get('aws_session_token'),
+    source: `${file} [${profile}]`,
+  };
 }
 
 /** A warning when a credentials file can be read by other users (it holds a secret). */
@@ -104,7 +123,8 @@ export function credentialsFileWarning(credentials: Credentials): string | undef
   if (credentials.source === 'the environment') return undefined;
   try {
     const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) return `the credentials file ${file} is readable by others (mode ${mode.toString(8)}): chmod 600 ${file}`;
+    if (mode & 0o077)
+      return `the credentials file ${file} is readable by others (mode ${mode.toString(8)}): chmod 600 ${file}`;
   } catch {
     // read a moment ago; a race is not worth a message
   }
@@ -120,9 +140,14 @@ export function offsiteError(message: string, advice?: string): CliError {
 export function offsiteCronWarnings(settings: Settings, env: NodeJS.ProcessEnv): string[] {
   if (!settings.offsite) return [];
   const warnings: string[] = [];
-  if (!settings.ageRecipients) warnings.push(`off-site copies to ${settings.offsite} will not be encrypted: the storage provider can read them (set PLANETARION_AGE_RECIPIENTS)`);
+  if (!settings.ageRecipients)
+    warnings.push(
+      `off-site copies to ${settings.offsite} will not be encrypted: the storage provider can read them (set PLANETARION_AGE_RECIPIENTS)`,
+    );
   if (env.AWS_ACCESS_KEY_ID && !settings.s3CredentialsFile) {
-    warnings.push('AWS_ACCESS_KEY_ID is set in this shell but cron will not see it (keys never go into the cron line): put the keys in a credentials file (mode 0600) and AWS_SHARED_CREDENTIALS_FILE=<that file> in planetarion.env');
+    warnings.push(
+      'AWS_ACCESS_KEY_ID is set in this shell but cron will not see it (keys never go into the cron line): put the keys in a credentials file (mode 0600) and AWS_SHARED_CREDENTIALS_FILE=<that file> in planetarion.env',
+    );
   }
   return warnings;
 }

@@ -40,9 +40,19 @@ export async function copyOffsite(context: OffsiteContext): Promise<OffsiteOutco
   if (!config) return undefined;
   const { log } = context;
   const started = (context.now ?? (() => new Date()))();
-  const outcome: OffsiteOutcome = { url: config.url, ok: false, uploaded: [], present: [], pending: [], rotated: [], warnings: [] };
+  const outcome: OffsiteOutcome = {
+    url: config.url,
+    ok: false,
+    uploaded: [],
+    present: [],
+    pending: [],
+    rotated: [],
+    warnings: [],
+  };
   // Only the backups off-site rotation keeps: an older local one would be uploaded and removed again.
-  const locals = listBackups(context.settings.backupDir).slice(0, config.keep).map((b) => b.path);
+  const locals = listBackups(context.settings.backupDir)
+    .slice(0, config.keep)
+    .map((b) => b.path);
   outcome.pending = locals.map((p) => p.split('/').pop()!);
   let store: OffsiteStore | undefined;
   try {
@@ -50,7 +60,11 @@ export async function copyOffsite(context: OffsiteContext): Promise<OffsiteOutco
     const fileWarning = credentialsFileWarning(store.credentials);
     if (fileWarning) warn(outcome, log, fileWarning);
     if (!context.newFile.endsWith('.age')) {
-      warn(outcome, log, `The off-site copy of ${context.newFile} is not encrypted: ${config.url} can read it (set PLANETARION_AGE_RECIPIENTS to encrypt backups)`);
+      warn(
+        outcome,
+        log,
+        `The off-site copy of ${context.newFile} is not encrypted: ${config.url} can read it (set PLANETARION_AGE_RECIPIENTS to encrypt backups)`,
+      );
     }
     await copyMissing(store, config, locals, outcome, log);
     const after = await inventory(store);
@@ -58,10 +72,14 @@ export async function copyOffsite(context: OffsiteContext): Promise<OffsiteOutco
     outcome.rotated = rotation.removed;
     if (rotation.warning) outcome.warnings.push(rotation.warning);
     outcome.ok = true;
-    log.info(`Off-site copy in ${config.url} confirmed: ${outcome.uploaded.length} uploaded, ${outcome.present.length} already there, ${after.backups.filter(isComplete).length - outcome.rotated.length} kept off-site`);
+    log.info(
+      `Off-site copy in ${config.url} confirmed: ${outcome.uploaded.length} uploaded, ${outcome.present.length} already there, ${after.backups.filter(isComplete).length - outcome.rotated.length} kept off-site`,
+    );
   } catch (error) {
     outcome.error = error instanceof UsageError || !store ? errorText(error) : describeS3Error(error, config);
-    log.error(`Off-site copy to ${config.url} failed: ${outcome.error}. The local backup ${context.newFile} is good; the next run uploads what is missing.`);
+    log.error(
+      `Off-site copy to ${config.url} failed: ${outcome.error}. The local backup ${context.newFile} is good; the next run uploads what is missing.`,
+    );
   } finally {
     store?.close();
   }
@@ -75,7 +93,13 @@ function warn(outcome: OffsiteOutcome, log: Logger, message: string): void {
 }
 
 /** Uploads every local backup (newest first) whose off-site copy is missing, incomplete or different. */
-async function copyMissing(store: OffsiteStore, config: OffsiteConfig, locals: string[], outcome: OffsiteOutcome, log: Logger): Promise<void> {
+async function copyMissing(
+  store: OffsiteStore,
+  config: OffsiteConfig,
+  locals: string[],
+  outcome: OffsiteOutcome,
+  log: Logger,
+): Promise<void> {
   const listed = new Set((await store.list()).map((o) => o.name));
   for (const path of locals) {
     const facts = localFacts(path);
@@ -90,7 +114,9 @@ async function copyMissing(store: OffsiteStore, config: OffsiteConfig, locals: s
       const started = Date.now();
       log.info(`Uploading ${name} (${facts.size} bytes) to ${config.url}`);
       await uploadBackup(store, facts);
-      log.info(`Off-site copy of ${name} confirmed (size, sha256, server checksum) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      log.info(
+        `Off-site copy of ${name} confirmed (size, sha256, server checksum) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
       outcome.uploaded.push(name);
     }
     outcome.pending = outcome.pending.filter((n) => n !== name);
@@ -118,7 +144,10 @@ export interface OffsiteRunRecord {
 function recordOutcome(dir: string, started: Date, outcome: OffsiteOutcome, log: Logger): void {
   const run: OffsiteRunRecord = { time: started.toISOString(), ...outcome };
   try {
-    updateStatus(dir, (status) => ({ ...status, offsite: { ...status.offsite, lastRun: run, ...(outcome.ok ? { lastSuccess: run } : { lastFailure: run }) } }));
+    updateStatus(dir, (status) => ({
+      ...status,
+      offsite: { ...status.offsite, lastRun: run, ...(outcome.ok ? { lastSuccess: run } : { lastFailure: run }) },
+    }));
   } catch (error) {
     log.warn(`could not update status.json: ${errorText(error)}`);
   }
@@ -131,12 +160,17 @@ export async function checkOffsite(settings: Settings, log: Logger): Promise<voi
   const store = await OffsiteStore.open(config);
   try {
     const { backups } = await inventory(store);
-    log.info(`Dry run: off-site ${config.url} answers (credentials from ${store.credentials.source}); ${backups.filter(isComplete).length} complete backup(s) there, keeping ${config.keep}`);
+    log.info(
+      `Dry run: off-site ${config.url} answers (credentials from ${store.credentials.source}); ${backups.filter(isComplete).length} complete backup(s) there, keeping ${config.keep}`,
+    );
     const fileWarning = credentialsFileWarning(store.credentials);
     if (fileWarning) log.warn(fileWarning);
-    if (!settings.ageRecipients) log.warn(`Off-site copies will not be encrypted: ${config.url} can read them (set PLANETARION_AGE_RECIPIENTS)`);
+    if (!settings.ageRecipients)
+      log.warn(`Off-site copies will not be encrypted: ${config.url} can read them (set PLANETARION_AGE_RECIPIENTS)`);
   } catch (error) {
-    throw new CliError(`off-site check failed: ${describeS3Error(error, config)}`, { advice: 'Fix the off-site settings (backup-database --help); local backups work regardless.' });
+    throw new CliError(`off-site check failed: ${describeS3Error(error, config)}`, {
+      advice: 'Fix the off-site settings (backup-database --help); local backups work regardless.',
+    });
   } finally {
     store.close();
   }

@@ -38,7 +38,14 @@ export function remoteBackups(objects: RemoteObject[]): { backups: RemoteBackup[
       continue;
     }
     const parsed = parseBackupName(name)!;
-    const entry = byName.get(name) ?? { name, time: parsed.time, size: undefined, hasManifest: false, hasChecksum: false, encrypted: parsed.encrypted };
+    const entry = byName.get(name) ?? {
+      name,
+      time: parsed.time,
+      size: undefined,
+      hasManifest: false,
+      hasChecksum: false,
+      encrypted: parsed.encrypted,
+    };
     if (object.name === name) entry.size = object.size;
     else if (object.name.endsWith('.json')) entry.hasManifest = true;
     else entry.hasChecksum = true;
@@ -81,7 +88,12 @@ export function planRemoteRotation(newestFirst: RemoteBackup[], keep: number, pr
 }
 
 /** Removes the planned backups (backup object first, so a half-removed one is never complete); AccessDenied is a warning. */
-export async function rotateRemote(store: OffsiteStore, newestFirst: RemoteBackup[], protect: string, log: Logger): Promise<{ removed: string[]; warning?: string }> {
+export async function rotateRemote(
+  store: OffsiteStore,
+  newestFirst: RemoteBackup[],
+  protect: string,
+  log: Logger,
+): Promise<{ removed: string[]; warning?: string }> {
   const removed: string[] = [];
   for (const backup of planRemoteRotation(newestFirst, store.config.keep, protect)) {
     try {

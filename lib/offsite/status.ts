@@ -28,7 +28,11 @@ export interface OffsiteReport {
 }
 
 /** The off-site report, or undefined when off-site is not configured. Never throws for a server problem. */
-export async function offsiteReport(settings: Settings, status: Status, withRemote: boolean): Promise<OffsiteReport | undefined> {
+export async function offsiteReport(
+  settings: Settings,
+  status: Status,
+  withRemote: boolean,
+): Promise<OffsiteReport | undefined> {
   const config = offsiteConfig(settings);
   if (!config) return undefined;
   const report: OffsiteReport = { url: config.url, local: [], lastRun: status.offsite?.lastRun, unencrypted: [] };
@@ -37,11 +41,20 @@ export async function offsiteReport(settings: Settings, status: Status, withRemo
     store = await OffsiteStore.open(config);
     const { backups, foreign } = await inventory(store);
     for (const [index, backup] of listBackups(settings.backupDir).entries()) {
-      report.local.push({ file: backup.name, offsite: index < config.keep ? await localState(store, backup.path, backups) : 'beyond keep' });
+      report.local.push({
+        file: backup.name,
+        offsite: index < config.keep ? await localState(store, backup.path, backups) : 'beyond keep',
+      });
     }
     report.unencrypted = backups.filter((b) => !b.encrypted).map((b) => b.name);
     if (withRemote) {
-      report.remote = backups.map((b) => ({ file: b.name, size: b.size ?? null, created: b.time.toISOString(), complete: isComplete(b), encrypted: b.encrypted }));
+      report.remote = backups.map((b) => ({
+        file: b.name,
+        size: b.size ?? null,
+        created: b.time.toISOString(),
+        complete: isComplete(b),
+        encrypted: b.encrypted,
+      }));
       report.foreign = foreign;
     }
   } catch (error) {
@@ -71,21 +84,37 @@ const stateText: Record<OffsiteState, string> = {
 };
 
 /** The human lines --status appends. */
-export function renderOffsiteReport(report: OffsiteReport, config: OffsiteConfig | undefined, now = new Date()): string {
-  const lines = ['', `Off-site: ${report.url}${config?.endpoint ? ` at ${new URL(config.endpoint).origin}` : ''}, keeping ${config?.keep ?? '?'}`];
+export function renderOffsiteReport(
+  report: OffsiteReport,
+  config: OffsiteConfig | undefined,
+  now = new Date(),
+): string {
+  const lines = [
+    '',
+    `Off-site: ${report.url}${config?.endpoint ? ` at ${new URL(config.endpoint).origin}` : ''}, keeping ${config?.keep ?? '?'}`,
+  ];
   if (report.error) lines.push(`  CANNOT CHECK: ${report.error}`);
   else for (const b of report.local) lines.push(`  ${b.file}  ${stateText[b.offsite]}`);
   const run = report.lastRun;
-  if (run) lines.push(`  Last off-site run: ${run.time} ${run.ok ? `succeeded (${run.uploaded.length} uploaded)` : `FAILED: ${run.error}`}`);
-  if (report.unencrypted.length) lines.push(`  WARNING: ${report.unencrypted.length} off-site backup(s) are not encrypted: the storage provider can read them (set PLANETARION_AGE_RECIPIENTS)`);
+  if (run)
+    lines.push(
+      `  Last off-site run: ${run.time} ${run.ok ? `succeeded (${run.uploaded.length} uploaded)` : `FAILED: ${run.error}`}`,
+    );
+  if (report.unencrypted.length)
+    lines.push(
+      `  WARNING: ${report.unencrypted.length} off-site backup(s) are not encrypted: the storage provider can read them (set PLANETARION_AGE_RECIPIENTS)`,
+    );
   if (report.remote) {
     lines.push('', `Backups in ${report.url} (newest first):`);
     if (report.remote.length === 0) lines.push('  none');
     for (const b of report.remote) {
       const age = formatAge(Math.max(0, Math.round((now.getTime() - new Date(b.created).getTime()) / 1000)));
-      lines.push(`  ${b.file}  ${(b.size === null ? '-' : formatBytes(b.size)).padStart(9)}  ${age.padStart(12)} old  ${b.complete ? 'complete' : 'INCOMPLETE'}${b.encrypted ? ', encrypted (age)' : ', not encrypted'}`);
+      lines.push(
+        `  ${b.file}  ${(b.size === null ? '-' : formatBytes(b.size)).padStart(9)}  ${age.padStart(12)} old  ${b.complete ? 'complete' : 'INCOMPLETE'}${b.encrypted ? ', encrypted (age)' : ', not encrypted'}`,
+      );
     }
-    if (report.foreign) lines.push(`  (${report.foreign} other object(s) under the prefix: not backups, never touched)`);
+    if (report.foreign)
+      lines.push(`  (${report.foreign} other object(s) under the prefix: not backups, never touched)`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

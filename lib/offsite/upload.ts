@@ -68,7 +68,13 @@ export function localFacts(path: string): LocalBackupFacts | undefined {
   const sha256 = readChecksum(path);
   if (!sha256) return undefined;
   const manifest = readManifest(path);
-  return { name: basename(path), path, size: statSync(path).size, sha256, created: manifest?.created ?? statSync(path).mtime.toISOString() };
+  return {
+    name: basename(path),
+    path,
+    size: statSync(path).size,
+    sha256,
+    created: manifest?.created ?? statSync(path).mtime.toISOString(),
+  };
 }
 
 /** Whether HeadObject shows the object as uploaded by uploadBackup: size and sha256 metadata. */
@@ -83,19 +89,25 @@ export async function uploadBackup(store: OffsiteStore, facts: LocalBackupFacts)
   await store.upload(facts.name, body, { sha256: facts.sha256, created: facts.created });
   if (hasher.bytes !== facts.size || hasher.sha256.digest('hex') !== facts.sha256) {
     await store.delete(facts.name).catch(() => {});
-    throw new CliError(`${facts.name} changed or does not match its .sha256 while it was uploaded; its off-site copy was removed`, {
-      advice: 'Check the local file with: backup-database --status',
-    });
+    throw new CliError(
+      `${facts.name} changed or does not match its .sha256 while it was uploaded; its off-site copy was removed`,
+      {
+        advice: 'Check the local file with: backup-database --status',
+      },
+    );
   }
   const head = await store.head(facts.name);
   if (!headMatches(head, facts.size, facts.sha256)) {
-    throw new CliError(`the server does not confirm ${facts.name}: it reports ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'none'}` : 'no object'}, expected ${facts.size} bytes, sha256 ${facts.sha256}`);
+    throw new CliError(
+      `the server does not confirm ${facts.name}: it reports ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'none'}` : 'no object'}, expected ${facts.size} bytes, sha256 ${facts.sha256}`,
+    );
   }
   let etagChecked = hasher.expectedEtags().includes(head!.etag);
   if (!etagChecked) {
     // Not an MD5 ETag (encryption at rest, some providers' multipart scheme): read it back instead.
     const actual = await sha256OfObject(store, facts.name);
-    if (actual !== facts.sha256) throw new CliError(`the server holds other bytes for ${facts.name} than were sent (sha256 ${actual})`);
+    if (actual !== facts.sha256)
+      throw new CliError(`the server holds other bytes for ${facts.name} than were sent (sha256 ${actual})`);
     etagChecked = true;
   }
   const sidecars = sidecarsOf(facts.path);
@@ -108,5 +120,6 @@ async function uploadSmall(store: OffsiteStore, path: string): Promise<void> {
   const data = readFileSync(path);
   const sha256 = createHash('sha256').update(data).digest('hex');
   await store.upload(basename(path), data, { sha256 });
-  if (!headMatches(await store.head(basename(path)), data.length, sha256)) throw new CliError(`the server does not confirm ${basename(path)}`);
+  if (!headMatches(await store.head(basename(path)), data.length, sha256))
+    throw new CliError(`the server does not confirm ${basename(path)}`);
 }

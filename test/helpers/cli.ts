@@ -26,8 +26,17 @@ export interface StartedTool {
 }
 
 /** Starts a command (backup-database, ...) of the built executable. */
-export function startTool(command: string, args: string[], env: Record<string, string | undefined> = {}, options: { cwd?: string } = {}): StartedTool {
-  const child = spawn(join(distBin, command), args, { env: cleanEnv(env), cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startTool(
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: { cwd?: string } = {},
+): StartedTool {
+  const child = spawn(join(distBin, command), args, {
+    env: cleanEnv(env),
+    cwd: options.cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -37,12 +46,22 @@ export function startTool(command: string, args: string[], env: Record<string, s
 }
 
 /** Runs a command of the built executable to its end. */
-export function runTool(command: string, args: string[], env: Record<string, string | undefined> = {}, options: { cwd?: string } = {}): Promise<ToolResult> {
+export function runTool(
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: { cwd?: string } = {},
+): Promise<ToolResult> {
   return startTool(command, args, env, options).done;
 }
 
 /** Polls until `check` holds (or throws after timeoutMs). */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (await check()) return;

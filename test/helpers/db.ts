@@ -87,17 +87,28 @@ function run(cmd: string, args: string[], options: { input?: string; timeoutMs?:
           }, options.timeoutMs);
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
-      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
     });
     child.stdin.end(options.input ?? '');
   });
 }
 
 /** Runs a command and returns its stdout; throws with its stderr when it fails. */
-async function check(cmd: string, args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<string> {
+async function check(
+  cmd: string,
+  args: string[],
+  options: { input?: string; timeoutMs?: number } = {},
+): Promise<string> {
   const r = await run(cmd, args, options);
   if (r.code !== 0) {
-    throw new Error(`${cmd} ${args.slice(0, 3).join(' ')} ... failed (${r.signal ?? `exit ${r.code}`}): ${r.stderr.trim() || r.stdout.trim()}`);
+    throw new Error(
+      `${cmd} ${args.slice(0, 3).join(' ')} ... failed (${r.signal ?? `exit ${r.code}`}): ${r.stderr.trim() || r.stdout.trim()}`,
+    );
   }
   return r.stdout;
 }
@@ -114,7 +125,11 @@ let counter = 0;
 
 /** A unique, Docker-valid container/database name for one test: `<prefix>-<pid>-<n>` (lower case, [a-z0-9_.-]). */
 export function scratchName(prefix: string): string {
-  const clean = prefix.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'pb';
+  const clean =
+    prefix
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]+/g, '-')
+      .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'pb';
   return `${clean}-${process.pid}-${++counter}`;
 }
 
@@ -134,7 +149,14 @@ export async function startDb(name: string, opts: StartDbOptions = {}): Promise<
   await removeDb(name);
   const args = ['run', '-d', '--pull', 'never', '--name', name, '--network', 'none', '--label', `${testLabel}=1`];
   for (const [key, value] of Object.entries(opts.labels ?? {})) args.push('--label', `${key}=${value}`);
-  args.push('-e', `POSTGRES_USER=${user}`, '-e', `POSTGRES_DB=${db}`, '-e', `POSTGRES_FSYNC=${opts.fsync ? 'on' : 'off'}`);
+  args.push(
+    '-e',
+    `POSTGRES_USER=${user}`,
+    '-e',
+    `POSTGRES_DB=${db}`,
+    '-e',
+    `POSTGRES_FSYNC=${opts.fsync ? 'on' : 'off'}`,
+  );
   if (opts.volume) args.push('-v', `${opts.volume}:/var/lib/postgresql/data`);
   if (opts.tmpfsSize) args.push('--tmpfs', `/var/lib/postgresql/data:size=${opts.tmpfsSize}`);
   args.push(testImage);
@@ -143,12 +165,11 @@ export async function startDb(name: string, opts: StartDbOptions = {}): Promise<
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
-    const state = await run('docker', [
-      'inspect',
-      '-f',
-      '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}',
-      name,
-    ], { timeoutMs: 15_000 });
+    const state = await run(
+      'docker',
+      ['inspect', '-f', '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', name],
+      { timeoutMs: 15_000 },
+    );
     last = (state.stdout || state.stderr).trim();
     const [status, health] = last.split(' ');
     if (state.code === 0 && status !== 'running' && status !== 'created' && status !== 'restarting') {
@@ -156,21 +177,39 @@ export async function startDb(name: string, opts: StartDbOptions = {}): Promise<
       throw new Error(`container ${name} is ${status} before becoming ready:\n${logs.stdout}${logs.stderr}`);
     }
     if (state.code === 0 && status === 'running' && (health === 'healthy' || health === 'none')) {
-      const ready = await run('docker', ['exec', name, 'pg_isready', '-q', '-h', '/var/run/postgresql', '-U', user, '-d', db], {
-        timeoutMs: 15_000,
-      });
+      const ready = await run(
+        'docker',
+        ['exec', name, 'pg_isready', '-q', '-h', '/var/run/postgresql', '-U', user, '-d', db],
+        {
+          timeoutMs: 15_000,
+        },
+      );
       if (ready.code === 0) return;
       last += ` (pg_isready exit ${ready.code})`;
     }
     await sleep(250);
   }
   const logs = await run('docker', ['logs', '--tail', '30', name]);
-  throw new Error(`container ${name} not ready after ${timeoutMs} ms (last state: ${last}):\n${logs.stdout}${logs.stderr}`);
+  throw new Error(
+    `container ${name} not ready after ${timeoutMs} ms (last state: ${last}):\n${logs.stdout}${logs.stderr}`,
+  );
 }
 
 /** The `psql` argv (after `docker exec -i <name>`) used by every helper: no psqlrc, quiet, unaligned, tuples only, stop on error. */
 function psqlArgs(opts: DbTarget): string[] {
-  return ['psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', opts.user ?? defaultUser, '-d', opts.db ?? defaultDb];
+  return [
+    'psql',
+    '-X',
+    '-q',
+    '-A',
+    '-t',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-U',
+    opts.user ?? defaultUser,
+    '-d',
+    opts.db ?? defaultDb,
+  ];
 }
 
 /** Runs SQL (sent on stdin, psql meta-commands allowed) in container `name`; returns trimmed unaligned tuples-only output, throws with psql's stderr on error. */
@@ -188,7 +227,8 @@ export const seedSqlPath: string = new URL('../env/seed.sql', import.meta.url).p
 /** Creates the Planetarion-like schema and deterministic data (test/env/seed.sql) in an empty database; scale multiplies row counts. */
 export async function seedPlanetarion(name: string, opts: SeedOptions = {}): Promise<void> {
   const scale = opts.scale ?? 1;
-  if (!Number.isFinite(scale) || scale <= 0) throw new Error(`seedPlanetarion: scale must be a positive number, got ${scale}`);
+  if (!Number.isFinite(scale) || scale <= 0)
+    throw new Error(`seedPlanetarion: scale must be a positive number, got ${scale}`);
   const sql = await readFile(seedSqlPath, 'utf8');
   await psql(name, `\\set scale ${scale}\n${sql}`, opts);
 }
@@ -208,7 +248,11 @@ export async function rowCounts(name: string, opts: DbTarget = {}): Promise<Reco
     opts,
   );
   const parsed = JSON.parse(out) as Record<string, number>;
-  return Object.fromEntries(Object.keys(parsed).sort().map((k) => [k, Number(parsed[k])]));
+  return Object.fromEntries(
+    Object.keys(parsed)
+      .sort()
+      .map((k) => [k, Number(parsed[k])]),
+  );
 }
 
 let writerCounter = 0;

@@ -41,7 +41,10 @@ exec docker "$@"
 /** The test stack with a health check that tolerates a machine busy with other test runs. */
 export const patient = (yaml: string) =>
   yaml
-    .replace('      retries: 2\n      start_period: 300s', '      timeout: 60s\n      retries: 30\n      start_period: 900s')
+    .replace(
+      '      retries: 2\n      start_period: 300s',
+      '      timeout: 60s\n      retries: 30\n      start_period: 900s',
+    )
     .replace(
       '  db:\n    image: planetarion-test-pg:latest\n',
       '  db:\n    image: planetarion-test-pg:latest\n    healthcheck:\n      test: ["CMD-SHELL", "pg_isready -q -h /var/run/postgresql -U planetarion_user -d planetarion"]\n      interval: 1s\n      timeout: 60s\n      retries: 30\n      start_period: 900s\n',
@@ -50,7 +53,12 @@ export const patient = (yaml: string) =>
 /** Health timeouts for a test machine shared with other test runs, where a database can take minutes to start. */
 export const slowMachine = ['--health-timeout', '900'];
 
-export const stateOf = (n: TestNas) => JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8')) as { live: SlotJson; previous?: SlotJson; lastDeploy: Record<string, unknown> };
+export const stateOf = (n: TestNas) =>
+  JSON.parse(readFileSync(join(n.dir, 'deploy/state.json'), 'utf8')) as {
+    live: SlotJson;
+    previous?: SlotJson;
+    lastDeploy: Record<string, unknown>;
+  };
 export const liveWrites = (n: TestNas) => Number(sqlIn(n.container, 'SELECT count(*) FROM app_writes'));
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const dbOf = (slot: SlotJson) => slot.containers.find((c) => c.service === 'db')!.name;
@@ -58,17 +66,22 @@ export const dbOf = (slot: SlotJson) => slot.containers.find((c) => c.service ==
 /** The live database gains rows: its writers run. */
 export async function writersRun(n: TestNas): Promise<void> {
   let before = -1;
-  await waitFor('the live writers to write', async () => {
-    try {
-      const now = liveWrites(n);
-      if (before >= 0 && now > before) return true;
-      before = now;
-    } catch {
-      // the database is still starting
-    }
-    await sleep(500);
-    return false;
-  }, 600_000, 200);
+  await waitFor(
+    'the live writers to write',
+    async () => {
+      try {
+        const now = liveWrites(n);
+        if (before >= 0 && now > before) return true;
+        before = now;
+      } catch {
+        // the database is still starting
+      }
+      await sleep(500);
+      return false;
+    },
+    600_000,
+    200,
+  );
 }
 
 /** Every row the previous slot's database holds is in the live one (per writer, by origin). */
@@ -77,30 +90,53 @@ export async function nothingLost(n: TestNas, previous: SlotJson): Promise<void>
   execFileSync('docker', ['start', old]);
   try {
     let origins = '';
-    await waitFor(`${old} to answer`, () => {
-      try {
-        origins = sqlIn(old, 'SELECT origin, count(*) FROM app_writes GROUP BY 1 ORDER BY 1');
-        return true;
-      } catch {
-        return false;
-      }
-    }, 600_000, 300);
+    await waitFor(
+      `${old} to answer`,
+      () => {
+        try {
+          origins = sqlIn(old, 'SELECT origin, count(*) FROM app_writes GROUP BY 1 ORDER BY 1');
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      600_000,
+      300,
+    );
     const rows = origins.split('\n').map((l) => l.split('|'));
     assert.ok(rows.length > 0 && Number(rows[0]![1]) > 0, origins);
-    for (const [origin, count] of rows) assert.is(sqlIn(n.container, `SELECT count(*) FROM app_writes WHERE origin = '${origin}'`), count, `rows of writer ${origin}`);
+    for (const [origin, count] of rows)
+      assert.is(
+        sqlIn(n.container, `SELECT count(*) FROM app_writes WHERE origin = '${origin}'`),
+        count,
+        `rows of writer ${origin}`,
+      );
   } finally {
     execFileSync('docker', ['stop', old]);
   }
 }
 
 /** Starts a command of the built executable in a process group of its own, so the test can kill it with everything it started. */
-export function startGroup(command: string, args: string[], env: Record<string, string>, cwd?: string): { pid: number; done: Promise<ToolResult> } {
-  const child = spawn(join(distBin, command), args, { env: cleanEnv(env), cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startGroup(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  cwd?: string,
+): { pid: number; done: Promise<ToolResult> } {
+  const child = spawn(join(distBin, command), args, {
+    env: cleanEnv(env),
+    cwd,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return { pid: child.pid!, done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
+  return {
+    pid: child.pid!,
+    done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))),
+  };
 }
 
 /** The pid of a child of `parent` whose command line contains `text`. */
@@ -125,5 +161,5 @@ export const logSince = (n: TestNas, from: number) => {
     return '';
   }
 };
-export const logSize = (n: TestNas) => (existsSync(join(n.dir, 'logs/deploy.log')) ? statSync(join(n.dir, 'logs/deploy.log')).size : 0);
-
+export const logSize = (n: TestNas) =>
+  existsSync(join(n.dir, 'logs/deploy.log')) ? statSync(join(n.dir, 'logs/deploy.log')).size : 0;

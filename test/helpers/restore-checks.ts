@@ -16,12 +16,18 @@ export async function databases(container: string): Promise<string[]> {
 
 /** The newest marker row's text ('none' without one): which backup the live database holds. */
 export function marker(container: string): Promise<string> {
-  return psql(container, "SELECT coalesce((SELECT body FROM chat_messages WHERE channel = '#marker' ORDER BY id DESC LIMIT 1), 'none')");
+  return psql(
+    container,
+    "SELECT coalesce((SELECT body FROM chat_messages WHERE channel = '#marker' ORDER BY id DESC LIMIT 1), 'none')",
+  );
 }
 
 /** Writes a marker row. */
 export function setMarker(container: string, text: string): Promise<string> {
-  return psql(container, `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text.replace(/'/g, "''")}', now())`);
+  return psql(
+    container,
+    `INSERT INTO chat_messages (channel, body, sent_at) VALUES ('#marker', '${text.replace(/'/g, "''")}', now())`,
+  );
 }
 
 /** The fingerprint of a database, as the restore engine computes it. */
@@ -36,7 +42,11 @@ export async function fingerprintOf(container: string, database = 'planetarion')
 
 /** A real backup of `container` into dir (keep 10); returns its file name, a second later so names differ. */
 export async function backupInto(dir: string, container: string, extra: Record<string, string> = {}): Promise<string> {
-  const r = await runTool('backup-database', ['--json', '--keep', '10'], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: container, ...extra });
+  const r = await runTool('backup-database', ['--json', '--keep', '10'], {
+    PLANETARION_DIR: dir,
+    PLANETARION_DB_CONTAINER: container,
+    ...extra,
+  });
   assert.is(r.code, 0, r.stderr);
   await new Promise((resolve) => setTimeout(resolve, 1100)); // distinct timestamps in the names
   return JSON.parse(r.stdout).file as string;
@@ -53,6 +63,10 @@ export function resealBackup(path: string, bytes: Buffer, patch: Record<string, 
 
 /** Whether a database accepts connections: datallowconn and a real connection to it. */
 export async function acceptsConnections(container: string, database = 'planetarion'): Promise<boolean> {
-  const allowed = await psql(container, `SELECT datallowconn FROM pg_database WHERE datname = '${database.replace(/'/g, "''")}'`, { db: 'postgres' });
+  const allowed = await psql(
+    container,
+    `SELECT datallowconn FROM pg_database WHERE datname = '${database.replace(/'/g, "''")}'`,
+    { db: 'postgres' },
+  );
   return allowed === 't' && (await psql(container, 'SELECT 1', { db: database }).catch(() => '')) === '1';
 }

@@ -4,8 +4,15 @@
 // signature (its authentication middleware accepts any version-4 signature), so the proxy checks
 // every signature with the SDK's own signer and answers 403 SignatureDoesNotMatch as S3 does.
 import { createHash, createHmac } from 'node:crypto';
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  createServer,
+  request,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { type Dirent, readdirSync, readFileSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join, relative } from 'node:path';
 import { SignatureV4 } from '@smithy/signature-v4';
@@ -37,7 +44,13 @@ const objectSuffix = '._S3rver_object';
 /** Starts s3rver on 127.0.0.1 (a free port) with one bucket, its data in a temp dir. */
 export async function startS3(bucket = 'planetarion-offsite'): Promise<TestS3> {
   const directory = makeTempDir('planetarion-s3-');
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, configureBuckets: [{ name: bucket }] });
+  const server = new S3rver({
+    address: '127.0.0.1',
+    port: 0,
+    silent: true,
+    directory,
+    configureBuckets: [{ name: bucket }],
+  });
   const { port } = await server.run();
   const root = join(directory, bucket);
   const endpoint = `http://127.0.0.1:${port}`;
@@ -45,19 +58,39 @@ export async function startS3(bucket = 'planetarion-offsite'): Promise<TestS3> {
     port,
     endpoint,
     bucket,
-    keys: () => walk(root).filter((f) => f.endsWith(objectSuffix)).map((f) => relative(root, f).slice(0, -objectSuffix.length)).sort(),
+    keys: () =>
+      walk(root)
+        .filter((f) => f.endsWith(objectSuffix))
+        .map((f) => relative(root, f).slice(0, -objectSuffix.length))
+        .sort(),
     read: (key) => readFileSync(join(root, key + objectSuffix)),
     metadata(key) {
-      const stored = JSON.parse(readFileSync(join(root, `${key}._S3rver_metadata.json`), 'utf8')) as Record<string, string>;
-      return Object.fromEntries(Object.entries(stored).filter(([k]) => k.startsWith('x-amz-meta-')).map(([k, v]) => [k.slice('x-amz-meta-'.length), v]));
+      const stored = JSON.parse(readFileSync(join(root, `${key}._S3rver_metadata.json`), 'utf8')) as Record<
+        string,
+        string
+      >;
+      return Object.fromEntries(
+        Object.entries(stored)
+          .filter(([k]) => k.startsWith('x-amz-meta-'))
+          .map(([k, v]) => [k.slice('x-amz-meta-'.length), v]),
+      );
     },
     remove(key) {
-      for (const suffix of [objectSuffix, `${objectSuffix}.md5`, '._S3rver_metadata.json']) rmSync(join(root, key + suffix), { force: true });
+      for (const suffix of [objectSuffix, `${objectSuffix}.md5`, '._S3rver_metadata.json'])
+        rmSync(join(root, key + suffix), { force: true });
     },
     async put(key, body, metadata) {
       process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
       const { S3Client, PutObjectCommand } = await import('@aws-sdk/client-s3');
-      const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3Credentials.AWS_ACCESS_KEY_ID, secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY } });
+      const client = new S3Client({
+        endpoint,
+        region: 'us-east-1',
+        forcePathStyle: true,
+        credentials: {
+          accessKeyId: s3Credentials.AWS_ACCESS_KEY_ID,
+          secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY,
+        },
+      });
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, Metadata: metadata }));
       client.destroy();
     },
@@ -69,7 +102,7 @@ export async function startS3(bucket = 'planetarion-offsite'): Promise<TestS3> {
 }
 
 function walk(dir: string): string[] {
-  let entries;
+  let entries: Dirent[];
   try {
     entries = readdirSync(dir, { withFileTypes: true });
   } catch {
@@ -130,7 +163,13 @@ export class FaultProxy {
       // The body is not needed: the SDK signs S3 payloads as UNSIGNED-PAYLOAD or a declared hash.
       void signatureMatches(req.method ?? 'GET', url, req.headers).then((matches) => {
         if (matches) this.forward(req, res);
-        else answerError(req, res, { status: 403, code: 'SignatureDoesNotMatch' }, 'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
+        else
+          answerError(
+            req,
+            res,
+            { status: 403, code: 'SignatureDoesNotMatch' },
+            'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+          );
       });
       return;
     }
@@ -142,26 +181,38 @@ export class FaultProxy {
   }
 
   private forward(req: IncomingMessage, res: ServerResponse): void {
-    const upstream = request({ host: '127.0.0.1', port: this.target, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
+    const upstream = request(
+      { host: '127.0.0.1', port: this.target, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   }
 }
 
-function answerError(req: IncomingMessage, res: ServerResponse, fault: { status: number; code: string }, message: string): void {
+function answerError(
+  req: IncomingMessage,
+  res: ServerResponse,
+  fault: { status: number; code: string },
+  message: string,
+): void {
   req.resume();
   req.on('end', () => {
     res.writeHead(fault.status, { 'content-type': 'application/xml' });
-    res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>${message}</Message></Error>`);
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>${message}</Message></Error>`,
+    );
   });
 }
 
 function bytes(data: string | ArrayBuffer | ArrayBufferView): string | Uint8Array {
   if (typeof data === 'string') return data;
-  return ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+  return ArrayBuffer.isView(data)
+    ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    : new Uint8Array(data);
 }
 
 /** node:crypto as the signer's hash (an HMAC when it is given a secret). */
@@ -184,12 +235,22 @@ class NodeSha256 {
  * (the server itself refuses an unknown access key).
  */
 async function signatureMatches(method: string, url: URL, headers: IncomingHttpHeaders): Promise<boolean> {
-  const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$/.exec(String(headers.authorization ?? ''));
+  const auth =
+    /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$/.exec(
+      String(headers.authorization ?? ''),
+    );
   const date = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(String(headers['x-amz-date'] ?? ''));
   if (!auth || !date) return true;
   const [, accessKeyId, , region, service, signedHeaders, signature] = auth;
   if (accessKeyId !== s3Credentials.AWS_ACCESS_KEY_ID) return true;
-  const signer = new SignatureV4({ credentials: { accessKeyId, secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY }, region, service, sha256: NodeSha256, uriEscapePath: false, applyChecksum: false });
+  const signer = new SignatureV4({
+    credentials: { accessKeyId, secretAccessKey: s3Credentials.AWS_SECRET_ACCESS_KEY },
+    region,
+    service,
+    sha256: NodeSha256,
+    uriEscapePath: false,
+    applyChecksum: false,
+  });
   const names = signedHeaders.split(';');
   const query: Record<string, string | string[]> = {};
   for (const key of new Set(url.searchParams.keys())) {
@@ -205,7 +266,10 @@ async function signatureMatches(method: string, url: URL, headers: IncomingHttpH
       query,
       headers: Object.fromEntries(names.map((name) => [name, String(headers[name] ?? '')])),
     },
-    { signingDate: new Date(Date.UTC(+date[1], +date[2] - 1, +date[3], +date[4], +date[5], +date[6])), signableHeaders: new Set(names) },
+    {
+      signingDate: new Date(Date.UTC(+date[1], +date[2] - 1, +date[3], +date[4], +date[5], +date[6])),
+      signableHeaders: new Set(names),
+    },
   );
   return String(signed.headers.authorization ?? '').endsWith(`Signature=${signature}`);
 }

@@ -33,15 +33,23 @@ export interface TestNas {
  */
 export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
   const dir = makeTempDir('pbnas');
-  const project = basename(dir).toLowerCase().replace(/[^a-z0-9_-]/g, '');
+  const project = basename(dir)
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]/g, '');
   const container = `${project}-db`;
   const composePath = join(dir, 'docker-compose.qnap.yml');
   const share = join(dir, 'share');
   mkdirSync(join(share, 'pgdata'), { recursive: true });
   const fixture = join(import.meta.dirname, `../fixtures/${fixtures[kind]}/docker-compose.qnap.yml`);
-  writeFileSync(composePath, readFileSync(fixture, 'utf8').replace('container_name: planetarion-db', `container_name: ${container}`).replaceAll('__SHARE__', share));
+  writeFileSync(
+    composePath,
+    readFileSync(fixture, 'utf8')
+      .replace('container_name: planetarion-db', `container_name: ${container}`)
+      .replaceAll('__SHARE__', share),
+  );
   // Like the NAS after an upload: the command names beside the project (the launchers resolve links).
-  for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap']) symlinkSync(join(distBin, name), join(dir, name));
+  for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'])
+    symlinkSync(join(distBin, name), join(dir, name));
   writeFileSync(join(dir, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${container}\n`);
   const qnap = makeFakeQnapRoot('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n');
   return {
@@ -57,7 +65,9 @@ export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
     },
     cleanup() {
       const sh = (script: string) => execFileSync('sh', ['-c', script, 'sh', project], { stdio: 'ignore' });
-      sh(`docker ps -a --format '{{.Names}} {{.Label "com.docker.compose.project"}}' | awk -v p="$1" 'index($2, p) == 1 {print $1}' | xargs -r docker rm -f -v`);
+      sh(
+        `docker ps -a --format '{{.Names}} {{.Label "com.docker.compose.project"}}' | awk -v p="$1" 'index($2, p) == 1 {print $1}' | xargs -r docker rm -f -v`,
+      );
       sh(`docker volume ls --format '{{.Name}}' | grep "^$1" | xargs -r docker volume rm -f`);
       removeTempDir(dir);
       removeTempDir(qnap.base);
@@ -67,12 +77,38 @@ export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
 
 /** Runs SQL in a container's planetarion database and returns the output. */
 export function sqlIn(container: string, sql: string): string {
-  return execFileSync('docker', ['exec', '-i', container, 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-U', 'planetarion_user', '-d', 'planetarion'], { input: sql }).toString().trim();
+  return execFileSync(
+    'docker',
+    [
+      'exec',
+      '-i',
+      container,
+      'psql',
+      '-X',
+      '-q',
+      '-A',
+      '-t',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+    ],
+    { input: sql },
+  )
+    .toString()
+    .trim();
 }
 
 /** Container names with their state, for one project prefix. */
 export function containersOf(project: string): Record<string, string> {
-  const out = execFileSync('docker', ['ps', '-a', '--format', '{{.Names}}\t{{.State}}\t{{.Label "com.docker.compose.project"}}']).toString();
+  const out = execFileSync('docker', [
+    'ps',
+    '-a',
+    '--format',
+    '{{.Names}}\t{{.State}}\t{{.Label "com.docker.compose.project"}}',
+  ]).toString();
   return Object.fromEntries(
     out
       .split('\n')

@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { dirname } from 'node:path';
 import { UsageError } from './errors.ts';
+import { formatTimestamp } from './format.ts';
 
 export type LogLevel = 'INFO' | 'WARN' | 'ERROR';
 
@@ -26,12 +27,6 @@ export interface LoggerOptions {
   /** How many rotated files (.1 .. .N) are kept. */
   keepRotated?: number;
   now?: () => Date;
-}
-
-/** `2026-11-26 03:15:41`, in local time like the shell scripts' `date '+%Y-%m-%d %H:%M:%S'`. */
-export function formatTimestamp(date: Date): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${date.getFullYear()}-${p(date.getMonth() + 1)}-${p(date.getDate())} ${p(date.getHours())}:${p(date.getMinutes())}:${p(date.getSeconds())}`;
 }
 
 /** Renames file -> file.1 -> file.2 ... when it has grown past maxBytes. */

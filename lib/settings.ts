@@ -17,7 +17,7 @@ export interface Settings {
   schedule: string;
   /** When cron runs the weekly restore drill. */
   drillSchedule: string;
-  /** Explicit docker binary; undefined means discover it (lib/docker-binary.ts). */
+  /** Explicit docker binary; undefined means discover it (lib/host/docker-binary.ts). */
   docker: string | undefined;
   /** plain SQL (`.sql[.gz]`, see compress) or pg_dump's custom format (`.dump`). */
   format: 'plain' | 'custom';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { defineCommand } from '../lib/command.ts';
+import { defineCommand } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
 
 export const backupLogName = 'backup.log';
@@ -74,7 +74,7 @@ export const backupDatabase = defineCommand(
   async ({ flags, settings, json, dryRun }) => {
     // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
     if (flags.status) {
-      const { backupStatus, renderBackupStatus } = await import('../lib/backup-status.ts');
+      const { backupStatus, renderBackupStatus } = await import('../lib/store/backup-status.ts');
       const report = await backupStatus(settings.dir, settings.backupDir);
       // The off-site client (and the AWS SDK behind it) is loaded only when the report asks the bucket.
       const [{ offsiteReport, renderOffsiteReport }, { offsiteConfig }] = await Promise.all([
@@ -98,7 +98,8 @@ export const backupDatabase = defineCommand(
     if (flags.offsite)
       throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
     const [
-      { checkBackupDirectories, formatBytes, runBackup },
+      { checkBackupDirectories, runBackup },
+      { formatBytes },
       { locateDocker },
       { Logger },
       { createShell },
@@ -106,11 +107,12 @@ export const backupDatabase = defineCommand(
       { CliError, errorText },
       { checkOffsite },
     ] = await Promise.all([
-      import('../lib/backup.ts'),
-      import('../lib/docker-binary.ts'),
+      import('../lib/backup/run.ts'),
+      import('../lib/format.ts'),
+      import('../lib/host/docker-binary.ts'),
       import('../lib/log.ts'),
-      import('../lib/shell.ts'),
-      import('../lib/deploy-switch.ts'),
+      import('../lib/host/shell.ts'),
+      import('../lib/deploy/switch.ts'),
       import('../lib/errors.ts'),
       import('../lib/offsite/copy.ts'),
     ]);

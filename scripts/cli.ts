@@ -7,9 +7,9 @@
 // turns each `import()` into a lazily evaluated part of the one bundle, so it works inside the SEA
 // executable too, where a real dynamic import would fail).
 import { basename } from 'node:path';
-import type { Command } from '../lib/command.ts';
+import type { Command } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
-import { runMain } from '../lib/run-main.ts';
+import { runMain } from '../lib/cli/run-main.ts';
 import { toolVersion, versionLine } from '../lib/version.ts';
 
 interface CommandEntry {

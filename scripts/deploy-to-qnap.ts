@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { parseIdentities, readIdentityFile } from '../lib/age.ts';
 import { join, resolve } from 'node:path';
-import { deployConfigFlags, loadDeployConfig } from '../lib/deploy-config.ts';
-import { runRemoteDeploy } from '../lib/deploy-remote.ts';
-import { defineCommand, type Invocation } from '../lib/command.ts';
+import { deployConfigFlags, loadDeployConfig } from '../lib/remote/config.ts';
+import { runRemoteDeploy } from '../lib/remote/run.ts';
+import { defineCommand, type Invocation } from '../lib/cli/command.ts';
 import {
   argvOf,
   checkRunId,
@@ -12,20 +12,20 @@ import {
   recordRunOutcome,
   runOutcome,
   startDetachedRun,
-} from '../lib/deploy-detach.ts';
-import { replicationLeftovers } from '../lib/deploy-replication.ts';
-import { reconcileIfIdle } from '../lib/deploy-switch.ts';
+} from '../lib/deploy/detach.ts';
+import { replicationLeftovers } from '../lib/deploy/replication.ts';
+import { reconcileIfIdle } from '../lib/deploy/switch.ts';
 import type { Settings } from '../lib/settings.ts';
-import { readDeployState } from '../lib/deploy-state.ts';
-import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy.ts';
-import { locateDocker } from '../lib/docker-binary.ts';
-import { parseServiceImages } from '../lib/deploy-images.ts';
+import { readDeployState } from '../lib/deploy/state.ts';
+import { planDeploy, rollbackDeployment, runDeploy } from '../lib/deploy/flow.ts';
+import { locateDocker } from '../lib/host/docker-binary.ts';
+import { parseServiceImages } from '../lib/remote/images.ts';
 import { UsageError } from '../lib/errors.ts';
 import { Logger } from '../lib/log.ts';
-import { createShell } from '../lib/shell.ts';
-import { formatAge } from '../lib/backup-status.ts';
-import { checkBackupDirectories } from '../lib/backup.ts';
-import { installBackupCron, resolveRoot } from '../lib/cron-setup.ts';
+import { createShell } from '../lib/host/shell.ts';
+import { checkBackupDirectories } from '../lib/backup/run.ts';
+import { installBackupCron, resolveRoot } from '../lib/cron/setup.ts';
+import { formatAge } from '../lib/format.ts';
 
 export const deployLogName = 'deploy.log';
 

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { defineCommand } from '../lib/command.ts';
+import { defineCommand } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
 import { backupLogName } from './backup-database.ts';
 
@@ -102,11 +102,11 @@ export const restoreDatabase = defineCommand(
       { checkBackupDirectories },
     ] = await Promise.all([
       import('../lib/age.ts'),
-      import('../lib/docker-binary.ts'),
+      import('../lib/host/docker-binary.ts'),
       import('../lib/log.ts'),
-      import('../lib/restore-flow.ts'),
-      import('../lib/shell.ts'),
-      import('../lib/backup.ts'),
+      import('../lib/restore/flow.ts'),
+      import('../lib/host/shell.ts'),
+      import('../lib/backup/run.ts'),
     ]);
     // The folders it writes in (log, diagnostics, drill results, status) are checked like the backup's.
     const folderNotes = checkBackupDirectories(settings, !dryRun);

@@ -1,4 +1,4 @@
-import { defineCommand } from '../lib/command.ts';
+import { defineCommand } from '../lib/cli/command.ts';
 
 /** `planetarion self-test`: proves this executable runs commands correctly on this host. */
 export const selfTest = defineCommand(
@@ -13,7 +13,7 @@ export const selfTest = defineCommand(
     examples: ['planetarion self-test', 'planetarion self-test --json'],
   },
   async ({ json }) => {
-    const { runSelfTest } = await import('../lib/self-test.ts');
+    const { runSelfTest } = await import('../lib/cron/self-test.ts');
     const result = await runSelfTest();
     process.stdout.write(
       json

@@ -1,4 +1,4 @@
-import { defineCommand } from '../lib/command.ts';
+import { defineCommand } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
 
 export const setupBackupCron = defineCommand(
@@ -70,7 +70,7 @@ export const setupBackupCron = defineCommand(
     const [
       { backupCronStatus, installBackupCron, renderCronSetup, resolveRoot, selfTestFailure, uninstallBackupCron },
       { createShell },
-    ] = await Promise.all([import('../lib/cron-setup.ts'), import('../lib/shell.ts')]);
+    ] = await Promise.all([import('../lib/cron/setup.ts'), import('../lib/host/shell.ts')]);
     const options = {
       settings,
       $: createShell(),

@@ -13,9 +13,9 @@ import {
   parseRecipientList,
   resolveRecipients,
 } from '../lib/age.ts';
-import { dumpFormatOf, isEncrypted } from '../lib/backup-check.ts';
-import { backupFileName, parseBackupName, tempFileOwner, tempFileName } from '../lib/backup-files.ts';
-import { planRotation } from '../lib/rotate.ts';
+import { dumpFormatOf, isEncrypted } from '../lib/store/check-file.ts';
+import { backupFileName, parseBackupName, tempFileOwner, tempFileName } from '../lib/store/backup-files.ts';
+import { planRotation } from '../lib/store/rotate.ts';
 import { resolveSettings } from '../lib/settings.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 

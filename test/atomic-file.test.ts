@@ -2,7 +2,13 @@ import { existsSync, lstatSync, readdirSync, readFileSync, symlinkSync, writeFil
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fsPlaceCalls, placeNoReplace, writeFileAtomic, writeNewFile, type PlaceCalls } from '../lib/atomic-file.ts';
+import {
+  fsPlaceCalls,
+  placeNoReplace,
+  writeFileAtomic,
+  writeNewFile,
+  type PlaceCalls,
+} from '../lib/host/atomic-file.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 let dir = '';

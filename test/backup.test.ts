@@ -4,7 +4,7 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync 
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fsPlaceCalls } from '../lib/atomic-file.ts';
+import { fsPlaceCalls } from '../lib/host/atomic-file.ts';
 import {
   buildManifest,
   checkBackupDirectories,
@@ -12,8 +12,8 @@ import {
   parseSnapshotRow,
   placeBackup,
   placementNames,
-} from '../lib/backup.ts';
-import type { DumpResult } from '../lib/dump.ts';
+} from '../lib/backup/run.ts';
+import type { DumpResult } from '../lib/dump/pg-dump.ts';
 import { UsageError } from '../lib/errors.ts';
 import { resolveSettings } from '../lib/settings.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';

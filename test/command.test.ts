@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { allFlags, parseCommandLine, renderHelp, type CommandSpec } from '../lib/command.ts';
+import { allFlags, parseCommandLine, renderHelp, type CommandSpec } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
 import { settingSpec } from '../lib/settings.ts';
 import { backupDatabase } from '../scripts/backup-database.ts';

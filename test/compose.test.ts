@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse } from 'yaml';
-import { oneShotServices, readComposeServices, slotComposeFile } from '../lib/compose.ts';
+import { oneShotServices, readComposeServices } from '../lib/host/compose.ts';
+import { slotComposeFile } from '../lib/deploy/slot-compose.ts';
 import { CliError } from '../lib/errors.ts';
 
 function composeFile(yaml: string): string {

@@ -1,11 +1,11 @@
-// The crontab planning (lib/crontab.ts) and the parts of lib/cron-setup.ts that decide what a
+// The crontab planning (lib/cron/crontab.ts) and the parts of lib/cron/setup.ts that decide what a
 // line carries: pure functions, checked with tables of crontab texts.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cronAssignments, cronJobEnvironment, settingsCronWillMiss } from '../lib/cron-setup.ts';
+import { cronAssignments, cronJobEnvironment, settingsCronWillMiss } from '../lib/cron/setup.ts';
 import {
   cronLine,
   crontabDiff,
@@ -16,7 +16,7 @@ import {
   planCrontab,
   removeManagedLines,
   type ManagedLine,
-} from '../lib/crontab.ts';
+} from '../lib/cron/crontab.ts';
 import { UsageError } from '../lib/errors.ts';
 import { resolveSettings } from '../lib/settings.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';

@@ -9,7 +9,7 @@ import {
   setClause,
   splitList,
   type DatabaseProperties,
-} from '../lib/database-properties.ts';
+} from '../lib/dump/database-properties.ts';
 
 const props: DatabaseProperties = {
   encoding: 'UTF8',

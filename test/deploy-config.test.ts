@@ -3,14 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseCommandLine, type CommandSpec } from '../lib/command.ts';
+import { parseCommandLine, type CommandSpec } from '../lib/cli/command.ts';
 import {
   deployConfigFileName,
   deployConfigFlags,
   loadDeployConfig,
   sshTargetOf,
   type DeployConfigInput,
-} from '../lib/deploy-config.ts';
+} from '../lib/remote/config.ts';
 import { ExitCode, UsageError } from '../lib/errors.ts';
 import { defaultDir } from '../lib/settings.ts';
 

@@ -1,4 +1,4 @@
-// The files of a detached run (deploy-detach.ts), with real processes and files: the result a run
+// The files of a detached run (lib/deploy/detach.ts), with real processes and files: the result a run
 // records, and what --follow prints for a run that ends, and for one that is killed.
 import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -15,9 +15,9 @@ import {
   resultMarker,
   type RunRecord,
   type RunResult,
-} from '../lib/deploy-detach.ts';
+} from '../lib/deploy/detach.ts';
 import { CliError, ExitCode } from '../lib/errors.ts';
-import { processStartTicks } from '../lib/lock.ts';
+import { processStartTicks } from '../lib/host/lock.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
 const temps = new TempDirs('planetarion-runs-');

@@ -6,9 +6,9 @@
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LiveFence, verifyOwnCluster } from '../lib/deploy-fence.ts';
+import { LiveFence, verifyOwnCluster } from '../lib/deploy/fence.ts';
 import { Logger } from '../lib/log.ts';
-import { createShell } from '../lib/shell.ts';
+import { createShell } from '../lib/host/shell.ts';
 import { startTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 import { TempDirs } from './helpers/tmp.ts';

@@ -5,9 +5,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse, stringify } from 'yaml';
-import { copySlotSources, readComposeFile, slotComposeFile } from '../lib/compose.ts';
-import { buildSpecs, parseServiceImages, tagBuilds } from '../lib/deploy-images.ts';
-import { localManifest, relativeBinds, treeHash } from '../lib/deploy-sync.ts';
+import { readComposeFile } from '../lib/host/compose.ts';
+import { copySlotSources, slotComposeFile } from '../lib/deploy/slot-compose.ts';
+import { relativeBinds } from '../lib/deploy/relative-binds.ts';
+import { buildSpecs, parseServiceImages, tagBuilds } from '../lib/remote/images.ts';
+import { localManifest, treeHash } from '../lib/remote/sync.ts';
 import { CliError, UsageError } from '../lib/errors.ts';
 import { TempDirs } from './helpers/tmp.ts';
 

@@ -8,10 +8,10 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { verifyOwnCluster } from '../lib/deploy-fence.ts';
-import { Docker } from '../lib/docker.ts';
+import { verifyOwnCluster } from '../lib/deploy/fence.ts';
+import { Docker } from '../lib/host/docker.ts';
 import { CliError } from '../lib/errors.ts';
-import { createShell } from '../lib/shell.ts';
+import { createShell } from '../lib/host/shell.ts';
 import { runTool, startTool, waitFor, type ToolResult } from './helpers/cli.ts';
 import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
 

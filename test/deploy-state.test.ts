@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readDeployState, writeDeployState } from '../lib/deploy-state.ts';
+import { readDeployState, writeDeployState } from '../lib/deploy/state.ts';
 import { CliError } from '../lib/errors.ts';
 import { TempDirs } from './helpers/tmp.ts';
 

@@ -18,8 +18,8 @@ import {
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { syncSources } from '../lib/deploy-sync.ts';
-import { Ssh } from '../lib/ssh.ts';
+import { syncSources } from '../lib/remote/sync.ts';
+import { Ssh } from '../lib/remote/ssh.ts';
 import { startSshd, type TestSshd } from './helpers/sshd.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 

@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { dockerCandidates, locateDocker, qpkgInstallPath } from '../lib/docker-binary.ts';
+import { dockerCandidates, locateDocker, qpkgInstallPath } from '../lib/host/docker-binary.ts';
 import { UsageError } from '../lib/errors.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 

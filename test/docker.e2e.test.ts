@@ -4,8 +4,8 @@
 import { execFileSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Docker } from '../lib/docker.ts';
-import { createShell } from '../lib/shell.ts';
+import { Docker } from '../lib/host/docker.ts';
+import { createShell } from '../lib/host/shell.ts';
 import { removeDb, scratchName, testImage, testLabel } from './helpers/db.ts';
 
 const docker = new Docker('docker', createShell());

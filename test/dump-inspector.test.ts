@@ -4,7 +4,7 @@
 import { gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DumpInspector, parseSetval } from '../lib/dump-inspector.ts';
+import { DumpInspector, parseSetval } from '../lib/dump/inspector.ts';
 
 const dump = [
   '--',

@@ -3,8 +3,8 @@
 // (numeric scale, jsonb number spelling, interval units), which must go by the text form.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listTables, takeFingerprint, type FingerprintAlgorithm } from '../lib/fingerprint.ts';
-import { PsqlSession } from '../lib/psql-session.ts';
+import { listTables, takeFingerprint, type FingerprintAlgorithm } from '../lib/dump/fingerprint.ts';
+import { PsqlSession } from '../lib/host/psql-session.ts';
 import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 
 const name = scratchName('pb-fingerprint');

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { followFile } from '../lib/follow-file.ts';
+import { followFile } from '../lib/host/follow-file.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
 const temp = new TempDirs('planetarion-follow-');

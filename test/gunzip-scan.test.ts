@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { GunzipScan } from '../lib/gunzip-scan.ts';
+import { GunzipScan } from '../lib/dump/gunzip-scan.ts';
 
 // Compressible text with incompressible stretches: long matches and literals both occur.
 const plain = Buffer.concat(

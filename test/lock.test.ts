@@ -4,7 +4,14 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { acquireLock, freshLockMs, LockHeldError, lockFileName, ownerIsAlive, processStartTicks } from '../lib/lock.ts';
+import {
+  acquireLock,
+  freshLockMs,
+  LockHeldError,
+  lockFileName,
+  ownerIsAlive,
+  processStartTicks,
+} from '../lib/host/lock.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const holder = join(import.meta.dirname, 'fixtures/hold-lock.ts');

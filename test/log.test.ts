@@ -12,8 +12,9 @@ import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { formatTimestamp, Logger, rotateLogFile } from '../lib/log.ts';
+import { Logger, rotateLogFile } from '../lib/log.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { formatTimestamp } from '../lib/format.ts';
 
 const logger = suite('Logger');
 let dir = '';

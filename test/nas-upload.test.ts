@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { CliError, ExitCode } from '../lib/errors.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { availableBuilds, choosePlatform, localBinRoot } from '../lib/nas-upload.ts';
+import { availableBuilds, choosePlatform, localBinRoot } from '../lib/remote/upload.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 function refusal(machine: string, kernel: string, available?: string[]): CliError {

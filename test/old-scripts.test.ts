@@ -13,8 +13,8 @@ import {
   restoreOldScriptLines,
   retiredMarker,
   retireOldScriptLines,
-} from '../lib/crontab.ts';
-import { isOldScriptName, moveOldScripts, restoreOldScripts } from '../lib/old-scripts.ts';
+} from '../lib/cron/crontab.ts';
+import { isOldScriptName, moveOldScripts, restoreOldScripts } from '../lib/cron/old-scripts.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const oldLine = '0 2,10,18 * * * /share/CACHEDEV1_DATA/planetarion/backup-database.sh';

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { distBin, runTool } from './helpers/cli.ts';
 import { removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
-import { quotePosix } from '../lib/shell.ts';
+import { quotePosix } from '../lib/host/shell.ts';
 
 const db = scratchName('pb-progress');
 const dirs: string[] = [];

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { quotePosix } from '../lib/shell.ts';
+import { quotePosix } from '../lib/host/shell.ts';
 import { distBin, runTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';

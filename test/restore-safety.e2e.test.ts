@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { constants, gunzipSync, gzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readDatabaseProperties } from '../lib/database-properties.ts';
-import { oneShotSql } from '../lib/restore.ts';
-import { createShell } from '../lib/shell.ts';
+import { readDatabaseProperties } from '../lib/dump/database-properties.ts';
+import { oneShotSql } from '../lib/restore/attempt.ts';
+import { createShell } from '../lib/host/shell.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import {

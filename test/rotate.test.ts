@@ -10,12 +10,12 @@ import {
   sequenceFileName,
   takeSequence,
   type BackupFile,
-} from '../lib/backup-files.ts';
-import { formatBytes } from '../lib/backup.ts';
-import type { Fingerprint } from '../lib/fingerprint.ts';
-import { fallbackCandidates } from '../lib/restore-flow.ts';
-import { planRotation, rotateBackups, rotationHoldReasons, type RotationFacts } from '../lib/rotate.ts';
+} from '../lib/store/backup-files.ts';
+import type { Fingerprint } from '../lib/dump/fingerprint.ts';
+import { fallbackCandidates } from '../lib/restore/flow.ts';
+import { planRotation, rotateBackups, rotationHoldReasons, type RotationFacts } from '../lib/store/rotate.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { formatBytes } from '../lib/format.ts';
 
 /** A backup file as listBackups returns it: its name, and the sequence (and WAL) its manifest records. */
 function backup(stamp: string, sequence?: number, wal?: { lsn: string; systemIdentifier: string }): BackupFile {

@@ -1,7 +1,7 @@
 // What psql and pg_restore print when a load fails, with the row data cut and the rest kept.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { redactRowData } from '../lib/row-data-redaction.ts';
+import { redactRowData } from '../lib/dump/row-data-redaction.ts';
 
 const cases: Array<[string, string]> = [
   [

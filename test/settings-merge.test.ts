@@ -2,7 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../lib/errors.ts';
-import { describeSettingsPlan, planSettingsMerge, settingsRefusal } from '../lib/settings-merge.ts';
+import { describeSettingsPlan, planSettingsMerge, settingsRefusal } from '../lib/remote/settings-merge.ts';
 
 const nas =
   "# the NAS's own settings\nPLANETARION_DB_CONTAINER=planetarion-db\nPLANETARION_AGE_RECIPIENTS=age1abc\nPLANETARION_KEEP=7\nAWS_SECRET_ACCESS_KEY=s3cr3t\n";

@@ -5,8 +5,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { completionDependencies } from '../lib/service-completion.ts';
-import { dataMount, sharedStorage, type StorageRef } from '../lib/shared-storage.ts';
+import { completionDependencies } from '../lib/deploy/service-completion.ts';
+import { dataMount, sharedStorage, type StorageRef } from '../lib/deploy/shared-storage.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const ref = (destination: string, where: { path?: string; volume?: string }, writable = true): StorageRef => ({

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse } from 'yaml';
-import { onlineSlotYaml } from '../lib/slot-online.ts';
+import { onlineSlotYaml } from '../lib/deploy/slot-online.ts';
 
 type Doc = { services: Record<string, { volumes?: string[]; command?: unknown }>; volumes?: Record<string, unknown> };
 const prepare = (yaml: string, live?: string) => {

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { classifySshFailure, remoteCommandLine, Ssh } from '../lib/ssh.ts';
+import { classifySshFailure, remoteCommandLine, Ssh } from '../lib/remote/ssh.ts';
 
 const classify = suite('classifySshFailure');
 classify("ssh's own messages, by kind", () => {

@@ -2,11 +2,11 @@
 // locally, copy every local backup that is not yet confirmed off-site (the new one first, so
 // an outage loses no copy), then rotate the remote side. It never throws: the local backup
 // counts whatever happens here; a failure is logged, recorded in status.json and returned.
-import { listBackups } from '../backup-files.ts';
+import { listBackups } from '../store/backup-files.ts';
 import { CliError, errorText, UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Settings } from '../settings.ts';
-import { updateStatus } from '../status.ts';
+import { type OffsiteRunRecord, updateStatus } from '../store/status-file.ts';
 import { describeS3Error, OffsiteStore } from './client.ts';
 import { credentialsFileWarning, offsiteConfig, type OffsiteConfig } from './config.ts';
 import { inventory, isComplete, rotateRemote } from './remote.ts';
@@ -127,18 +127,6 @@ async function copyMissing(
 async function confirmedOffsite(store: OffsiteStore, facts: LocalBackupFacts, listed: Set<string>): Promise<boolean> {
   if (![facts.name, `${facts.name}.json`, `${facts.name}.sha256`].every((n) => listed.has(n))) return false;
   return headMatches(await store.head(facts.name), facts.size, facts.sha256);
-}
-
-/** The off-site part of status.json. */
-export interface OffsiteRunRecord {
-  time: string;
-  ok: boolean;
-  url: string;
-  uploaded: string[];
-  pending: string[];
-  rotated: string[];
-  warnings: string[];
-  error?: string;
 }
 
 function recordOutcome(dir: string, started: Date, outcome: OffsiteOutcome, log: Logger): void {

@@ -14,11 +14,11 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { fsyncDir } from '../atomic-file.ts';
-import { sidecarsOf } from '../backup-files.ts';
+import { fsyncDir } from '../host/atomic-file.ts';
+import { sidecarsOf } from '../store/backup-files.ts';
 import { CliError, UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { isEncrypted, missingIdentityReason } from '../backup-check.ts';
+import { isEncrypted, missingIdentityReason } from '../store/check-file.ts';
 import type { Settings } from '../settings.ts';
 import { describeS3Error, OffsiteStore } from './client.ts';
 import { offsiteConfig } from './config.ts';

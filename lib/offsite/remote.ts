@@ -1,6 +1,6 @@
 // The remote side: which backups are under the prefix (by the local naming pattern; nothing else
 // there is ever touched), which of them are complete copies, and off-site rotation.
-import { parseBackupName } from '../backup-files.ts';
+import { parseBackupName } from '../store/backup-files.ts';
 import type { Logger } from '../log.ts';
 import { describeS3Error, isAccessDenied, type OffsiteStore, type RemoteObject } from './client.ts';
 

@@ -1,15 +1,14 @@
 // What `backup-database --status` says about off-site: each local backup's off-site state,
 // the last off-site run, and with --offsite the remote side itself.
-import { formatAge } from '../backup-status.ts';
-import { formatBytes } from '../backup.ts';
-import { listBackups } from '../backup-files.ts';
+import { listBackups } from '../store/backup-files.ts';
 import { errorText, UsageError } from '../errors.ts';
 import type { Settings } from '../settings.ts';
-import type { Status } from '../status.ts';
+import type { Status } from '../store/status-file.ts';
 import { describeS3Error, OffsiteStore } from './client.ts';
 import { offsiteConfig, type OffsiteConfig } from './config.ts';
 import { inventory, isComplete, type RemoteBackup } from './remote.ts';
 import { headMatches, localFacts } from './upload.ts';
+import { formatAge, formatBytes } from '../format.ts';
 
 /** copied: all three objects there, size and sha256 confirmed; the others say what the next backup run re-uploads. */
 export type OffsiteState = 'copied' | 'missing' | 'incomplete' | 'differs' | 'no checksum' | 'beyond keep';

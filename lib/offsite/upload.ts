@@ -5,9 +5,9 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { pipeline, Transform, type TransformCallback } from 'node:stream';
-import { sidecarsOf } from '../backup-files.ts';
+import { sidecarsOf } from '../store/backup-files.ts';
 import { CliError } from '../errors.ts';
-import { readChecksum, readManifest } from '../manifest.ts';
+import { readChecksum, readManifest } from '../store/manifest.ts';
 import { partSize, type OffsiteStore, type RemoteHead } from './client.ts';
 import { sha256OfObject } from './download.ts';
 

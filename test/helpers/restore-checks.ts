@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import * as assert from 'uvu/assert';
-import { takeFingerprint } from '../../lib/fingerprint.ts';
-import { PsqlSession } from '../../lib/psql-session.ts';
+import { takeFingerprint } from '../../lib/dump/fingerprint.ts';
+import { PsqlSession } from '../../lib/host/psql-session.ts';
 import { runTool } from './cli.ts';
 import { psql } from './db.ts';
 

@@ -1,0 +1,399 @@
+// The online fill of a new slot: PostgreSQL's own logical replication from the live database
+// (publication) into the new one (subscription, connected through the live slot's socket folder
+// mounted into the new database's container), while the game runs. The tool only creates,
+// watches and drops these objects; it never decodes or replays a change itself.
+import { alterDatabaseSql, createDatabaseSql, recordDatabaseProperties } from '../dump/database-properties.ts';
+import { CliError, errorText } from '../errors.ts';
+import {
+  compareFingerprints,
+  parseExclusions,
+  quoteIdent,
+  readSequences,
+  takeFingerprint,
+} from '../dump/fingerprint.ts';
+import type { Logger } from '../log.ts';
+import { PsqlSession } from '../host/psql-session.ts';
+import { adminSql, type RestoreTarget } from '../restore/attempt.ts';
+import type { Shell } from '../host/shell.ts';
+import type { Duration } from 'zx/core';
+import { liveSocketPath, socketDirs } from './slot-online.ts';
+
+const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Replication objects of this tool are named with this prefix (a later run sweeps leftovers by it). */
+export const replicationPrefix = 'planetarion_deploy_';
+/** The lag under which the writers are stopped: the rest is replayed during the freeze. */
+const smallLagBytes = 16 * 1024 * 1024;
+
+/** Whether the live database can be the publisher of an online fill, and why not. */
+export type OnlineCheck = { online: true; socketVolume: string } | { online: false; reason: string };
+
+/** SQL in one database of a container (adminSql runs on the maintenance database). */
+export async function databaseSql(
+  $: Shell,
+  target: RestoreTarget,
+  sql: string,
+  timeout: Duration = '120s',
+): Promise<string> {
+  const out = await $({
+    input: sql,
+    nothrow: true,
+    timeout,
+  })`${target.docker} exec -i ${target.container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U ${target.user} -d ${target.database}`;
+  if (out.exitCode !== 0)
+    throw new CliError(
+      `SQL in '${target.container}' (${target.database}) failed: ${out.stderr.trim() || `exit ${out.exitCode}`}`,
+    );
+  return out.stdout.trim();
+}
+
+/** The live database's socket folder volume and wal_level: both are needed for the online fill. */
+export async function checkOnline($: Shell, live: RestoreTarget): Promise<OnlineCheck> {
+  const out = await $({
+    nothrow: true,
+    timeout: '30s',
+  })`${live.docker} container inspect --format ${'{{json .Mounts}}'} ${live.container}`;
+  const mounts =
+    out.exitCode === 0 ? (JSON.parse(out.stdout) as Array<{ Type: string; Name?: string; Destination: string }>) : [];
+  const socket = mounts.find((m) => socketDirs.includes(m.Destination.replace(/\/+$/, '')));
+  const later = 'the next deployment will be online (this one gives the new slot both)';
+  if (socket?.Type !== 'volume' || !socket.Name) {
+    return {
+      online: false,
+      reason: `the live database's socket folder is ${socket ? `a ${socket.Type} mount` : 'not mounted'}, not a named volume the new database could mount; ${later}`,
+    };
+  }
+  const wal = await adminSql($, live, 'SHOW wal_level;').catch(() => 'unknown');
+  if (wal !== 'logical')
+    return { online: false, reason: `the live database runs with wal_level=${wal}, not logical; ${later}` };
+  return { online: true, socketVolume: socket.Name };
+}
+
+/** A table whose UPDATE and DELETE a publication would refuse, with its identity to put back. */
+interface Identity {
+  table: string;
+  old: 'DEFAULT' | 'NOTHING';
+}
+
+/**
+ * One online fill, from the publication to the drop of every object it made. What it created is
+ * recorded as it goes, so dropAll() (success and every abort path) removes exactly that.
+ */
+export class Replication {
+  readonly name: string;
+  private subscriptionId: string | undefined;
+  private created = { publication: false, subscription: false };
+  identities: Identity[] = [];
+  fingerprint: string | undefined;
+
+  constructor(
+    private readonly $: Shell,
+    private readonly live: RestoreTarget,
+    private readonly next: RestoreTarget,
+    slotId: string,
+    private readonly log: Logger,
+  ) {
+    this.name = `${replicationPrefix}${slotId.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
+  }
+
+  /** The new database like the live one (properties and whole schema), the live keyless tables made publishable. */
+  async prepare(): Promise<void> {
+    await this.sweepLeftovers();
+    const properties = await recordDatabaseProperties(this.$, this.live, this.log);
+    const db = quoteIdent(this.next.database);
+    await adminSql(
+      this.$,
+      this.next,
+      `DROP DATABASE IF EXISTS ${db} WITH (FORCE); ${createDatabaseSql(this.next.database, properties)}${properties ? `\n${alterDatabaseSql(this.next.database, properties)}` : ''}`,
+    );
+    // The whole schema, indexes and keys included: the subscriber finds the rows an UPDATE or
+    // DELETE names by its key, and the copy stays correct without a post-data step.
+    const schema = await this.$({
+      nothrow: true,
+      timeout: '600s',
+    })`${this.live.docker} exec ${this.live.container} pg_dump --no-password --schema-only --no-publications --no-subscriptions -U ${this.live.user} -d ${this.live.database}`;
+    if (schema.exitCode !== 0)
+      throw new CliError(`pg_dump --schema-only of the live database failed: ${schema.stderr.trim()}`);
+    await databaseSql(this.$, this.next, schema.stdout, '600s');
+    this.log.info(`Schema of '${this.live.database}' loaded into ${this.next.container}`);
+    await this.makeKeylessPublishable();
+  }
+
+  /** REPLICA IDENTITY FULL on tables without a key or identity: a publication would make their UPDATE and DELETE fail. */
+  private async makeKeylessPublishable(): Promise<void> {
+    const rows = await databaseSql(
+      this.$,
+      this.live,
+      `
+      SELECT format('%I.%I', n.nspname, c.relname), c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)));`,
+    );
+    for (const line of rows.split('\n').filter(Boolean)) {
+      const [table, kind] = line.split('|') as [string, string];
+      // Recorded first: a failure halfway still puts back what was set.
+      this.identities.push({ table, old: kind === 'n' ? 'NOTHING' : 'DEFAULT' });
+      await databaseSql(this.$, this.live, `SET lock_timeout = '10s'; ALTER TABLE ${table} REPLICA IDENTITY FULL;`);
+    }
+    if (this.identities.length)
+      this.log.info(
+        `REPLICA IDENTITY FULL for the deployment on the tables without a key: ${this.identities.map((i) => i.table).join(', ')}`,
+      );
+  }
+
+  /** Publication on the live database, subscription with the initial copy on the new one. */
+  async subscribe(): Promise<void> {
+    const name = quoteIdent(this.name);
+    this.created.publication = true;
+    await databaseSql(this.$, this.live, `CREATE PUBLICATION ${name} FOR ALL TABLES;`);
+    const port = await adminSql(this.$, this.live, 'SHOW port;');
+    const connection = `host=${liveSocketPath} port=${port} user=${this.live.user} dbname=${this.live.database}`;
+    this.created.subscription = true;
+    await databaseSql(
+      this.$,
+      this.next,
+      `CREATE SUBSCRIPTION ${name} CONNECTION ${literal(connection)} PUBLICATION ${name} WITH (copy_data = true);`,
+    );
+    this.subscriptionId = await databaseSql(
+      this.$,
+      this.next,
+      `SELECT oid FROM pg_subscription WHERE subname = ${literal(this.name)};`,
+    );
+    this.log.info(
+      `Subscription ${this.name}: ${this.next.container} copies '${this.live.database}' from ${this.live.container} through its socket folder while the game runs`,
+    );
+  }
+
+  /** Throws when the subscription's workers fail (they would retry forever). */
+  private async checkErrors(): Promise<void> {
+    const errors = Number(
+      await databaseSql(
+        this.$,
+        this.next,
+        `SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)};`,
+      ),
+    );
+    if (errors > 0) {
+      const logs = await this.$({
+        nothrow: true,
+        timeout: '30s',
+      })`${this.next.docker} logs --tail 50 ${this.next.container}`;
+      const last = `${logs.stdout}\n${logs.stderr}`
+        .split('\n')
+        .filter((l) => /ERROR/.test(l))
+        .slice(-2)
+        .join(' | ');
+      throw new CliError(`the subscription in ${this.next.container} failed: ${last || `${errors} error(s)`}`, {
+        advice:
+          'The live deployment is serving as before. A schema change during the copy, or a table the new database cannot take, stops the online fill; deploy again, or with --offline.',
+      });
+    }
+  }
+
+  /** How far the subscription is behind the live database, in bytes of WAL; undefined while its tables are still being copied. */
+  private async lag(upTo = 'pg_current_wal_lsn()'): Promise<number | undefined> {
+    await this.checkErrors();
+    const copying = Number(
+      await databaseSql(
+        this.$,
+        this.next,
+        `SELECT count(*) FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)} AND srsubstate NOT IN ('r', 's');`,
+      ),
+    );
+    if (copying > 0) return undefined;
+    const lag = await databaseSql(
+      this.$,
+      this.live,
+      `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn) FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`,
+    );
+    return lag === '' ? undefined : Math.max(0, Number(lag));
+  }
+
+  /** Waits until every table is copied and the subscription is at most a little behind. */
+  async waitCopied(abort: AbortSignal | undefined): Promise<void> {
+    let reported = Date.now();
+    for (;;) {
+      abort?.throwIfAborted();
+      const lag = await this.lag();
+      if (lag !== undefined && lag <= smallLagBytes) break;
+      if (Date.now() - reported > 10_000) {
+        reported = Date.now();
+        this.log.info(
+          lag === undefined
+            ? `Subscription ${this.name}: copying the tables`
+            : `Subscription ${this.name}: ${Math.round(lag / 1024)} kB behind`,
+        );
+      }
+      await sleep(250);
+    }
+    this.log.info(`Subscription ${this.name}: every table copied, the new database follows the live one`);
+  }
+
+  /** Under the freeze: waits until the subscription has replayed the live database's final WAL position. */
+  async waitFinal(abort: AbortSignal | undefined): Promise<void> {
+    const final = await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();');
+    for (;;) {
+      abort?.throwIfAborted();
+      if ((await this.lag(`${literal(final)}::pg_lsn`)) === 0) break;
+      await sleep(100);
+    }
+    this.log.info(`Subscription ${this.name}: replayed the live database up to its final position ${final}`);
+  }
+
+  /** Sequences are not replicated: each one's value is set on the new database from the frozen live one. */
+  async copySequences(): Promise<void> {
+    const session = PsqlSession.open(this.live);
+    try {
+      const sequences = await readSequences(session);
+      const statements = sequences.map((s) => `SELECT setval(${literal(s.name)}, ${s.value}, ${s.isCalled});`);
+      if (statements.length) await databaseSql(this.$, this.next, statements.join('\n'));
+      this.log.info(`Copied ${sequences.length} sequence value(s) to the new database`);
+    } finally {
+      await session.close();
+    }
+  }
+
+  /** The fingerprint of the frozen live database against the new one; a difference (a lost change, DDL during the copy) aborts. */
+  async prove(exclude: string): Promise<void> {
+    const take = async (target: RestoreTarget) => {
+      const session = PsqlSession.open(target);
+      try {
+        return await takeFingerprint(session, parseExclusions(exclude));
+      } finally {
+        await session.close();
+      }
+    };
+    const [live, next] = await Promise.all([take(this.live), take(this.next)]);
+    const differences = compareFingerprints(live, next);
+    if (differences.length || live.sha256 !== next.sha256) {
+      const names = differences
+        .slice(0, 5)
+        .map((d) => `${d.kind} ${d.name}`)
+        .join(', ');
+      throw new CliError(
+        `the new database's fingerprint differs from the frozen live database's (${names || 'structure'}): the online copy is not proven`,
+        {
+          advice:
+            'The live deployment is serving as before. A schema change on the live database during the copy is not replicated; deploy again (or with --offline).',
+        },
+      );
+    }
+    this.fingerprint = next.sha256;
+    this.log.info(
+      `Fingerprint proven: ${next.sha256} (${next.tables.length} tables, ${next.sequences.length} sequences) on both databases`,
+    );
+  }
+
+  /** Drops subscription, replication slots and publication (what exists of them); the identities are put back by restoreIdentities. */
+  async dropObjects(): Promise<void> {
+    const name = quoteIdent(this.name);
+    if (this.created.subscription) {
+      // Detached from its slot first: the slot is dropped on the live side whatever the new server's state.
+      await databaseSql(
+        this.$,
+        this.next,
+        `ALTER SUBSCRIPTION ${name} DISABLE;\nALTER SUBSCRIPTION ${name} SET (slot_name = NONE);\nDROP SUBSCRIPTION ${name};`,
+        '60s',
+      ).catch((error: unknown) =>
+        this.log.warn(
+          `Could not drop the subscription in ${this.next.container} (the slot is removed anyway): ${errorText(error)}`,
+        ),
+      );
+    }
+    await this.dropLiveSlots();
+    if (this.created.publication) await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${name};`);
+    this.created = { publication: false, subscription: false };
+  }
+
+  /** The live side's replication slots of this fill (the subscription's and its table copies'), their senders ended first. */
+  private async dropLiveSlots(): Promise<void> {
+    const ours = `(slot_name = ${literal(this.name)}${this.subscriptionId ? ` OR slot_name LIKE ${literal(`pg\\_${this.subscriptionId}\\_sync\\_%`)}` : ''})`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await adminSql(
+          this.$,
+          this.live,
+          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${ours} AND active_pid IS NOT NULL;
+          SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${ours};`,
+        );
+        return;
+      } catch (error) {
+        // A sender that was just ended may still hold its slot for a moment.
+        if (attempt >= 20) throw error;
+        await sleep(250);
+      }
+    }
+  }
+
+  /** The statements that put back the identities set for the deployment. */
+  identitySql(): string {
+    return this.identities.map((i) => `ALTER TABLE ${i.table} REPLICA IDENTITY ${i.old};`).join('\n');
+  }
+
+  /** Puts back the identities in a session of its own (no fence holds the tables). */
+  async restoreIdentities(): Promise<void> {
+    if (!this.identities.length) return;
+    await databaseSql(this.$, this.live, this.identitySql());
+    this.log.info(`REPLICA IDENTITY put back on ${this.identities.map((i) => `${i.table} (${i.old})`).join(', ')}`);
+    this.identities = [];
+  }
+
+  /** Every abort path: drops what exists and puts the identities back; logs what it could not do, never throws. */
+  async abandon(): Promise<void> {
+    await this.dropObjects().catch((error: unknown) =>
+      this.log.error(
+        `Could not drop the replication objects ${this.name}: ${errorText(error)} — on ${this.live.container} run: SELECT pg_drop_replication_slot('${this.name}'); DROP PUBLICATION ${this.name}; (a slot left behind keeps WAL and fills the disk)`,
+      ),
+    );
+    await this.restoreIdentities().catch((error: unknown) =>
+      this.log.error(
+        `Could not put back REPLICA IDENTITY on ${this.identities.map((i) => i.table).join(', ')}: ${errorText(error)} — run: ${this.identitySql()}`,
+      ),
+    );
+  }
+
+  /** Leftovers of an earlier run that was killed: its slots and publications would keep WAL forever. */
+  private async sweepLeftovers(): Promise<void> {
+    const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
+    const slots = await adminSql(
+      this.$,
+      this.live,
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND active_pid IS NOT NULL;
+      SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND NOT active;`,
+    );
+    const publications = await databaseSql(
+      this.$,
+      this.live,
+      `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`,
+    );
+    for (const pub of publications.split('\n').filter(Boolean))
+      await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${quoteIdent(pub)};`);
+    const dropped = [
+      ...slots
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('|')[0]),
+      ...publications.split('\n').filter(Boolean),
+    ];
+    if (dropped.length)
+      this.log.warn(
+        `Dropped the replication leftovers of an interrupted deployment on ${this.live.container}: ${dropped.join(', ')}`,
+      );
+  }
+}
+
+/** Replication slots and publications of this tool on the live database (a run was killed before dropping them); empty when it cannot be asked. */
+export async function replicationLeftovers($: Shell, live: RestoreTarget): Promise<string[]> {
+  const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
+  const slots = await adminSql(
+    $,
+    live,
+    `SELECT format('replication slot %s (keeps %s MB of WAL)', slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint / 1048576) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} OR slot_name LIKE 'pg\\_%\\_sync\\_%';`,
+  ).catch(() => '');
+  const publications = await databaseSql(
+    $,
+    live,
+    `SELECT format('publication %s', pubname) FROM pg_publication WHERE pubname LIKE ${prefix};`,
+  ).catch(() => '');
+  return [...slots.split('\n'), ...publications.split('\n')].filter(Boolean);
+}

@@ -1,0 +1,242 @@
+// deploy-to-qnap --rollback: the previous slot becomes live again. The writes made since the
+// switch are kept in a backup pinned out of rotation (the current writers stop and the database is
+// fenced first, so it holds every one of them), and in the current slot, kept stopped; they are
+// not restored into the previous slot, whose schema may be older.
+// The previous slot is started under its slot names and must become healthy before any name
+// moves: if it does not, it is stopped again and the current writers start again, and the state
+// says so. The switch itself is the journalled one of switch.ts.
+import { linkSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { runBackup } from '../backup/run.ts';
+import { sidecarsOf } from '../store/backup-files.ts';
+import { fsyncDir } from '../host/atomic-file.ts';
+import {
+  readDeployState,
+  writeDeployState,
+  type DeployState,
+  type DeploySummary,
+  type Slot,
+  type SlotContainer,
+} from './state.ts';
+import { LiveFence } from './fence.ts';
+import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
+import { Docker } from '../host/docker.ts';
+import { CliError, errorText } from '../errors.ts';
+import { acquireLock } from '../host/lock.ts';
+import type { Logger } from '../log.ts';
+import type { Settings } from '../settings.ts';
+import type { Shell } from '../host/shell.ts';
+
+export interface RollbackOptions {
+  settings: Settings;
+  docker: string;
+  $: Shell;
+  log: Logger;
+  healthTimeoutMs: number;
+}
+
+export interface RollbackResult {
+  live: Slot;
+  previous: Slot;
+  /** The backup of the writes made since the switch, kept out of rotation. */
+  pinnedBackup: string;
+}
+
+/** The folder (inside the backup dir) whose backups rotation never sees. */
+export const pinnedDirName = 'pinned';
+
+/** Hard-links a backup and its sidecars into `<backupDir>/pinned/`, out of rotation's reach; returns its path there. */
+export function pinBackup(path: string, backupDir: string): string {
+  const dir = join(backupDir, pinnedDirName);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { manifest, checksum } = sidecarsOf(path);
+  for (const file of [path, manifest, checksum]) linkSync(file, join(dir, basename(file)));
+  fsyncDir(dir);
+  return join(dir, basename(path));
+}
+
+/** The slot's database container first, then the rest. */
+function dbFirst(slot: Slot, settings: Settings): SlotContainer[] {
+  return [...slot.containers].sort(
+    (a, b) => Number(b.canonicalName === settings.container) - Number(a.canonicalName === settings.container),
+  );
+}
+
+/** Starts a slot, its database first, and waits until all of it serves. */
+async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeoutMs: number): Promise<void> {
+  const [db, ...rest] = dbFirst(slot, settings);
+  await docker.start([db!.name]);
+  await docker.waitHealthy([db!.name], timeoutMs);
+  await docker.start(rest.map((c) => c.name));
+  await docker.waitHealthy(
+    slot.containers.map((c) => c.name),
+    timeoutMs,
+  );
+}
+
+/** Which of a slot's services an undone switch starts again: its database and the writers that ran. */
+export const servedBefore = (slot: Slot, dbService: string, running: string[]) => (service: string) =>
+  service === dbService || slot.containers.some((c) => c.service === service && running.includes(c.name));
+
+/** Records a rollback that did not happen, and says why (exit 1). */
+function rollbackFailed(
+  settings: Settings,
+  state: DeployState,
+  summary: DeploySummary,
+  message: string,
+  advice: string,
+): never {
+  writeDeployState(settings.dir, {
+    ...state,
+    lastDeploy: { ...summary, ok: false, outcome: 'rollback failed', error: message },
+  });
+  throw new CliError(message, { advice });
+}
+
+/** Makes the previous slot live again; see the top of this file. */
+export async function rollbackDeployment(options: RollbackOptions): Promise<RollbackResult> {
+  const { settings, log, $ } = options;
+  const docker = new Docker(options.docker, $);
+  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
+  try {
+    const ctx: SwitchContext = { dir: settings.dir, docker: options.docker, $, log };
+    await reconcileSwitch(ctx);
+    const state = readDeployState(settings.dir);
+    if (!state.live || !state.previous)
+      throw new CliError('there is no previous slot to roll back to', {
+        advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.',
+      });
+    const [current, previous] = [state.live, state.previous];
+    const dbService = dbFirst(current, settings)[0]!.service;
+    const started = Date.now();
+    const states = await docker.inspectMany(
+      current.containers.filter((c) => c.service !== dbService).map((c) => c.name),
+    );
+    const allWriters = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+    // Only those that run are stopped, and started again if the rollback is not done (a finished migration stays finished).
+    const writers = allWriters.filter((_, i) => states[i]!.running);
+    const currentDb = dbFirst(current, settings)[0]!.name;
+
+    // 1. The current writers stop and the database is fenced (fence.ts: no other session
+    // commits), so the backup holds every write made since the switch.
+    log.info(`Stopping the current writers before the backup: ${writers.join(', ') || 'none'}`);
+    await docker.stop(writers);
+    const summary: DeploySummary = {
+      time: new Date().toISOString(),
+      ok: true,
+      mode: 'rollback',
+      backupUsed: null,
+      backupAgeSeconds: null,
+      fingerprint: null,
+      downtimeMs: null,
+      totalMs: 0,
+      attempts: [],
+    };
+    let fence: LiveFence | undefined;
+    /** The current slot serves again as it did: fence lifted, its writers started. */
+    const serveAgain = async () => {
+      await fence
+        ?.release()
+        .catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
+      await docker
+        .start([currentDb, ...writers])
+        .catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
+    };
+    let pinned: string;
+    try {
+      fence = await LiveFence.raise(
+        $,
+        { docker: options.docker, container: currentDb, user: settings.dbUser, database: settings.dbName },
+        log,
+      );
+      const backup = await runBackup({
+        settings: { ...settings, container: currentDb },
+        docker: options.docker,
+        $,
+        log,
+        dryRun: false,
+        lockHeld: true,
+      });
+      pinned = pinBackup(backup.path!, settings.backupDir);
+      summary.pinnedBackup = pinned;
+      log.info(
+        `Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`,
+      );
+    } catch (error) {
+      await serveAgain();
+      return rollbackFailed(
+        settings,
+        state,
+        summary,
+        `the backup before the rollback failed (${errorText(error)}); nothing was switched`,
+        `${current.project} serves again.`,
+      );
+    }
+
+    // 2. The previous slot must serve under its slot names before any name moves.
+    try {
+      log.info(`Starting the previous slot ${previous.project}: ${previous.containers.map((c) => c.name).join(', ')}`);
+      await startSlot(docker, previous, settings, options.healthTimeoutMs);
+    } catch (error) {
+      log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
+      await docker
+        .stop(previous.containers.map((c) => c.name))
+        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await serveAgain();
+      const restarted = await docker
+        .waitHealthy(
+          current.containers.filter((c) => c.name === currentDb || writers.includes(c.name)).map((c) => c.name),
+          options.healthTimeoutMs,
+        )
+        .then(
+          () => 'serves again',
+          (e: unknown) => `was started again but does not serve yet (${errorText(e)})`,
+        );
+      return rollbackFailed(
+        settings,
+        state,
+        { ...summary, totalMs: Date.now() - started },
+        `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} ${restarted}`,
+        `The writes since the switch are also in ${pinned}. See docker logs of the previous slot's containers.`,
+      );
+    }
+
+    // The fence ends with the current server, stopped with a fast shutdown (a smart one would wait for the fence's session).
+    try {
+      await docker.stopFast(currentDb);
+    } catch (error) {
+      await docker
+        .stop(previous.containers.map((c) => c.name))
+        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
+      await serveAgain();
+      return rollbackFailed(
+        settings,
+        state,
+        { ...summary, totalMs: Date.now() - started },
+        `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`,
+        `${current.project} was started again. The writes since the switch are also in ${pinned}.`,
+      );
+    }
+    // 3. The journalled switch: the current slot gives up the names and stops.
+    const switched = await switchSlots(
+      { ...ctx, dbService },
+      {
+        kind: 'rollback',
+        outgoing: current,
+        incoming: previous,
+        stateBefore: state,
+        summary: { ...summary, totalMs: Date.now() - started },
+        startOnUndo: servedBefore(current, dbService, writers),
+      },
+    );
+    writeDeployState(settings.dir, {
+      live: switched.live,
+      previous: switched.previous,
+      lastDeploy: { ...switched.summary, outcome: 'rolled back' },
+    });
+    log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
+    return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
+  } finally {
+    lock.release();
+  }
+}

@@ -1,0 +1,222 @@
+// Talking to the Docker engine: what state a container is in, and argv for `docker exec`.
+import { CliError } from '../errors.ts';
+import type { Shell } from './shell.ts';
+
+export interface ContainerState {
+  exists: boolean;
+  running: boolean;
+  /** 'running', 'exited', ...; undefined when the container does not exist. */
+  status: string | undefined;
+  /** Docker's health status where the container has a health check ('healthy', 'starting', 'unhealthy'). */
+  health: string | undefined;
+  /** The image name it was created from, and the image id. */
+  image: string | undefined;
+  imageId: string | undefined;
+  /** The exit code of a container that has exited. */
+  exitCode: number | undefined;
+}
+
+/** A container of a compose project, found by its labels. */
+export interface ComposeContainer {
+  name: string;
+  project: string;
+  service: string;
+  /** The folder compose ran in (com.docker.compose.project.working_dir). */
+  workingDir: string;
+  running: boolean;
+}
+
+/** The docker CLI at a known path, run through the given shell. */
+export class Docker {
+  constructor(
+    readonly binary: string,
+    private readonly $: Shell,
+  ) {}
+
+  /** The state of a container by name; exists=false when there is none. */
+  async inspect(container: string): Promise<ContainerState> {
+    return (await this.inspectMany([container]))[0]!;
+  }
+
+  /** The states of several containers in one `docker` call, in the order asked. */
+  async inspectMany(containers: string[]): Promise<ContainerState[]> {
+    if (!containers.length) return [];
+    const out = await this.$({
+      timeout: '30s',
+      nothrow: true,
+    })`${this.binary} container inspect --format ${'{{json .}}'} ${containers}`;
+    // One missing container fails the call, and the others are still printed.
+    const problems = out.stderr.split('\n').filter((line) => line.trim() && !/no such (container|object)/i.test(line));
+    if (out.exitCode !== 0 && problems.length) {
+      if (/cannot connect|daemon|permission denied/i.test(out.stderr)) {
+        throw new CliError(`the Docker daemon does not answer (${this.binary}): ${out.stderr.trim()}`, {
+          advice: 'Start Container Station (or dockerd), and run as a user allowed to use Docker.',
+        });
+      }
+      throw new CliError(`docker container inspect ${containers.join(' ')} failed: ${out.stderr.trim()}`);
+    }
+    const found = out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map(
+        (line) =>
+          JSON.parse(line) as {
+            Id: string;
+            Name: string;
+            State: { Status: string; Running: boolean; ExitCode: number; Health?: { Status: string } };
+            Config: { Image: string };
+            Image: string;
+          },
+      );
+    return containers.map((container) => {
+      const info = found.find((i) => i.Name === `/${container}`) ?? found.find((i) => i.Id.startsWith(container));
+      if (!info)
+        return {
+          exists: false,
+          running: false,
+          status: undefined,
+          health: undefined,
+          image: undefined,
+          imageId: undefined,
+          exitCode: undefined,
+        };
+      return {
+        exists: true,
+        running: info.State.Running,
+        status: info.State.Status,
+        health: info.State.Health?.Status,
+        image: info.Config.Image,
+        imageId: info.Image,
+        exitCode: info.State.Running ? undefined : info.State.ExitCode,
+      };
+    });
+  }
+
+  /** Every container (running or not) compose started, by one label filter (`label=KEY=VALUE`). */
+  private async composeContainers(filter: string): Promise<ComposeContainer[]> {
+    const format =
+      '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Label "com.docker.compose.service"}}\t{{.Label "com.docker.compose.project.working_dir"}}\t{{.State}}';
+    const out = await this.$({ timeout: '30s' })`${this.binary} ps -a --filter ${filter} --format ${format}`;
+    return out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [name, project, service, workingDir, state] = line.split('\t');
+        return {
+          name: name!,
+          project: project!,
+          service: service!,
+          workingDir: workingDir ?? '',
+          running: state === 'running',
+        };
+      });
+  }
+
+  /** The containers of a compose project: name, service and whether it runs. */
+  async projectContainers(project: string): Promise<ComposeContainer[]> {
+    return this.composeContainers(`label=com.docker.compose.project=${project}`);
+  }
+
+  /** The compose project and service labels of a container, if it was started by compose. */
+  async composeLabels(container: string): Promise<{ project: string | undefined; service: string | undefined }> {
+    const format =
+      '{{index .Config.Labels "com.docker.compose.project"}}\t{{index .Config.Labels "com.docker.compose.service"}}';
+    const out = await this.$({ timeout: '30s' })`${this.binary} container inspect --format ${format} ${container}`;
+    const [project, service] = out.stdout.trim().split('\t');
+    return { project: project || undefined, service: service || undefined };
+  }
+
+  /** Every container (running or not) compose started for `service`, in any project. */
+  async serviceContainers(service: string): Promise<ComposeContainer[]> {
+    return this.composeContainers(`label=com.docker.compose.service=${service}`);
+  }
+
+  /** The volumes compose made for a project (com.docker.compose.project label). */
+  async projectVolumes(project: string): Promise<string[]> {
+    const out = await this.$({
+      timeout: '30s',
+    })`${this.binary} volume ls -q --filter ${`label=com.docker.compose.project=${project}`}`;
+    return out.stdout.split('\n').filter(Boolean);
+  }
+
+  /** Renames a container (running or not); a refusal (name taken, no such container) is a CliError. */
+  async rename(from: string, to: string): Promise<void> {
+    const out = await this.$({ timeout: '30s', nothrow: true })`${this.binary} rename ${from} ${to}`;
+    if (out.exitCode !== 0) {
+      throw new CliError(
+        `docker rename ${from} ${to} failed: ${out.stderr.trim().replace(/\s*\n\s*/g, ' ') || `exit ${out.exitCode}`}`,
+        {
+          advice: `See 'docker ps -a' for what holds the name '${to}'; deploy-to-qnap --status shows which slot is live.`,
+        },
+      );
+    }
+  }
+
+  /** Stops containers (a no-op for an empty list). */
+  async stop(names: string[]): Promise<void> {
+    if (names.length) await this.$({ timeout: '120s' })`${this.binary} stop ${names}`;
+  }
+
+  /**
+   * Stops a PostgreSQL container with a fast shutdown (SIGINT to its server): every session is
+   * ended and what it had not committed rolled back, whatever the image's stop signal is.
+   */
+  async stopFast(name: string): Promise<void> {
+    await this.$({ timeout: '30s' })`${this.binary} kill --signal INT ${name}`;
+    await this.$({ timeout: '120s' })`${this.binary} wait ${name}`;
+  }
+
+  /** Starts containers (a no-op for an empty list). */
+  async start(names: string[]): Promise<void> {
+    if (names.length) await this.$({ timeout: '120s' })`${this.binary} start ${names}`;
+  }
+
+  /**
+   * Waits until every container runs and, where it has a health check, is healthy. Fails at
+   * once when one turns unhealthy or exits, and after timeoutMs otherwise.
+   */
+  async waitHealthy(
+    names: string[],
+    timeoutMs: number,
+    options: { oneShot?: string[]; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
+    // check says (often the image's, meant for another service: the check killed by its exit
+    // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.
+    const oneShot = (name: string) => Boolean(options.oneShot?.includes(name));
+    const done = (name: string, state: ContainerState) =>
+      oneShot(name) && state.status === 'exited' && state.exitCode === 0;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
+      // containers that are starting.
+      const states = (await this.inspectMany(names))
+        .map((state, i) => ({ name: names[i]!, state }))
+        .filter(({ name, state }) => !done(name, state));
+      const bad = states.find(
+        ({ state }) =>
+          !state.exists ||
+          state.health === 'unhealthy' ||
+          (state.status !== undefined && ['exited', 'dead'].includes(state.status)),
+      );
+      if (bad)
+        throw new CliError(
+          `container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`,
+          { advice: `See 'docker logs ${bad.name}'.` },
+        );
+      if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy')))
+        return;
+      if (Date.now() > until) {
+        const waiting = states
+          .filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy')))
+          .map(({ name, state }) => `${name} (${state.health ?? state.status})`);
+        throw new CliError(
+          `containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`,
+        );
+      }
+      // Polled often: during a deployment the writers are down while this waits.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}

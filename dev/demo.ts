@@ -22,6 +22,7 @@ import { join, relative } from 'node:path';
 import { distBin } from '../test/helpers/cli.ts';
 import { seedPlanetarion, startDb, testImage } from '../test/helpers/db.ts';
 import { makeFakeQnapRoot, type FakeQnapRoot } from '../test/helpers/fake-qnap.ts';
+import { backupLogName, deployLogName, nasComposeFileName } from '../lib/paths.ts';
 
 const repo = join(import.meta.dirname, '..');
 const commands = ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'] as const;
@@ -152,7 +153,7 @@ class Demo {
     for (const name of commands) symlinkSync(join(distBin, name), join(this.nas, name));
     const fixture = readFileSync(join(repo, 'test/fixtures/stack/docker-compose.qnap.yml'), 'utf8');
     writeFileSync(
-      join(this.nas, 'docker-compose.qnap.yml'),
+      join(this.nas, nasComposeFileName),
       fixture.replace('container_name: planetarion-db', `container_name: ${this.container}`),
     );
     this.qnap = makeFakeQnapRoot('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n');
@@ -194,7 +195,7 @@ class Demo {
     console.log(
       `  sha256 ${first.sha256}\n  fingerprint ${first.fingerprint} (rows and a digest of every table, sequences)`,
     );
-    console.log(`Log: ${join(this.nas, 'logs/backup.log')}`);
+    console.log(`Log: ${join(this.nas, 'logs', backupLogName)}`);
 
     this.heading('The daily check: backup-database --status');
     console.log(indent((await this.tool('backup-database', ['--status'])).stdout));
@@ -293,7 +294,7 @@ class Demo {
       encoding: 'utf8',
     });
     console.log(indent(list.stdout));
-    console.log(`Logs: ${join(this.nas, 'logs/backup.log')}, ${join(this.nas, 'logs/deploy.log')}`);
+    console.log(`Logs: ${join(this.nas, 'logs', backupLogName)}, ${join(this.nas, 'logs', deployLogName)}`);
   }
 
   /** Container names of the demo: the standalone one and every compose slot of its folder. */

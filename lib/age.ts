@@ -97,12 +97,6 @@ export function readIdentityFile(path: string, origin = 'PLANETARION_AGE_IDENTIT
   }
 }
 
-/** The public keys that belong to secret keys (for messages: which recipient an identity is). */
-export async function recipientsOf(identities: string[]): Promise<string[]> {
-  const { identityToRecipient } = await ageLibrary();
-  return Promise.all(identities.map((identity) => identityToRecipient(identity)));
-}
-
 /** A web ReadableStream that pulls from an async iterable: one chunk at a time, no buffering. */
 function toWebStream(source: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
   const iterator = source[Symbol.asyncIterator]();

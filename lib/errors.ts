@@ -10,6 +10,11 @@ export const ExitCode = {
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
+/** Our exit code for another run's status (a run on the NAS): usage and locked kept, anything else failed. */
+export function exitCodeOf(status: number): ExitCode {
+  return status === ExitCode.ok || status === ExitCode.usage || status === ExitCode.locked ? status : ExitCode.failed;
+}
+
 /** A failure the user can act on: printed as `Error: <message>` plus advice, without a stack. */
 export class CliError extends Error {
   readonly exitCode: ExitCode;

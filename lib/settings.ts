@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { parseRecipientList } from './age.ts';
 import { UsageError } from './errors.ts';
 import { scheduleProblem } from './schedule.ts';
+import { configFileName } from './paths.ts';
 
 export interface Settings {
   dir: string;
@@ -21,7 +22,7 @@ export interface Settings {
   docker: string | undefined;
   /** plain SQL (`.sql[.gz]`, see compress) or pg_dump's custom format (`.dump`). */
   format: 'plain' | 'custom';
-  /** gzip (compressed inside the container, `.sql.gz`) or none (the seed's plain `.sql`). */
+  /** gzip (compressed inside the container, `.sql.gz`) or none (the old scripts' plain `.sql`). */
   compress: 'gzip' | 'none';
   /** Whether backups take the fingerprint (`off` skips it; the manifest says so). */
   fingerprint: 'on' | 'off';
@@ -63,7 +64,6 @@ export interface SettingSpec<K extends SettingKey = SettingKey> {
 }
 
 export const defaultDir = '/share/CACHEDEV1_DATA/planetarion';
-export const configFileName = 'planetarion.env';
 
 const dockerName = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const pgName = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;

@@ -1,8 +1,7 @@
 import { join } from 'node:path';
 import { defineCommand } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
-
-export const backupLogName = 'backup.log';
+import { backupLogName } from '../lib/paths.ts';
 
 export const backupDatabase = defineCommand(
   {

@@ -26,8 +26,7 @@ import { createShell } from '../lib/host/shell.ts';
 import { checkBackupDirectories } from '../lib/backup/run.ts';
 import { installBackupCron, resolveRoot } from '../lib/cron/setup.ts';
 import { formatAge } from '../lib/format.ts';
-
-export const deployLogName = 'deploy.log';
+import { configFileName, deployLogName, nasComposeFileName } from '../lib/paths.ts';
 
 export const deployToQnap = defineCommand(
   {
@@ -249,7 +248,7 @@ export const deployToQnap = defineCommand(
       ]) {
         if (typeof flags[name] === 'string') remoteArgs.push(`--${name}`, flags[name] as string);
       }
-      const settingsFile = existsSync(resolve('planetarion.env')) ? resolve('planetarion.env') : undefined;
+      const settingsFile = existsSync(resolve(configFileName)) ? resolve(configFileName) : undefined;
       await runRemoteDeploy({
         config: loadDeployConfig({ cwd: process.cwd(), env: process.env, flags }),
         remoteArgs,
@@ -365,7 +364,7 @@ async function runOnNas({
   if (!Number.isInteger(healthTimeout) || healthTimeout < 1)
     throw new UsageError(`invalid --health-timeout '${flags['health-timeout']}': a whole number of seconds`);
   // On the NAS the compose file is the one deploy uploaded beside the executables.
-  const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, 'docker-compose.qnap.yml')));
+  const composeFile = resolve(String(flags['compose-file'] ?? join(settings.dir, nasComposeFileName)));
   // The folders it writes in (deploy/, logs, backups) are checked like the backup's.
   const folderNotes = checkBackupDirectories(settings, !dryRun);
   const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, deployLogName) });

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { defineCommand } from '../lib/cli/command.ts';
 import { UsageError } from '../lib/errors.ts';
-import { backupLogName } from './backup-database.ts';
+import { backupLogName } from '../lib/paths.ts';
 
 export const restoreDatabase = defineCommand(
   {
@@ -100,6 +100,7 @@ export const restoreDatabase = defineCommand(
       { runRestore },
       { createShell },
       { checkBackupDirectories },
+      { terminalAsk },
     ] = await Promise.all([
       import('../lib/age.ts'),
       import('../lib/host/docker-binary.ts'),
@@ -107,6 +108,7 @@ export const restoreDatabase = defineCommand(
       import('../lib/restore/flow.ts'),
       import('../lib/host/shell.ts'),
       import('../lib/backup/run.ts'),
+      import('../lib/cli/prompt.ts'),
     ]);
     // The folders it writes in (log, diagnostics, drill results, status) are checked like the backup's.
     const folderNotes = checkBackupDirectories(settings, !dryRun);
@@ -132,6 +134,7 @@ export const restoreDatabase = defineCommand(
       log,
       file: fetched?.path ?? positionals[0],
       yes: flags.yes === true,
+      ask: terminalAsk(),
       dryRun,
       fallback: flags.fallback === true,
       noVerify: flags['no-verify'] === true,

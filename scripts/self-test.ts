@@ -13,7 +13,7 @@ export const selfTest = defineCommand(
     examples: ['planetarion self-test', 'planetarion self-test --json'],
   },
   async ({ json }) => {
-    const { runSelfTest } = await import('../lib/cron/self-test.ts');
+    const { runSelfTest } = await import('../lib/host/self-test.ts');
     const result = await runSelfTest();
     process.stdout.write(
       json

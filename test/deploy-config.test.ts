@@ -4,15 +4,10 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseCommandLine, type CommandSpec } from '../lib/cli/command.ts';
-import {
-  deployConfigFileName,
-  deployConfigFlags,
-  loadDeployConfig,
-  sshTargetOf,
-  type DeployConfigInput,
-} from '../lib/remote/config.ts';
+import { deployConfigFlags, loadDeployConfig, sshTargetOf, type DeployConfigInput } from '../lib/remote/config.ts';
 import { ExitCode, UsageError } from '../lib/errors.ts';
 import { defaultDir } from '../lib/settings.ts';
+import { deployConfigFileName } from '../lib/paths.ts';
 
 const cwd = '/work/game';
 const file = `${cwd}/${deployConfigFileName}`;

@@ -322,7 +322,7 @@ async function explainDumpFailure(
     log.error(error.message);
     return error;
   }
-  // Tell apart "the container went away" from other dump failures: the seed's message applies.
+  // Tell apart "the container went away" from other dump failures: the old scripts' message applies.
   // Docker reports the state a moment after the streams break, so look for a few seconds.
   for (let i = 0; i < 15; i++) {
     const after = await docker.inspect(settings.container).catch(() => undefined);

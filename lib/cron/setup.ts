@@ -42,13 +42,13 @@ import { defaultDir, resolveSettings, settingSpec, settingSpecs, type SettingKey
 import type { Shell } from '../host/shell.ts';
 import { readStatus, type Status } from '../store/status-file.ts';
 import { formatRun, formatTimestamp } from '../format.ts';
+import { backupLogName, configFileName, statusFileName } from '../paths.ts';
 
 /** The PATH cron gives its jobs (Debian's cron and QNAP's busybox crond alike): no /usr/local/bin, no Container Station. */
 export const cronPath = '/usr/bin:/bin';
 /** Where the copy of the previous QNAP crontab is kept, beside it. */
 export const backupCopySuffix = '.planetarion-backup.bak';
 /** The log both managed lines append to (backup-database's own log, so one file tells the whole story). */
-export const cronLogName = 'backup.log';
 /** The settings a cron line carries when they differ from what the executables would resolve by themselves. */
 // ageRecipients is carried: a key set only in this shell would otherwise leave cron's backups unencrypted.
 export const carriedSettings: readonly SettingKey[] = [
@@ -402,7 +402,7 @@ export function cronJobEnvironment(
 }
 
 /** Runs `<backup executable> --dry-run` with cron's environment and the line's assignments. */
-export async function runSelfTest(
+export async function dryRunWithCronEnvironment(
   $: Shell,
   binary: string,
   assignments: ReadonlyArray<readonly [string, string]>,
@@ -529,10 +529,10 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   warnings.push(...offsiteCronWarnings(settings, env));
   for (const name of settingsCronWillMiss(env))
     warnings.push(
-      `${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, 'planetarion.env')}`,
+      `${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, configFileName)}`,
     );
   const assignments = cronAssignments(settings, docker.pin);
-  const log = join(settings.logDir, cronLogName);
+  const log = join(settings.logDir, backupLogName);
   const lines: ManagedLine[] = [
     {
       job: 'backup',
@@ -607,7 +607,7 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   }
   if (!options.skipTest) {
     progress(`Self test: ${binary} --dry-run (with cron's environment)`);
-    result.selfTest = await runSelfTest($, binary, assignments, env);
+    result.selfTest = await dryRunWithCronEnvironment($, binary, assignments, env);
   }
   return result;
 }
@@ -712,7 +712,7 @@ export async function backupCronStatus(
     nextRuns: nextRunsOf(found, options.now ?? new Date()),
     warnings,
     status: readStatus(options.settings.dir),
-    statusFile: join(options.settings.dir, 'status.json'),
+    statusFile: join(options.settings.dir, statusFileName),
   };
 }
 

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileAtomic } from '../host/atomic-file.ts';
 import { backupStamp } from '../store/backup-files.ts';
 import { deployDirName } from './state.ts';
-import { CliError, UsageError, errorText } from '../errors.ts';
+import { CliError, ExitCode, UsageError, errorText } from '../errors.ts';
 import { ownerIsAlive, processStartTicks } from '../host/lock.ts';
 import { Logger } from '../log.ts';
 
@@ -125,12 +125,12 @@ export async function startDetachedRun(options: {
 
 /** Runs the body of a detached run and writes its result file, whatever the outcome. */
 export async function recordRunOutcome(dir: string, runId: string, body: () => Promise<void>): Promise<void> {
-  let outcome: Pick<RunResult, 'exitCode' | 'error' | 'advice'> = { exitCode: 0 };
+  let outcome: Pick<RunResult, 'exitCode' | 'error' | 'advice'> = { exitCode: ExitCode.ok };
   try {
     await body();
   } catch (error) {
     outcome = {
-      exitCode: error instanceof CliError ? error.exitCode : 1,
+      exitCode: error instanceof CliError ? error.exitCode : ExitCode.failed,
       error: errorText(error),
       ...(error instanceof CliError && error.advice ? { advice: error.advice } : {}),
     };
@@ -173,7 +173,7 @@ export function runOutcome(dir: string, record: RunRecord): RunResult | undefine
   return (
     read() ?? {
       runId: record.runId,
-      exitCode: 1,
+      exitCode: ExitCode.failed,
       died: true,
       error: `the run (pid ${record.pid}) ended without recording a result: it was killed or the NAS restarted; the next deploy-to-qnap or backup run reconciles any half-done switch`,
       finished: new Date().toISOString(),

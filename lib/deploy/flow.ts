@@ -68,7 +68,7 @@ export interface DeployOptions {
   composeFile: string;
   /** The database service in it (the game's docker-compose.qnap.yml calls it `db`). */
   dbService: string;
-  /** Stop the live writers before the fresh backup (zero loss); false: the seed's --no-freeze. */
+  /** Stop the live writers before the fresh backup (zero loss); false: --no-freeze, as the old deploy script did. */
   freeze: boolean;
   acceptOlderBackup: boolean;
   /** Fill the new slot from a fresh dump under the freeze even when the live slot could be replicated online. */

@@ -1,4 +1,4 @@
-// The "game state hash" of the seed's restore validation: per table a row count and an
+// The "game state hash" of the old scripts' restore validation: per table a row count and an
 // order-independent digest of every row, plus every sequence's value, combined into one sha256.
 // The backup takes it in the dump's own snapshot; a restore recomputes it with the algorithm
 // the manifest names and compares.

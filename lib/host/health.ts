@@ -11,7 +11,7 @@ export interface DatabaseTarget {
   database: string;
 }
 
-/** The seed's documented message for a container that is not running. */
+/** The old scripts' documented message for a container that is not running (operators know it). */
 export function notRunningMessage(container: string): string {
   return `Database container '${container}' is not running`;
 }

@@ -7,9 +7,9 @@ import type { FlagSpec } from '../cli/command.ts';
 import { UsageError, errorText } from '../errors.ts';
 import { defaultDir, parseEnvFile, readIfPresent, type SettingSource } from '../settings.ts';
 import type { SshTarget } from './ssh.ts';
+import { deployConfigFileName, nasComposeFileName } from '../paths.ts';
 
 /** The file read from the current folder. */
-export const deployConfigFileName = '.qnap-deploy.env';
 
 export interface DeployConfig {
   /** QNAP_IP: the NAS's address (a host name or IP). */
@@ -131,7 +131,7 @@ const deploySettingSpecs: readonly DeploySettingSpec[] = [
     flag: 'compose-file',
     valueName: 'FILE',
     description: 'the local compose file to deploy (relative to the current folder)',
-    defaultValue: 'docker-compose.qnap.yml',
+    defaultValue: nasComposeFileName,
     parse: (raw, ctx) => localPath(raw, ctx),
   },
   {

@@ -10,7 +10,7 @@ import { relativeBinds } from '../deploy/relative-binds.ts';
 import { locateDocker } from '../host/docker-binary.ts';
 import type { DeployConfig } from './config.ts';
 import { sshTargetOf } from './config.ts';
-import { CliError, UsageError, type ExitCode } from '../errors.ts';
+import { CliError, UsageError, exitCodeOf } from '../errors.ts';
 import {
   availableBuilds,
   localBinRoot,
@@ -23,6 +23,7 @@ import {
 import { applySettingsUpload, describeSettingsPlan, planSettingsUpload, settingsRefusal } from './settings-merge.ts';
 import { Ssh } from './ssh.ts';
 import { followRemoteRun, remoteRunRecord, runDetachedOnNas } from './follow.ts';
+import { configFileName, nasComposeFileName } from '../paths.ts';
 
 export interface RemoteDeployOptions {
   config: DeployConfig;
@@ -85,7 +86,7 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     }
     // Merged into the NAS's file, never overwriting it: a change needs --replace-settings (lib/remote/settings-merge.ts).
     // Decided before anything is synced, built or uploaded.
-    const settingsPath = `${dir}/planetarion.env`;
+    const settingsPath = `${dir}/${configFileName}`;
     const settings = options.settingsFile
       ? await planSettingsUpload(
           ssh,
@@ -100,12 +101,12 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     if (images.length) remoteCommand.push('--service-images', serviceImagesArg(images));
     if (options.dryRun) {
       say(
-        `Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/docker-compose.qnap.yml${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`,
+        `Plan: upload ${join(binRoot, nas.folder)} to ${dir}/bin (skipped if SHA256SUMS matches), ${config.composeFile} to ${dir}/${nasComposeFileName}${options.settingsFile ? `, ${options.settingsFile} to ${dir}/planetarion.env` : ''}${options.images.length ? `, images ${options.images.join(', ')}` : ''}; then run on the NAS: ${ssh.describe(remoteCommand)}`,
       );
       if (!(await ssh.run(['test', '-x', `${dir}/deploy-to-qnap`])).exitCode) {
         say('The NAS already has the executables: its own plan follows.');
         const code = await ssh.stream(remoteCommand, streamOptions);
-        if (code !== 0) throw new CliError(`the plan on the NAS failed (exit ${code})`, { exitCode: code as ExitCode });
+        if (code !== 0) throw new CliError(`the plan on the NAS failed (exit ${code})`, { exitCode: exitCodeOf(code) });
       }
       return;
     }
@@ -116,8 +117,8 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
         : `Uploaded the ${nas.folder} executables (${upload.bytes} bytes) to ${upload.remoteBin}`,
     );
     // 0600 like planetarion.env: a compose file holds the database's passwords.
-    await uploadFile(ssh, config.composeFile, `${dir}/docker-compose.qnap.yml`);
-    say(`Uploaded ${config.composeFile} to ${dir}/docker-compose.qnap.yml`);
+    await uploadFile(ssh, config.composeFile, `${dir}/${nasComposeFileName}`);
+    say(`Uploaded ${config.composeFile} to ${dir}/${nasComposeFileName}`);
     if (settings) await applySettingsUpload(ssh, settings, settingsPath);
     for (const image of options.images) {
       const shipped = await shipImage(ssh, image);
@@ -137,7 +138,7 @@ export async function runRemoteDeploy(options: RemoteDeployOptions): Promise<voi
     const code = await ssh.stream(remoteCommand, streamOptions);
     if (code !== 0)
       throw new CliError(`the command on the NAS failed (exit ${code})`, {
-        exitCode: (code === 2 || code === 75 ? code : 1) as ExitCode,
+        exitCode: exitCodeOf(code),
       });
     return;
   }

@@ -10,6 +10,7 @@ import { UsageError, errorText } from '../errors.ts';
 import { uploadFile } from './upload.ts';
 import { parseEnvFile } from '../settings.ts';
 import type { Ssh } from './ssh.ts';
+import { configFileName } from '../paths.ts';
 
 /** One key whose value differs between the NAS's file and the workstation's (undefined: not set there). */
 export interface SettingDifference {
@@ -138,7 +139,7 @@ export async function applySettingsUpload(ssh: Ssh, plan: SettingsMergePlan, rem
   if (plan.action === 'same' || plan.action === 'refuse') return;
   const dir = mkdtempSync(join(tmpdir(), 'planetarion-settings-'));
   try {
-    const file = join(dir, 'planetarion.env');
+    const file = join(dir, configFileName);
     writeFileSync(file, plan.text, { mode: 0o600 });
     await uploadFile(ssh, file, remotePath);
   } finally {

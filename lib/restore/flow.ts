@@ -1,13 +1,12 @@
 // restore-database's flow: pick the file(s), confirm, take the lock, then restore with the
 // engine in lib/restore/attempt.ts (or drill, or roll back), and record what happened.
 import { existsSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { isEncrypted, missingIdentityReason } from '../store/check-file.ts';
 import { oldScriptCaveat, oldScriptHash } from '../store/backup-status.ts';
 import { listBackups, newestFirst, parseBackupName, recordedOrder, type BackupFile } from '../store/backup-files.ts';
 import { dropLeftoverScratch } from './database-swap.ts';
-import { CliError, UsageError, errorText } from '../errors.ts';
+import { CliError, ExitCode, UsageError, errorText } from '../errors.ts';
 import { Interruption } from './interruption.ts';
 import { acquireLock, type HeldLock } from '../host/lock.ts';
 import type { Logger } from '../log.ts';
@@ -105,22 +104,17 @@ export function describeRestore(file: string, target: RestoreTarget, now = new D
   return `Restore ${file} (${formatBytes(statSync(file).size)}${age}${unproven}) into database '${target.database}' in container '${target.container}'.\nThe current database is kept as '${target.database}_previous_<time>' for --rollback.`;
 }
 
-/** Asks on the terminal; without one, refuses unless --yes was given. */
-export async function confirm(question: string, yes: boolean): Promise<void> {
+/** Asks the operator through the command's callback; without one (no terminal), refuses unless --yes was given. */
+async function confirm(question: string, yes: boolean, ask: RestoreFlowOptions['ask']): Promise<void> {
   if (yes) return;
-  if (!process.stdin.isTTY) {
+  if (!ask) {
     throw new UsageError(
       'restore-database replaces the live database and needs confirmation',
       'Run it on a terminal to be asked, or pass --yes.',
     );
   }
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    const answer = await rl.question(`${question}\nProceed? [y/N] `);
-    if (!/^y(es)?$/i.test(answer.trim())) throw new CliError('restore cancelled; nothing was changed', { exitCode: 1 });
-  } finally {
-    rl.close();
-  }
+  if (!(await ask(`${question}\nProceed? [y/N] `)))
+    throw new CliError('restore cancelled; nothing was changed', { exitCode: ExitCode.failed });
 }
 
 export interface RestoreFlowOptions {
@@ -130,6 +124,8 @@ export interface RestoreFlowOptions {
   log: Logger;
   file: string | undefined;
   yes: boolean;
+  /** Asks the operator a yes/no question; undefined where nobody can answer (no terminal). */
+  ask?: (question: string) => Promise<boolean>;
   dryRun: boolean;
   fallback: boolean;
   noVerify: boolean;
@@ -227,6 +223,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
     await confirm(
       `Roll back database '${target.database}' in container '${target.container}' to its previous version.`,
       options.yes || options.dryRun,
+      options.ask,
     );
     if (options.dryRun) return { mode: 'rollback', ok: true, winner: undefined, attempts: [] };
     return await underLock(options, target, 'restore-database --rollback', async (abort) => {
@@ -253,7 +250,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
     );
     return { mode: options.mode, ok: true, winner: undefined, attempts: [], dryRun: { file, target } };
   }
-  if (options.mode === 'restore') await confirm(describeRestore(file, target), options.yes);
+  if (options.mode === 'restore') await confirm(describeRestore(file, target), options.yes, options.ask);
   return await underLock(
     options,
     target,

@@ -10,7 +10,7 @@ import { UsageError } from '../errors.ts';
 import type { BackupFormat } from '../dump/pg-dump.ts';
 
 export const backupPrefix = 'planetarion_backup_';
-/** Plain SQL (the seed's format), SQL compressed with gzip inside the container, pg_dump's custom format. */
+/** Plain SQL (the old scripts' format), SQL compressed with gzip inside the container, pg_dump's custom format. */
 export const extensionOf: Record<BackupFormat, string> = { plain: '.sql', gzip: '.sql.gz', custom: '.dump' };
 
 // `.age` after any format: an encrypted backup belongs to the same rotation series as the others.

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../host/atomic-file.ts';
+import { statusFileName } from '../paths.ts';
 
 /** The off-site part of status.json. */
 export interface OffsiteRunRecord {
@@ -46,8 +47,6 @@ export interface RotationStatus {
   /** Why rotation was held (nothing removed); empty when it ran. */
   heldBecause: string[];
 }
-
-export const statusFileName = 'status.json';
 
 /** The status file's content; empty when there is none yet. */
 export function readStatus(dir: string): Status {

@@ -1,5 +1,5 @@
 import { CliError } from '../errors.ts';
-import { createShell } from '../host/shell.ts';
+import { createShell } from './shell.ts';
 import { toolVersion } from '../version.ts';
 
 /** Values that break naive quoting: the self-test round-trips them through /bin/sh. */

@@ -1,11 +1,11 @@
 // Every setting of every command, in one table: its environment name, its flag, its default
 // and what values it allows. Precedence: flag > environment > <dir>/planetarion.env > default.
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { parseRecipientList } from './age.ts';
 import { UsageError } from './errors.ts';
 import { scheduleProblem } from './schedule.ts';
 import { configFileName } from './paths.ts';
+import { type LayerValue, type Layers, pickLayer, readEnvFile, type SettingSource } from './layered.ts';
 
 export interface Settings {
   dir: string;
@@ -378,24 +378,6 @@ export function settingSpec(key: SettingKey): SettingSpec {
   return settingSpecs.find((s) => s.key === key)! as SettingSpec;
 }
 
-/** Reads KEY=VALUE lines (comments, blank lines, optional quotes); undefined when the file is absent. */
-export function parseEnvFile(text: string): Map<string, string> {
-  const values = new Map<string, string>();
-  for (const [index, line] of text.split(/\r?\n/).entries()) {
-    const trimmed = line.trim();
-    if (trimmed === '' || trimmed.startsWith('#')) continue;
-    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(trimmed);
-    if (!match) throw new Error(`line ${index + 1} is not KEY=VALUE: ${trimmed}`);
-    let value = match[2]!;
-    // A quoted value may be followed by a comment, as `source` allows: KEY='v' # why
-    const quoted = /^(['"])(.*)\1\s*(?:#.*)?$/.exec(value);
-    if (quoted) value = quoted[2]!;
-    else value = value.replace(/\s+#.*$/, '');
-    values.set(match[1]!, value);
-  }
-  return values;
-}
-
 export interface SettingsInput {
   /** Flag values by flag name (without --); undefined when not given. */
   flags?: Record<string, unknown>;
@@ -404,43 +386,11 @@ export interface SettingsInput {
   readFile?: (path: string) => string | undefined;
 }
 
-export type SettingSource = 'flag' | 'env' | 'config' | 'default';
-
 export interface ResolvedSettings extends Settings {
   /** Where each value came from, for --help and diagnostics. */
   sources: Record<SettingKey, SettingSource>;
   /** The config file that was read, if any. */
   configFile: string | undefined;
-}
-
-/** A file's text, or undefined when it does not exist (other errors are thrown). */
-export function readIfPresent(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
-/** The config file's text (undefined when absent); one clear line when it cannot be read. */
-function readConfigFile(readFile: (path: string) => string | undefined, path: string): string | undefined {
-  try {
-    return readFile(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOTDIR')
-      throw new UsageError(
-        `PLANETARION_DIR '${dirname(path)}' is not a directory`,
-        'Set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
-      );
-    const why =
-      code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
-    throw new UsageError(
-      `cannot read the config file ${path}: ${why}`,
-      `Make it a file readable by the user that runs the command (e.g. chmod 600 ${path} as its owner), or remove it.`,
-    );
-  }
 }
 
 /**
@@ -450,30 +400,27 @@ function readConfigFile(readFile: (path: string) => string | undefined, path: st
 export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
   const flags = input.flags ?? {};
   const env = input.env ?? process.env;
-  const readFile = input.readFile ?? readIfPresent;
+  const readFile = input.readFile;
   const out: Record<string, unknown> = {};
   const sources = {} as Record<SettingKey, SettingSource>;
 
-  const take = (spec: SettingSpec, raw: string, source: SettingSource, origin: string) => {
+  const take = (spec: SettingSpec, found: LayerValue) => {
     try {
-      out[spec.key] = spec.parse(raw);
+      out[spec.key] = spec.parse(found.raw);
     } catch (error) {
       throw new UsageError(
-        `invalid ${origin} '${raw}': ${(error as Error).message}`,
-        `Fix ${origin} (setting ${spec.env}, flag --${spec.flag}) and run again.`,
+        `invalid ${found.origin} '${found.raw}': ${(error as Error).message}`,
+        `Fix ${found.origin} (setting ${spec.env}, flag --${spec.flag}) and run again.`,
       );
     }
-    sources[spec.key] = source;
+    sources[spec.key] = found.source;
   };
 
-  let config = new Map<string, string>();
+  const layers: Layers = { flags, env, file: new Map() };
   let configFile: string | undefined;
   for (const spec of settingSpecs as readonly SettingSpec[]) {
-    const flag = flags[spec.flag];
-    if (typeof flag === 'string') take(spec, flag, 'flag', `--${spec.flag}`);
-    else if (env[spec.env] !== undefined && env[spec.env] !== '') take(spec, env[spec.env]!, 'env', spec.env);
-    // `KEY=` in the file means unset, as in the shell scripts' env files that `source` read.
-    else if (config.get(spec.env)) take(spec, config.get(spec.env)!, 'config', `${spec.env} in ${configFile}`);
+    const found = pickLayer(layers, spec.flag, spec.env);
+    if (found) take(spec, found);
     else {
       const fallback = spec.defaultValue(out.dir as string);
       out[spec.key] = fallback === undefined ? undefined : spec.parse(fallback);
@@ -481,19 +428,22 @@ export function resolveSettings(input: SettingsInput = {}): ResolvedSettings {
     }
     // The base dir decides where the config file is, so it is read right after the dir is known.
     if (spec.key === 'dir') {
-      configFile = join(out.dir as string, configFileName);
-      const text = readConfigFile(readFile, configFile);
-      if (text === undefined) configFile = undefined;
-      else {
-        try {
-          config = parseEnvFile(text);
-        } catch (error) {
-          throw new UsageError(
-            `invalid config file ${configFile}: ${(error as Error).message}`,
-            'Write one KEY=VALUE per line.',
-          );
-        }
-      }
+      const path = join(out.dir as string, configFileName);
+      const file = readEnvFile(path, {
+        readFile,
+        names: { unreadable: `the config file ${path}`, invalid: `config file ${path}` },
+        unreadable: `Make it a file readable by the user that runs the command (e.g. chmod 600 ${path} as its owner), or remove it.`,
+        malformed: 'Write one KEY=VALUE per line.',
+        special: (code) =>
+          code === 'ENOTDIR'
+            ? new UsageError(
+                `PLANETARION_DIR '${dirname(path)}' is not a directory`,
+                'Set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
+              )
+            : undefined,
+      });
+      Object.assign(layers, { file: file.values, filePath: path });
+      configFile = file.exists ? path : undefined;
     }
   }
   return { ...(out as unknown as Settings), sources, configFile };

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { UsageError } from '../lib/errors.ts';
-import { defaultDir, parseEnvFile, resolveSettings, settingSpecs } from '../lib/settings.ts';
+import { defaultDir, resolveSettings, settingSpecs } from '../lib/settings.ts';
+import { parseEnvFile } from '../lib/layered.ts';
 
 const noFile = () => undefined;
 

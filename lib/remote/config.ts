@@ -4,8 +4,9 @@ import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, normalize, resolve } from 'node:path';
 import type { FlagSpec } from '../cli/command.ts';
-import { UsageError, errorText } from '../errors.ts';
-import { defaultDir, parseEnvFile, readIfPresent, type SettingSource } from '../settings.ts';
+import { UsageError } from '../errors.ts';
+import { defaultDir } from '../settings.ts';
+import { type Layers, pickLayer, readEnvFile, type SettingSource } from '../layered.ts';
 import type { SshTarget } from './ssh.ts';
 import { deployConfigFileName, nasComposeFileName } from '../paths.ts';
 
@@ -212,20 +213,6 @@ function isFileOnDisk(path: string): boolean {
   }
 }
 
-/** The config file's text (undefined when absent); one that exists but cannot be read is a UsageError. */
-function readConfigFile(readFile: (path: string) => string | undefined, path: string): string | undefined {
-  try {
-    return readFile(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : errorText(error);
-    throw new UsageError(
-      `cannot read ${path}: ${why}`,
-      `Make it a file this user can read (chmod 600 ${path}), or remove it and set the QNAP_* variables in the environment.`,
-    );
-  }
-}
-
 /**
  * Reads the deploy configuration: `.qnap-deploy.env` in cwd < environment < flags < defaults
  * for the rest. A missing QNAP_IP or QNAP_USER, or a bad value, throws UsageError (exit 2)
@@ -241,40 +228,27 @@ export function loadDeployConfig(input: DeployConfigInput): DeployConfig {
     dirExists: input.dirExists ?? ((p) => existsSync(p) && statSync(p).isDirectory()),
   };
   const filePath = join(input.cwd, deployConfigFileName);
-  const text = readConfigFile(input.readFile ?? readIfPresent, filePath);
-  let file = new Map<string, string>();
-  if (text !== undefined) {
-    try {
-      file = parseEnvFile(text);
-    } catch (error) {
-      throw new UsageError(
-        `invalid ${filePath}: ${(error as Error).message}`,
-        'Write one KEY=VALUE per line, e.g. QNAP_IP=nas.local',
-      );
-    }
-  }
+  const file = readEnvFile(filePath, {
+    readFile: input.readFile,
+    unreadable: `Make it a file this user can read (chmod 600 ${filePath}), or remove it and set the QNAP_* variables in the environment.`,
+    malformed: 'Write one KEY=VALUE per line, e.g. QNAP_IP=nas.local',
+  });
+  const layers: Layers = { flags, env, file: file.values, filePath };
 
   const out: Partial<Record<DeployConfigKey, string | number | undefined>> = {};
   const sources = {} as Record<DeployConfigKey, SettingSource>;
   for (const spec of deploySettingSpecs) {
-    const flag = flags[spec.flag];
-    let raw: string | undefined;
-    let origin = '';
-    if (typeof flag === 'string') [raw, origin, sources[spec.key]] = [flag, `--${spec.flag}`, 'flag'];
-    else if (env[spec.env] !== undefined && env[spec.env] !== '')
-      [raw, origin, sources[spec.key]] = [env[spec.env]!, `${spec.env} (environment)`, 'env'];
-    else if (file.has(spec.env) && file.get(spec.env) !== '')
-      [raw, origin, sources[spec.key]] = [file.get(spec.env)!, `${spec.env} in ${filePath}`, 'config'];
-    else {
-      sources[spec.key] = 'default';
+    const found = pickLayer(layers, spec.flag, spec.env);
+    sources[spec.key] = found?.source ?? 'default';
+    if (!found) {
       out[spec.key] = spec.defaultValue === undefined ? undefined : spec.parse(spec.defaultValue, ctx);
       continue;
     }
     try {
-      out[spec.key] = spec.parse(raw, ctx);
+      out[spec.key] = spec.parse(found.raw, ctx);
     } catch (error) {
       throw new UsageError(
-        `invalid ${origin} '${raw}': ${(error as Error).message}`,
+        `invalid ${found.origin} '${found.raw}': ${(error as Error).message}`,
         `Fix it (${spec.env} in ${deployConfigFileName} or the environment, or --${spec.flag}) and run again.`,
       );
     }
@@ -298,7 +272,7 @@ export function loadDeployConfig(input: DeployConfigInput): DeployConfig {
     sshPort: out.sshPort as number,
     knownHosts: out.knownHosts as string | undefined,
     sshTimeoutSec: out.sshTimeoutSec as number,
-    configFile: text === undefined ? undefined : filePath,
+    configFile: file.exists ? filePath : undefined,
     sources,
   };
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError, errorText } from '../errors.ts';
 import { uploadFile } from './upload.ts';
-import { parseEnvFile } from '../settings.ts';
+import { parseEnvFile } from '../layered.ts';
 import type { Ssh } from './ssh.ts';
 import { configFileName } from '../paths.ts';
 

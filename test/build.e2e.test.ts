@@ -404,9 +404,10 @@ const notForHelp = {
   'age-encryption': /^node_modules\/(age-encryption|@noble|@scure)\//,
   yaml: /^node_modules\/yaml\//,
   zx: /^node_modules\/zx\//,
-  'the backup itself': /^lib\/(backup|dump|fingerprint|shell)\.ts$/,
+  'the backup itself': /^lib\/(backup\/run|dump\/pg-dump|dump\/fingerprint|host\/shell)\.ts$/,
   'the other commands': /^scripts\/(restore-database|setup-backup-cron|deploy-to-qnap|self-test)\.ts$/,
-  'their libraries': /^lib\/(restore|restore-flow|deploy|deploy-remote|compose|cron-setup|nas-upload|ssh)\.ts$/,
+  'their libraries':
+    /^lib\/(restore\/attempt|restore\/flow|deploy\/flow|remote\/run|host\/compose|cron\/setup|remote\/upload|remote\/ssh)\.ts$/,
 };
 
 for (const args of [['--version'], ['--help']]) {

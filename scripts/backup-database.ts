@@ -1,7 +1,4 @@
-import { join } from 'node:path';
 import { defineCommand } from '../lib/cli/command.ts';
-import { UsageError } from '../lib/errors.ts';
-import { backupLogName } from '../lib/paths.ts';
 
 export const backupDatabase = defineCommand(
   {
@@ -70,83 +67,6 @@ export const backupDatabase = defineCommand(
       'PLANETARION_DIR=/share/CACHEDEV1_DATA/planetarion backup-database --compress none --json',
     ],
   },
-  async ({ flags, settings, json, dryRun }) => {
-    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
-    if (flags.status) {
-      const { backupStatus, renderBackupStatus } = await import('../lib/store/backup-status.ts');
-      const report = await backupStatus(settings.dir, settings.backupDir);
-      // The off-site client (and the AWS SDK behind it) is loaded only when the report asks the bucket.
-      const [{ offsiteReport, renderOffsiteReport }, { offsiteConfig }] = await Promise.all([
-        import('../lib/offsite/status.ts'),
-        import('../lib/offsite/config.ts'),
-      ]);
-      const offsite = await offsiteReport(settings, report.status, flags.offsite === true);
-      if (flags.offsite && !offsite)
-        throw new UsageError(
-          '--offsite: PLANETARION_OFFSITE is not set',
-          'Set PLANETARION_OFFSITE=s3://BUCKET/PREFIX (backup-database --help).',
-        );
-      process.stdout.write(
-        json
-          ? `${JSON.stringify({ ...report, ...(offsite ? { offsite } : {}) }, null, 2)}\n`
-          : renderBackupStatus(report.backups, report.status, settings.backupDir, report.warnings) +
-              (offsite ? renderOffsiteReport(offsite, offsiteConfig(settings)) : ''),
-      );
-      return;
-    }
-    if (flags.offsite)
-      throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
-    const [
-      { checkBackupDirectories, runBackup },
-      { formatBytes },
-      { locateDocker },
-      { Logger },
-      { createShell },
-      { reconcileIfIdle },
-      { CliError, errorText },
-      { checkOffsite },
-    ] = await Promise.all([
-      import('../lib/backup/run.ts'),
-      import('../lib/format.ts'),
-      import('../lib/host/docker-binary.ts'),
-      import('../lib/log.ts'),
-      import('../lib/host/shell.ts'),
-      import('../lib/deploy/switch.ts'),
-      import('../lib/errors.ts'),
-      import('../lib/offsite/copy.ts'),
-    ]);
-    const folderNotes = checkBackupDirectories(settings, !dryRun);
-    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
-    for (const note of folderNotes) log.warn(note);
-    const docker = locateDocker({ explicit: settings.docker });
-    const tty = process.stderr.isTTY === true;
-    const started = Date.now();
-    const $ = createShell();
-    // A switch that a killed deployment left half done is put right first: the backup is then of the live database.
-    if (!dryRun)
-      await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database').catch((error: unknown) =>
-        log.warn(`Could not reconcile the deploy switch journal: ${errorText(error)}`),
-      );
-    const summary = await runBackup({
-      settings,
-      docker,
-      $,
-      log,
-      dryRun,
-      onProgress: tty
-        ? (bytes) =>
-            process.stderr.write(
-              `\r  dumped ${formatBytes(bytes)} (${formatBytes(bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s)   `,
-            )
-        : undefined,
-    });
-    if (tty && !dryRun) process.stderr.write('\n');
-    if (dryRun) await checkOffsite(settings, log);
-    if (json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-    if (summary.offsite?.ok === false) {
-      throw new CliError(`the off-site copy to ${summary.offsite.url} failed: ${summary.offsite.error}`, {
-        advice: `The local backup ${summary.file} is good (verified, in ${settings.backupDir}); the next run uploads what is missing.`,
-      });
-    }
-  },
+  // Loaded only when the command runs: --help and --version answer without it (scripts/cli.ts).
+  async (invocation) => (await import('../lib/commands/backup-database.ts')).backupDatabaseCommand(invocation),
 );

@@ -1,7 +1,4 @@
-import { join } from 'node:path';
 import { defineCommand } from '../lib/cli/command.ts';
-import { UsageError } from '../lib/errors.ts';
-import { backupLogName } from '../lib/paths.ts';
 
 export const restoreDatabase = defineCommand(
   {
@@ -88,60 +85,6 @@ export const restoreDatabase = defineCommand(
       'restore-database --test --from-offsite latest  # the restore drill of the off-site copy',
     ],
   },
-  async ({ flags, positionals, settings, json, dryRun }) => {
-    if (flags.rollback && (flags.test || positionals.length))
-      throw new UsageError('--rollback takes no file and cannot be combined with --test');
-    const mode = flags.rollback ? 'rollback' : flags.test ? 'test' : 'restore';
-    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
-    const [
-      { readIdentityFile },
-      { locateDocker },
-      { Logger },
-      { runRestore },
-      { createShell },
-      { checkBackupDirectories },
-      { terminalAsk },
-    ] = await Promise.all([
-      import('../lib/age.ts'),
-      import('../lib/host/docker-binary.ts'),
-      import('../lib/log.ts'),
-      import('../lib/restore/flow.ts'),
-      import('../lib/host/shell.ts'),
-      import('../lib/backup/run.ts'),
-      import('../lib/cli/prompt.ts'),
-    ]);
-    // The folders it writes in (log, diagnostics, drill results, status) are checked like the backup's.
-    const folderNotes = checkBackupDirectories(settings, !dryRun);
-    const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
-    for (const note of folderNotes) log.warn(note);
-    const fromOffsite = typeof flags['from-offsite'] === 'string' ? flags['from-offsite'] : undefined;
-    if (fromOffsite !== undefined && (flags.rollback || positionals.length))
-      throw new UsageError('--from-offsite names the backup itself: it takes no FILE and no --rollback');
-    const fetched =
-      fromOffsite === undefined
-        ? undefined
-        : await (await import('../lib/offsite/download.ts')).fetchFromOffsite({
-            settings,
-            log,
-            argument: fromOffsite,
-            hasIdentity: settings.ageIdentity !== undefined,
-            adopt: mode === 'restore' && !dryRun,
-          });
-    const result = await runRestore({
-      settings,
-      docker: locateDocker({ explicit: settings.docker }),
-      $: createShell(),
-      log,
-      file: fetched?.path ?? positionals[0],
-      yes: flags.yes === true,
-      ask: terminalAsk(),
-      dryRun,
-      fallback: flags.fallback === true,
-      noVerify: flags['no-verify'] === true,
-      otherDatabase: flags['other-database'] === true,
-      mode,
-      identities: mode !== 'rollback' && settings.ageIdentity ? readIdentityFile(settings.ageIdentity) : undefined,
-    }).finally(() => fetched?.cleanup());
-    if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-  },
+  // Loaded only when the command runs: --help and --version answer without it (scripts/cli.ts).
+  async (invocation) => (await import('../lib/commands/restore-database.ts')).restoreDatabaseCommand(invocation),
 );

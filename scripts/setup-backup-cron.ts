@@ -1,5 +1,4 @@
 import { defineCommand } from '../lib/cli/command.ts';
-import { UsageError } from '../lib/errors.ts';
 
 export const setupBackupCron = defineCommand(
   {
@@ -64,30 +63,6 @@ export const setupBackupCron = defineCommand(
       'PLANETARION_DIR=/share/CACHEDEV2_DATA/planetarion setup-backup-cron --no-drill --json',
     ],
   },
-  async ({ flags, settings, json, dryRun }) => {
-    if (flags.uninstall && flags.status) throw new UsageError('--uninstall and --status cannot be combined');
-    // Loaded here, not at the top: --help and --version answer without them (scripts/cli.ts).
-    const [
-      { backupCronStatus, installBackupCron, renderCronSetup, resolveRoot, selfTestFailure, uninstallBackupCron },
-      { createShell },
-    ] = await Promise.all([import('../lib/cron/setup.ts'), import('../lib/host/shell.ts')]);
-    const options = {
-      settings,
-      $: createShell(),
-      env: process.env,
-      root: resolveRoot(flags.root as string | undefined),
-      binary: flags.binary as string | undefined,
-      drill: flags['no-drill'] !== true,
-      skipTest: flags['skip-test'] === true,
-      dryRun,
-      progress: (line: string) => void process.stderr.write(`${line}\n`),
-    };
-    const result = flags.status
-      ? await backupCronStatus(options)
-      : flags.uninstall
-        ? await uninstallBackupCron(options)
-        : await installBackupCron(options);
-    process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : renderCronSetup(result));
-    if (result.selfTest && !result.selfTest.ok) throw selfTestFailure(result);
-  },
+  // Loaded only when the command runs: --help and --version answer without it (scripts/cli.ts).
+  async (invocation) => (await import('../lib/commands/setup-backup-cron.ts')).setupBackupCronCommand(invocation),
 );

@@ -8,10 +8,11 @@ import { parse, stringify } from 'yaml';
 import { readComposeFile } from '../lib/host/compose.ts';
 import { copySlotSources, slotComposeFile } from '../lib/deploy/slot-compose.ts';
 import { relativeBinds } from '../lib/deploy/relative-binds.ts';
-import { buildSpecs, parseServiceImages, tagBuilds } from '../lib/remote/images.ts';
+import { buildSpecs, tagBuilds } from '../lib/remote/images.ts';
 import { localManifest, treeHash } from '../lib/remote/sync.ts';
 import { CliError, UsageError } from '../lib/errors.ts';
 import { TempDirs } from './helpers/tmp.ts';
+import { parseServiceImages } from '../lib/deploy/service-images.ts';
 
 const fixture = join(import.meta.dirname, 'fixtures/stack-game');
 const temps = new TempDirs('planetarion-images-');

@@ -521,6 +521,62 @@ function rotatePhase(context: BackupContext, run: RunFacts, placed: ReturnType<t
   return { removed, warnings, rotation, onDisk: onDisk.map((b) => ({ file: b.name, size: statSync(b.path).size })) };
 }
 
+/** A dry run's summary: every check passed, nothing was written. */
+function dryRunSummary(
+  context: BackupContext,
+  run: RunFacts,
+  summary: Pick<BackupSummary, 'format' | 'recipients' | 'leftoversRemoved'>,
+): BackupSummary {
+  const { settings, log } = context;
+  log.info(
+    `Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(run.started, run.format, run.encrypted))}${run.encrypted ? `, encrypted to ${run.recipients.length} age recipient(s)` : ''}`,
+  );
+  const durationsMs = { total: run.now().getTime() - run.started.getTime(), dump: 0, fingerprint: null };
+  return {
+    ...summary,
+    dryRun: true,
+    file: undefined,
+    path: undefined,
+    size: undefined,
+    sha256: undefined,
+    sequence: undefined,
+    fingerprint: null,
+    durationsMs,
+    rotated: [],
+    rotationHeld: [],
+    warnings: [],
+  };
+}
+
+/** status.json after a good backup: the run, the last success, the backups on disk, the rotation. */
+function recordSuccess(
+  dir: string,
+  run: RunFacts,
+  file: string,
+  dump: { bytes: number; sha256: string },
+  fingerprint: { sha256: string } | null | undefined,
+  durationMs: number,
+  rotation: ReturnType<typeof rotatePhase>,
+): void {
+  updateStatus(dir, (status) => {
+    const last = {
+      time: run.started.toISOString(),
+      durationMs,
+      file,
+      size: dump.bytes,
+      sha256: dump.sha256,
+      fingerprint: fingerprint?.sha256 ?? null,
+    };
+    return {
+      ...status,
+      lastRun: { ...last, ok: true },
+      lastSuccess: last,
+      backups: rotation.onDisk,
+      rotation: rotation.rotation,
+    };
+  });
+}
+
 /** Runs one backup (or, with dryRun, every check and no dump); throws a CliError on failure. */
 export async function runBackup(context: BackupContext): Promise<BackupSummary> {
   const { settings, log } = context;
@@ -540,26 +596,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
   try {
     const pre = await preflight(context, held);
     const summary = { format, recipients, leftoversRemoved: pre.leftoversRemoved };
-    if (context.dryRun) {
-      log.info(
-        `Dry run: all checks passed; a backup would be written to ${join(settings.backupDir, backupFileName(run.started, format, run.encrypted))}${run.encrypted ? `, encrypted to ${recipients.length} age recipient(s)` : ''}`,
-      );
-      const durationsMs = { total: now().getTime() - run.started.getTime(), dump: 0, fingerprint: null };
-      return {
-        ...summary,
-        dryRun: true,
-        file: undefined,
-        path: undefined,
-        size: undefined,
-        sha256: undefined,
-        sequence: undefined,
-        fingerprint: null,
-        durationsMs,
-        rotated: [],
-        rotationHeld: [],
-        warnings: [],
-      };
-    }
+    if (context.dryRun) return dryRunSummary(context, run, summary);
     if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
     // Read while the dump runs: what pg_dump leaves out of the dump, for the manifest.
@@ -589,23 +626,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     });
     held.temp = undefined;
     const rotation = rotatePhase(context, run, placed);
-    updateStatus(settings.dir, (status) => {
-      const last = {
-        time: run.started.toISOString(),
-        durationMs: durations.total,
-        file: placed.name,
-        size: dump.bytes,
-        sha256: dump.sha256,
-        fingerprint: fingerprint?.sha256 ?? null,
-      };
-      return {
-        ...status,
-        lastRun: { ...last, ok: true },
-        lastSuccess: last,
-        backups: rotation.onDisk,
-        rotation: rotation.rotation,
-      };
-    });
+    recordSuccess(settings.dir, run, placed.name, dump, fingerprint, durations.total, rotation);
     await held.startPing;
     // Deploy's backup (the one with a tee) runs while the writers are stopped: the next scheduled
     // run's catch-up copies it off-site.

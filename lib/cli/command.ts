@@ -30,12 +30,30 @@ export interface CommandSpec {
   examples: string[];
 }
 
+/** Where a command's output goes: stdout (results, --json), stderr (progress), and whether stderr is a terminal. */
+export interface Terminal {
+  out(text: string): void;
+  err(text: string): void;
+  tty: boolean;
+  /** stdout as a stream, for output that is piped through (a followed log). */
+  stream: NodeJS.WritableStream;
+}
+
+/** The process's own terminal: the one place commands reach stdout and stderr. */
+export const processTerminal = (): Terminal => ({
+  out: (text) => void process.stdout.write(text),
+  err: (text) => void process.stderr.write(text),
+  tty: process.stderr.isTTY === true,
+  stream: process.stdout,
+});
+
 export interface Invocation {
   flags: Record<string, string | boolean | undefined>;
   positionals: string[];
   settings: ResolvedSettings;
   json: boolean;
   dryRun: boolean;
+  terminal: Terminal;
 }
 
 /** One user-facing command: its name is also the name of its launcher on the NAS. */
@@ -155,7 +173,14 @@ export function defineCommand(
       if (flags.help) return void process.stdout.write(renderHelp(spec));
       if (flags.version) return void process.stdout.write(`${versionLine()}\n`);
       const settings = resolveSettings({ flags });
-      await body({ flags, positionals, settings, json: flags.json === true, dryRun: flags['dry-run'] === true });
+      await body({
+        flags,
+        positionals,
+        settings,
+        json: flags.json === true,
+        dryRun: flags['dry-run'] === true,
+        terminal: processTerminal(),
+      });
     },
   };
 }

@@ -488,6 +488,88 @@ function nextRunsOf(
   return out;
 }
 
+/** What cron will not see or will do twice: a pinned docker, settings only this shell has, off-site keys. */
+function setupWarnings(settings: Settings, env: NodeJS.ProcessEnv, dockerPin: string | undefined): string[] {
+  const warnings: string[] = [];
+  if (dockerPin)
+    warnings.push(
+      `docker is not on cron's PATH (${cronPath}) nor where Container Station puts it; the lines pin DOCKER=${dockerPin}`,
+    );
+  warnings.push(...offsiteCronWarnings(settings, env));
+  for (const name of settingsCronWillMiss(env))
+    warnings.push(
+      `${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, configFileName)}`,
+    );
+  return warnings;
+}
+
+/** The managed lines: the backup, and the weekly restore drill unless left out. */
+function managedLines(
+  settings: Settings,
+  drill: boolean,
+  job: { binary: string; restoreBinary: string; assignments: Array<[string, string]>; log: string },
+): ManagedLine[] {
+  const { binary, restoreBinary, assignments, log } = job;
+  const lines: ManagedLine[] = [
+    {
+      job: 'backup',
+      line: cronLine({ job: 'backup', schedule: settings.schedule, env: assignments, argv: [binary], log }),
+    },
+  ];
+  if (drill) {
+    // With off-site copies the weekly drill fetches the newest one: it proves the copy a new NAS would restore.
+    const drillArgv = [restoreBinary, '--test', ...(settings.offsite ? ['--from-offsite'] : []), 'latest'];
+    lines.push({
+      job: 'drill',
+      line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: drillArgv, log }),
+    });
+  }
+  return lines;
+}
+
+/** Writes the planned crontab (when it changed), proves the running cron holds the lines, then moves the old scripts away. */
+async function applyInstall(
+  $: Shell,
+  settings: Settings,
+  plan: { target: CrontabTarget; before: string; after: string; lines: ManagedLine[] },
+  result: CronSetupResult,
+  progress: (line: string) => void,
+): Promise<void> {
+  const { target, before, after, lines } = plan;
+  // cron opens `>> <logs>/backup.log` before the executable runs: the folder must exist.
+  try {
+    mkdirSync(settings.logDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new CliError(
+      `cannot create the log folder ${settings.logDir}: ${errorText(error)}; the crontab was not changed`,
+      { cause: error },
+    );
+  }
+  if (result.changed) {
+    const outcome = await writeCrontab($, target, before, after, progress);
+    result.backupCopy = outcome.backupCopy;
+    result.commands = outcome.commands;
+  } else {
+    progress(`${target.label} already holds these lines; not rewritten`);
+  }
+  if (!result.changed && target.file) {
+    // QNAP: the file may be right while the running cron has something else (a `crontab -` since): then load it.
+    try {
+      await verifyCrontab($, target, after, lines);
+    } catch {
+      progress(`The running cron does not hold the lines of ${target.file}; loading it`);
+      result.commands = await reloadQnapCron($, target);
+      await verifyCrontab($, target, after, lines);
+    }
+  } else await verifyCrontab($, target, after, lines);
+  progress(
+    `Verified: ${target.label} holds the ${lines.map((l) => l.job).join(' and ')} line${lines.length > 1 ? 's' : ''}`,
+  );
+  // Only once the managed line runs: the old line, if it still ran, would find its script gone.
+  result.oldScripts!.scripts = moveOldScripts(settings.dir).moved.map((m) => basename(m.from));
+  reportTakeover(result, target, progress);
+}
+
 /**
  * Installs (or refreshes) the managed lines: validates everything first (exit 2, nothing
  * written), writes, reads back, then runs the self test unless skipped. A failed self test is in
@@ -521,32 +603,10 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
     );
   }
   const docker = dockerForCron(settings, root, env);
-  const warnings: string[] = [];
-  if (docker.pin)
-    warnings.push(
-      `docker is not on cron's PATH (${cronPath}) nor where Container Station puts it; the lines pin DOCKER=${docker.pin}`,
-    );
-  warnings.push(...offsiteCronWarnings(settings, env));
-  for (const name of settingsCronWillMiss(env))
-    warnings.push(
-      `${name} is set in this shell but cron will not see it; put it in ${join(settings.dir, configFileName)}`,
-    );
+  const warnings = setupWarnings(settings, env, docker.pin);
   const assignments = cronAssignments(settings, docker.pin);
   const log = join(settings.logDir, backupLogName);
-  const lines: ManagedLine[] = [
-    {
-      job: 'backup',
-      line: cronLine({ job: 'backup', schedule: settings.schedule, env: assignments, argv: [binary], log }),
-    },
-  ];
-  if (options.drill) {
-    // With off-site copies the weekly drill fetches the newest one: it proves the copy a new NAS would restore.
-    const drillArgv = [restoreBinary, '--test', ...(settings.offsite ? ['--from-offsite'] : []), 'latest'];
-    lines.push({
-      job: 'drill',
-      line: cronLine({ job: 'drill', schedule: settings.drillSchedule, env: assignments, argv: drillArgv, log }),
-    });
-  }
+  const lines = managedLines(settings, options.drill, { binary, restoreBinary, assignments, log });
 
   const before = await readCrontab($, target);
   const takeover = await planTakeover($, target, before, settings.dir);
@@ -571,40 +631,7 @@ export async function installBackupCron(options: CronSetupOptions): Promise<Cron
   };
   for (const w of warnings) progress(`Warning: ${w}`);
 
-  if (!options.dryRun) {
-    // cron opens `>> <logs>/backup.log` before the executable runs: the folder must exist.
-    try {
-      mkdirSync(settings.logDir, { recursive: true, mode: 0o700 });
-    } catch (error) {
-      throw new CliError(
-        `cannot create the log folder ${settings.logDir}: ${errorText(error)}; the crontab was not changed`,
-        { cause: error },
-      );
-    }
-    if (result.changed) {
-      const outcome = await writeCrontab($, target, before, after, progress);
-      result.backupCopy = outcome.backupCopy;
-      result.commands = outcome.commands;
-    } else {
-      progress(`${target.label} already holds these lines; not rewritten`);
-    }
-    if (!result.changed && target.file) {
-      // QNAP: the file may be right while the running cron has something else (a `crontab -` since): then load it.
-      try {
-        await verifyCrontab($, target, after, lines);
-      } catch {
-        progress(`The running cron does not hold the lines of ${target.file}; loading it`);
-        result.commands = await reloadQnapCron($, target);
-        await verifyCrontab($, target, after, lines);
-      }
-    } else await verifyCrontab($, target, after, lines);
-    progress(
-      `Verified: ${target.label} holds the ${lines.map((l) => l.job).join(' and ')} line${lines.length > 1 ? 's' : ''}`,
-    );
-    // Only once the managed line runs: the old line, if it still ran, would find its script gone.
-    result.oldScripts!.scripts = moveOldScripts(settings.dir).moved.map((m) => basename(m.from));
-    reportTakeover(result, target, progress);
-  }
+  if (!options.dryRun) await applyInstall($, settings, { target, before, after, lines }, result, progress);
   if (!options.skipTest) {
     progress(`Self test: ${binary} --dry-run (with cron's environment)`);
     result.selfTest = await dryRunWithCronEnvironment($, binary, assignments, env);

@@ -21,7 +21,7 @@ import { LiveFence, verifyOwnCluster } from './fence.ts';
 import { onlinePhases } from './online.ts';
 import { checkOnline, Replication, type OnlineCheck } from './replication.ts';
 import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
-import { baseProjectName, dormantRefusal, findDeployment } from './live.ts';
+import { baseProjectName, dormantRefusal, findDeployment, type FoundDeployment } from './live.ts';
 import { servedBefore } from './rollback.ts';
 import { runPhases, type Phase } from './run-plan.ts';
 import { completionDependencies, waitCompleted } from './service-completion.ts';
@@ -209,13 +209,9 @@ async function startInOrder(
     started.push(name);
   }
 }
-/** Finds what runs and reads the compose file; changes nothing. Refusals (exit 2) come from here, before anything starts. */
-async function prepareRun(options: DeployOptions): Promise<DeployRun> {
-  const { settings, $ } = options;
-  const docker = new Docker(options.docker, $);
-  const command = await detectCompose($, options.docker);
-  const state = readDeployState(settings.dir);
-  const found = await findDeployment(docker, settings, options.dbService, state);
+/** What was found refused before anything starts (exit 2): a dormant deployment, or a flag that does not fit. */
+function refuseUnfit(found: FoundDeployment, options: DeployOptions): void {
+  const { settings } = options;
   if (found.kind === 'dormant' && !options.freshFromBackup) throw dormantRefusal(found, settings, options.composeFile);
   if (found.kind === 'dormant' && !found.backups.length)
     throw new UsageError(
@@ -228,15 +224,69 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
       'Deploy without --fresh-from-backup.',
     );
   }
-  const mode = found.kind === 'live' ? 'ab' : found.kind === 'dormant' ? 'fresh' : 'first';
   // Backups are encrypted when recipients are set: one cannot be restored into the new slot
   // without the key, so say so before anything is started or stopped (exit 2).
-  if (mode !== 'first' && settings.ageRecipients && !options.identities?.length) {
+  if (found.kind !== 'none' && settings.ageRecipients && !options.identities?.length) {
     throw new UsageError(
       'PLANETARION_AGE_RECIPIENTS is set, so backups are encrypted, and no identity was given to restore them into the new slot',
       'On the workstation pass --identity FILE (or set PLANETARION_AGE_IDENTITY): deploy-to-qnap sends it over the SSH session, never to the NAS disk.',
     );
   }
+}
+
+/** The new slot's compose file, folders, copies and containers, made from the operator's file; writes nothing. */
+function planSlot(
+  options: DeployOptions,
+  names: ReturnType<typeof readComposeServices>,
+  slotId: string,
+  project: string,
+  online: DeployRun['online'],
+) {
+  const { settings } = options;
+  const slotDir = join(settings.dir, deployDirName, project);
+  const slot = slotComposeFile(options.composeFile, {
+    dbService: options.dbService,
+    slotId,
+    names,
+    projectDir: settings.dir,
+    slotDir,
+    images: options.serviceImages,
+  });
+  const { yaml, notes } = onlineSlotYaml(
+    slot.yaml,
+    options.dbService,
+    project,
+    online?.online ? online.socketVolume : undefined,
+  );
+  const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({
+    service,
+    canonicalName,
+    name: `${canonicalName}-${slotId}`,
+  }));
+  const oneShot = oneShotServices(options.composeFile);
+  return {
+    slotFile: join(settings.dir, deployDirName, `${project}.yml`),
+    slotYaml: yaml,
+    storageNotes: [...slot.warnings, ...notes],
+    deviations: slot.deviations,
+    copies: slot.copies,
+    folders: slot.copies.length ? [...slot.folders, slotDir] : slot.folders,
+    containers,
+    oneShot: containers
+      .filter((c) => oneShot.includes(c.service) && c.service !== options.dbService)
+      .map((c) => c.name),
+  };
+}
+
+/** Finds what runs and reads the compose file; changes nothing. Refusals (exit 2) come from here, before anything starts. */
+async function prepareRun(options: DeployOptions): Promise<DeployRun> {
+  const { settings, $ } = options;
+  const docker = new Docker(options.docker, $);
+  const command = await detectCompose($, options.docker);
+  const state = readDeployState(settings.dir);
+  const found = await findDeployment(docker, settings, options.dbService, state);
+  refuseUnfit(found, options);
+  const mode = found.kind === 'live' ? 'ab' : found.kind === 'dormant' ? 'fresh' : 'first';
   const now = options.now ?? (() => new Date());
   const slotId = `s${backupStamp(now())}`;
   const project = `${baseProjectName(settings.dir)}-${slotId}`;
@@ -246,8 +296,6 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     settings.container,
     baseProjectName(settings.dir),
   );
-  const slotFile = join(settings.dir, deployDirName, `${project}.yml`);
-  const slotDir = join(settings.dir, deployDirName, project);
   const liveDb = found.kind === 'live' ? found.dbContainer : undefined;
   const live: RestoreTarget = {
     docker: options.docker,
@@ -262,46 +310,17 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
       : !options.freeze
         ? { online: false as const, reason: '--no-freeze' }
         : await checkOnline($, live);
-  const slot = slotComposeFile(options.composeFile, {
-    dbService: options.dbService,
-    slotId,
-    names,
-    projectDir: settings.dir,
-    slotDir,
-    images: options.serviceImages,
-  });
-  const { deviations, copies } = slot;
-  const folders = copies.length ? [...slot.folders, slotDir] : slot.folders;
-  const { yaml, notes } = onlineSlotYaml(
-    slot.yaml,
-    options.dbService,
-    project,
-    online?.online ? online.socketVolume : undefined,
-  );
-  const warnings = [...slot.warnings, ...notes];
-  const containers: SlotContainer[] = names.map(({ service, canonicalName }) => ({
-    service,
-    canonicalName,
-    name: `${canonicalName}-${slotId}`,
-  }));
-  const oneShot = oneShotServices(options.composeFile);
+  const { folders, containers, ...slot } = planSlot(options, names, slotId, project, online);
   return {
     options,
     docker,
     command,
     state,
     mode,
-    old: found.kind === 'live' ? found.slot : found.kind === 'dormant' ? found.slot : undefined,
-    liveDb: found.kind === 'live' ? found.dbContainer : undefined,
-    slotFile,
-    slotYaml: yaml,
-    storageNotes: warnings,
-    deviations,
-    copies,
+    old: found.kind === 'live' || found.kind === 'dormant' ? found.slot : undefined,
+    liveDb,
+    ...slot,
     names,
-    oneShot: containers
-      .filter((c) => oneShot.includes(c.service) && c.service !== options.dbService)
-      .map((c) => c.name),
     next: {
       project,
       slotId,

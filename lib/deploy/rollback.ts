@@ -93,35 +93,50 @@ function rollbackFailed(
   throw new CliError(message, { advice });
 }
 
-/** Makes the previous slot live again; see the top of this file. */
-export async function rollbackDeployment(options: RollbackOptions): Promise<RollbackResult> {
+/** What a rollback works with, found under the lock before anything changes. */
+interface RollbackRun {
+  options: RollbackOptions;
+  docker: Docker;
+  ctx: SwitchContext;
+  state: DeployState;
+  current: Slot;
+  previous: Slot;
+  dbService: string;
+  currentDb: string;
+  /** The current writers that run: stopped for the backup, started again if the rollback is not done. */
+  writers: string[];
+  started: number;
+  summary: DeploySummary;
+  fence: LiveFence | undefined;
+}
+
+async function prepareRollback(options: RollbackOptions): Promise<RollbackRun> {
   const { settings, log, $ } = options;
   const docker = new Docker(options.docker, $);
-  const lock = acquireLock(settings.dir, 'deploy-to-qnap --rollback');
-  try {
-    const ctx: SwitchContext = { dir: settings.dir, docker: options.docker, $, log };
-    await reconcileSwitch(ctx);
-    const state = readDeployState(settings.dir);
-    if (!state.live || !state.previous)
-      throw new CliError('there is no previous slot to roll back to', {
-        advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.',
-      });
-    const [current, previous] = [state.live, state.previous];
-    const dbService = dbFirst(current, settings)[0]!.service;
-    const started = Date.now();
-    const states = await docker.inspectMany(
-      current.containers.filter((c) => c.service !== dbService).map((c) => c.name),
-    );
-    const allWriters = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+  const ctx: SwitchContext = { dir: settings.dir, docker: options.docker, $, log };
+  await reconcileSwitch(ctx);
+  const state = readDeployState(settings.dir);
+  if (!state.live || !state.previous)
+    throw new CliError('there is no previous slot to roll back to', {
+      advice: 'A previous slot is kept by each A-B deployment; see deploy-to-qnap --status.',
+    });
+  const [current, previous] = [state.live, state.previous];
+  const dbService = dbFirst(current, settings)[0]!.service;
+  const allWriters = current.containers.filter((c) => c.service !== dbService).map((c) => c.name);
+  const states = await docker.inspectMany(allWriters);
+  return {
+    options,
+    docker,
+    ctx,
+    state,
+    current,
+    previous,
+    dbService,
+    currentDb: dbFirst(current, settings)[0]!.name,
     // Only those that run are stopped, and started again if the rollback is not done (a finished migration stays finished).
-    const writers = allWriters.filter((_, i) => states[i]!.running);
-    const currentDb = dbFirst(current, settings)[0]!.name;
-
-    // 1. The current writers stop and the database is fenced (fence.ts: no other session
-    // commits), so the backup holds every write made since the switch.
-    log.info(`Stopping the current writers before the backup: ${writers.join(', ') || 'none'}`);
-    await docker.stop(writers);
-    const summary: DeploySummary = {
+    writers: allWriters.filter((_, i) => states[i]!.running),
+    started: Date.now(),
+    summary: {
       time: new Date().toISOString(),
       ok: true,
       mode: 'rollback',
@@ -131,111 +146,147 @@ export async function rollbackDeployment(options: RollbackOptions): Promise<Roll
       downtimeMs: null,
       totalMs: 0,
       attempts: [],
-    };
-    let fence: LiveFence | undefined;
-    /** The current slot serves again as it did: fence lifted, its writers started. */
-    const serveAgain = async () => {
-      await fence
-        ?.release()
-        .catch((e: unknown) => log.error(`Could not lift the fence on ${currentDb}: ${errorText(e)}`));
-      await docker
-        .start([currentDb, ...writers])
-        .catch((e: unknown) => log.error(`Could not start ${[currentDb, ...writers].join(', ')}: ${errorText(e)}`));
-    };
-    let pinned: string;
-    try {
-      fence = await LiveFence.raise(
-        $,
-        { docker: options.docker, container: currentDb, user: settings.dbUser, database: settings.dbName },
-        log,
-      );
-      const backup = await runBackup({
-        settings: { ...settings, container: currentDb },
-        docker: options.docker,
-        $,
-        log,
-        dryRun: false,
-        lockHeld: true,
-      });
-      pinned = pinBackup(backup.path!, settings.backupDir);
-      summary.pinnedBackup = pinned;
-      log.info(
-        `Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`,
-      );
-    } catch (error) {
-      await serveAgain();
-      return rollbackFailed(
-        settings,
-        state,
-        summary,
-        `the backup before the rollback failed (${errorText(error)}); nothing was switched`,
-        `${current.project} serves again.`,
-      );
-    }
+    },
+    fence: undefined,
+  };
+}
 
-    // 2. The previous slot must serve under its slot names before any name moves.
-    try {
-      log.info(`Starting the previous slot ${previous.project}: ${previous.containers.map((c) => c.name).join(', ')}`);
-      await startSlot(docker, previous, settings, options.healthTimeoutMs);
-    } catch (error) {
-      log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
-      await docker
-        .stop(previous.containers.map((c) => c.name))
-        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
-      await serveAgain();
-      const restarted = await docker
-        .waitHealthy(
-          current.containers.filter((c) => c.name === currentDb || writers.includes(c.name)).map((c) => c.name),
-          options.healthTimeoutMs,
-        )
-        .then(
-          () => 'serves again',
-          (e: unknown) => `was started again but does not serve yet (${errorText(e)})`,
-        );
-      return rollbackFailed(
-        settings,
-        state,
-        { ...summary, totalMs: Date.now() - started },
-        `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} ${restarted}`,
-        `The writes since the switch are also in ${pinned}. See docker logs of the previous slot's containers.`,
-      );
-    }
+/** The current slot serves again as it did: fence lifted, its writers started. */
+async function serveAgain(run: RollbackRun): Promise<void> {
+  const { log } = run.options;
+  await run.fence
+    ?.release()
+    .catch((e: unknown) => log.error(`Could not lift the fence on ${run.currentDb}: ${errorText(e)}`));
+  const names = [run.currentDb, ...run.writers];
+  await run.docker
+    .start(names)
+    .catch((e: unknown) => log.error(`Could not start ${names.join(', ')}: ${errorText(e)}`));
+}
 
-    // The fence ends with the current server, stopped with a fast shutdown (a smart one would wait for the fence's session).
-    try {
-      await docker.stopFast(currentDb);
-    } catch (error) {
-      await docker
-        .stop(previous.containers.map((c) => c.name))
-        .catch((e: unknown) => log.error(`Could not stop ${previous.project}: ${errorText(e)}`));
-      await serveAgain();
-      return rollbackFailed(
-        settings,
-        state,
-        { ...summary, totalMs: Date.now() - started },
-        `could not stop ${currentDb} for the switch (${errorText(error)}); the rollback was not done`,
-        `${current.project} was started again. The writes since the switch are also in ${pinned}.`,
-      );
-    }
-    // 3. The journalled switch: the current slot gives up the names and stops.
-    const switched = await switchSlots(
-      { ...ctx, dbService },
-      {
-        kind: 'rollback',
-        outgoing: current,
-        incoming: previous,
-        stateBefore: state,
-        summary: { ...summary, totalMs: Date.now() - started },
-        startOnUndo: servedBefore(current, dbService, writers),
-      },
+/** Stops the previous slot again after it could not take over, and lets the current one serve. */
+async function standDown(run: RollbackRun): Promise<void> {
+  await run.docker
+    .stop(run.previous.containers.map((c) => c.name))
+    .catch((e: unknown) => run.options.log.error(`Could not stop ${run.previous.project}: ${errorText(e)}`));
+  await serveAgain(run);
+}
+
+const failed = (run: RollbackRun, message: string, advice: string): never =>
+  rollbackFailed(
+    run.options.settings,
+    run.state,
+    { ...run.summary, totalMs: Date.now() - run.started },
+    message,
+    advice,
+  );
+
+/**
+ * 1. The current writers stop and the database is fenced (fence.ts: no other session commits), so
+ * the backup holds every write made since the switch; it is pinned out of rotation.
+ */
+async function backUpCurrentWrites(run: RollbackRun): Promise<string> {
+  const { settings, log, $ } = run.options;
+  log.info(`Stopping the current writers before the backup: ${run.writers.join(', ') || 'none'}`);
+  await run.docker.stop(run.writers);
+  try {
+    run.fence = await LiveFence.raise(
+      $,
+      { docker: run.options.docker, container: run.currentDb, user: settings.dbUser, database: settings.dbName },
+      log,
     );
-    writeDeployState(settings.dir, {
-      live: switched.live,
-      previous: switched.previous,
-      lastDeploy: { ...switched.summary, outcome: 'rolled back' },
+    const backup = await runBackup({
+      settings: { ...settings, container: run.currentDb },
+      docker: run.options.docker,
+      $,
+      log,
+      dryRun: false,
+      lockHeld: true,
     });
-    log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
-    return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
+    const pinned = pinBackup(backup.path!, settings.backupDir);
+    run.summary.pinnedBackup = pinned;
+    log.info(
+      `Backed up the current live database before rolling back: ${backup.file}, pinned as ${pinned} (rotation keeps it; the rollback does not restore it into the previous slot)`,
+    );
+    return pinned;
+  } catch (error) {
+    await serveAgain(run);
+    return failed(
+      run,
+      `the backup before the rollback failed (${errorText(error)}); nothing was switched`,
+      `${run.current.project} serves again.`,
+    );
+  }
+}
+
+/** 2. The previous slot must serve under its slot names before any name moves. */
+async function startPrevious(run: RollbackRun, pinned: string): Promise<void> {
+  const { settings, log, healthTimeoutMs } = run.options;
+  const { previous, current } = run;
+  try {
+    log.info(`Starting the previous slot ${previous.project}: ${previous.containers.map((c) => c.name).join(', ')}`);
+    await startSlot(run.docker, previous, settings, healthTimeoutMs);
+  } catch (error) {
+    log.error(`The previous slot did not become healthy: ${errorText(error)}; starting the current one again`);
+    await standDown(run);
+    const restarted = await run.docker
+      .waitHealthy(
+        current.containers.filter((c) => c.name === run.currentDb || run.writers.includes(c.name)).map((c) => c.name),
+        healthTimeoutMs,
+      )
+      .then(
+        () => 'serves again',
+        (e: unknown) => `was started again but does not serve yet (${errorText(e)})`,
+      );
+    failed(
+      run,
+      `the previous slot ${previous.project} did not become healthy (${errorText(error)}); the rollback was not done and ${current.project} ${restarted}`,
+      `The writes since the switch are also in ${pinned}. See docker logs of the previous slot's containers.`,
+    );
+  }
+  // The fence ends with the current server, stopped with a fast shutdown (a smart one would wait for the fence's session).
+  try {
+    await run.docker.stopFast(run.currentDb);
+  } catch (error) {
+    await standDown(run);
+    failed(
+      run,
+      `could not stop ${run.currentDb} for the switch (${errorText(error)}); the rollback was not done`,
+      `${current.project} was started again. The writes since the switch are also in ${pinned}.`,
+    );
+  }
+}
+
+/** 3. The journalled switch: the current slot gives up the names and stops. */
+async function switchBack(run: RollbackRun, pinned: string): Promise<RollbackResult> {
+  const { current, previous, dbService, writers } = run;
+  const switched = await switchSlots(
+    { ...run.ctx, dbService },
+    {
+      kind: 'rollback',
+      outgoing: current,
+      incoming: previous,
+      stateBefore: run.state,
+      summary: { ...run.summary, totalMs: Date.now() - run.started },
+      startOnUndo: servedBefore(current, dbService, writers),
+    },
+  );
+  writeDeployState(run.options.settings.dir, {
+    live: switched.live,
+    previous: switched.previous,
+    lastDeploy: { ...switched.summary, outcome: 'rolled back' },
+  });
+  run.options.log.info(`Rolled back: ${switched.live.project} is live again; ${current.project} is stopped and kept`);
+  return { live: switched.live, previous: switched.previous ?? current, pinnedBackup: pinned };
+}
+
+/** Makes the previous slot live again; see the top of this file. */
+export async function rollbackDeployment(options: RollbackOptions): Promise<RollbackResult> {
+  const lock = acquireLock(options.settings.dir, 'deploy-to-qnap --rollback');
+  try {
+    const run = await prepareRollback(options);
+    const pinned = await backUpCurrentWrites(run);
+    await startPrevious(run, pinned);
+    return await switchBack(run, pinned);
   } finally {
     lock.release();
   }

@@ -200,17 +200,3 @@ export async function buildOnNas(ssh: Ssh, build: TaggedBuild, projectDir: strin
 
 /** The NAS-side flag value: `service=tag,...`. */
 export const serviceImagesArg = (outcomes: ImageOutcome[]) => outcomes.map((o) => `${o.service}=${o.tag}`).join(',');
-
-/** Parses --service-images (`service=image,...`); a UsageError for anything else. */
-export function parseServiceImages(raw: string | undefined): Record<string, string> {
-  const images: Record<string, string> = {};
-  for (const pair of (raw ?? '').split(',').filter(Boolean)) {
-    const match = /^([A-Za-z0-9_.-]+)=([a-z0-9][a-z0-9_./:-]*)$/.exec(pair.trim());
-    if (!match)
-      throw new UsageError(
-        `invalid --service-images entry '${pair}': SERVICE=IMAGE (what deploy-to-qnap on the workstation passes)`,
-      );
-    images[match[1]!] = match[2]!;
-  }
-  return images;
-}

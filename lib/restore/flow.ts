@@ -126,6 +126,8 @@ export interface RestoreFlowOptions {
   yes: boolean;
   /** Asks the operator a yes/no question; undefined where nobody can answer (no terminal). */
   ask?: (question: string) => Promise<boolean>;
+  /** Shows the operator a line (the dry run's description of the restore). */
+  say: (line: string) => void;
   dryRun: boolean;
   fallback: boolean;
   noVerify: boolean;
@@ -244,7 +246,7 @@ export async function runRestore(options: RestoreFlowOptions): Promise<RestoreFl
     );
   checkOldScriptBackup(file, options);
   if (options.dryRun) {
-    process.stderr.write(`${describeRestore(file, target)}\n`);
+    options.say(describeRestore(file, target));
     log.info(
       `Dry run: would restore ${file} into '${target.database}' in '${target.container}'${options.fallback ? ', falling back to older backups' : ''}`,
     );

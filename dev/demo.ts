@@ -22,10 +22,10 @@ import { join, relative } from 'node:path';
 import { distBin } from '../test/helpers/cli.ts';
 import { seedPlanetarion, startDb, testImage } from '../test/helpers/db.ts';
 import { makeFakeQnapRoot, type FakeQnapRoot } from '../test/helpers/fake-qnap.ts';
-import { backupLogName, deployLogName, nasComposeFileName } from '../lib/paths.ts';
+import { backupLogName, deployLogName, launcherNames, nasComposeFileName } from '../lib/paths.ts';
 
 const repo = join(import.meta.dirname, '..');
-const commands = ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'] as const;
+const commands = launcherNames;
 
 interface Options {
   keep: boolean;

@@ -13,3 +13,6 @@ export const statusFileName = 'status.json';
 export const nasComposeFileName = 'docker-compose.qnap.yml';
 /** deploy-to-qnap's settings on the workstation, in the current folder. */
 export const deployConfigFileName = '.qnap-deploy.env';
+
+/** The commands that get a launcher of their own on the NAS (scripts/cli.ts dispatches on these names). */
+export const launcherNames = ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'] as const;

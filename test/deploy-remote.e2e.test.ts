@@ -8,6 +8,7 @@ import { runTool } from './helpers/cli.ts';
 import { freePort, startSshd, type TestSshd } from './helpers/sshd.ts';
 import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { launcherNames } from '../lib/paths.ts';
 
 let sshd: TestSshd | undefined;
 let nas: TestNas | undefined;
@@ -60,7 +61,7 @@ remote(
     assert.match(r.stderr, /NAS: x86_64, kernel .* -> linux-x64/);
     assert.match(r.stderr, /Uploaded the linux-x64 executables/);
     assert.match(r.stderr, /First deployment is live/);
-    for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap']) {
+    for (const name of launcherNames) {
       assert.is(readlinkSync(join(nas.dir, name)), `bin/${name}`, name);
     }
     assert.ok(existsSync(join(nas.dir, 'bin/runtime/planetarion')));

@@ -16,7 +16,7 @@ import {
   statSync,
 } from 'node:fs';
 import { userInfo } from 'node:os';
-import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { writeFileAtomic } from '../host/atomic-file.ts';
 import {
   cronLine,
@@ -33,7 +33,7 @@ import {
   type ManagedJob,
   type ManagedLine,
 } from './crontab.ts';
-import { locateDocker } from '../host/docker-binary.ts';
+import { locateDocker, pathCandidates } from '../host/docker-binary.ts';
 import { CliError, ExitCode, UsageError, errorText } from '../errors.ts';
 import { offsiteCronWarnings } from '../offsite/config.ts';
 import { moveOldScripts, oldScriptsFolder, oldScriptsIn, restoreOldScripts } from './old-scripts.ts';
@@ -84,11 +84,7 @@ function isExecutableFile(path: string): boolean {
 
 /** The first executable `name` on PATH, or undefined. */
 export function findOnPath(name: string, env: NodeJS.ProcessEnv): string | undefined {
-  return (env.PATH ?? '')
-    .split(delimiter)
-    .filter(Boolean)
-    .map((dir) => join(dir, name))
-    .find(isExecutableFile);
+  return pathCandidates(name, env).find(isExecutableFile);
 }
 
 /** QNAP when `<root>/etc/config/crontab` exists, else the generic `crontab` command; a usage error when neither works. */

@@ -35,14 +35,19 @@ export function qpkgInstallPath(qpkgConf: string, section: string): string | und
   return undefined;
 }
 
+/** `name` in every folder of PATH, in order (whether it exists or not). */
+export function pathCandidates(name: string, env: NodeJS.ProcessEnv): string[] {
+  return (env.PATH ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, name));
+}
+
 /** Every place docker may be, in the order they are tried. */
 export function dockerCandidates(search: DockerSearch = {}): string[] {
   const env = search.env ?? process.env;
   const root = search.root ?? '/';
-  const candidates = (env.PATH ?? '')
-    .split(delimiter)
-    .filter(Boolean)
-    .map((dir) => join(dir, 'docker'));
+  const candidates = pathCandidates('docker', env);
   try {
     const installPath = qpkgInstallPath(readFileSync(join(root, 'etc/config/qpkg.conf'), 'utf8'), 'container-station');
     if (installPath) candidates.push(join(root, installPath, 'bin/docker'));

@@ -6,6 +6,7 @@ import { basename, join } from 'node:path';
 import { distBin } from './cli.ts';
 import { makeFakeQnapRoot, type FakeQnapRoot } from './fake-qnap.ts';
 import { makeTempDir, removeTempDir } from './tmp.ts';
+import { launcherNames } from '../../lib/paths.ts';
 
 const fixtures = { stack: 'stack', real: 'stack-real' } as const;
 
@@ -48,8 +49,7 @@ export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
       .replaceAll('__SHARE__', share),
   );
   // Like the NAS after an upload: the command names beside the project (the launchers resolve links).
-  for (const name of ['backup-database', 'restore-database', 'setup-backup-cron', 'deploy-to-qnap'])
-    symlinkSync(join(distBin, name), join(dir, name));
+  for (const name of launcherNames) symlinkSync(join(distBin, name), join(dir, name));
   writeFileSync(join(dir, 'planetarion.env'), `PLANETARION_DB_CONTAINER=${container}\n`);
   const qnap = makeFakeQnapRoot('# QNAP crontab\n0 4 * * * /sbin/hwclock -s\n');
   return {

@@ -5,18 +5,12 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fsPlaceCalls } from '../lib/host/atomic-file.ts';
-import {
-  buildManifest,
-  checkBackupDirectories,
-  dumpProblems,
-  parseSnapshotRow,
-  placeBackup,
-  placementNames,
-} from '../lib/backup/run.ts';
+import { buildManifest, dumpProblems, parseSnapshotRow, placeBackup, placementNames } from '../lib/backup/run.ts';
 import type { DumpResult } from '../lib/dump/pg-dump.ts';
 import { UsageError } from '../lib/errors.ts';
 import { resolveSettings } from '../lib/settings.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { checkBackupDirectories } from '../lib/store/folders.ts';
 
 const inspection = {
   complete: true,

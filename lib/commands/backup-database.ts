@@ -29,7 +29,8 @@ export async function backupDatabaseCommand({ flags, settings, json, dryRun, ter
   }
   if (flags.offsite) throw new UsageError('--offsite goes with --status', "Run 'backup-database --status --offsite'.");
   const [
-    { checkBackupDirectories, runBackup },
+    { runBackup },
+    { checkBackupDirectories },
     { formatBytes },
     { locateDocker },
     { Logger },
@@ -39,6 +40,7 @@ export async function backupDatabaseCommand({ flags, settings, json, dryRun, ter
     { checkOffsite },
   ] = await Promise.all([
     import('../backup/run.ts'),
+    import('../store/folders.ts'),
     import('../format.ts'),
     import('../host/docker-binary.ts'),
     import('../log.ts'),

@@ -2,7 +2,6 @@
 // the detached run and its following (scripts/deploy-to-qnap.ts holds the spec and the help).
 import { join, resolve } from 'node:path';
 import { parseIdentities, readIdentityFile } from '../age.ts';
-import { checkBackupDirectories } from '../backup/run.ts';
 import type { Invocation, Terminal } from '../cli/command.ts';
 import { readSecretFromStdin } from '../cli/prompt.ts';
 import { installBackupCron, resolveRoot } from '../cron/setup.ts';
@@ -27,6 +26,7 @@ import { replicationLeftovers } from '../deploy/replication.ts';
 import { readDeployState } from '../deploy/state.ts';
 import { reconcileIfIdle } from '../deploy/switch.ts';
 import { parseServiceImages } from '../deploy/service-images.ts';
+import { checkBackupDirectories } from '../store/folders.ts';
 
 export async function nasDeployCommand(invocation: Invocation): Promise<void> {
   const { flags, settings, json, terminal } = invocation;

@@ -29,7 +29,7 @@ export async function restoreDatabaseCommand({
     import('../log.ts'),
     import('../restore/flow.ts'),
     import('../host/shell.ts'),
-    import('../backup/run.ts'),
+    import('../store/folders.ts'),
     import('../cli/prompt.ts'),
   ]);
   // The folders it writes in (log, diagnostics, drill results, status) are checked like the backup's.

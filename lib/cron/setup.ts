@@ -43,6 +43,7 @@ import type { Shell } from '../host/shell.ts';
 import { readStatus, type Status } from '../store/status-file.ts';
 import { formatRun, formatTimestamp } from '../format.ts';
 import { backupLogName, configFileName, statusFileName } from '../paths.ts';
+import { requireBaseDir } from '../store/folders.ts';
 
 /** The PATH cron gives its jobs (Debian's cron and QNAP's busybox crond alike): no /usr/local/bin, no Container Station. */
 export const cronPath = '/usr/bin:/bin';
@@ -144,20 +145,7 @@ export function checkExecutable(path: string, what: string, advice: string): voi
 
 /** The base dir must exist and be writable (backups, lock and status.json live there); so must the log dir if it exists. */
 export function checkDirectories(settings: Settings): void {
-  let stat: Stats;
-  try {
-    stat = statSync(settings.dir);
-  } catch {
-    throw new UsageError(
-      `PLANETARION_DIR '${settings.dir}' does not exist`,
-      'Create it, or set PLANETARION_DIR (or --dir) to the project folder on the NAS.',
-    );
-  }
-  if (!stat.isDirectory())
-    throw new UsageError(
-      `PLANETARION_DIR '${settings.dir}' is not a directory`,
-      'Point PLANETARION_DIR (or --dir) at the project folder.',
-    );
+  requireBaseDir(settings.dir);
   for (const [name, dir] of [
     ['PLANETARION_DIR', settings.dir],
     ['PLANETARION_LOG_DIR', settings.logDir],

@@ -6,7 +6,7 @@
 // Run: npx tsx bench/backup.bench.ts   (needs the test bed: bash test/env/setup.sh;
 // BENCH_SCALES=1,40 and BENCH_RUNS=3 are the defaults)
 import { rmSync } from 'node:fs';
-import { benchEnv, measure, median, type Sample } from './measure.ts';
+import { benchEnv, measure, median, pgbenchInit, type Sample } from './measure.ts';
 import { join } from 'node:path';
 import { distBin } from '../test/helpers/cli.ts';
 import { psql, removeDb, startDb } from '../test/helpers/db.ts';
@@ -22,18 +22,7 @@ async function benchScale(scale: number) {
   await startDb(db, { timeoutMs: 300_000 });
   try {
     process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-    await measure('docker', [
-      'exec',
-      db,
-      'pgbench',
-      '-i',
-      '-q',
-      '-s',
-      String(scale),
-      '-U',
-      'planetarion_user',
-      'planetarion',
-    ]);
+    await pgbenchInit(db, scale);
     const size = await psql(db, "SELECT pg_size_pretty(pg_database_size('planetarion'))");
     const work = makeTempDir('planetarion-bench-');
     const raw: number[] = [];

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { measure, median, type Sample } from './measure.ts';
+import { measure, median, pgbenchInit, type Sample } from './measure.ts';
 import { distBin, cleanEnv } from '../test/helpers/cli.ts';
 import { psql, removeDb, startDb } from '../test/helpers/db.ts';
 import { makeTempDir } from '../test/helpers/tmp.ts';
@@ -20,18 +20,7 @@ const db = `pb-bench-age-s${scale}`;
 await startDb(db);
 try {
   process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-  await measure('docker', [
-    'exec',
-    db,
-    'pgbench',
-    '-i',
-    '-q',
-    '-s',
-    String(scale),
-    '-U',
-    'planetarion_user',
-    'planetarion',
-  ]);
+  await pgbenchInit(db, scale);
   const size = await psql(db, "SELECT pg_size_pretty(pg_database_size('planetarion'))");
   const keys = makeTempDir('planetarion-bench-keys-');
   const keyFile = join(keys, 'key.txt');

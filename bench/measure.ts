@@ -53,3 +53,19 @@ export function benchEnv(extra: Record<string, string | undefined> = {}): NodeJS
   delete env.NODE_EXTRA_CA_CERTS;
   return env;
 }
+
+/** Fills the bench database with pgbench's tables at `scale` (about 15 MB of data per unit). */
+export function pgbenchInit(db: string, scale: number): Promise<Sample> {
+  return measure('docker', [
+    'exec',
+    db,
+    'pgbench',
+    '-i',
+    '-q',
+    '-s',
+    String(scale),
+    '-U',
+    'planetarion_user',
+    'planetarion',
+  ]);
+}

@@ -10,7 +10,7 @@ import { cleanEnv, distBin } from '../test/helpers/cli.ts';
 import { psql, removeDb, startDb } from '../test/helpers/db.ts';
 import { s3Credentials, startS3 } from '../test/helpers/s3.ts';
 import { makeTempDir } from '../test/helpers/tmp.ts';
-import { measure, median, type Sample } from './measure.ts';
+import { measure, median, pgbenchInit, type Sample } from './measure.ts';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const scales = (process.env.BENCH_SCALES ?? '10,30').split(',').map(Number);
@@ -107,18 +107,7 @@ try {
     await startDb(db, { timeoutMs: 240_000 });
     try {
       process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-      await measure('docker', [
-        'exec',
-        db,
-        'pgbench',
-        '-i',
-        '-q',
-        '-s',
-        String(scale),
-        '-U',
-        'planetarion_user',
-        'planetarion',
-      ]);
+      await pgbenchInit(db, scale);
       await psql(db, 'SELECT 1');
       for (const compress of ['gzip', 'none']) rows.push(await benchFormat(db, scale, compress));
     } finally {

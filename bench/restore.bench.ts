@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { cleanEnv, distBin } from '../test/helpers/cli.ts';
 import { psql, removeDb, startDb } from '../test/helpers/db.ts';
 import { makeTempDir } from '../test/helpers/tmp.ts';
-import { measure, median } from './measure.ts';
+import { measure, median, pgbenchInit } from './measure.ts';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const scale = Number(process.env.BENCH_SCALE ?? 30);
@@ -18,18 +18,7 @@ await startDb(db);
 const work = makeTempDir('planetarion-bench-');
 try {
   process.stderr.write(`scale ${scale}: pgbench -i ...\n`);
-  await measure('docker', [
-    'exec',
-    db,
-    'pgbench',
-    '-i',
-    '-q',
-    '-s',
-    String(scale),
-    '-U',
-    'planetarion_user',
-    'planetarion',
-  ]);
+  await pgbenchInit(db, scale);
   const env = cleanEnv({ PLANETARION_DIR: work, PLANETARION_DB_CONTAINER: db, PLANETARION_KEEP: '5' });
   await measure(join(distBin, 'backup-database'), [], { env });
   const file = JSON.parse(readFileSync(join(work, 'status.json'), 'utf8')).lastSuccess.file as string;

@@ -8,7 +8,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, startTool, waitFor, type ToolResult } from './helpers/cli.ts';
-import { containersOf, health, makeTestNas, sqlIn, type TestNas, volumesOf } from './helpers/stack.ts';
+import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
 const cleanAll = () => {
@@ -23,7 +23,36 @@ const deployArgs = (n: TestNas, args: string[]) => [
   ...args,
 ];
 const deploy = (n: TestNas, args: string[] = []) => runTool('deploy-to-qnap', deployArgs(n, args), n.env);
-const sql = (container: string, text: string) => sqlIn(container, text, { timeoutMs: 120_000 });
+const sql = (container: string, text: string) =>
+  execFileSync(
+    'docker',
+    [
+      'exec',
+      '-i',
+      container,
+      'psql',
+      '-X',
+      '-q',
+      '-A',
+      '-t',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-U',
+      'planetarion_user',
+      '-d',
+      'planetarion',
+    ],
+    { input: text, timeout: 120_000 },
+  )
+    .toString()
+    .trim();
+const health = (name: string) =>
+  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
+const volumesOf = (prefix: string) =>
+  execFileSync('docker', ['volume', 'ls', '-q'])
+    .toString()
+    .split('\n')
+    .filter((v) => v.startsWith(prefix));
 
 /** The game's tables beside app_writes: ticks with a sequence, a keyless table the writer updates and deletes from, and a bigger one to copy. */
 const gameSchema = `

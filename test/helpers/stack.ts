@@ -75,11 +75,8 @@ export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
   };
 }
 
-/**
- * Runs SQL in a container's planetarion database and returns the output. With `timeoutMs`, a
- * statement that blocks (on a fence left behind) fails the test instead of hanging it.
- */
-export function sqlIn(container: string, sql: string, options: { timeoutMs?: number } = {}): string {
+/** Runs SQL in a container's planetarion database and returns the output. */
+export function sqlIn(container: string, sql: string): string {
   return execFileSync(
     'docker',
     [
@@ -98,22 +95,11 @@ export function sqlIn(container: string, sql: string, options: { timeoutMs?: num
       '-d',
       'planetarion',
     ],
-    { input: sql, timeout: options.timeoutMs },
+    { input: sql },
   )
     .toString()
     .trim();
 }
-
-/** A container's Docker health status (healthy, starting, unhealthy). */
-export const health = (name: string) =>
-  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
-
-/** The Docker volumes whose names start with `prefix`. */
-export const volumesOf = (prefix: string) =>
-  execFileSync('docker', ['volume', 'ls', '-q'])
-    .toString()
-    .split('\n')
-    .filter((v) => v.startsWith(prefix));
 
 /** Container names with their state, for one project prefix. */
 export function containersOf(project: string): Record<string, string> {

@@ -4,13 +4,13 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, startTool } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
-import { backupInto, databases, marker, setMarker } from './helpers/restore-checks.ts';
+import { backupInto, databases, marker, resealBackup, setMarker } from './helpers/restore-checks.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
 const src = scratchName('pb-age-src');
@@ -27,13 +27,7 @@ const secret = 'age-secret-row-7f3Kq9XwZ';
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 /** Rewrites a backup's .sha256 and manifest to match its current bytes (what only decryption can catch). */
-function rechecksum(path: string): void {
-  const bytes = readFileSync(path);
-  const name = path.split('/').pop()!;
-  writeFileSync(`${path}.sha256`, `${sha256(bytes)}  ${name}\n`);
-  const manifest = JSON.parse(readFileSync(`${path}.json`, 'utf8'));
-  writeFileSync(`${path}.json`, JSON.stringify({ ...manifest, file: name, sha256: sha256(bytes), size: bytes.length }));
-}
+const rechecksum = (path: string) => resealBackup(path, readFileSync(path), { file: basename(path) });
 
 const age = suite('age encryption');
 

@@ -37,8 +37,19 @@ phases('verify: a whole dump passes; each defect is named', () => {
     'the archive is broken (x)',
   ]);
   assert.equal(
-    dumpProblems({ ...dump, inspection: { ...inspection, complete: false, restrictMatched: false } }, 'plain').length,
-    2,
+    dumpProblems({ ...dump, inspection: { ...inspection, complete: false, restrictMatched: false } }, 'plain'),
+    [
+      "pg_dump's completion trailer '-- PostgreSQL database dump complete' is missing",
+      'the closing \\unrestrict line does not match the opening \\restrict',
+    ],
+  );
+  assert.equal(
+    dumpProblems(
+      { bytes: 0, inspection: { ...inspection, gzipIntact: false, gzipError: 'x', complete: false } },
+      'gzip',
+    ).length,
+    3,
+    'every defect at once',
   );
 });
 

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -12,29 +11,18 @@ import {
   ownerIsAlive,
   processStartTicks,
 } from '../lib/host/lock.ts';
+import { startProcess, type ToolResult } from './helpers/cli.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 const holder = join(import.meta.dirname, 'fixtures/hold-lock.ts');
 const tsx = join(import.meta.dirname, '../node_modules/.bin/tsx');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 function run(
   dir: string,
   ms: number,
   startSignal?: string,
-): { done: Promise<Run>; pid: number; kill(sig: NodeJS.Signals): void } {
-  const child = spawn(tsx, [holder, dir, String(ms), ...(startSignal ? [startSignal] : [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<Run>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+): { done: Promise<ToolResult>; pid: number; kill(sig: NodeJS.Signals): void } {
+  const { child, done } = startProcess(tsx, [holder, dir, String(ms), ...(startSignal ? [startSignal] : [])]);
   return { done, pid: child.pid!, kill: (sig) => child.kill(sig) };
 }
 
@@ -157,7 +145,7 @@ race.before.each(() => {
 race.after.each(() => removeTempDir(dir));
 
 /** Starts `count` holders that try the lock at the same moment (once every one of them is ready). */
-async function raceHolders(count: number, ms: number): Promise<Run[]> {
+async function raceHolders(count: number, ms: number): Promise<ToolResult[]> {
   const go = join(dir, 'go');
   const runs = Array.from({ length: count }, () => run(dir, ms, go));
   for (let i = 0; i < 1200 && readdirSync(dir).filter((f) => f.startsWith('go.ready-')).length < count; i++)

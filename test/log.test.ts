@@ -13,34 +13,30 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Logger, rotateLogFile } from '../lib/log.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { suiteTempDir } from './helpers/tmp.ts';
 import { formatTimestamp } from '../lib/format.ts';
 
 const logger = suite('Logger');
-let dir = '';
-logger.before.each(() => {
-  dir = makeTempDir();
-});
-logger.after.each(() => removeTempDir(dir));
+const dir = suiteTempDir(logger, { each: true });
 
 const fixed = () => new Date(2023, 11, 1, 2, 0, 5);
 
 logger('a symlink planted at the log file is refused with one line (exit 2), its target never written', () => {
-  mkdirSync(join(dir, 'logs'), { mode: 0o700 });
-  writeFileSync(join(dir, 'victim'), 'precious');
-  symlinkSync(join(dir, 'victim'), join(dir, 'logs', 'backup.log'));
+  mkdirSync(join(dir(), 'logs'), { mode: 0o700 });
+  writeFileSync(join(dir(), 'victim'), 'precious');
+  symlinkSync(join(dir(), 'victim'), join(dir(), 'logs', 'backup.log'));
   assert.throws(
-    () => new Logger({ file: join(dir, 'logs', 'backup.log'), stderr: null }),
+    () => new Logger({ file: join(dir(), 'logs', 'backup.log'), stderr: null }),
     (error: Error & { exitCode?: number }) =>
       /backup\.log is a symbolic link/.test(error.message) && error.exitCode === 2,
   );
-  assert.is(readFileSync(join(dir, 'victim'), 'utf8'), 'precious');
+  assert.is(readFileSync(join(dir(), 'victim'), 'utf8'), 'precious');
 });
 
 logger('writes timestamped level lines to the file (0600, dir 0700) and to stderr', () => {
   const lines: string[] = [];
   const stderr = { write: (s: string) => lines.push(s) } as unknown as NodeJS.WritableStream;
-  const file = join(dir, 'logs', 'backup.log');
+  const file = join(dir(), 'logs', 'backup.log');
   const log = new Logger({ file, stderr, now: fixed });
   log.error("Database container 'planetarion-db' is not running");
   log.info('two\nlines');
@@ -51,11 +47,11 @@ logger('writes timestamped level lines to the file (0600, dir 0700) and to stder
   );
   assert.is(lines.join(''), text);
   assert.is(statSync(file).mode & 0o777, 0o600);
-  assert.is(statSync(join(dir, 'logs')).mode & 0o777, 0o700);
+  assert.is(statSync(join(dir(), 'logs')).mode & 0o777, 0o700);
 });
 
 logger('rotates a log larger than maxBytes at open, keeping N old files', () => {
-  const file = join(dir, 'backup.log');
+  const file = join(dir(), 'backup.log');
   writeFileSync(file, 'x'.repeat(100));
   writeFileSync(`${file}.1`, 'old1');
   writeFileSync(`${file}.2`, 'old2');
@@ -69,7 +65,7 @@ logger('rotates a log larger than maxBytes at open, keeping N old files', () => 
 });
 
 logger('does not write lines twice when stderr already is the log file (cron >> backup.log 2>&1)', async () => {
-  const file = join(dir, 'backup.log');
+  const file = join(dir(), 'backup.log');
   const fd = openSync(file, 'a');
   const stream = createWriteStream('', { fd, autoClose: false });
   const log = new Logger({ file, stderr: stream, now: fixed });
@@ -82,7 +78,7 @@ logger('does not write lines twice when stderr already is the log file (cron >> 
 logger(
   'rotates under cron too (stderr is the log file): the run ends the old file, the next run starts a new one',
   async () => {
-    const file = join(dir, 'backup.log');
+    const file = join(dir(), 'backup.log');
     writeFileSync(file, 'x'.repeat(100));
     const fd = openSync(file, 'a');
     const stream = createWriteStream('', { fd, autoClose: false });

@@ -15,7 +15,7 @@ import {
   retireOldScriptLines,
 } from '../lib/cron/crontab.ts';
 import { isOldScriptName, moveOldScripts, restoreOldScripts } from '../lib/cron/old-scripts.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { suiteTempDir } from './helpers/tmp.ts';
 
 const oldLine = '0 2,10,18 * * * /share/CACHEDEV1_DATA/planetarion/backup-database.sh';
 const oldLineLogged =
@@ -78,11 +78,7 @@ lines(
 lines.run();
 
 const files = suite('the old scripts');
-let dir = '';
-files.before(() => {
-  dir = makeTempDir('planetarion-old-scripts-');
-});
-files.after(() => removeTempDir(dir));
+const dir = suiteTempDir(files, { prefix: 'planetarion-old-scripts-' });
 files('the names: the four scripts and every deploy-to-qnap variant, not the new executables', () => {
   for (const name of [
     'backup-database.sh',
@@ -97,22 +93,22 @@ files('the names: the four scripts and every deploy-to-qnap variant, not the new
 });
 files('moved to old-scripts/ (0700) and back; a name already there is never overwritten', () => {
   for (const name of ['backup-database.sh', 'deploy-to-qnap-simple.sh', 'backup-database', 'docker-compose.qnap.yml'])
-    writeFileSync(join(dir, name), name);
-  mkdirSync(join(dir, 'old-scripts'), { mode: 0o700 });
-  writeFileSync(join(dir, 'old-scripts/backup-database.sh'), 'earlier');
-  const moved = moveOldScripts(dir);
+    writeFileSync(join(dir(), name), name);
+  mkdirSync(join(dir(), 'old-scripts'), { mode: 0o700 });
+  writeFileSync(join(dir(), 'old-scripts/backup-database.sh'), 'earlier');
+  const moved = moveOldScripts(dir());
   assert.equal(
-    moved.moved.map((m) => m.to.slice(dir.length + 1)),
+    moved.moved.map((m) => m.to.slice(dir().length + 1)),
     ['old-scripts/backup-database.sh.1', 'old-scripts/deploy-to-qnap-simple.sh'],
   );
-  assert.equal(readdirSync(dir).sort(), ['backup-database', 'docker-compose.qnap.yml', 'old-scripts']);
-  assert.is(readFileSync(join(dir, 'old-scripts/backup-database.sh'), 'utf8'), 'earlier');
-  const back = restoreOldScripts(dir);
+  assert.equal(readdirSync(dir()).sort(), ['backup-database', 'docker-compose.qnap.yml', 'old-scripts']);
+  assert.is(readFileSync(join(dir(), 'old-scripts/backup-database.sh'), 'utf8'), 'earlier');
+  const back = restoreOldScripts(dir());
   assert.equal(
-    back.moved.map((m) => m.to.slice(dir.length + 1)),
+    back.moved.map((m) => m.to.slice(dir().length + 1)),
     ['backup-database.sh', 'deploy-to-qnap-simple.sh'],
   );
-  assert.is(readFileSync(join(dir, 'backup-database.sh'), 'utf8'), 'earlier');
-  assert.ok(existsSync(join(dir, 'old-scripts/backup-database.sh.1')), 'the second copy stays, nothing overwritten');
+  assert.is(readFileSync(join(dir(), 'backup-database.sh'), 'utf8'), 'earlier');
+  assert.ok(existsSync(join(dir(), 'old-scripts/backup-database.sh.1')), 'the second copy stays, nothing overwritten');
 });
 files.run();

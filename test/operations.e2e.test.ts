@@ -7,7 +7,6 @@
 // block with the test NAS's folder, container and newest backup in their place. Each line of an
 // everyday-task block (```sh task) must be one of the runnable blocks' lines, so it is tested too.
 import { spawn, execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -15,6 +14,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cleanEnv, runTool, type ToolResult } from './helpers/cli.ts';
 import { seedPlanetarion } from './helpers/db.ts';
+import { resealBackup } from './helpers/restore-checks.ts';
 import { makeTestNas, type TestNas } from './helpers/stack.ts';
 
 const repo = join(import.meta.dirname, '..');
@@ -161,11 +161,7 @@ function tamperConsistently(file: string): void {
   const row = sql.slice(rowAt, rowEnd).split('\t');
   row[2] = String(Number(row[2]) + 1); // research (user_id, tech, level, completed_at)
   const bytes = gzipSync(Buffer.from(sql.slice(0, rowAt) + row.join('\t') + sql.slice(rowEnd)));
-  writeFileSync(path, bytes);
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  writeFileSync(`${path}.sha256`, `${sha}  ${file}\n`);
-  const manifest = JSON.parse(readFileSync(`${path}.json`, 'utf8'));
-  writeFileSync(`${path}.json`, JSON.stringify({ ...manifest, sha256: sha, size: bytes.length }));
+  resealBackup(path, bytes);
 }
 
 const umount = (path: string) => spawnSync('umount', [path], { stdio: 'ignore' });

@@ -14,7 +14,7 @@ import {
 import type { Fingerprint } from '../lib/dump/fingerprint.ts';
 import { fallbackCandidates } from '../lib/restore/flow.ts';
 import { planRotation, rotateBackups, rotationHoldReasons, type RotationFacts } from '../lib/store/rotate.ts';
-import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
+import { makeTempDir, removeTempDir, suiteTempDir } from './helpers/tmp.ts';
 import { formatBytes } from '../lib/format.ts';
 
 /** A backup file as listBackups returns it: its name, and the sequence (and WAL) its manifest records. */
@@ -116,30 +116,26 @@ hold('a table of 100+ rows losing more than half, or a table of 10+ rows emptied
 hold.run();
 
 const disk = suite('on disk: the sequence file, manifests, drills');
-let dir = '';
-disk.before.each(() => {
-  dir = makeTempDir();
-});
-disk.after.each(() => removeTempDir(dir));
+const dir = suiteTempDir(disk, { each: true });
 
 /** Writes a backup with a manifest (`sequence`, `file` as given) into dir; mtime set to its stamp. */
 function writeBackup(stamp: string, manifest: Record<string, unknown> | undefined): string {
   const name = `planetarion_backup_${stamp}.sql.gz`;
-  writeFileSync(join(dir, name), 'data');
-  if (manifest) writeFileSync(join(dir, `${name}.json`), JSON.stringify({ file: name, ...manifest }));
+  writeFileSync(join(dir(), name), 'data');
+  if (manifest) writeFileSync(join(dir(), `${name}.json`), JSON.stringify({ file: name, ...manifest }));
   const when = parseBackupName(name)!.time;
-  utimesSync(join(dir, name), when, when);
+  utimesSync(join(dir(), name), when, when);
   return name;
 }
 
 disk('takeSequence: one more than the counter and every manifest, stored 0600 before use', () => {
-  assert.is(takeSequence(dir), 1);
-  assert.is(takeSequence(dir), 2);
+  assert.is(takeSequence(dir()), 1);
+  assert.is(takeSequence(dir()), 2);
   writeBackup('20260101_020000', { sequence: 41 });
-  assert.is(takeSequence(dir), 42);
-  writeFileSync(join(dir, sequenceFileName), 'garbage');
-  assert.is(takeSequence(dir), 42, 'a damaged counter: the manifests still count');
-  assert.is(readFileSync(join(dir, sequenceFileName), 'utf8'), '42\n');
+  assert.is(takeSequence(dir()), 42);
+  writeFileSync(join(dir(), sequenceFileName), 'garbage');
+  assert.is(takeSequence(dir()), 42, 'a damaged counter: the manifests still count');
+  assert.is(readFileSync(join(dir(), sequenceFileName), 'utf8'), '42\n');
 });
 
 disk(
@@ -148,10 +144,10 @@ disk(
     const original = writeBackup('20260101_020000', { sequence: 5 });
     writeBackup('20260101_100000', { sequence: 6 });
     const copy = 'planetarion_backup_20270101_000000.sql.gz';
-    writeFileSync(join(dir, copy), 'data');
-    writeFileSync(join(dir, `${copy}.json`), readFileSync(join(dir, `${original}.json`)));
+    writeFileSync(join(dir(), copy), 'data');
+    writeFileSync(join(dir(), `${copy}.json`), readFileSync(join(dir(), `${original}.json`)));
     assert.equal(
-      listBackups(dir).map((b) => [b.name.slice(19, 34), b.sequence ?? null]),
+      listBackups(dir()).map((b) => [b.name.slice(19, 34), b.sequence ?? null]),
       [
         ['20260101_100000', 6],
         ['20260101_020000', 5],
@@ -162,9 +158,9 @@ disk(
 );
 
 disk('a file where the backup folder should be is one clear line (exit 2), not a stack', () => {
-  writeFileSync(join(dir, 'backups'), '');
+  writeFileSync(join(dir(), 'backups'), '');
   assert.throws(
-    () => listBackups(join(dir, 'backups')),
+    () => listBackups(join(dir(), 'backups')),
     (error: Error & { exitCode?: number }) =>
       /the backup folder '.*backups' is not a directory/.test(error.message) && error.exitCode === 2,
   );
@@ -178,13 +174,13 @@ disk('rotation never deletes the newest backup that passed a restore drill', () 
   writeBackup('20260101_100000', { sequence: 2, lastDrill: { passed: false, time: 'x', durationMs: 1, detail: '' } });
   writeBackup('20260101_180000', { sequence: 3 });
   const newest = writeBackup('20260102_020000', { sequence: 4 });
-  mkdirSync(join(dir, 'sub'));
-  assert.equal(rotateBackups(dir, 1, [newest]), [
+  mkdirSync(join(dir(), 'sub'));
+  assert.equal(rotateBackups(dir(), 1, [newest]), [
     'planetarion_backup_20260101_180000.sql.gz',
     'planetarion_backup_20260101_100000.sql.gz',
   ]);
   assert.equal(
-    listBackups(dir).map((b) => b.name),
+    listBackups(dir()).map((b) => b.name),
     [newest, drilled],
   );
 });
@@ -194,23 +190,23 @@ disk('--fallback candidates: the backups older by sequence, whatever their stamp
   const first = writeBackup('20260102_020000', { sequence: 10 });
   const second = writeBackup('20260101_100000', { sequence: 20 });
   const third = writeBackup('20260101_180000', { sequence: 30 });
-  const at = (name: string) => join(dir, name);
-  assert.equal(fallbackCandidates(at(third), dir), [third, second, first, legacy].map(at));
+  const at = (name: string) => join(dir(), name);
+  assert.equal(fallbackCandidates(at(third), dir()), [third, second, first, legacy].map(at));
   // Chosen by name: sequence 10's later stamp does not drop it, nor does sequence 30's earlier stamp add it.
-  assert.equal(fallbackCandidates(at(second), dir), [second, first, legacy].map(at));
-  assert.equal(fallbackCandidates(at(first), dir), [first, legacy].map(at));
+  assert.equal(fallbackCandidates(at(second), dir()), [second, first, legacy].map(at));
+  assert.equal(fallbackCandidates(at(first), dir()), [first, legacy].map(at));
   // A file from elsewhere: by its own manifest's number, else by its stamp (numbered ones are newer).
   const elsewhere = makeTempDir();
   try {
     const outside = 'planetarion_backup_20300101_000000.sql.gz';
     writeFileSync(join(elsewhere, outside), 'data');
     writeFileSync(join(elsewhere, `${outside}.json`), JSON.stringify({ file: outside, sequence: 15 }));
-    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [
+    assert.equal(fallbackCandidates(join(elsewhere, outside), dir()), [
       join(elsewhere, outside),
       ...[first, legacy].map(at),
     ]);
     writeFileSync(join(elsewhere, `${outside}.json`), '{}');
-    assert.equal(fallbackCandidates(join(elsewhere, outside), dir), [join(elsewhere, outside), at(legacy)]);
+    assert.equal(fallbackCandidates(join(elsewhere, outside), dir()), [join(elsewhere, outside), at(legacy)]);
   } finally {
     removeTempDir(elsewhere);
   }
@@ -218,24 +214,20 @@ disk('--fallback candidates: the backups older by sequence, whatever their stamp
 disk.run();
 
 const old = suite("the old scripts' backups");
-let oldDir = '';
-old.before(() => {
-  oldDir = makeTempDir('planetarion-old-backups-');
-});
-old.after(() => removeTempDir(oldDir));
+const oldDir = suiteTempDir(old, { prefix: 'planetarion-old-backups-' });
 /** A backup file as the old script wrote it: plain SQL, its trailer lines appended, no sidecars. */
 function oldBackup(name: string): void {
   writeFileSync(
-    join(oldDir, name),
+    join(oldDir(), name),
     'SELECT 1;\n--\n-- PostgreSQL database dump complete\n--\n\n-- GAME_STATE_HASH: unavailable\n-- BACKUP_TIMESTAMP: 20231201_020000\n',
   );
 }
 /** A backup of this tool: gzip, with its manifest's sequence and a checksum file. */
 function newBackup(stamp: string, sequence: number): void {
   const name = `planetarion_backup_${stamp}.sql.gz`;
-  writeFileSync(join(oldDir, name), 'x');
-  writeFileSync(join(oldDir, `${name}.json`), JSON.stringify({ file: name, sequence }));
-  writeFileSync(join(oldDir, `${name}.sha256`), `0  ${name}\n`);
+  writeFileSync(join(oldDir(), name), 'x');
+  writeFileSync(join(oldDir(), `${name}.json`), JSON.stringify({ file: name, sequence }));
+  writeFileSync(join(oldDir(), `${name}.sha256`), `0  ${name}\n`);
 }
 
 old('both names the old script wrote parse as old script backups; a hash is never part of another format', () => {
@@ -254,22 +246,22 @@ old('both names the old script wrote parse as old script backups; a hash is neve
 old("on disk: plain SQL without sidecars is the old script's; with a manifest and checksum it is ours", () => {
   oldBackup('planetarion_backup_20231201_020000.sql');
   oldBackup('planetarion_backup_20231201_100000_unavailable.sql');
-  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'), 'x');
+  writeFileSync(join(oldDir(), 'planetarion_backup_20231201_180000.sql'), 'x');
   writeFileSync(
-    join(oldDir, 'planetarion_backup_20231201_180000.sql.json'),
+    join(oldDir(), 'planetarion_backup_20231201_180000.sql.json'),
     JSON.stringify({ file: 'planetarion_backup_20231201_180000.sql', sequence: 1 }),
   );
-  writeFileSync(join(oldDir, 'planetarion_backup_20231201_180000.sql.sha256'), 'x');
+  writeFileSync(join(oldDir(), 'planetarion_backup_20231201_180000.sql.sha256'), 'x');
   assert.equal(
-    listBackups(oldDir).map((b) => [b.stamp, b.origin]),
+    listBackups(oldDir()).map((b) => [b.stamp, b.origin]),
     [
       ['20231201_180000', 'tool'],
       ['20231201_100000', 'old-script'],
       ['20231201_020000', 'old-script'],
     ],
   );
-  unlinkSync(join(oldDir, 'planetarion_backup_20231201_180000.sql'));
-  for (const ext of ['.json', '.sha256']) unlinkSync(join(oldDir, `planetarion_backup_20231201_180000.sql${ext}`));
+  unlinkSync(join(oldDir(), 'planetarion_backup_20231201_180000.sql'));
+  for (const ext of ['.json', '.sha256']) unlinkSync(join(oldDir(), `planetarion_backup_20231201_180000.sql${ext}`));
 });
 old(
   'rotation (keep 3) removes none of them until 3 backups of this tool exist, then counts them like any older backup',
@@ -277,17 +269,17 @@ old(
     newBackup('20260101_020000', 1);
     newBackup('20260101_100000', 2);
     assert.equal(
-      rotateBackups(oldDir, 3, []),
+      rotateBackups(oldDir(), 3, []),
       [],
       'two verified backups: the old ones are all there is to fall back on',
     );
     newBackup('20260101_180000', 3);
-    assert.equal(rotateBackups(oldDir, 3, []), [
+    assert.equal(rotateBackups(oldDir(), 3, []), [
       'planetarion_backup_20231201_100000_unavailable.sql',
       'planetarion_backup_20231201_020000.sql',
     ]);
     assert.equal(
-      listBackups(oldDir).map((b) => b.sequence),
+      listBackups(oldDir()).map((b) => b.sequence),
       [3, 2, 1],
     );
   },

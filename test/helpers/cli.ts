@@ -25,24 +25,35 @@ export interface StartedTool {
   done: Promise<ToolResult>;
 }
 
-/** Starts a command (backup-database, ...) of the built executable. */
-export function startTool(
-  command: string,
+export interface StartOptions {
+  cwd?: string;
+  /** In a process group of its own, so a test can signal it with everything it started. */
+  detached?: boolean;
+}
+
+/** Starts any program with its output collected; `done` resolves when it closes, whatever its exit. */
+export function startProcess(
+  file: string,
   args: string[],
-  env: Record<string, string | undefined> = {},
-  options: { cwd?: string } = {},
+  options: StartOptions & { env?: NodeJS.ProcessEnv } = {},
 ): StartedTool {
-  const child = spawn(join(distBin, command), args, {
-    env: cleanEnv(env),
-    cwd: options.cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(file, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const done = new Promise<ToolResult>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
   return { child, done };
+}
+
+/** Starts a command (backup-database, ...) of the built executable. */
+export function startTool(
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: StartOptions = {},
+): StartedTool {
+  return startProcess(join(distBin, command), args, { ...options, env: cleanEnv(env) });
 }
 
 /** Runs a command of the built executable to its end. */

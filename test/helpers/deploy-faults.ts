@@ -1,10 +1,10 @@
 // What the deploy fault tests share: a `docker` wrapper that holds a rename, the checks that the
 // writers run and that no row was lost, and processes killed with everything they started.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { cleanEnv, distBin, waitFor, type ToolResult } from './cli.ts';
+import { startTool, waitFor, type ToolResult } from './cli.ts';
 import { sqlIn, type TestNas } from './stack.ts';
 
 export interface SlotJson {
@@ -123,20 +123,8 @@ export function startGroup(
   env: Record<string, string>,
   cwd?: string,
 ): { pid: number; done: Promise<ToolResult> } {
-  const child = spawn(join(distBin, command), args, {
-    env: cleanEnv(env),
-    cwd,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return {
-    pid: child.pid!,
-    done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))),
-  };
+  const { child, done } = startTool(command, args, env, { cwd, detached: true });
+  return { pid: child.pid!, done };
 }
 
 /** The pid of a child of `parent` whose command line contains `text`. */

@@ -13,7 +13,7 @@ import {
   runOutcome,
   startDetachedRun,
 } from '../lib/deploy-detach.ts';
-import { replicationLeftovers } from '../lib/deploy-replication.ts';
+import { reconcileReplicationIfIdle, replicationLeftovers } from '../lib/deploy-replication.ts';
 import { reconcileIfIdle } from '../lib/deploy-switch.ts';
 import type { Settings } from '../lib/settings.ts';
 import { readDeployState } from '../lib/deploy-state.ts';
@@ -66,6 +66,8 @@ export const deployToQnap = defineCommand(
       'in <dir>/deploy/switch.json; every later deploy-to-qnap run (--status, --rollback too) and backup-database',
       'first finishes a switch a crash interrupted (the old slot gave up its names and the new one serves) or',
       'undoes it (the old slot live and started again). After the switch, failures (cron, clean-up) only warn.',
+      'An online fill records what it changes on the live database (REPLICA IDENTITY FULL, publication,',
+      'replication slots) in <dir>/deploy/replication.json first; a later run (--status when idle) puts it back.',
       '--rollback stops the current writers, takes a backup and pins it in <backups>/pinned/ (rotation keeps',
       'it; it is not restored into the previous slot), starts the previous slot and switches only once it is',
       'healthy; if it does not become healthy, the current writers start again and the state says so.',
@@ -202,6 +204,7 @@ export const deployToQnap = defineCommand(
       'ageRecipients',
       'ageIdentity',
       'docker',
+      'replicationStall',
     ],
     dryRun: true,
     maxPositionals: 0,
@@ -309,6 +312,13 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
     { dir: settings.dir, docker: locateDocker({ explicit: settings.docker }), $: createShell(), log },
     'deploy-to-qnap --status',
   );
+  const replication = await reconcileReplicationIfIdle(
+    createShell(),
+    locateDocker({ explicit: settings.docker }),
+    settings.dir,
+    log,
+    'deploy-to-qnap --status',
+  );
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
@@ -330,6 +340,9 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
     [
       ...(reconciled.action === 'busy'
         ? ['A switch journal is pending and another run holds the lock: it is reconciled once that run ends.']
+        : []),
+      ...(replication === 'reconciled'
+        ? ['An interrupted online deployment was put back: its replication objects dropped, REPLICA IDENTITY restored.']
         : []),
       line('Live', state.live),
       line('Previous (for --rollback)', state.previous),

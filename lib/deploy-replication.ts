@@ -190,15 +190,8 @@ export class Replication {
     );
   }
 
-  /** Throws when the subscription's workers fail (they would retry forever). */
-  private async checkErrors(): Promise<void> {
-    const errors = Number(
-      await databaseSql(
-        this.$,
-        this.next,
-        `SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)};`,
-      ),
-    );
+  /** Throws when the subscription's workers have failed (they would retry forever). */
+  private async checkErrors(errors: number): Promise<void> {
     if (errors > 0) {
       const last = await this.lastWorkerErrors();
       throw new CliError(`the subscription in ${this.next.container} failed: ${last || `${errors} error(s)`}`, {
@@ -227,17 +220,19 @@ export class Replication {
    * and bytes written into the ones being copied during the copy; the live WAL replayed after it.
    */
   private async position(upTo = 'pg_current_wal_lsn()'): Promise<SubscriptionPosition> {
-    await this.checkErrors();
-    const [copying, ready, bytes, pending] = (
+    // One psql call per database and round: under the freeze, each docker exec is downtime.
+    const [errors, copying, ready, bytes, pending] = (
       await databaseSql(
         this.$,
         this.next,
-        `SELECT count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')), count(*) FILTER (WHERE srsubstate IN ('r', 's')),
+        `SELECT (SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)}),
+          count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')), count(*) FILTER (WHERE srsubstate IN ('r', 's')),
           coalesce(sum(pg_table_size(srrelid)) FILTER (WHERE srsubstate NOT IN ('r', 's')), 0),
           coalesce(string_agg(srrelid::regclass::text, ', ') FILTER (WHERE srsubstate NOT IN ('r', 's')), '')
         FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)};`,
       )
-    ).split('|') as [string, string, string, string];
+    ).split('|') as [string, string, string, string, string];
+    await this.checkErrors(Number(errors));
     if (Number(copying) > 0)
       return {
         lag: undefined,
@@ -513,11 +508,23 @@ export async function reconcileReplication($: Shell, docker: string, dir: string
     nothrow: true,
     timeout: '30s',
   })`${docker} container inspect --format ${'{{.State.Running}}'} ${journal.next}`;
-  if (running.stdout.trim() === 'true')
-    await dropSubscription($, { ...live, container: journal.next }, journal.name).catch((error: unknown) =>
-      log.warn(`Could not drop the subscription ${journal.name} in ${journal.next}: ${errorText(error)}`),
-    );
-  await sweepLeftovers($, live, log, journal.subscriptionId);
+  let subscriptionId = journal.subscriptionId;
+  if (running.stdout.trim() === 'true') {
+    const next = { ...live, container: journal.next };
+    try {
+      // Killed before it journalled the oid, the slots of its table copies are named after it all the same.
+      const oid = await databaseSql(
+        $,
+        next,
+        `SELECT oid FROM pg_subscription WHERE subname = ${literal(journal.name)};`,
+      );
+      subscriptionId ||= oid;
+      if (oid) await dropSubscription($, next, journal.name);
+    } catch (error) {
+      log.warn(`Could not drop the subscription ${journal.name} in ${journal.next}: ${errorText(error)}`);
+    }
+  }
+  await sweepLeftovers($, live, log, subscriptionId || undefined);
   if (journal.identities.length) {
     await databaseSql($, live, `SET lock_timeout = '10s';\n${identitySql(journal.identities, true)}`);
     log.info(
@@ -534,7 +541,7 @@ export async function reconcileReplicationIfIdle(
   dir: string,
   log: Logger,
   command: string,
-): Promise<'none' | 'busy' | 'reconciled'> {
+): Promise<'none' | 'busy' | 'reconciled' | 'failed'> {
   if (!readReplicationJournal(dir)) return 'none';
   let lock: ReturnType<typeof acquireLock>;
   try {
@@ -546,6 +553,10 @@ export async function reconcileReplicationIfIdle(
   try {
     await reconcileReplication($, docker, dir, log);
     return 'reconciled';
+  } catch (error) {
+    // A report must not fail for it: the journal stays, and the next run tries again.
+    log.error(`Could not put back the interrupted online deployment: ${errorText(error)}`);
+    return 'failed';
   } finally {
     lock.release();
   }

@@ -330,7 +330,7 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
   });
   if (json)
     return void process.stdout.write(
-      `${JSON.stringify({ ...state, run, reconciled, replicationLeftovers: leftovers }, null, 2)}\n`,
+      `${JSON.stringify({ ...state, run, reconciled, replication, replicationLeftovers: leftovers }, null, 2)}\n`,
     );
   const line = (label: string, slot: typeof state.live) =>
     `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
@@ -343,6 +343,11 @@ async function showStatus(settings: Settings, json: boolean): Promise<void> {
         : []),
       ...(replication === 'reconciled'
         ? ['An interrupted online deployment was put back: its replication objects dropped, REPLICA IDENTITY restored.']
+        : []),
+      ...(replication === 'failed'
+        ? [
+            `An interrupted online deployment could not be put back (see ${join(settings.logDir, deployLogName)}); the next deployment tries again.`,
+          ]
         : []),
       line('Live', state.live),
       line('Previous (for --rollback)', state.previous),

@@ -48,6 +48,8 @@ export interface Settings {
   s3Timeout: number;
   /** A credentials file (AWS ini format) used when AWS_ACCESS_KEY_ID is not set. */
   s3CredentialsFile: string | undefined;
+  /** Seconds an online deployment's replication may make no progress before the deployment is aborted. */
+  replicationStall: number;
 }
 export type SettingKey = keyof Settings;
 
@@ -360,6 +362,16 @@ export const settingSpecs = [
     description: 'how long an S3 request may stall before it is retried (3 attempts each)',
     defaultValue: () => '60',
     parse: wholeNumber(1, 3600),
+  }),
+  define({
+    key: 'replicationStall',
+    env: 'PLANETARION_REPLICATION_STALL',
+    flag: 'replication-stall',
+    valueName: 'SECONDS',
+    description:
+      "how long an online deployment's copy or catch-up may make no progress before it is aborted (the live slot serving on)",
+    defaultValue: () => '300',
+    parse: wholeNumber(1, 86400),
   }),
   define({
     key: 's3CredentialsFile',

@@ -1,7 +1,7 @@
 // deploy-to-qnap from a workstation over real sshd on 127.0.0.1 when the connection dies: the
-// workstation's ssh killed during the freeze (it reconnects), the workstation itself killed during
-// the switch (the NAS side finishes it alone). Also: uploaded files are 0600, and an unreadable
-// .qnap-deploy.env is one line. Real Docker and PostgreSQL behind the "NAS" dir.
+// workstation's ssh killed during the online copy and during the freeze (it reconnects), the
+// workstation itself killed during the switch (the NAS side finishes it alone). Also: uploaded
+// files are 0600, and an unreadable .qnap-deploy.env is one line. Real Docker and PostgreSQL behind the "NAS" dir.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -20,7 +20,7 @@ import {
   writersRun,
 } from './helpers/deploy-faults.ts';
 import { startSshd, type TestSshd } from './helpers/sshd.ts';
-import { makeTestNas, type TestNas } from './helpers/stack.ts';
+import { makeTestNas, sqlIn, type TestNas } from './helpers/stack.ts';
 import { makeTempDir, removeTempDir } from './helpers/tmp.ts';
 
 let sshd: TestSshd | undefined;
@@ -117,6 +117,45 @@ remote(
     assert.is(r.stderr.match(/Stopping the live writers/g)?.length, 1);
     const result = JSON.parse(r.stdout);
     assert.is(result.mode, 'ab');
+    await writersRun(nas);
+    await nothingLost(nas, result.previous);
+  },
+);
+
+/** SQL that holds the new slot's copy of app_writes for a while (a trigger that fires in the subscription's workers only, on its first row). */
+const slowCopy = (firstId: string) => `
+  CREATE FUNCTION slow_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN IF current_setting('session_replication_role') = 'replica' AND NEW.id = ${Number(firstId)} THEN PERFORM pg_sleep(15); END IF; RETURN NEW; END $$;
+  CREATE TRIGGER slow_copy BEFORE INSERT ON app_writes FOR EACH ROW EXECUTE FUNCTION slow_copy();
+  ALTER TABLE app_writes ENABLE ALWAYS TRIGGER slow_copy;`;
+
+remote(
+  'the ssh client killed during the online copy: the NAS side goes on, the workstation reconnects and reports the switch; no replication object left, nothing lost',
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    const from = logSize(nas);
+    sqlIn(nas.container, slowCopy(sqlIn(nas.container, 'SELECT min(id) FROM app_writes')));
+    const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
+    try {
+      await waitFor('the online copy', () => /Subscription \S+: .* copies/.test(logSince(nas!, from)), 900_000, 50);
+      const ssh = childWith(ws.pid, '--follow');
+      assert.ok(ssh, 'the workstation follows the log over ssh');
+      process.kill(ssh, 'SIGKILL');
+    } catch (error) {
+      process.kill(-ws.pid, 'SIGKILL');
+      throw error;
+    }
+    const r = await ws.done;
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Lost the connection to the NAS \(.*\); the run goes on there\. Reconnecting/);
+    assert.match(r.stderr, /every table copied, the new database follows the live one/);
+    assert.is(r.stderr.match(/Stopping the live writers/g)?.length, 1);
+    const result = JSON.parse(r.stdout);
+    assert.is(result.mode, 'ab');
+    assert.is(stateOf(nas).lastDeploy.outcome, 'switched');
+    for (const catalog of ['pg_replication_slots', 'pg_publication', 'pg_subscription'])
+      assert.is(sqlIn(nas.container, `SELECT count(*) FROM ${catalog}`), '0', catalog);
+    sqlIn(nas.container, 'DROP TRIGGER slow_copy ON app_writes');
     await writersRun(nas);
     await nothingLost(nas, result.previous);
   },

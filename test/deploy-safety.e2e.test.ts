@@ -3,7 +3,7 @@
 // migration): the new slot gets storage of its own, a stopped live deployment is refused, an
 // old-script stack is recognised, a host-side writer loses no committed row, and SIGTERM at
 // any phase before the switch leaves the live slot as it was.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -13,6 +13,7 @@ import { Docker } from '../lib/host/docker.ts';
 import { CliError } from '../lib/errors.ts';
 import { createShell } from '../lib/host/shell.ts';
 import { runTool, startTool, waitFor, type ToolResult } from './helpers/cli.ts';
+import { startHostWriter, whileWriting } from './helpers/deploy-faults.ts';
 import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
@@ -80,20 +81,6 @@ function startOldScriptStack(n: TestNas): string {
   return `${n.project}_db_1`;
 }
 
-/**
- * A host-side writer like a cron tick: `docker exec … psql` inserting a numbered row every 0.1 s
- * into the container it is given; prints each number whose insert committed (psql exit 0).
- */
-function startHostWriter(container: string): { child: ChildProcess; committed: () => number[] } {
-  const script =
-    'i=0; while :; do i=$((i+1)); if docker exec "$1" psql -X -q -U planetarion_user -d planetarion -c "INSERT INTO host_ticks (n) VALUES ($i)" >/dev/null 2>&1; then echo "$i"; fi; sleep 0.1; done';
-  const child = spawn('sh', ['-c', script, 'sh', container], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  return { child, committed: () => out.split('\n').filter(Boolean).map(Number) };
-}
-const stopWriter = (writer: { child: ChildProcess }) => process.kill(-writer.child.pid!, 'SIGKILL');
-
 const safety = suite('deploy-to-qnap: the new slot is isolated, the live deployment found by what runs');
 
 safety(
@@ -103,14 +90,9 @@ safety(
     const legacyDb = startOldScriptStack(n);
     sql(legacyDb, 'CREATE TABLE host_ticks (n int PRIMARY KEY)');
     const liveId = systemId(legacyDb);
-    const writer = startHostWriter(legacyDb);
+    const writer = startHostWriter(legacyDb, 'INSERT INTO host_ticks (n) VALUES ($i)');
     await waitFor('the host writer to commit', () => writer.committed().length > 3, 180_000, 100);
-    let r: ToolResult;
-    try {
-      r = await deploy(n);
-    } finally {
-      stopWriter(writer);
-    }
+    const r = await whileWriting(writer, () => deploy(n));
     assert.is(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.is(result.mode, 'ab');

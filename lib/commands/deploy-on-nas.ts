@@ -22,7 +22,7 @@ import {
   startDetachedRun,
 } from '../deploy/detach.ts';
 import { planDeploy, rollbackDeployment, runDeploy } from '../deploy/flow.ts';
-import { replicationLeftovers } from '../deploy/replication.ts';
+import { reconcileReplicationIfIdle, replicationLeftovers } from '../deploy/replication.ts';
 import { readDeployState } from '../deploy/state.ts';
 import { reconcileIfIdle } from '../deploy/switch.ts';
 import { parseServiceImages } from '../deploy/service-images.ts';
@@ -63,6 +63,13 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
     { dir: settings.dir, docker: locateDocker({ explicit: settings.docker }), $: createShell(), log },
     'deploy-to-qnap --status',
   );
+  const replication = await reconcileReplicationIfIdle(
+    createShell(),
+    locateDocker({ explicit: settings.docker }),
+    settings.dir,
+    log,
+    'deploy-to-qnap --status',
+  );
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
@@ -74,7 +81,7 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
   });
   if (json)
     return void terminal.out(
-      `${JSON.stringify({ ...state, run, reconciled, replicationLeftovers: leftovers }, null, 2)}\n`,
+      `${JSON.stringify({ ...state, run, reconciled, replication, replicationLeftovers: leftovers }, null, 2)}\n`,
     );
   const line = (label: string, slot: typeof state.live) =>
     `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
@@ -84,6 +91,14 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
     [
       ...(reconciled.action === 'busy'
         ? ['A switch journal is pending and another run holds the lock: it is reconciled once that run ends.']
+        : []),
+      ...(replication === 'reconciled'
+        ? ['An interrupted online deployment was put back: its replication objects dropped, REPLICA IDENTITY restored.']
+        : []),
+      ...(replication === 'failed'
+        ? [
+            `An interrupted online deployment could not be put back (see ${join(settings.logDir, deployLogName)}); the next deployment tries again.`,
+          ]
         : []),
       line('Live', state.live),
       line('Previous (for --rollback)', state.previous),

@@ -66,14 +66,15 @@ export class LiveFence {
     const db = quoteIdent(target.database);
     try {
       const pid = (await session.query('SELECT pg_backend_pid();'))[0]![0]!;
-      await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS false;`);
       // Selected first, ended after: in one WHERE, the planner may call pg_terminate_backend
-      // before the other conditions, on every session of the server (this one too).
+      // before the other conditions, on every session of the server (this one too). One psql
+      // call with the ALTER before it (ON_ERROR_STOP): each docker exec is downtime.
       const ended = (
         await adminSql(
           $,
           target,
-          `WITH others AS MATERIALIZED (SELECT pid, usename, application_name, client_addr FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND pid NOT IN (${Number(pid)}, pg_backend_pid()) AND backend_type = 'client backend')
+          `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS false;
+           WITH others AS MATERIALIZED (SELECT pid, usename, application_name, client_addr FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND pid NOT IN (${Number(pid)}, pg_backend_pid()) AND backend_type = 'client backend')
            SELECT format('pid %s (%s, %s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name'), coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) FROM others;`,
         )
       )

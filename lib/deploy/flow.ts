@@ -19,7 +19,7 @@ import {
 import { copySlotSources, slotComposeFile, type SlotCopy } from './slot-compose.ts';
 import { LiveFence, verifyOwnCluster } from './fence.ts';
 import { onlinePhases } from './online.ts';
-import { checkOnline, Replication, type OnlineCheck } from './replication.ts';
+import { checkOnline, reconcileReplication, Replication, type OnlineCheck } from './replication.ts';
 import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment, type FoundDeployment } from './live.ts';
 import { servedBefore } from './rollback.ts';
@@ -345,7 +345,15 @@ async function prepareRun(options: DeployOptions): Promise<DeployRun> {
     stream: undefined,
     online,
     replication: online?.online
-      ? new Replication($, live, { ...live, container: `${settings.container}-${slotId}` }, slotId, options.log)
+      ? new Replication(
+          $,
+          live,
+          { ...live, container: `${settings.container}-${slotId}` },
+          slotId,
+          options.log,
+          settings.dir,
+          settings.replicationStall,
+        )
       : undefined,
     proof: undefined,
     result: undefined,
@@ -912,6 +920,8 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
   try {
     // A switch a killed run left half done is finished or undone before anything else is looked at.
     await reconcileSwitch(switchContextOf(options));
+    // So is what a killed online fill changed on the live database (its slots keep WAL, its identities stay FULL).
+    await reconcileReplication(options.$, options.docker, settings.dir, log);
     const run = await prepareRun(options);
     const phases = deployPhases(run);
     log.info(

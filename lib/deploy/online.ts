@@ -55,6 +55,7 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
           await fence.commitWithin(r.identitySql());
           r.identities = [];
         }
+        r.forget();
       },
     },
   };

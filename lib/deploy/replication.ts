@@ -17,6 +17,13 @@ import { adminSql, type RestoreTarget } from '../restore/attempt.ts';
 import type { Shell } from '../host/shell.ts';
 import type { Duration } from 'zx/core';
 import { liveSocketPath, socketDirs } from './slot-online.ts';
+import {
+  type Identity,
+  readReplicationJournal,
+  removeReplicationJournal,
+  writeReplicationJournal,
+} from './replication-journal.ts';
+import { acquireLock, LockHeldError } from '../host/lock.ts';
 
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -24,6 +31,29 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export const replicationPrefix = 'planetarion_deploy_';
 /** The lag under which the writers are stopped: the rest is replayed during the freeze. */
 const smallLagBytes = 16 * 1024 * 1024;
+
+/** Where a subscription is (see Replication.position). */
+interface SubscriptionPosition {
+  lag: number | undefined;
+  measures: Record<string, number>;
+  doing: string;
+}
+
+/** How long the measures of a subscription's progress have not gone past their best. */
+class StallWatch {
+  private readonly best = new Map<string, number>();
+  private since = Date.now();
+
+  stalledFor(measures: Record<string, number>): number {
+    for (const [name, value] of Object.entries(measures)) {
+      if (value > (this.best.get(name) ?? -1)) {
+        this.best.set(name, value);
+        this.since = Date.now();
+      }
+    }
+    return Date.now() - this.since;
+  }
+}
 
 /** Whether the live database can be the publisher of an online fill, and why not. */
 export type OnlineCheck = { online: true; socketVolume: string } | { online: false; reason: string };
@@ -69,12 +99,6 @@ export async function checkOnline($: Shell, live: RestoreTarget): Promise<Online
   return { online: true, socketVolume: socket.Name };
 }
 
-/** A table whose UPDATE and DELETE a publication would refuse, with its identity to put back. */
-interface Identity {
-  table: string;
-  old: 'DEFAULT' | 'NOTHING';
-}
-
 /**
  * One online fill, from the publication to the drop of every object it made. What it created is
  * recorded as it goes, so dropAll() (success and every abort path) removes exactly that.
@@ -92,13 +116,17 @@ export class Replication {
     private readonly next: RestoreTarget,
     slotId: string,
     private readonly log: Logger,
+    /** The deployment folder: the replication journal is kept under it. */
+    private readonly dir: string,
+    /** Seconds without progress of the copy or catch-up after which the deployment is aborted. */
+    private readonly stallSeconds: number,
   ) {
     this.name = `${replicationPrefix}${slotId.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
   }
 
   /** The new database like the live one (properties and whole schema), the live keyless tables made publishable. */
   async prepare(): Promise<void> {
-    await this.sweepLeftovers();
+    await sweepLeftovers(this.$, this.live, this.log);
     const properties = await recordDatabaseProperties(this.$, this.live, this.log);
     const db = quoteIdent(this.next.database);
     await adminSql(
@@ -129,12 +157,15 @@ export class Replication {
       WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
         AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)));`,
     );
-    for (const line of rows.split('\n').filter(Boolean)) {
-      const [table, kind] = line.split('|') as [string, string];
-      // Recorded first: a failure halfway still puts back what was set.
-      this.identities.push({ table, old: kind === 'n' ? 'NOTHING' : 'DEFAULT' });
+    this.identities = rows
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.split('|') as [string, string])
+      .map(([table, kind]) => ({ table, old: kind === 'n' ? 'NOTHING' : 'DEFAULT' }));
+    // Journalled first: a run killed after any ALTER (even by SIGKILL) is put back by the next run.
+    this.journal();
+    for (const { table } of this.identities)
       await databaseSql(this.$, this.live, `SET lock_timeout = '10s'; ALTER TABLE ${table} REPLICA IDENTITY FULL;`);
-    }
     if (this.identities.length)
       this.log.info(
         `REPLICA IDENTITY FULL for the deployment on the tables without a key: ${this.identities.map((i) => i.table).join(', ')}`,
@@ -159,30 +190,16 @@ export class Replication {
       this.next,
       `SELECT oid FROM pg_subscription WHERE subname = ${literal(this.name)};`,
     );
+    this.journal();
     this.log.info(
       `Subscription ${this.name}: ${this.next.container} copies '${this.live.database}' from ${this.live.container} through its socket folder while the game runs`,
     );
   }
 
-  /** Throws when the subscription's workers fail (they would retry forever). */
-  private async checkErrors(): Promise<void> {
-    const errors = Number(
-      await databaseSql(
-        this.$,
-        this.next,
-        `SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)};`,
-      ),
-    );
+  /** Throws when the subscription's workers have failed (they would retry forever). */
+  private async checkErrors(errors: number): Promise<void> {
     if (errors > 0) {
-      const logs = await this.$({
-        nothrow: true,
-        timeout: '30s',
-      })`${this.next.docker} logs --tail 50 ${this.next.container}`;
-      const last = `${logs.stdout}\n${logs.stderr}`
-        .split('\n')
-        .filter((l) => /ERROR/.test(l))
-        .slice(-2)
-        .join(' | ');
+      const last = await this.lastWorkerErrors();
       throw new CliError(`the subscription in ${this.next.container} failed: ${last || `${errors} error(s)`}`, {
         advice:
           'The live deployment is serving as before. A schema change during the copy, or a table the new database cannot take, stops the online fill; deploy again, or with --offline.',
@@ -190,38 +207,83 @@ export class Replication {
     }
   }
 
-  /** How far the subscription is behind the live database, in bytes of WAL; undefined while its tables are still being copied. */
-  private async lag(upTo = 'pg_current_wal_lsn()'): Promise<number | undefined> {
-    await this.checkErrors();
-    const copying = Number(
+  /** The last ERROR lines of the new database's log (its subscription workers log there, and nowhere else). */
+  private async lastWorkerErrors(): Promise<string> {
+    const logs = await this.$({
+      nothrow: true,
+      timeout: '30s',
+    })`${this.next.docker} logs --tail 50 ${this.next.container}`;
+    return `${logs.stdout}\n${logs.stderr}`
+      .split('\n')
+      .filter((l) => /ERROR/.test(l))
+      .slice(-2)
+      .join(' | ');
+  }
+
+  /**
+   * Where the subscription is: its lag behind `upTo` in bytes of WAL (undefined while tables are
+   * being copied, or while it is not connected), and the measures of its progress: tables copied
+   * and bytes written into the ones being copied during the copy; the live WAL replayed after it.
+   */
+  private async position(upTo = 'pg_current_wal_lsn()'): Promise<SubscriptionPosition> {
+    // One psql call per database and round: under the freeze, each docker exec is downtime.
+    const [errors, copying, ready, bytes, pending] = (
       await databaseSql(
         this.$,
         this.next,
-        `SELECT count(*) FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)} AND srsubstate NOT IN ('r', 's');`,
-      ),
+        `SELECT (SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)}),
+          count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')), count(*) FILTER (WHERE srsubstate IN ('r', 's')),
+          coalesce(sum(pg_table_size(srrelid)) FILTER (WHERE srsubstate NOT IN ('r', 's')), 0),
+          coalesce(string_agg(srrelid::regclass::text, ', ') FILTER (WHERE srsubstate NOT IN ('r', 's')), '')
+        FROM pg_subscription_rel WHERE srsubid = ${Number(this.subscriptionId)};`,
+      )
+    ).split('|') as [string, string, string, string, string];
+    await this.checkErrors(Number(errors));
+    if (Number(copying) > 0)
+      return {
+        lag: undefined,
+        measures: { ready: Number(ready), bytes: Number(bytes) },
+        doing: `copying ${pending}, ${ready} of ${Number(ready) + Number(copying)} tables done`,
+      };
+    const [lag, replayed] = (
+      await databaseSql(
+        this.$,
+        this.live,
+        `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn), pg_wal_lsn_diff(replay_lsn, '0/0') FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`,
+      )
+    ).split('|');
+    if (!lag) return { lag: undefined, measures: {}, doing: 'waiting for its connection to the live database' };
+    return { lag: Math.max(0, Number(lag)), measures: { replayed: Number(replayed) }, doing: 'catching up' };
+  }
+
+  /** Throws when the subscription has made no progress for the stall limit: it would be waited for forever. */
+  private async checkStall(watch: StallWatch, position: SubscriptionPosition): Promise<void> {
+    const stalledMs = watch.stalledFor(position.measures);
+    if (stalledMs < this.stallSeconds * 1000) return;
+    const last = await this.lastWorkerErrors();
+    throw new CliError(
+      `the online copy made no progress for ${this.stallSeconds} s (subscription ${this.name} ${position.doing}): ${last ? `its last errors: ${last}` : 'its workers logged no error'}`,
+      {
+        advice: `The live deployment is serving as before. Check the new database's log for the cause; if the copy is only slow, raise PLANETARION_REPLICATION_STALL (now ${this.stallSeconds} s), or deploy with --offline.`,
+      },
     );
-    if (copying > 0) return undefined;
-    const lag = await databaseSql(
-      this.$,
-      this.live,
-      `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn) FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`,
-    );
-    return lag === '' ? undefined : Math.max(0, Number(lag));
   }
 
   /** Waits until every table is copied and the subscription is at most a little behind. */
   async waitCopied(abort: AbortSignal | undefined): Promise<void> {
+    const watch = new StallWatch();
     let reported = Date.now();
     for (;;) {
       abort?.throwIfAborted();
-      const lag = await this.lag();
-      if (lag !== undefined && lag <= smallLagBytes) break;
+      const position = await this.position();
+      if (position.lag !== undefined && position.lag <= smallLagBytes) break;
+      await this.checkStall(watch, position);
       if (Date.now() - reported > 10_000) {
         reported = Date.now();
         this.log.info(
-          lag === undefined
-            ? `Subscription ${this.name}: copying the tables`
-            : `Subscription ${this.name}: ${Math.round(lag / 1024)} kB behind`,
+          position.lag === undefined
+            ? `Subscription ${this.name}: ${position.doing}`
+            : `Subscription ${this.name}: ${Math.round(position.lag / 1024)} kB behind`,
         );
       }
       await sleep(250);
@@ -232,9 +294,12 @@ export class Replication {
   /** Under the freeze: waits until the subscription has replayed the live database's final WAL position. */
   async waitFinal(abort: AbortSignal | undefined): Promise<void> {
     const final = await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();');
+    const watch = new StallWatch();
     for (;;) {
       abort?.throwIfAborted();
-      if ((await this.lag(`${literal(final)}::pg_lsn`)) === 0) break;
+      const position = await this.position(`${literal(final)}::pg_lsn`);
+      if (position.lag === 0) break;
+      await this.checkStall(watch, position);
       await sleep(100);
     }
     this.log.info(`Subscription ${this.name}: replayed the live database up to its final position ${final}`);
@@ -288,13 +353,7 @@ export class Replication {
   async dropObjects(): Promise<void> {
     const name = quoteIdent(this.name);
     if (this.created.subscription) {
-      // Detached from its slot first: the slot is dropped on the live side whatever the new server's state.
-      await databaseSql(
-        this.$,
-        this.next,
-        `ALTER SUBSCRIPTION ${name} DISABLE;\nALTER SUBSCRIPTION ${name} SET (slot_name = NONE);\nDROP SUBSCRIPTION ${name};`,
-        '60s',
-      ).catch((error: unknown) =>
+      await dropSubscription(this.$, this.next, this.name).catch((error: unknown) =>
         this.log.warn(
           `Could not drop the subscription in ${this.next.container} (the slot is removed anyway): ${errorText(error)}`,
         ),
@@ -307,27 +366,30 @@ export class Replication {
 
   /** The live side's replication slots of this fill (the subscription's and its table copies'), their senders ended first. */
   private async dropLiveSlots(): Promise<void> {
-    const ours = `(slot_name = ${literal(this.name)}${this.subscriptionId ? ` OR slot_name LIKE ${literal(`pg\\_${this.subscriptionId}\\_sync\\_%`)}` : ''})`;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await adminSql(
-          this.$,
-          this.live,
-          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${ours} AND active_pid IS NOT NULL;
-          SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${ours};`,
-        );
-        return;
-      } catch (error) {
-        // A sender that was just ended may still hold its slot for a moment.
-        if (attempt >= 20) throw error;
-        await sleep(250);
-      }
-    }
+    await dropSlots(this.$, this.live, slotsOf(this.name, this.subscriptionId));
+  }
+
+  /** Records what this fill changes outside its slot (before it changes it), for the next run's reconciliation. */
+  private journal(): void {
+    writeReplicationJournal(this.dir, {
+      name: this.name,
+      live: this.live.container,
+      user: this.live.user,
+      database: this.live.database,
+      next: this.next.container,
+      ...(this.subscriptionId ? { subscriptionId: this.subscriptionId } : {}),
+      identities: this.identities,
+    });
+  }
+
+  /** Everything is put back: the journal goes. */
+  forget(): void {
+    removeReplicationJournal(this.dir);
   }
 
   /** The statements that put back the identities set for the deployment. */
   identitySql(): string {
-    return this.identities.map((i) => `ALTER TABLE ${i.table} REPLICA IDENTITY ${i.old};`).join('\n');
+    return identitySql(this.identities);
   }
 
   /** Puts back the identities in a session of its own (no fence holds the tables). */
@@ -340,45 +402,21 @@ export class Replication {
 
   /** Every abort path: drops what exists and puts the identities back; logs what it could not do, never throws. */
   async abandon(): Promise<void> {
-    await this.dropObjects().catch((error: unknown) =>
+    let complete = true;
+    await this.dropObjects().catch((error: unknown) => {
+      complete = false;
       this.log.error(
         `Could not drop the replication objects ${this.name}: ${errorText(error)} — on ${this.live.container} run: SELECT pg_drop_replication_slot('${this.name}'); DROP PUBLICATION ${this.name}; (a slot left behind keeps WAL and fills the disk)`,
-      ),
-    );
-    await this.restoreIdentities().catch((error: unknown) =>
+      );
+    });
+    await this.restoreIdentities().catch((error: unknown) => {
+      complete = false;
       this.log.error(
         `Could not put back REPLICA IDENTITY on ${this.identities.map((i) => i.table).join(', ')}: ${errorText(error)} — run: ${this.identitySql()}`,
-      ),
-    );
-  }
-
-  /** Leftovers of an earlier run that was killed: its slots and publications would keep WAL forever. */
-  private async sweepLeftovers(): Promise<void> {
-    const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
-    const slots = await adminSql(
-      this.$,
-      this.live,
-      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND active_pid IS NOT NULL;
-      SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${prefix} AND NOT active;`,
-    );
-    const publications = await databaseSql(
-      this.$,
-      this.live,
-      `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`,
-    );
-    for (const pub of publications.split('\n').filter(Boolean))
-      await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${quoteIdent(pub)};`);
-    const dropped = [
-      ...slots
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => l.split('|')[0]),
-      ...publications.split('\n').filter(Boolean),
-    ];
-    if (dropped.length)
-      this.log.warn(
-        `Dropped the replication leftovers of an interrupted deployment on ${this.live.container}: ${dropped.join(', ')}`,
       );
+    });
+    // What could not be put back stays journalled: the next run retries it.
+    if (complete) this.forget();
   }
 }
 
@@ -396,4 +434,136 @@ export async function replicationLeftovers($: Shell, live: RestoreTarget): Promi
     `SELECT format('publication %s', pubname) FROM pg_publication WHERE pubname LIKE ${prefix};`,
   ).catch(() => '');
   return [...slots.split('\n'), ...publications.split('\n')].filter(Boolean);
+}
+
+/** The slots of one fill: the subscription's and its table copies' (named after the subscription's oid). */
+const slotsOf = (name: string, subscriptionId: string | undefined) =>
+  `(slot_name = ${literal(name)}${subscriptionId ? ` OR slot_name LIKE ${literal(`pg\\_${Number(subscriptionId)}\\_sync\\_%`)}` : ''})`;
+
+/** Drops the live side's replication slots a condition names, their senders ended first; returns their names. */
+async function dropSlots($: Shell, live: RestoreTarget, where: string): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const dropped = await adminSql(
+        $,
+        live,
+        `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${where} AND active_pid IS NOT NULL;
+        SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${where};`,
+      );
+      return dropped
+        .split('\n')
+        .filter((l) => l.includes('|'))
+        .map((l) => l.split('|')[0]!);
+    } catch (error) {
+      // A sender that was just ended may still hold its slot for a moment.
+      if (attempt >= 20) throw error;
+      await sleep(250);
+    }
+  }
+}
+
+/** Drops a subscription, detached from its slot first: the slot is dropped on the live side whatever the new server's state. */
+async function dropSubscription($: Shell, next: RestoreTarget, subscription: string): Promise<void> {
+  const name = quoteIdent(subscription);
+  await databaseSql(
+    $,
+    next,
+    `ALTER SUBSCRIPTION ${name} DISABLE;\nALTER SUBSCRIPTION ${name} SET (slot_name = NONE);\nDROP SUBSCRIPTION ${name};`,
+    '60s',
+  );
+}
+
+/** The statements that put back identities; IF EXISTS for a reconciliation (a table may be gone since). */
+function identitySql(identities: Identity[], ifExists = false): string {
+  return identities
+    .map((i) => `ALTER TABLE ${ifExists ? 'IF EXISTS ' : ''}${i.table} REPLICA IDENTITY ${i.old};`)
+    .join('\n');
+}
+
+/** Leftovers of an earlier run that was killed: its slots and publications would keep WAL forever. */
+async function sweepLeftovers($: Shell, live: RestoreTarget, log: Logger, subscriptionId?: string): Promise<void> {
+  const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
+  const slots = await dropSlots(
+    $,
+    live,
+    `(slot_name LIKE ${prefix}${subscriptionId ? ` OR ${slotsOf('', subscriptionId)}` : ''})`,
+  );
+  const publications = await databaseSql($, live, `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`);
+  for (const pub of publications.split('\n').filter(Boolean))
+    await databaseSql($, live, `DROP PUBLICATION IF EXISTS ${quoteIdent(pub)};`);
+  const dropped = [...slots, ...publications.split('\n').filter(Boolean)];
+  if (dropped.length)
+    log.warn(
+      `Dropped the replication leftovers of an interrupted deployment on ${live.container}: ${dropped.join(', ')}`,
+    );
+}
+
+/**
+ * The reconciliation at the start of a run: an online fill that was killed (SIGKILL, power loss)
+ * left its journal; its subscription (in the new slot's database, if that still runs) is dropped,
+ * its slots and publication on the live database, and the live tables get their identity back.
+ */
+export async function reconcileReplication($: Shell, docker: string, dir: string, log: Logger): Promise<void> {
+  const journal = readReplicationJournal(dir);
+  if (!journal) return;
+  const live: RestoreTarget = { docker, container: journal.live, user: journal.user, database: journal.database };
+  log.warn(
+    `Found the replication journal of an interrupted online deployment (${journal.name}): dropping its objects, putting back REPLICA IDENTITY`,
+  );
+  const running = await $({
+    nothrow: true,
+    timeout: '30s',
+  })`${docker} container inspect --format ${'{{.State.Running}}'} ${journal.next}`;
+  let subscriptionId = journal.subscriptionId;
+  if (running.stdout.trim() === 'true') {
+    const next = { ...live, container: journal.next };
+    try {
+      // Killed before it journalled the oid, the slots of its table copies are named after it all the same.
+      const oid = await databaseSql(
+        $,
+        next,
+        `SELECT oid FROM pg_subscription WHERE subname = ${literal(journal.name)};`,
+      );
+      subscriptionId ||= oid;
+      if (oid) await dropSubscription($, next, journal.name);
+    } catch (error) {
+      log.warn(`Could not drop the subscription ${journal.name} in ${journal.next}: ${errorText(error)}`);
+    }
+  }
+  await sweepLeftovers($, live, log, subscriptionId || undefined);
+  if (journal.identities.length) {
+    await databaseSql($, live, `SET lock_timeout = '10s';\n${identitySql(journal.identities, true)}`);
+    log.info(
+      `REPLICA IDENTITY put back on ${journal.identities.map((i) => `${i.table} (${i.old})`).join(', ')} in ${journal.live}`,
+    );
+  }
+  removeReplicationJournal(dir);
+}
+
+/** The reconciliation for a run that does not hold the lock (--status): skipped while another run holds it. */
+export async function reconcileReplicationIfIdle(
+  $: Shell,
+  docker: string,
+  dir: string,
+  log: Logger,
+  command: string,
+): Promise<'none' | 'busy' | 'reconciled' | 'failed'> {
+  if (!readReplicationJournal(dir)) return 'none';
+  let lock: ReturnType<typeof acquireLock>;
+  try {
+    lock = acquireLock(dir, `${command} (putting back an interrupted online deployment)`);
+  } catch (error) {
+    if (error instanceof LockHeldError) return 'busy';
+    throw error;
+  }
+  try {
+    await reconcileReplication($, docker, dir, log);
+    return 'reconciled';
+  } catch (error) {
+    // A report must not fail for it: the journal stays, and the next run tries again.
+    log.error(`Could not put back the interrupted online deployment: ${errorText(error)}`);
+    return 'failed';
+  } finally {
+    lock.release();
+  }
 }

@@ -1,6 +1,6 @@
 // What the deploy fault tests share: a `docker` wrapper that holds a rename, the checks that the
 // writers run and that no row was lost, and processes killed with everything they started.
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -151,3 +151,41 @@ export const logSince = (n: TestNas, from: number) => {
 };
 export const logSize = (n: TestNas) =>
   existsSync(join(n.dir, 'logs/deploy.log')) ? statSync(join(n.dir, 'logs/deploy.log')).size : 0;
+
+/** A host-side writer: its process, the tick numbers that committed, and every error message it got. */
+export interface HostWriter {
+  child: ChildProcess;
+  committed: () => number[];
+  errors: () => string[];
+}
+
+/**
+ * A host-side writer like a cron tick or the game's ticker: every 0.1 s one transaction of `tick`
+ * (SQL in which the shell puts the tick's number for `$i`) by `docker exec … psql` in `container`.
+ */
+export function startHostWriter(container: string, tick: string): HostWriter {
+  const script = `i=0; while :; do i=$((i+1)); if out=$(docker exec "$1" psql -X -q -1 -v ON_ERROR_STOP=1 -U planetarion_user -d planetarion -c "${tick}" 2>&1 >/dev/null); then echo "ok $i"; else echo "error $i $out" | tr '\\n' ' '; echo; fi; sleep 0.1; done`;
+  const child = spawn('sh', ['-c', script, 'sh', container], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const lines = () => out.split('\n').filter(Boolean);
+  return {
+    child,
+    committed: () =>
+      lines()
+        .filter((l) => l.startsWith('ok '))
+        .map((l) => Number(l.slice(3))),
+    errors: () => lines().filter((l) => l.startsWith('error ')),
+  };
+}
+
+export const stopWriter = (writer: HostWriter) => process.kill(-writer.child.pid!, 'SIGKILL');
+
+/** Runs a deployment (or any step) while the writer writes, and stops the writer whatever happens. */
+export async function whileWriting<T>(writer: HostWriter, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } finally {
+    stopWriter(writer);
+  }
+}

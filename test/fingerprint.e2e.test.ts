@@ -106,6 +106,13 @@ fp('typed-only counts an inheritance child once, in itself; typed counted it in 
   assert.equal(rows(await fingerprint('inherit', 'typed')), { child: 2, parent: 5 });
 });
 
+/**
+ * The test's own sessions under the 1 ms role settings: startup options beat the role's, whereas a
+ * 1 ms timer can cancel a first `SET statement_timeout = 0` itself on a loaded machine.
+ */
+const noTimeouts =
+  "dbname=planetarion options='-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0'";
+
 fp(
   'the session resets role-level timeouts and search_path: a 1 ms statement_timeout and a shadowing function change nothing',
   async () => {
@@ -120,10 +127,9 @@ fp(
     );
     try {
       // The big sum of a table of 200 000 rows takes far longer than 1 ms.
-      await psql(
-        name,
-        'SET statement_timeout = 0; CREATE TABLE slow AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;',
-      );
+      await psql(name, 'CREATE TABLE slow AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g;', {
+        db: noTimeouts,
+      });
       const after = await fingerprint('planetarion', 'text');
       assert.equal(
         after.tables.filter((t) => t.table !== 'slow'),
@@ -133,7 +139,8 @@ fp(
     } finally {
       await psql(
         name,
-        'SET statement_timeout = 0; ALTER ROLE planetarion_user RESET ALL; DROP FUNCTION public.hashtextextended(text, bigint); DROP TABLE IF EXISTS slow;',
+        'ALTER ROLE planetarion_user RESET ALL; DROP FUNCTION public.hashtextextended(text, bigint); DROP TABLE IF EXISTS slow;',
+        { db: noTimeouts },
       );
     }
   },

@@ -59,22 +59,15 @@ export async function nasDeployCommand(invocation: Invocation): Promise<void> {
 /** --status on the NAS: reconciles a half-done switch first (when no run holds the lock), then the slots and the last run. */
 async function showStatus(settings: Settings, json: boolean, terminal: Terminal): Promise<void> {
   const log = new Logger({ file: join(settings.logDir, deployLogName) });
-  const reconciled = await reconcileIfIdle(
-    { dir: settings.dir, docker: locateDocker({ explicit: settings.docker }), $: createShell(), log },
-    'deploy-to-qnap --status',
-  );
-  const replication = await reconcileReplicationIfIdle(
-    createShell(),
-    locateDocker({ explicit: settings.docker }),
-    settings.dir,
-    log,
-    'deploy-to-qnap --status',
-  );
+  const docker = locateDocker({ explicit: settings.docker });
+  const $ = createShell();
+  const reconciled = await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'deploy-to-qnap --status');
+  const replication = await reconcileReplicationIfIdle($, docker, settings.dir, log, 'deploy-to-qnap --status');
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
-  const leftovers = await replicationLeftovers(createShell(), {
-    docker: locateDocker({ explicit: settings.docker }),
+  const leftovers = await replicationLeftovers($, {
+    docker,
     container: settings.container,
     user: settings.dbUser,
     database: settings.dbName,

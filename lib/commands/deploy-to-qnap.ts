@@ -21,7 +21,24 @@ const forwardedSwitches = [
   'json',
   'dry-run',
 ];
-const forwardedValues = ['db-service', 'health-timeout', 'container', 'db-user', 'db-name', 'keep', 'schedule', 'root'];
+const forwardedValues = [
+  'db-service',
+  'health-timeout',
+  'container',
+  'db-user',
+  'db-name',
+  'keep',
+  'schedule',
+  'replication-stall',
+  'root',
+];
+
+/**
+ * The command's settings whose flags stay on the workstation: this machine's folders and docker
+ * (the NAS has its own, in its planetarion.env), the identity read here and sent on stdin, and the
+ * recipients, which the NAS's planetarion.env holds. Every other setting's flag is forwarded.
+ */
+export const workstationSettings = ['dir', 'backupDir', 'logDir', 'ageRecipients', 'ageIdentity', 'docker'];
 
 /** The NAS-side run's arguments for the workstation's flags. */
 export function forwardedArgs(flags: Invocation['flags']): string[] {

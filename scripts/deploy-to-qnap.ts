@@ -40,6 +40,8 @@ export const deployToQnap = defineCommand(
       'undoes it (the old slot live and started again). After the switch, failures (cron, clean-up) only warn.',
       'An online fill records what it changes on the live database (REPLICA IDENTITY FULL, publication,',
       'replication slots) in <dir>/deploy/replication.json first; a later run (--status when idle) puts it back.',
+      'The new slot is recorded in <dir>/deploy/staging.json while it is built: the slot of a run killed before',
+      'its switch (a copy of the database) is removed by the next deployment, unless it serves.',
       '--rollback stops the current writers, takes a backup and pins it in <backups>/pinned/ (rotation keeps',
       'it; it is not restored into the previous slot), starts the previous slot and switches only once it is',
       'healthy; if it does not become healthy, the current writers start again and the state says so.',

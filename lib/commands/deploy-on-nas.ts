@@ -23,6 +23,7 @@ import {
 } from '../deploy/detach.ts';
 import { planDeploy, rollbackDeployment, runDeploy } from '../deploy/flow.ts';
 import { reconcileReplicationIfIdle, replicationLeftovers } from '../deploy/replication.ts';
+import { readStagingJournal } from '../deploy/staging-journal.ts';
 import { readDeployState } from '../deploy/state.ts';
 import { reconcileIfIdle } from '../deploy/switch.ts';
 import { parseServiceImages } from '../deploy/service-images.ts';
@@ -72,9 +73,11 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
     user: settings.dbUser,
     database: settings.dbName,
   });
+  // A running deployment's own slot is journalled too; only one no run builds any more is left over.
+  const staged = run && !run.outcome ? undefined : readStagingJournal(settings.dir);
   if (json)
     return void terminal.out(
-      `${JSON.stringify({ ...state, run, reconciled, replication, replicationLeftovers: leftovers }, null, 2)}\n`,
+      `${JSON.stringify({ ...state, run, reconciled, replication, replicationLeftovers: leftovers, leftoverSlot: staged?.project ?? null }, null, 2)}\n`,
     );
   const line = (label: string, slot: typeof state.live) =>
     `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
@@ -103,6 +106,11 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
         (l) =>
           `LEFTOVER of an interrupted online deployment on ${settings.container}: ${l}; the next deployment drops it (or drop it by hand now: it keeps WAL until the disk is full)`,
       ),
+      ...(staged
+        ? [
+            `LEFTOVER slot ${staged.project} of an interrupted deployment (deploy/staging.json): the next deployment removes it, with its volumes${staged.folders.length ? ` and ${staged.folders.join(', ')}` : ''}, unless it serves`,
+          ]
+        : []),
       run
         ? `Last run: ${run.runId} (${run.command}) started ${run.started}: ${outcome ? (outcome.died ? `DIED: ${outcome.error}` : `ended with exit ${outcome.exitCode}${outcome.error ? ` (${outcome.error})` : ''}`) : `running (pid ${run.pid}); follow it: deploy-to-qnap --follow ${run.runId}`}; log ${run.logFile}`
         : 'Last run: none',

@@ -4,7 +4,7 @@
 // restored into it and proven by its fingerprint, and only then do its services start and take
 // over the names; until the switch, the live slot is never touched except for stopping (and, on
 // any failure or signal, restarting) its writers and fencing its database.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { backupFormatOf, runBackup } from '../backup/run.ts';
 import { backupStamp, listBackups, parseBackupName, provableBackups } from '../store/backup-files.ts';
@@ -40,6 +40,13 @@ import { CliError, UsageError, errorText } from '../errors.ts';
 import { recordDatabaseProperties } from '../dump/database-properties.ts';
 import { quoteIdent } from '../dump/fingerprint.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
+import {
+  readStagingJournal,
+  removeStagingJournal,
+  type StagingJournal,
+  stagedSlotFate,
+  writeStagingJournal,
+} from './staging-journal.ts';
 import { acquireLock } from '../host/lock.ts';
 import type { Logger } from '../log.ts';
 import {
@@ -165,7 +172,7 @@ async function removeSlot(
   dir: string,
   log: Logger,
   keepStorage = false,
-): Promise<void> {
+): Promise<boolean> {
   try {
     await compose($, command, slot.project, slot.file, dir, [
       'down',
@@ -176,9 +183,49 @@ async function removeSlot(
     log.info(
       `Removed slot ${slot.project}${keepStorage ? ' (its storage is the live one: kept)' : ' and its volumes'}`,
     );
+    return true;
   } catch (error) {
     log.error(`Could not remove slot ${slot.project}: ${errorText(error)}`);
+    return false;
   }
+}
+
+/** The slot as the staging journal records it, from what this run has made of it so far. */
+const stagingOf = (run: DeployRun): StagingJournal => ({
+  project: run.next.project,
+  file: run.slotFile,
+  containers: run.next.containers,
+  folders: run.progress.folders,
+  keepStorage: run.progress.sameCluster,
+});
+
+/**
+ * The reconciliation at the start of a deployment: a slot a killed run was building (its staging
+ * journal) is removed with its volumes and folders, unless it serves or is the one kept for --rollback.
+ */
+async function reconcileStaging(options: DeployOptions, command: ComposeCommand): Promise<void> {
+  const { settings, log } = options;
+  const journal = readStagingJournal(settings.dir);
+  if (!journal) return;
+  const docker = new Docker(options.docker, options.$);
+  const members = await docker.projectContainers(journal.project);
+  const fate = stagedSlotFate(journal, readDeployState(settings.dir), new Map(members.map((m) => [m.name, m.project])));
+  if (fate === 'keep') {
+    log.info(`The staging journal names ${journal.project}, which serves or is kept for --rollback: left as it is`);
+  } else {
+    log.warn(`Removing slot ${journal.project}, which an interrupted deployment was building (deploy/staging.json)`);
+    const file = existsSync(journal.file) ? journal.file : undefined;
+    if (!file)
+      throw new CliError(`the compose file ${journal.file} of the interrupted slot ${journal.project} is gone`, {
+        advice: `Remove its containers and volumes by hand (docker ps -a --filter label=com.docker.compose.project=${journal.project}), its folders ${journal.folders.join(', ') || '(none)'}, then deploy/staging.json.`,
+      });
+    if (!(await removeSlot(options.$, command, { ...journal, file }, settings.dir, log, journal.keepStorage)))
+      throw new CliError(`could not remove the slot ${journal.project} of an interrupted deployment`, {
+        advice: 'See the error above; the next deployment tries again.',
+      });
+    await sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir));
+  }
+  removeStagingJournal(settings.dir);
 }
 
 /**
@@ -367,7 +414,10 @@ const liveWriterNames = (run: DeployRun) =>
 
 /** Writes the slot's compose file (0600) and makes its own folders (0700); from here on the rollback removes the slot. */
 function createSlotFiles(run: DeployRun): void {
+  const dir = run.options.settings.dir;
   mkdirSync(dirname(run.slotFile), { recursive: true, mode: 0o700 });
+  // Journalled before anything of the slot exists: a run killed from here on leaves its record.
+  writeStagingJournal(dir, stagingOf(run));
   writeFileSync(run.slotFile, run.slotYaml, { mode: 0o600 });
   run.progress.slotCreated = true;
   for (const folder of run.next.folders ?? []) {
@@ -384,6 +434,7 @@ function createSlotFiles(run: DeployRun): void {
       );
     }
     run.progress.folders.push(folder);
+    writeStagingJournal(dir, stagingOf(run));
   }
   for (const note of run.storageNotes) run.options.log.warn(note);
   copySlotSources(run.copies);
@@ -455,6 +506,7 @@ function stageDatabasePhase(run: DeployRun): Phase {
       if (run.liveDb) {
         await verifyOwnCluster(options.$, liveTarget(run), target).catch((error: unknown) => {
           run.progress.sameCluster = /system_identifier/.test(errorText(error));
+          if (run.progress.sameCluster) writeStagingJournal(settings.dir, stagingOf(run));
           throw error;
         });
       }
@@ -718,6 +770,8 @@ function switchPhase(run: DeployRun): Phase {
             ? servedBefore(run.old, options.dbService, run.progress.stoppedWriters)
             : () => false,
       });
+      // Live now (or, if the switch was undone, left to the next run's reconciliation).
+      if (switched.live.project === run.next.project) removeStagingJournal(options.settings.dir);
       run.old = switched.previous;
       run.next = switched.live;
       run.result = { ...switched.summary, live: switched.live, previous: switched.previous };
@@ -748,15 +802,15 @@ function finishPhase(run: DeployRun): Phase {
         }
       };
       if (stale)
-        await step('removing the older previous slot', () =>
-          removeSlot(
+        await step('removing the older previous slot', async () => {
+          await removeSlot(
             options.$,
             run.command,
             { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) },
             settings.dir,
             options.log,
-          ),
-        );
+          );
+        });
       await step('removing unused socket volumes', () =>
         sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)),
       );
@@ -853,15 +907,19 @@ async function rollBack(run: DeployRun): Promise<void> {
   await run.stream?.load?.abort().catch(() => {});
   // On the live data files: killed, so not even its shutdown checkpoint is written to them.
   if (progress.sameCluster) await options.$({ timeout: '30s', nothrow: true })`${options.docker} kill ${run.newDb}`;
-  if (progress.slotCreated)
-    await removeSlot(
+  // The journal stays when the slot could not be removed: the next deployment tries again.
+  if (
+    progress.slotCreated &&
+    (await removeSlot(
       options.$,
       run.command,
       { ...run.next, folders: progress.folders, file: run.slotFile },
       settings.dir,
       log,
       progress.sameCluster,
-    );
+    ))
+  )
+    removeStagingJournal(settings.dir);
   if (progress.slotCreated) await sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir));
 }
 
@@ -907,8 +965,14 @@ function planLines(run: DeployRun, phases: Phase[]): string[] {
 export async function planDeploy(options: Omit<DeployOptions, 'installCron'>): Promise<string[]> {
   const pending = await reconcileSwitch(switchContextOf(options), { dryRun: true });
   const run = await prepareRun({ ...options, installCron: async () => {} });
+  const staged = readStagingJournal(options.settings.dir);
   return [
     ...(pending.action === 'none' ? [] : [`0. A switch journal was found first: ${pending.message}`]),
+    ...(staged
+      ? [
+          `0. The staging journal names ${staged.project}, a slot an interrupted deployment was building: removed first (with its volumes and folders) unless it serves or is kept for --rollback`,
+        ]
+      : []),
     ...planLines(run, deployPhases(run)),
   ];
 }
@@ -923,6 +987,8 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     // So is what a killed online fill changed on the live database (its slots keep WAL, its identities stay FULL).
     await reconcileReplication(options.$, options.docker, settings.dir, log);
     const run = await prepareRun(options);
+    // And the slot it was building, which holds a copy of the database (after the subscription in it is dropped).
+    await reconcileStaging(options, run.command);
     const phases = deployPhases(run);
     log.info(
       `Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`,

@@ -11,14 +11,12 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
 import { writersRun } from './helpers/deploy-faults.ts';
-import { containersOf, makeTestNas, sqlIn, type TestNas } from './helpers/stack.ts';
+import { containersOf, makeTestNas, sqlIn, type TestNas, health } from './helpers/stack.ts';
 import { scratchName } from './helpers/db.ts';
 
 const nases: TestNas[] = [];
 const deploy = (n: TestNas) =>
   runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '300', ...n.deployArgs], n.env);
-const health = (name: string) =>
-  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
 
 /** The first deployment of a NAS whose compose file `edit` reshapes; the app healthy. */
 async function firstDeployment(

@@ -14,7 +14,15 @@ import { CliError } from '../lib/errors.ts';
 import { createShell } from '../lib/host/shell.ts';
 import { runTool, startTool, waitFor, type ToolResult } from './helpers/cli.ts';
 import { startHostWriter, whileWriting } from './helpers/deploy-faults.ts';
-import { containersOf, makeTestNas, type TestNas } from './helpers/stack.ts';
+import {
+  containersOf,
+  health,
+  makeTestNas,
+  sqlIn,
+  startOldScriptStack,
+  type TestNas,
+  volumesOf,
+} from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
 function nas(): TestNas {
@@ -29,57 +37,9 @@ const cleanAll = () => {
 const deploy = (n: TestNas, args: string[] = []) =>
   runTool('deploy-to-qnap', ['--local', '--json', '--health-timeout', '180', ...n.deployArgs, ...args], n.env);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** SQL in a container's planetarion database, with a timeout: a write blocked by a fence left behind must fail the test, not hang it. */
-const sql = (container: string, text: string) =>
-  execFileSync(
-    'docker',
-    [
-      'exec',
-      '-i',
-      container,
-      'psql',
-      '-X',
-      '-q',
-      '-A',
-      '-t',
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-U',
-      'planetarion_user',
-      '-d',
-      'planetarion',
-    ],
-    { input: text, timeout: 120_000 },
-  )
-    .toString()
-    .trim();
+const sql = sqlIn;
 const systemId = (container: string) => sql(container, 'SELECT system_identifier FROM pg_control_system()');
 const appName = (n: TestNas) => `${n.project}-app`;
-const health = (name: string) =>
-  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
-const volumesOf = (prefix: string) =>
-  execFileSync('docker', ['volume', 'ls', '-q'])
-    .toString()
-    .split('\n')
-    .filter((v) => v.startsWith(prefix));
-
-/** The old scripts' deployment: a plain `docker-compose up` in the NAS dir (containers named <project>_<service>_1). */
-function startOldScriptStack(n: TestNas): string {
-  execFileSync('docker-compose', ['-p', n.project, '-f', join(n.dir, 'docker-compose.qnap.yml'), 'up', '-d'], {
-    stdio: 'ignore',
-  });
-  execFileSync(
-    'sh',
-    [
-      '-c',
-      `until [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; do sleep 0.5; done`,
-      'sh',
-      `${n.project}_app_1`,
-    ],
-    { timeout: 90_000 },
-  );
-  return `${n.project}_db_1`;
-}
 
 const safety = suite('deploy-to-qnap: the new slot is isolated, the live deployment found by what runs');
 

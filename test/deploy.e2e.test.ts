@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
-import { containersOf, makeTestNas, sqlIn, type TestNas } from './helpers/stack.ts';
+import { containersOf, makeTestNas, sqlIn, startOldScriptStack, type TestNas } from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
 function nas(): TestNas {
@@ -159,19 +159,7 @@ first(
   'a deployment started by the old script (plain compose up) is recognised as the live slot and upgraded without losing data',
   async () => {
     const n = nas();
-    execFileSync('docker-compose', ['-p', n.project, '-f', join(n.dir, 'docker-compose.qnap.yml'), 'up', '-d'], {
-      stdio: 'ignore',
-    });
-    execFileSync(
-      'sh',
-      [
-        '-c',
-        `until [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; do sleep 0.5; done`,
-        'sh',
-        `${n.project}_app_1`,
-      ],
-      { timeout: 60_000 },
-    );
+    startOldScriptStack(n);
     const r = await deploy(n);
     assert.is(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);

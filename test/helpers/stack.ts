@@ -75,7 +75,10 @@ export function makeTestNas(kind: keyof typeof fixtures = 'stack'): TestNas {
   };
 }
 
-/** Runs SQL in a container's planetarion database and returns the output. */
+/**
+ * Runs SQL in a container's planetarion database and returns the output. With a timeout: a write
+ * blocked by a fence left behind must fail the test, not hang it.
+ */
 export function sqlIn(container: string, sql: string): string {
   return execFileSync(
     'docker',
@@ -95,11 +98,22 @@ export function sqlIn(container: string, sql: string): string {
       '-d',
       'planetarion',
     ],
-    { input: sql },
+    { input: sql, timeout: 120_000 },
   )
     .toString()
     .trim();
 }
+
+/** A container's health status (`healthy`, `starting`, ...). */
+export const health = (name: string) =>
+  execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', name]).toString().trim();
+
+/** The Docker volumes whose names start with `prefix`. */
+export const volumesOf = (prefix: string) =>
+  execFileSync('docker', ['volume', 'ls', '-q'])
+    .toString()
+    .split('\n')
+    .filter((v) => v.startsWith(prefix));
 
 /** Container names with their state, for one project prefix. */
 export function containersOf(project: string): Record<string, string> {
@@ -115,4 +129,25 @@ export function containersOf(project: string): Record<string, string> {
       .filter((l) => l.split('\t')[2]?.startsWith(project))
       .map((l) => l.split('\t').slice(0, 2) as [string, string]),
   );
+}
+
+/**
+ * The old scripts' deployment: a plain `docker-compose up` in the NAS dir (containers named
+ * <project>_<service>_1), its app healthy. Returns the database container's name.
+ */
+export function startOldScriptStack(n: TestNas): string {
+  execFileSync('docker-compose', ['-p', n.project, '-f', join(n.dir, 'docker-compose.qnap.yml'), 'up', '-d'], {
+    stdio: 'ignore',
+  });
+  execFileSync(
+    'sh',
+    [
+      '-c',
+      `until [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; do sleep 0.5; done`,
+      'sh',
+      `${n.project}_app_1`,
+    ],
+    { timeout: 90_000 },
+  );
+  return `${n.project}_db_1`;
 }

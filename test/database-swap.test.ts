@@ -31,6 +31,19 @@ naming('a long live name is cut so the whole name is 63 bytes at most, kind and 
   assert.is(suffixName(`${short}q`, 'previous', stamp), `${short}_previous_${stamp}`, 'one more: that one is cut');
 });
 
+naming('a live name of multi-byte characters is cut by bytes, never inside a character', () => {
+  const live = `spiel_${'ü'.repeat(28)}`; // 62 bytes, 34 characters
+  for (const kind of kinds) {
+    const name = suffixName(live, kind, stamp);
+    assert.ok(Buffer.byteLength(name) <= 63, `${kind}: ${name} is ${Buffer.byteLength(name)} bytes`);
+    assert.ok(Buffer.byteLength(name) >= 62, `${kind}: ${name} is cut more than a character needs`);
+    const prefix = name.slice(0, name.length - kind.length - stamp.length - 2);
+    assert.ok(live.startsWith(prefix), name);
+    assert.not.ok(prefix.includes('\uFFFD'), name);
+    assert.ok(kindPattern(live, [kind]).test(name), name);
+  }
+});
+
 naming('the previous pattern finds previous databases of any time, of this live database only', () => {
   const pattern = previousPattern('planetarion');
   assert.ok(pattern.test(suffixName('planetarion', 'previous', stamp)));

@@ -15,7 +15,21 @@ export type DatabaseKind = 'previous' | 'restore' | 'drill' | 'stream';
 const maxName = 63;
 const stampLength = 15;
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
-const prefixOf = (live: string, kind: DatabaseKind) => live.slice(0, maxName - kind.length - stampLength - 2);
+
+/** The longest start of `text` that fits `bytes` in UTF-8, never half a character. */
+function utf8Prefix(text: string, bytes: number): string {
+  let used = 0;
+  let end = 0;
+  for (const char of text) {
+    used += Buffer.byteLength(char);
+    if (used > bytes) break;
+    end += char.length;
+  }
+  return text.slice(0, end);
+}
+
+// Cut by bytes: PostgreSQL truncates a longer name to 63 bytes itself, and two cut names could then meet.
+const prefixOf = (live: string, kind: DatabaseKind) => utf8Prefix(live, maxName - kind.length - stampLength - 2);
 
 /** `<live>_<kind>_<YYYYMMDD_HHMMSS>`, the live name cut so the whole fits PostgreSQL's 63 bytes. */
 export const suffixName = (live: string, kind: DatabaseKind, stamp: string) =>

@@ -292,6 +292,35 @@ game(
   },
 );
 
+game(
+  "a deploy with nothing changed: the slot before the previous one goes with the image only it ran; the images the kept slots run, and the operator's own, stay",
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    const before = state();
+    const imageOf = (slot: SlotRecord, service: string) => inspect(nameOf(slot, service), '{{.Config.Image}}');
+    const older = imageOf(before.previous, 'backend');
+    const current = imageOf(before.live, 'backend');
+    const frontend = imageOf(before.live, 'frontend');
+    const database = imageOf(before.live, 'db');
+    assert.is.not(older, current, 'the --build-on-nas deploy built a new backend image');
+    const r = await deploy();
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`Removed slot ${before.previous.project} and its volumes`));
+    assert.match(r.stderr, new RegExp(`Removed the images no slot runs any more: ${older.replace(/[.]/g, '\\.')}`));
+    const exists = (image: string) => {
+      try {
+        execFileSync('docker', ['image', 'inspect', image], { stdio: 'ignore' });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    assert.not.ok(exists(older), `${older} is still on the NAS`);
+    for (const kept of [current, frontend, database]) assert.ok(exists(kept), `${kept} was removed`);
+    assert.equal(await liveCodes(), ['v3 / 1.1 production']);
+  },
+);
+
 game('the old script backup: listed as one that carries no proof, restored only with --no-verify', async () => {
   assert.ok(nas, 'setup failed');
   const status = await runTool('backup-database', ['--status'], nas.env);

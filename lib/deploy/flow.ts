@@ -40,6 +40,7 @@ import { CliError, UsageError, errorText } from '../errors.ts';
 import { recordDatabaseProperties } from '../dump/database-properties.ts';
 import { quoteIdent } from '../dump/fingerprint.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
+import { pruneImages, prunableImages, slotImages } from './image-prune.ts';
 import {
   readStagingJournal,
   removeStagingJournal,
@@ -790,7 +791,7 @@ function finishPhase(run: DeployRun): Phase {
   return {
     name: 'finish',
     committed: true,
-    describe: `${stale ? `remove the slot before the previous one (${stale.project}) with its volumes; ` : ''}${run.old ? 'refresh' : 'install'} the backup cron job; record deploy/state.json (a failure here only warns: the switch stands)`,
+    describe: `${stale ? `remove the slot before the previous one (${stale.project}) with its volumes, and the images it ran that neither kept slot runs; ` : ''}${run.old ? 'refresh' : 'install'} the backup cron job; record deploy/state.json (a failure here only warns: the switch stands)`,
     run: async () => {
       const warnings: string[] = [];
       const step = async (name: string, fn: () => Promise<void>) => {
@@ -801,15 +802,19 @@ function finishPhase(run: DeployRun): Phase {
           options.log.warn(warnings[warnings.length - 1]!);
         }
       };
+      const slotFile = (project: string) => join(settings.dir, deployDirName, `${project}.yml`);
       if (stale)
         await step('removing the older previous slot', async () => {
-          await removeSlot(
+          const images = slotImages(slotFile(stale.project));
+          const removed = await removeSlot(
             options.$,
             run.command,
-            { ...stale, file: join(settings.dir, deployDirName, `${stale.project}.yml`) },
+            { ...stale, file: slotFile(stale.project) },
             settings.dir,
             options.log,
           );
+          const kept = [run.next, run.old].flatMap((slot) => (slot ? slotImages(slotFile(slot.project)) : []));
+          if (removed) await pruneImages(options.$, options.docker, prunableImages(images, kept), options.log);
         });
       await step('removing unused socket volumes', () =>
         sweepSocketVolumes(options.$, options.docker, baseProjectName(settings.dir)),

@@ -2,6 +2,12 @@
 // `build:` runs (`service=tag,...`): written by remote/run.ts, read here on the NAS.
 import { UsageError } from '../errors.ts';
 
+/** The tag of an image built for the NAS, named by its content: `<repo>:c<16 hex digits>`. */
+export const contentTag = (repo: string, hash: string) => `${repo}:c${hash}`;
+
+/** Whether an image name is such a content tag (an image this tool built, which it may remove once unused). */
+export const isContentTag = (image: string) => /^[a-z0-9][a-z0-9_./-]*:c[0-9a-f]{16}$/.test(image);
+
 /** Parses --service-images (`service=image,...`); a UsageError for anything else. */
 export function parseServiceImages(raw: string | undefined): Record<string, string> {
   const images: Record<string, string> = {};

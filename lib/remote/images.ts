@@ -11,6 +11,7 @@ import { join, posix } from 'node:path';
 import { baseProjectName } from '../deploy/live.ts';
 import { localManifest, treeHash } from './sync.ts';
 import { insideComposeDir, syncRoot } from '../deploy/relative-binds.ts';
+import { contentTag } from '../deploy/service-images.ts';
 import { CliError, UsageError } from '../errors.ts';
 import { remoteDocker, shipImage, type ImageShipment } from './upload.ts';
 import type { ComposeFile } from '../host/compose.ts';
@@ -113,7 +114,7 @@ export function tagBuilds(doc: ComposeFile, composeDir: string, projectDir: stri
       .digest('hex')
       .slice(0, 16);
     const repo = `${base}-${build.service}`.toLowerCase().replace(/[^a-z0-9_.-]/g, '');
-    return { ...build, platform, tag: `${repo}:c${hash}`, localTag: `${repo}:build-c${hash}` };
+    return { ...build, platform, tag: contentTag(repo, hash), localTag: `${repo}:build-c${hash}` };
   });
 }
 

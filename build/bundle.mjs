@@ -22,6 +22,9 @@ export async function bundle(outfile) {
     // gives each lazily evaluated part are what test/build.e2e.test.ts checks laziness by.
     minify: false,
     keepNames: true,
+    // Module names as the checkout shows them (node_modules/...), not the real path a symlinked
+    // node_modules leads to: the bundle, so the executable, does not depend on where the packages lie.
+    preserveSymlinks: true,
     legalComments: 'none',
     logLevel: 'warning',
     // The AWS SDK is a bundle of its own, an asset of the executable (build/sdk.mjs).

@@ -2,9 +2,11 @@
 //
 // 1. build/bundle.mjs: esbuild bundles scripts/cli.ts (the one entry; it dispatches on the name it is
 //    invoked by) into dist/planetarion.cjs. Each command's code is a lazily evaluated part of that file.
+//    build/sdk.mjs: the AWS SDK (off-site copies only) is a second bundle, dist/aws-sdk.cjs, left out
+//    of the first so that every start does not pay for reading its code cache.
 // 2. build/sea.mjs: each architecture's own Node (the embedded version, build/base-node.mjs) writes a
-//    single-executable-application (SEA) blob with a V8 code cache for that architecture; postject
-//    injects it into a stripped copy of the official Node binary.
+//    single-executable-application (SEA) blob with a V8 code cache for that architecture and the SDK
+//    bundle as an asset; postject injects it into a stripped copy of the official Node binary.
 // 3. build/runtime-folder.mjs: each architecture's folder dist/bin/linux-<arch>/ gets runtime/ (the
 //    executable plus its own dynamic loader and C/C++ libraries), one /bin/sh launcher per command
 //    name, and SHA256SUMS. A folder made from unchanged inputs is kept (build/reuse.mjs).
@@ -26,6 +28,7 @@ import { overBudget, stopwatch, summaryLines, writeBuildInfo } from './build/rep
 import { buildKey, currentFolder, previousBuildInfo } from './build/reuse.mjs';
 import { buildFolder } from './build/runtime-folder.mjs';
 import { seaBlob } from './build/sea.mjs';
+import { sdkAsset, bundleSdk } from './build/sdk.mjs';
 import { BuildStop, sizeBudget, targets } from './build/targets.mjs';
 import { openWorkFolder, publishBuild } from './build/work-folder.mjs';
 
@@ -33,11 +36,13 @@ const clock = stopwatch();
 const { timed } = clock;
 
 /** One architecture's folder: kept when its inputs are unchanged, otherwise blob and folder anew. */
-async function buildTarget(target, base, { work, dist, bundlePath, launcherNames, previousInfo }) {
-  const key = await buildKey({ target, bundlePath, strippedNode: base.stripped, launcherNames });
+async function buildTarget(target, base, { work, dist, bundlePath, sdkPath, launcherNames, previousInfo }) {
+  const key = await buildKey({ target, bundlePath, sdkPath, strippedNode: base.stripped, launcherNames });
   const kept = await timed(`check ${target.arch}`, () => currentFolder({ previousInfo, dist, target, key }));
   if (kept) return kept;
-  const blobPath = await timed(`sea blob ${target.arch}`, () => seaBlob(target, base.node, work, bundlePath));
+  const blobPath = await timed(`sea blob ${target.arch}`, () =>
+    seaBlob(target, base.node, work, { bundlePath, sdkPath }),
+  );
   const strippedNode = base.stripped;
   const report = await timed(`folder ${target.arch}`, () =>
     buildFolder({ target, strippedNode, blobPath, work, launcherNames }),
@@ -51,8 +56,9 @@ async function main() {
   checkTools(selected);
   const work = await openWorkFolder(dist);
   const bundlePath = join(work, 'planetarion.cjs');
+  const sdkPath = join(work, sdkAsset);
 
-  await timed('bundle', () => bundle(bundlePath));
+  await timed('bundles', () => Promise.all([bundle(bundlePath), bundleSdk(sdkPath)]));
   const bases = {};
   for (const t of selected) bases[t.arch] = await timed(`base node ${t.arch}`, () => baseNode(t));
   const first = selected[0];
@@ -62,11 +68,11 @@ async function main() {
 
   // In parallel: the arm64 blob waits on qemu, and postject runs in its own process so the two
   // injections use both CPUs.
-  const context = { work, dist, bundlePath, launcherNames, previousInfo: await previousBuildInfo(dist) };
+  const context = { work, dist, bundlePath, sdkPath, launcherNames, previousInfo: await previousBuildInfo(dist) };
   const reports = await Promise.all(selected.map((t) => buildTarget(t, bases[t.arch], context)));
 
   await writeBuildInfo(work, launcherNames, reports);
-  await publishBuild({ work, dist, bundlePath, reports, selected });
+  await publishBuild({ work, dist, bundlePath, sdkPath, reports, selected });
   for (const line of summaryLines({ dist, launcherNames, reports, clock })) console.log(line);
   const over = overBudget(reports);
   if (over.length) throw new BuildStop(`over the size budget (${sizeBudget} x stripped node): ${over.join(', ')}`, 1);

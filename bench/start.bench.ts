@@ -26,10 +26,16 @@ function mustRun(command: string, args: string[], options: { cwd?: string } = {}
 }
 
 /**
- * A copy of the linux-x64 folder whose executable is a SEA made from `script` (same Node, same
- * loader and libraries, same launcher), as build.mjs makes the real one.
+ * A copy of the linux-x64 folder whose executable is a SEA made from `script` and `assets` (same
+ * Node, same loader and libraries, same launcher), as build.mjs makes the real one.
  */
-function seaFolder(work: string, name: string, script: string, useCodeCache: boolean): string {
+function seaFolder(
+  work: string,
+  name: string,
+  script: string,
+  useCodeCache: boolean,
+  assets: Record<string, string> = {},
+): string {
   const folder = join(work, name);
   mkdirSync(join(folder, 'runtime'), { recursive: true });
   for (const lib of readdirSync(join(distBin, 'runtime')).filter((f) => f !== 'planetarion'))
@@ -38,7 +44,13 @@ function seaFolder(work: string, name: string, script: string, useCodeCache: boo
   writeFileSync(join(folder, 'main.cjs'), script);
   writeFileSync(
     join(folder, 'sea.json'),
-    JSON.stringify({ main: 'main.cjs', output: 'main.blob', disableExperimentalSEAWarning: true, useCodeCache }),
+    JSON.stringify({
+      main: 'main.cjs',
+      output: 'main.blob',
+      disableExperimentalSEAWarning: true,
+      useCodeCache,
+      assets,
+    }),
   );
   mustRun(join(cachedNode, 'node'), ['--random-seed=1', '--experimental-sea-config', 'sea.json'], { cwd: folder });
   const exe = join(folder, 'runtime/planetarion');
@@ -85,7 +97,10 @@ const work = makeTempDir('planetarion-start-bench-');
 try {
   process.stderr.write('building the floor (an empty SEA) and the bundle without a code cache...\n');
   const floor = seaFolder(work, 'floor', '', false);
-  const noCache = seaFolder(work, 'no-cache', readFileSync(join(root, 'dist/planetarion.cjs'), 'utf8'), false);
+  // With the SDK bundle as its asset, as the real executable has it (build/sdk.mjs).
+  const noCache = seaFolder(work, 'no-cache', readFileSync(join(root, 'dist/planetarion.cjs'), 'utf8'), false, {
+    'aws-sdk.cjs': join(root, 'dist/aws-sdk.cjs'),
+  });
   const env = benchEnv();
   const cases: { label: string; file: string; args: string[] }[] = [
     { label: 'floor: empty SEA, same Node', file: join(floor, 'planetarion'), args: [] },

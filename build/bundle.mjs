@@ -3,6 +3,7 @@ import { build } from 'esbuild';
 import { join } from 'node:path';
 import { exeName, nodeVersion, pkg, root } from './targets.mjs';
 import { execFile } from './files.mjs';
+import { sdkAsset, sdkPlugin } from './sdk.mjs';
 
 /** Bundles scripts/cli.ts (the one entry; it dispatches on the name it is invoked by) into `outfile`. */
 export async function bundle(outfile) {
@@ -21,11 +22,18 @@ export async function bundle(outfile) {
     // gives each lazily evaluated part are what test/build.e2e.test.ts checks laziness by.
     minify: false,
     keepNames: true,
+    // Module names as the checkout shows them (node_modules/...), not the real path a symlinked
+    // node_modules leads to: the bundle, so the executable, does not depend on where the packages lie.
+    preserveSymlinks: true,
     legalComments: 'none',
     logLevel: 'warning',
+    // The AWS SDK is a bundle of its own, an asset of the executable (build/sdk.mjs).
+    plugins: [sdkPlugin],
     define: {
       // lib/version.ts reads this; from source it reads package.json instead.
       __PLANETARION_VERSION__: JSON.stringify(pkg.version),
+      // lib/offsite/sdk.ts loads the SDK bundle from the executable's asset of this key.
+      __PLANETARION_SDK_ASSET__: JSON.stringify(sdkAsset),
       // import.meta is empty in CommonJS output; give it a real file URL. Inside the SEA,
       // __filename is process.execPath (the loader, when started through the launcher), so this
       // must never be used to find files next to the executable.

@@ -12,10 +12,15 @@ async function buildScripts() {
   return [join(root, 'build.mjs'), ...(await listFiles(join(root, 'build'))).sort()];
 }
 
-/** Everything one architecture's folder is made from, hashed: the bundle, the build's code, the versions, the libraries' files. */
-export async function buildKey({ target, bundlePath, strippedNode, launcherNames }) {
+/** Everything one architecture's folder is made from, hashed: the two bundles, the build's code, the versions, the libraries' files. */
+export async function buildKey({ target, bundlePath, sdkPath, strippedNode, launcherNames }) {
   const hash = createHash('sha256');
-  hash.update(await readFile(bundlePath));
+  for (const bundle of [bundlePath, sdkPath])
+    hash.update(
+      createHash('sha256')
+        .update(await readFile(bundle))
+        .digest(),
+    );
   for (const script of await buildScripts()) hash.update(await readFile(script));
   hash.update(JSON.stringify({ arch: target.arch, version: pkg.version, nodeVersion, launcherNames }));
   for (const [soname, path] of await neededLibraries(strippedNode, target.libDirs))

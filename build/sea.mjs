@@ -4,6 +4,7 @@ import { chmod, copyFile, rename, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { exeName, root } from './targets.mjs';
 import { execFile } from './files.mjs';
+import { sdkAsset } from './sdk.mjs';
 
 /** The sentinel Node's SEA code looks for (fixed by Node; documented in node/doc/api/single-executable-applications.md). */
 const seaFuse = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
@@ -16,11 +17,12 @@ const randomSeed = '1';
 
 /**
  * The SEA blob for one architecture, written by that architecture's Node with a code cache for it
- * (the x64 one natively, the arm64 one under qemu-aarch64). Paths relative to the work folder: the
+ * (the x64 one natively, the arm64 one under qemu-aarch64), and the SDK bundle as an asset (no
+ * code cache: it is compiled only when off-site is used). Paths relative to the work folder: the
  * blob records the main script's path as given, and a path with this build's pid in it would make
  * every build's executable different.
  */
-export async function seaBlob(target, node, work, bundlePath) {
+export async function seaBlob(target, node, work, { bundlePath, sdkPath }) {
   const configPath = join(work, `sea-config-${target.arch}.json`);
   const blobPath = join(work, `${exeName}-${target.arch}.blob`);
   const config = {
@@ -28,6 +30,7 @@ export async function seaBlob(target, node, work, bundlePath) {
     output: relative(work, blobPath),
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
+    assets: { [sdkAsset]: relative(work, sdkPath) },
     // A cache the running Node rejects (a V8 flag in NODE_OPTIONS, another CPU's V8) costs only the
     // compile it would have saved, but Node warns about it, synchronously and before any of our
     // code runs, with the plain type 'Warning': cron would log or mail it on every run. Deprecation

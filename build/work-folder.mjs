@@ -3,7 +3,7 @@
 // blob from another build must never be shipped or tested.
 import { rmSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { targets } from './targets.mjs';
 
 /** Creates dist/.build-<pid>/, removed when this process exits, after removing those of builds that died. */
@@ -32,10 +32,10 @@ async function removeAbandonedWorkFolders(dist) {
 }
 
 /**
- * Moves the new folders, the bundle and build-info.json from the work folder into dist/. Each
+ * Moves the new folders, the two bundles and build-info.json from the work folder into dist/. Each
  * rename is atomic; readers see the old or the new folder, never a mix.
  */
-export async function publishBuild({ work, dist, bundlePath, reports, selected }) {
+export async function publishBuild({ work, dist, bundlePath, sdkPath, reports, selected }) {
   await mkdir(join(dist, 'bin'), { recursive: true });
   for (const r of reports)
     if (!r.kept) await replaceFolder(work, join(work, `linux-${r.arch}`), join(dist, 'bin', `linux-${r.arch}`));
@@ -43,6 +43,8 @@ export async function publishBuild({ work, dist, bundlePath, reports, selected }
   for (const target of targets.filter((t) => !selected.includes(t)))
     await rm(join(dist, 'bin', `linux-${target.arch}`), { recursive: true, force: true });
   await rename(bundlePath, join(dist, 'planetarion.cjs'));
+  // Beside it, so the main bundle run by a plain node (outside a SEA) finds the SDK too.
+  await rename(sdkPath, join(dist, basename(sdkPath)));
   // Last, so a build-info.json always describes the folders beside it (the e2e test reads it).
   await rename(join(work, 'build-info.json'), join(dist, 'build-info.json'));
 }

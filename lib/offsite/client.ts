@@ -1,10 +1,11 @@
-// The S3 client: @aws-sdk/client-s3 loaded only when off-site is configured, set up for
+// The S3 client: the AWS SDK loaded only when off-site is configured (lib/offsite/sdk.ts), set up for
 // S3-compatible servers, wrapped in the few operations the off-site copy needs, with errors
 // turned into one line that says what is wrong.
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { errorText } from '../errors.ts';
 import { resolveCredentials, serverName, type Credentials, type OffsiteConfig } from './config.ts';
+import { loadSdk, type Sdk } from './sdk.ts';
 
 /** An object directly under the prefix (sub-prefixes are not ours and are not listed). */
 export interface RemoteObject {
@@ -19,9 +20,6 @@ export interface RemoteHead {
   metadata: Record<string, string>;
 }
 
-type S3Module = typeof import('@aws-sdk/client-s3');
-type StorageModule = typeof import('@aws-sdk/lib-storage');
-
 /** Bytes per multipart part; the upload keeps at most `queueSize` of them in memory. */
 export const partSize = 8 * 1024 * 1024;
 const queueSize = 4;
@@ -32,8 +30,7 @@ export class OffsiteStore {
     readonly config: OffsiteConfig,
     readonly credentials: Credentials,
     private readonly client: S3Client,
-    private readonly sdk: S3Module,
-    private readonly storage: StorageModule,
+    private readonly sdk: Sdk,
   ) {}
 
   /** Loads the SDK and makes the client; credentials problems throw a UsageError before any request. */
@@ -41,7 +38,7 @@ export class OffsiteStore {
     const credentials = resolveCredentials(config, env);
     // The executable carries its own Node: the SDK's advice to upgrade Node speaks to the wrong person.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-    const [sdk, storage] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
+    const sdk = await loadSdk();
     const client = new sdk.S3Client({
       region: config.region,
       endpoint: config.endpoint,
@@ -64,7 +61,7 @@ export class OffsiteStore {
         throwOnRequestTimeout: true,
       },
     });
-    return new OffsiteStore(config, credentials, client, sdk, storage);
+    return new OffsiteStore(config, credentials, client, sdk);
   }
 
   /** The object key of a file name under the prefix. */
@@ -113,7 +110,7 @@ export class OffsiteStore {
 
   /** Uploads a stream (multipart above one part, at most queueSize parts in memory); aborts a failed multipart upload. */
   async upload(name: string, body: Readable | Buffer, metadata: Record<string, string>): Promise<void> {
-    const upload = new this.storage.Upload({
+    const upload = new this.sdk.Upload({
       client: this.client,
       params: {
         Bucket: this.config.bucket,

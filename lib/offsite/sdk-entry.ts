@@ -1,0 +1,12 @@
+// The part of the AWS SDK the off-site client uses, and the entry of its own bundle: the build
+// makes this module aws-sdk.cjs, an asset of the executable, so the SDK's megabyte and a half is
+// not part of the main bundle every start reads (lib/offsite/sdk.ts loads it).
+export {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+export { Upload } from '@aws-sdk/lib-storage';

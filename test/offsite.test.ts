@@ -140,29 +140,54 @@ remote(
 remote.run();
 
 const hasher = suite('UploadHasher');
-hasher('computes the ETags S3 gives a single PUT and a multipart upload of partSize parts', async () => {
-  for (const size of [1000, partSize, partSize * 2 + 12345]) {
-    const data = Buffer.alloc(size, 7);
-    for (let i = 0; i < size; i += 4099) data[i] = i & 0xff;
-    const h = new UploadHasher(size);
-    // Odd chunk sizes: part boundaries fall inside chunks.
-    const chunks = Array.from({ length: Math.ceil(size / 65_521) }, (_, i) =>
-      data.subarray(i * 65_521, (i + 1) * 65_521),
-    );
-    for await (const _ of Readable.from(chunks).pipe(h)) void _;
-    const md5 = (b: Buffer) => createHash('md5').update(b).digest();
+const md5 = (b: Buffer) => createHash('md5').update(b).digest();
+/** Bytes that differ from part to part, so a part hashed at the wrong offset shows. */
+const sample = (size: number) => {
+  const data = Buffer.alloc(size, 7);
+  for (let i = 0; i < size; i += 4099) data[i] = i & 0xff;
+  return data;
+};
+async function etagsOf(data: Buffer, partLength = partSize): Promise<{ etags: string[]; sha256: string }> {
+  const h = new UploadHasher(data.length, partLength);
+  // Odd chunk sizes: part boundaries fall inside chunks.
+  const chunks = Array.from({ length: Math.ceil(data.length / 65_521) }, (_, i) =>
+    data.subarray(i * 65_521, (i + 1) * 65_521),
+  );
+  for await (const _ of Readable.from(chunks).pipe(h)) void _;
+  return { etags: h.expectedEtags(), sha256: h.sha256.digest('hex') };
+}
+hasher('the ETag S3 gives a single PUT (one part: its MD5) and a multipart upload (md5 of the part MD5s-N)', async () => {
+  for (const size of [0, 1000, partSize, partSize + 1, partSize * 2 + 12345]) {
+    const data = sample(size);
     const parts = Array.from({ length: Math.ceil(size / partSize) }, (_, i) =>
       md5(data.subarray(i * partSize, (i + 1) * partSize)),
     );
     const expected =
-      size < partSize
+      size <= partSize
         ? [md5(data).toString('hex')]
-        : [
-            `${createHash('md5').update(Buffer.concat(parts)).digest('hex')}-${parts.length}`,
-            md5(data).toString('hex'),
-          ];
-    assert.equal(h.expectedEtags(), expected, String(size));
-    assert.is(h.sha256.digest('hex'), createHash('sha256').update(data).digest('hex'));
+        : // s3rver (and servers like it) give a multipart object the whole file's MD5 instead.
+          [`${md5(Buffer.concat(parts)).toString('hex')}-${parts.length}`, md5(data).toString('hex')];
+    const { etags, sha256 } = await etagsOf(data);
+    assert.equal(etags, expected, String(size));
+    assert.is(sha256, createHash('sha256').update(data).digest('hex'));
   }
+});
+hasher('other bytes in any part, or other part boundaries, give other ETags', async () => {
+  const data = sample(partSize * 2 + 12345);
+  const { etags } = await etagsOf(data);
+  for (const at of [0, partSize - 1, partSize, data.length - 1]) {
+    const changed = Buffer.from(data);
+    changed[at]! ^= 1;
+    const other = await etagsOf(changed);
+    assert.equal(
+      other.etags.filter((e) => etags.includes(e)),
+      [],
+      `byte ${at}`,
+    );
+  }
+  const halfParts = await etagsOf(data, partSize / 2);
+  assert.is(halfParts.etags[1], etags[1], 'the whole MD5 does not depend on the parts');
+  assert.is.not(halfParts.etags[0], etags[0]);
+  assert.match(halfParts.etags[0]!, /-5$/);
 });
 hasher.run();

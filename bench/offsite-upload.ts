@@ -13,7 +13,9 @@ const settings = resolveSettings({
 });
 const store = await OffsiteStore.open(offsiteConfig(settings)!);
 try {
-  await uploadBackup(store, localFacts(file!)!);
+  // A read-back would time a download as well: the comparison holds only for an ETag confirmation.
+  const { confirmedBy } = await uploadBackup(store, localFacts(file!)!);
+  if (confirmedBy !== 'etag') throw new Error(`the upload was confirmed by ${confirmedBy}, not by its ETag`);
 } finally {
   store.close();
 }

@@ -1,14 +1,18 @@
 // The off-site pieces that are pure: settings, credentials files, the remote naming pattern,
 // off-site rotation's plan, and the ETags an upload must be confirmed with.
 import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { partSize } from '../lib/offsite/client.ts';
+import { OffsiteStore, partSize } from '../lib/offsite/client.ts';
 import { offsiteConfig, offsiteCronWarnings, parseCredentialsFile, resolveCredentials } from '../lib/offsite/config.ts';
 import { backupNameOf, planRemoteRotation, remoteBackups } from '../lib/offsite/remote.ts';
-import { UploadHasher } from '../lib/offsite/upload.ts';
+import { localFacts, UploadHasher, uploadBackup } from '../lib/offsite/upload.ts';
 import { resolveSettings } from '../lib/settings.ts';
+import { s3Credentials, startS3, type TestS3 } from './helpers/s3.ts';
+import { suiteTempDir } from './helpers/tmp.ts';
 
 const settingsOf = (env: Record<string, string>) => resolveSettings({ env, readFile: () => undefined });
 
@@ -140,29 +144,106 @@ remote(
 remote.run();
 
 const hasher = suite('UploadHasher');
-hasher('computes the ETags S3 gives a single PUT and a multipart upload of partSize parts', async () => {
-  for (const size of [1000, partSize, partSize * 2 + 12345]) {
-    const data = Buffer.alloc(size, 7);
-    for (let i = 0; i < size; i += 4099) data[i] = i & 0xff;
-    const h = new UploadHasher(size);
-    // Odd chunk sizes: part boundaries fall inside chunks.
-    const chunks = Array.from({ length: Math.ceil(size / 65_521) }, (_, i) =>
-      data.subarray(i * 65_521, (i + 1) * 65_521),
+const md5 = (b: Buffer) => createHash('md5').update(b).digest();
+/** Bytes that differ from part to part, so a part hashed at the wrong offset shows. */
+const sample = (size: number) => {
+  const data = Buffer.alloc(size, 7);
+  for (let i = 0; i < size; i += 4099) data[i] = i & 0xff;
+  return data;
+};
+async function etagsOf(data: Buffer, partLength = partSize): Promise<{ etags: string[]; sha256: string }> {
+  const h = new UploadHasher(data.length, partLength);
+  // Odd chunk sizes: part boundaries fall inside chunks.
+  const chunks = Array.from({ length: Math.ceil(data.length / 65_521) }, (_, i) =>
+    data.subarray(i * 65_521, (i + 1) * 65_521),
+  );
+  for await (const _ of Readable.from(chunks).pipe(h)) void _;
+  return { etags: h.expectedEtags(), sha256: h.sha256.digest('hex') };
+}
+hasher(
+  'the ETag S3 gives a single PUT (one part: its MD5) and a multipart upload (md5 of the part MD5s-N)',
+  async () => {
+    for (const size of [0, 1000, partSize, partSize + 1, partSize * 2 + 12345]) {
+      const data = sample(size);
+      const parts = Array.from({ length: Math.ceil(size / partSize) }, (_, i) =>
+        md5(data.subarray(i * partSize, (i + 1) * partSize)),
+      );
+      const expected =
+        size <= partSize
+          ? [md5(data).toString('hex')]
+          : // s3rver (and servers like it) give a multipart object the whole file's MD5 instead.
+            [`${md5(Buffer.concat(parts)).toString('hex')}-${parts.length}`, md5(data).toString('hex')];
+      const { etags, sha256 } = await etagsOf(data);
+      assert.equal(etags, expected, String(size));
+      assert.is(sha256, createHash('sha256').update(data).digest('hex'));
+    }
+  },
+);
+hasher('other bytes in any part, or other part boundaries, give other ETags', async () => {
+  const data = sample(partSize * 2 + 12345);
+  const { etags } = await etagsOf(data);
+  for (const at of [0, partSize - 1, partSize, data.length - 1]) {
+    const changed = Buffer.from(data);
+    changed[at]! ^= 1;
+    const other = await etagsOf(changed);
+    assert.equal(
+      other.etags.filter((e) => etags.includes(e)),
+      [],
+      `byte ${at}`,
     );
-    for await (const _ of Readable.from(chunks).pipe(h)) void _;
-    const md5 = (b: Buffer) => createHash('md5').update(b).digest();
-    const parts = Array.from({ length: Math.ceil(size / partSize) }, (_, i) =>
-      md5(data.subarray(i * partSize, (i + 1) * partSize)),
-    );
-    const expected =
-      size < partSize
-        ? [md5(data).toString('hex')]
-        : [
-            `${createHash('md5').update(Buffer.concat(parts)).digest('hex')}-${parts.length}`,
-            md5(data).toString('hex'),
-          ];
-    assert.equal(h.expectedEtags(), expected, String(size));
-    assert.is(h.sha256.digest('hex'), createHash('sha256').update(data).digest('hex'));
   }
+  const halfParts = await etagsOf(data, partSize / 2);
+  assert.is(halfParts.etags[1], etags[1], 'the whole MD5 does not depend on the parts');
+  assert.is.not(halfParts.etags[0], etags[0]);
+  assert.match(halfParts.etags[0]!, /-5$/);
 });
 hasher.run();
+
+const upload = suite('uploadBackup against s3rver');
+const dir = suiteTempDir(upload, { prefix: 'planetarion-upload-' });
+let s3: TestS3;
+let store: OffsiteStore;
+upload.before(async () => {
+  s3 = await startS3();
+  const env = { PLANETARION_OFFSITE: `s3://${s3.bucket}/up`, PLANETARION_S3_ENDPOINT: s3.endpoint, ...s3Credentials };
+  store = await OffsiteStore.open(offsiteConfig(settingsOf(env))!, env);
+});
+upload.after(async () => {
+  store.close();
+  await s3.stop();
+});
+/** A backup file with its sidecars; `checksumOf` the bytes its .sha256 should describe. */
+function backupFile(name: string, data: Buffer, checksumOf = data): string {
+  const path = join(dir(), name);
+  writeFileSync(path, data);
+  writeFileSync(`${path}.sha256`, `${createHash('sha256').update(checksumOf).digest('hex')}  ${name}\n`);
+  writeFileSync(`${path}.json`, JSON.stringify({ created: '2025-01-01T00:00:00.000Z' }));
+  return path;
+}
+upload('a single PUT and a multipart upload are confirmed by the ETag, without reading them back', async () => {
+  for (const [n, size] of [
+    [1, 1000],
+    [2, partSize * 2 + 12345],
+  ] as const) {
+    const name = `planetarion_backup_20250101_00000${n}.sql`;
+    const data = sample(size);
+    assert.equal(await uploadBackup(store, localFacts(backupFile(name, data))!), { confirmedBy: 'etag' }, name);
+    assert.ok(s3.read(`up/${name}`).equals(data), name);
+    assert.is(s3.metadata(`up/${name}`).sha256, createHash('sha256').update(data).digest('hex'));
+    assert.ok(s3.keys().includes(`up/${name}.json`) && s3.keys().includes(`up/${name}.sha256`));
+  }
+});
+upload('bytes that do not match the .sha256 are refused and their object removed', async () => {
+  const name = 'planetarion_backup_20250101_000003.sql';
+  const data = sample(partSize + 5);
+  const other = Buffer.from(data);
+  other[partSize]! ^= 1;
+  try {
+    await uploadBackup(store, localFacts(backupFile(name, data, other))!);
+    assert.unreachable('uploaded');
+  } catch (error) {
+    assert.match(String(error), /does not match its \.sha256/);
+  }
+  assert.not.ok(s3.keys().some((k) => k.startsWith(`up/${name}`)));
+});
+upload.run();

@@ -11,29 +11,40 @@ import { readChecksum, readManifest } from '../store/manifest.ts';
 import { partSize, type OffsiteStore, type RemoteHead } from './client.ts';
 import { sha256OfObject } from './download.ts';
 
-/** Hashes a stream as it passes: sha256 and MD5 of the whole, and the MD5 of each multipart part. */
+/**
+ * Hashes a stream as it passes: sha256 of the whole (to prove the bytes read are the backup's) and
+ * the MD5s the server's ETag can be checked against. A file of at most one part goes up in a
+ * single PUT, whose ETag is its MD5: one MD5 pass. A larger one goes up in parts, whose ETag is
+ * md5(part MD5s)-N on S3 and most providers, but the whole file's MD5 on some servers (s3rver
+ * among them): both, as the alternative is reading the whole object back.
+ */
 export class UploadHasher extends Transform {
   readonly sha256 = createHash('sha256');
-  readonly md5 = createHash('md5');
+  /** Only for a multipart upload: a single part's MD5 is the whole file's. */
+  private readonly md5: Hash | undefined;
   private readonly partDigests: Buffer[] = [];
   private part: Hash = createHash('md5');
   private partBytes = 0;
   bytes = 0;
 
-  constructor(private readonly size: number) {
+  constructor(
+    size: number,
+    private readonly partLength = partSize,
+  ) {
     super();
+    if (size > partLength) this.md5 = createHash('md5');
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
     this.sha256.update(chunk);
-    this.md5.update(chunk);
+    this.md5?.update(chunk);
     this.bytes += chunk.length;
     for (let offset = 0; offset < chunk.length; ) {
-      const take = Math.min(partSize - this.partBytes, chunk.length - offset);
-      this.part.update(chunk.subarray(offset, offset + take));
+      const take = Math.min(this.partLength - this.partBytes, chunk.length - offset);
+      this.part.update(take === chunk.length ? chunk : chunk.subarray(offset, offset + take));
       this.partBytes += take;
       offset += take;
-      if (this.partBytes === partSize) this.endPart();
+      if (this.partBytes === this.partLength) this.endPart();
     }
     done(null, chunk);
   }
@@ -44,13 +55,13 @@ export class UploadHasher extends Transform {
     this.partBytes = 0;
   }
 
-  /** The ETags an S3 server computes for these bytes: the MD5 of a single PUT, or md5(part MD5s)-N of a multipart upload. */
+  /** The ETags an S3 server may report for these bytes (see the class comment). Call once, at the end. */
   expectedEtags(): string[] {
-    if (this.partBytes > 0) this.endPart();
-    const whole = this.md5.digest('hex');
-    if (this.size < partSize) return [whole];
-    const multipart = `${createHash('md5').update(Buffer.concat(this.partDigests)).digest('hex')}-${this.partDigests.length}`;
-    return [multipart, whole];
+    if (this.partBytes > 0 || this.partDigests.length === 0) this.endPart();
+    if (!this.md5) return this.partDigests.length === 1 ? [this.partDigests[0]!.toString('hex')] : [];
+    const ofParts = createHash('md5');
+    for (const digest of this.partDigests) ofParts.update(digest);
+    return [`${ofParts.digest('hex')}-${this.partDigests.length}`, this.md5.digest('hex')];
   }
 }
 
@@ -82,8 +93,14 @@ export function headMatches(head: RemoteHead | undefined, size: number, sha256: 
   return head !== undefined && head.size === size && head.metadata.sha256 === sha256;
 }
 
-/** Uploads a backup and its two sidecars (the manifest last), confirming each; throws a CliError on any doubt. */
-export async function uploadBackup(store: OffsiteStore, facts: LocalBackupFacts): Promise<{ etagChecked: boolean }> {
+/**
+ * Uploads a backup and its two sidecars (the manifest last), confirming each; throws a CliError on
+ * any doubt. Says how the server's copy of the backup was proven: by its ETag or by reading it back.
+ */
+export async function uploadBackup(
+  store: OffsiteStore,
+  facts: LocalBackupFacts,
+): Promise<{ confirmedBy: 'etag' | 'read-back' }> {
   const hasher = new UploadHasher(facts.size);
   const body = pipeline(createReadStream(facts.path), hasher, () => {});
   await store.upload(facts.name, body, { sha256: facts.sha256, created: facts.created });
@@ -102,17 +119,17 @@ export async function uploadBackup(store: OffsiteStore, facts: LocalBackupFacts)
       `the server does not confirm ${facts.name}: it reports ${head ? `${head.size} bytes, sha256 ${head.metadata.sha256 ?? 'none'}` : 'no object'}, expected ${facts.size} bytes, sha256 ${facts.sha256}`,
     );
   }
-  let etagChecked = hasher.expectedEtags().includes(head!.etag);
-  if (!etagChecked) {
+  let confirmedBy: 'etag' | 'read-back' = 'etag';
+  if (!hasher.expectedEtags().includes(head!.etag)) {
     // Not an MD5 ETag (encryption at rest, some providers' multipart scheme): read it back instead.
     const actual = await sha256OfObject(store, facts.name);
     if (actual !== facts.sha256)
       throw new CliError(`the server holds other bytes for ${facts.name} than were sent (sha256 ${actual})`);
-    etagChecked = true;
+    confirmedBy = 'read-back';
   }
   const sidecars = sidecarsOf(facts.path);
   for (const sidecar of [sidecars.checksum, sidecars.manifest]) await uploadSmall(store, sidecar);
-  return { etagChecked };
+  return { confirmedBy };
 }
 
 /** Uploads a small file in one PUT and confirms its size and sha256. */

@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OffsiteStore, partSize } from '../lib/offsite/client.ts';
@@ -11,7 +10,7 @@ import { offsiteConfig, offsiteCronWarnings, parseCredentialsFile, resolveCreden
 import { backupNameOf, planRemoteRotation, remoteBackups } from '../lib/offsite/remote.ts';
 import { localFacts, UploadHasher, uploadBackup } from '../lib/offsite/upload.ts';
 import { resolveSettings } from '../lib/settings.ts';
-import { s3Credentials, startS3, type TestS3 } from './helpers/s3.ts';
+import { FaultProxy, type RequestInfo, s3Credentials, startS3, type TestS3 } from './helpers/s3.ts';
 import { suiteTempDir } from './helpers/tmp.ts';
 
 const settingsOf = (env: Record<string, string>) => resolveSettings({ env, readFile: () => undefined });
@@ -157,7 +156,7 @@ async function etagsOf(data: Buffer, partLength = partSize): Promise<{ etags: st
   const chunks = Array.from({ length: Math.ceil(data.length / 65_521) }, (_, i) =>
     data.subarray(i * 65_521, (i + 1) * 65_521),
   );
-  for await (const _ of Readable.from(chunks).pipe(h)) void _;
+  for (const chunk of chunks) h.update(chunk);
   return { etags: h.expectedEtags(), sha256: h.sha256.digest('hex') };
 }
 hasher(
@@ -221,9 +220,11 @@ function backupFile(name: string, data: Buffer, checksumOf = data): string {
   return path;
 }
 upload('a single PUT and a multipart upload are confirmed by the ETag, without reading them back', async () => {
+  // Six parts: more than the upload's buffers, so a reused buffer holding another part's bytes shows.
   for (const [n, size] of [
     [1, 1000],
-    [2, partSize * 2 + 12345],
+    [2, partSize * 5 + 12345],
+    [4, partSize],
   ] as const) {
     const name = `planetarion_backup_20250101_00000${n}.sql`;
     const data = sample(size);
@@ -244,6 +245,84 @@ upload('bytes that do not match the .sha256 are refused and their object removed
   } catch (error) {
     assert.match(String(error), /does not match its \.sha256/);
   }
+  assert.not.ok(s3.keys().some((k) => k.startsWith(`up/${name}`)));
+});
+
+/** A store that talks to s3rver through a FaultProxy, for one test. */
+async function throughProxy(rule: (request: RequestInfo) => 'pass' | 'stall' | { status: number; code: string }) {
+  const proxy = new FaultProxy(s3.port);
+  await proxy.up();
+  proxy.rule = rule;
+  const env = {
+    PLANETARION_OFFSITE: `s3://${s3.bucket}/up`,
+    PLANETARION_S3_ENDPOINT: proxy.endpoint,
+    ...s3Credentials,
+  };
+  const proxied = await OffsiteStore.open(offsiteConfig(settingsOf(env))!, env);
+  return {
+    proxy,
+    store: proxied,
+    async close() {
+      proxied.close();
+      await proxy.down();
+    },
+  };
+}
+/**
+ * The multipart upload was aborted and never completed. (Not: no request after the abort. A part
+ * cancelled while its body was on the wire can reach the proxy after the DELETE; S3 refuses it.)
+ */
+function assertAborted(seen: RequestInfo[], key: string): void {
+  const ofUpload = seen.filter((q) => q.path.endsWith(`/${key}`) && q.query.has('uploadId'));
+  assert.is(new Set(ofUpload.map((q) => q.query.get('uploadId'))).size, 1, 'one multipart upload');
+  assert.ok(
+    ofUpload.some((q) => q.method === 'DELETE'),
+    'AbortMultipartUpload was not sent',
+  );
+  assert.not.ok(
+    ofUpload.some((q) => q.method === 'POST'),
+    'CompleteMultipartUpload was sent',
+  );
+}
+upload('a part that fails on every attempt: the upload is aborted and no object is left', async () => {
+  const name = 'planetarion_backup_20250101_000005.sql';
+  const path = backupFile(name, sample(partSize * 5 + 99));
+  const fault = await throughProxy((q) =>
+    q.method === 'PUT' && q.query.get('partNumber') === '3' ? { status: 500, code: 'InternalError' } : 'pass',
+  );
+  try {
+    await uploadBackup(fault.store, localFacts(path)!);
+    assert.unreachable('uploaded');
+  } catch (error) {
+    assert.is((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode, 500, String(error));
+  } finally {
+    await fault.close();
+  }
+  assert.is(fault.proxy.seen.filter((q) => q.query.get('partNumber') === '3').length, 3, 'the SDK retried the part');
+  // s3rver implements neither ListMultipartUploads nor AbortMultipartUpload: the requests show it.
+  assertAborted(fault.proxy.seen, `up/${name}`);
+  assert.not.ok(s3.keys().some((k) => k.startsWith(`up/${name}`)));
+});
+upload('an abort signal mid-upload stops the parts in flight, aborts the upload and leaves no object', async () => {
+  const name = 'planetarion_backup_20250101_000006.sql';
+  const path = backupFile(name, sample(partSize * 5 + 99));
+  const abort = new AbortController();
+  const fault = await throughProxy((q) => {
+    if (q.method !== 'PUT' || q.query.get('partNumber') !== '2') return 'pass';
+    abort.abort(new Error('stopped by the test'));
+    return 'stall';
+  });
+  const file = { path, size: partSize * 5 + 99, metadata: {}, abort: abort.signal };
+  try {
+    await fault.store.uploadFile(name, file);
+    assert.unreachable('uploaded');
+  } catch (error) {
+    assert.match(String(error), /abort|stopped by the test/i);
+  } finally {
+    await fault.close();
+  }
+  assertAborted(fault.proxy.seen, `up/${name}`);
+  assert.ok(fault.proxy.seen.filter((q) => q.query.has('partNumber')).length <= 4, 'parts were read after the abort');
   assert.not.ok(s3.keys().some((k) => k.startsWith(`up/${name}`)));
 });
 upload.run();

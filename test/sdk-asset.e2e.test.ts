@@ -39,7 +39,7 @@ bundles('the main bundle holds no SDK code and loads the SDK from the asset', ()
 
 bundles('the SDK bundle has the client and requires only Node built-in modules', () => {
   const sdk = readFileSync(sdkBundle, 'utf8');
-  for (const name of ['S3Client', 'ListObjectsV2Command', 'Upload'])
+  for (const name of ['S3Client', 'ListObjectsV2Command', 'UploadPartCommand'])
     assert.match(sdk, new RegExp(`\\b${name}\\b`), `${name} in aws-sdk.cjs`);
   const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
   // Not the one in the SDK's own error text that tells a user to `[require("@aws-sdk/signature-v4-crt");]`.

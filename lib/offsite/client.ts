@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { errorText } from '../errors.ts';
 import { resolveCredentials, serverName, type Credentials, type OffsiteConfig } from './config.ts';
+import { type FileUpload, putObject, type UploadTarget, uploadFile } from './multipart.ts';
 import { loadSdk, type Sdk } from './sdk.ts';
 
 /** An object directly under the prefix (sub-prefixes are not ours and are not listed). */
@@ -20,9 +21,7 @@ export interface RemoteHead {
   metadata: Record<string, string>;
 }
 
-/** Bytes per multipart part; the upload keeps at most `queueSize` of them in memory. */
-export const partSize = 8 * 1024 * 1024;
-const queueSize = 4;
+export { partSize } from './multipart.ts';
 
 /** The off-site bucket and prefix, through one S3 client. */
 export class OffsiteStore {
@@ -108,39 +107,18 @@ export class OffsiteStore {
     }
   }
 
-  /** Uploads a stream (multipart above one part, at most queueSize parts in memory); aborts a failed multipart upload. */
-  async upload(name: string, body: Readable | Buffer, metadata: Record<string, string>): Promise<void> {
-    const upload = new this.sdk.Upload({
-      client: this.client,
-      params: {
-        Bucket: this.config.bucket,
-        Key: this.key(name),
-        Body: body,
-        Metadata: metadata,
-        ContentType: 'application/octet-stream',
-      },
-      partSize,
-      queueSize,
-      // The SDK's own abort would replace the upload's error by the abort's where a server
-      // does not implement AbortMultipartUpload: abort here, best effort, and report the cause.
-      leavePartsOnError: true,
-    });
-    try {
-      await upload.done();
-    } catch (error) {
-      if (upload.uploadId) {
-        await this.client
-          .send(
-            new this.sdk.AbortMultipartUploadCommand({
-              Bucket: this.config.bucket,
-              Key: this.key(name),
-              UploadId: upload.uploadId,
-            }),
-          )
-          .catch(() => {}); // parts left behind are no object; a lifecycle rule expires them
-      }
-      throw error;
-    }
+  /** Uploads a file from disk with bounded memory (see multipart.ts); aborts a failed multipart upload. */
+  async uploadFile(name: string, file: FileUpload): Promise<void> {
+    await uploadFile(this.target(name), file);
+  }
+
+  /** Uploads a small body in one PutObject. */
+  async put(name: string, body: Buffer, metadata: Record<string, string>): Promise<void> {
+    await putObject(this.target(name), body, metadata);
+  }
+
+  private target(name: string): UploadTarget {
+    return { client: this.client, sdk: this.sdk, bucket: this.config.bucket, key: this.key(name) };
   }
 
   /** A small object's text; undefined when it does not exist. */

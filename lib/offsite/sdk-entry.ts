@@ -3,10 +3,13 @@
 // not part of the main bundle every start reads (lib/offsite/sdk.ts loads it).
 export {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
-export { Upload } from '@aws-sdk/lib-storage';

@@ -4,7 +4,7 @@
 // From source (tsx, the tests) it is a plain dynamic import.
 import { compileFunction } from 'node:vm';
 
-/** What lib/offsite/sdk-entry.ts exports: the S3 client, the commands the off-site copy sends, Upload. */
+/** What lib/offsite/sdk-entry.ts exports: the S3 client, the commands the off-site copy sends. */
 export type Sdk = typeof import('./sdk-entry.ts');
 
 /** The asset's key in the executable: defined by the build (build/sdk.mjs), which stores the SDK bundle under it. */

@@ -1,10 +1,9 @@
 // Uploading one backup with its sidecars, and proving the server holds what was sent: the size
-// and the sha256 metadata it reports, and its ETag against the MD5s computed while streaming
-// (or, where the server's ETag is not an MD5, by reading the object back).
+// and the sha256 metadata it reports, and its ETag against the MD5s computed as the parts were
+// read (or, where the server's ETag is not an MD5, by reading the object back).
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { pipeline, Transform, type TransformCallback } from 'node:stream';
 import { sidecarsOf } from '../store/backup-files.ts';
 import { CliError } from '../errors.ts';
 import { readChecksum, readManifest } from '../store/manifest.ts';
@@ -12,13 +11,13 @@ import { partSize, type OffsiteStore, type RemoteHead } from './client.ts';
 import { sha256OfObject } from './download.ts';
 
 /**
- * Hashes a stream as it passes: sha256 of the whole (to prove the bytes read are the backup's) and
+ * Hashes the bytes as they are uploaded: sha256 of the whole (to prove the bytes read are the backup's) and
  * the MD5s the server's ETag can be checked against. A file of at most one part goes up in a
  * single PUT, whose ETag is its MD5: one MD5 pass. A larger one goes up in parts, whose ETag is
  * md5(part MD5s)-N on S3 and most providers, but the whole file's MD5 on some servers (s3rver
  * among them): both, as the alternative is reading the whole object back.
  */
-export class UploadHasher extends Transform {
+export class UploadHasher {
   readonly sha256 = createHash('sha256');
   /** Only for a multipart upload: a single part's MD5 is the whole file's. */
   private readonly md5: Hash | undefined;
@@ -31,11 +30,11 @@ export class UploadHasher extends Transform {
     size: number,
     private readonly partLength = partSize,
   ) {
-    super();
     if (size > partLength) this.md5 = createHash('md5');
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+  /** Takes the next bytes, in order; the chunks need not follow part boundaries. */
+  update(chunk: Buffer): void {
     this.sha256.update(chunk);
     this.md5?.update(chunk);
     this.bytes += chunk.length;
@@ -46,7 +45,6 @@ export class UploadHasher extends Transform {
       offset += take;
       if (this.partBytes === this.partLength) this.endPart();
     }
-    done(null, chunk);
   }
 
   private endPart(): void {
@@ -102,8 +100,12 @@ export async function uploadBackup(
   facts: LocalBackupFacts,
 ): Promise<{ confirmedBy: 'etag' | 'read-back' }> {
   const hasher = new UploadHasher(facts.size);
-  const body = pipeline(createReadStream(facts.path), hasher, () => {});
-  await store.upload(facts.name, body, { sha256: facts.sha256, created: facts.created });
+  await store.uploadFile(facts.name, {
+    path: facts.path,
+    size: facts.size,
+    metadata: { sha256: facts.sha256, created: facts.created },
+    onPart: (data) => hasher.update(data),
+  });
   if (hasher.bytes !== facts.size || hasher.sha256.digest('hex') !== facts.sha256) {
     await store.delete(facts.name).catch(() => {});
     throw new CliError(
@@ -136,7 +138,7 @@ export async function uploadBackup(
 async function uploadSmall(store: OffsiteStore, path: string): Promise<void> {
   const data = readFileSync(path);
   const sha256 = createHash('sha256').update(data).digest('hex');
-  await store.upload(basename(path), data, { sha256 });
+  await store.put(basename(path), data, { sha256 });
   if (!headMatches(await store.head(basename(path)), data.length, sha256))
     throw new CliError(`the server does not confirm ${basename(path)}`);
 }

@@ -189,6 +189,10 @@ export class FaultProxy {
       },
     );
     upstream.on('error', () => res.destroy());
+    // A request the client gave up on mid-body would otherwise keep the server waiting for the rest.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
     req.pipe(upstream);
   }
 }

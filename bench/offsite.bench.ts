@@ -1,9 +1,7 @@
 // Benchmark: the off-site upload against `aws s3 cp` of the same file to the same loopback S3
 // server (s3rver), in the same run, and the peak RSS of backup-database with off-site copies at
 // pgbench scale 10 and 30 (it streams: RSS must not grow with the backup).
-// Rows: the default .sql.gz and --compress none (the seed's plain .sql, ~30x larger). A third
-// upload, bench/offsite-upload-pooled.ts, is a prototype without lib-storage's stream path, timed
-// alongside to show what that path costs.
+// Rows: the default .sql.gz and --compress none (the seed's plain .sql, ~30x larger).
 // Run: npx tsx bench/offsite.bench.ts   (needs the test bed; aws: Debian's awscli)
 import { execFileSync } from 'node:child_process';
 import { loadavg } from 'node:os';
@@ -28,22 +26,19 @@ interface Row {
   backupRss: number;
   loggedUpload: number;
   tool: Sample;
-  pooled: Sample;
   aws: Sample;
 }
 
-/** The three uploads of one file, interleaved, each to a key of its own: the same server, the same minute. */
+/** The two uploads of one file, interleaved, each to a key of its own: the same server, the same minute. */
 async function timeUploads(file: string, env: NodeJS.ProcessEnv) {
   const upload = (script: string, key: string, extra: NodeJS.ProcessEnv = {}) =>
     measure(process.execPath, ['--import', 'tsx', script, file, `s3://${s3.bucket}/${key}`, s3.endpoint], {
       env: { ...env, ...extra },
     });
   const tool: Sample[] = [];
-  const pooled: Sample[] = [];
   const cli: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     tool.push(await upload('bench/offsite-upload.ts', `tool-${prefixes}-${i}`, { PLANETARION_OFFSITE: '' }));
-    pooled.push(await upload('bench/offsite-upload-pooled.ts', `pooled-${prefixes}-${i}`));
     cli.push(
       await measure(
         aws,
@@ -60,7 +55,7 @@ async function timeUploads(file: string, env: NodeJS.ProcessEnv) {
       ),
     );
   }
-  return { tool, pooled, cli };
+  return { tool, cli };
 }
 
 async function benchFormat(db: string, scale: number, compress: string): Promise<Row> {
@@ -89,7 +84,7 @@ async function benchFormat(db: string, scale: number, compress: string): Promise
       'backups',
       readdirSync(join(work, 'backups')).find((f) => /^planetarion_backup_\d{8}_\d{6}\.sql(\.gz)?$/.test(f))!,
     );
-    const { tool, pooled, cli } = await timeUploads(file, env);
+    const { tool, cli } = await timeUploads(file, env);
     const pick = (samples: Sample[]) => ({
       seconds: median(samples.map((s) => s.seconds)),
       peakRssMb: Math.max(...samples.map((s) => s.peakRssMb)),
@@ -102,7 +97,6 @@ async function benchFormat(db: string, scale: number, compress: string): Promise
       backupRss: Math.max(...backups.map((s) => s.peakRssMb)),
       loggedUpload: median(logged),
       tool: pick(tool),
-      pooled: pick(pooled),
       aws: pick(cli),
     };
   } finally {
@@ -135,12 +129,12 @@ console.log(
 );
 console.log(`load average (1 min): ${loadBefore.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end\n`);
 console.log(
-  'scale  format    size      upload in backup-database   tool upload process (RSS)   aws s3 cp (RSS)      ratio   pooled prototype (RSS)  ratio   backup-database peak RSS',
+  'scale  format    size      upload in backup-database   tool upload process (RSS)   aws s3 cp (RSS)      ratio   backup-database peak RSS',
 );
 const secondsAndRss = (s: Sample) => `${s.seconds.toFixed(2).padStart(6)} s (${s.peakRssMb.toFixed(0)} MB)`;
 for (const r of rows) {
   console.log(
-    `${String(r.scale).padStart(5)}  ${r.compress.padEnd(8)} ${(r.bytes / 1e6).toFixed(1).padStart(6)} MB  ${r.loggedUpload.toFixed(2).padStart(8)} s                 ${secondsAndRss(r.tool)}          ${secondsAndRss(r.aws)}   ${(r.tool.seconds / r.aws.seconds).toFixed(2)}x   ${secondsAndRss(r.pooled)}     ${(r.pooled.seconds / r.aws.seconds).toFixed(2)}x   ${r.backupRss.toFixed(0)} MB`,
+    `${String(r.scale).padStart(5)}  ${r.compress.padEnd(8)} ${(r.bytes / 1e6).toFixed(1).padStart(6)} MB  ${r.loggedUpload.toFixed(2).padStart(8)} s                 ${secondsAndRss(r.tool)}          ${secondsAndRss(r.aws)}   ${(r.tool.seconds / r.aws.seconds).toFixed(2)}x   ${r.backupRss.toFixed(0)} MB`,
   );
 }
 for (const compress of ['gzip', 'none']) {

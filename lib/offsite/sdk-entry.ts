@@ -1,5 +1,5 @@
 // The part of the AWS SDK the off-site client uses, and the entry of its own bundle: the build
-// makes this module aws-sdk.cjs, an asset of the executable, so the SDK's megabyte and a half is
+// makes this module aws-sdk.cjs, an asset of the executable, so the SDK (0.6 MB minified) is
 // not part of the main bundle every start reads (lib/offsite/sdk.ts loads it).
 export {
   AbortMultipartUploadCommand,

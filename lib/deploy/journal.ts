@@ -2,10 +2,8 @@
 // container renames of a switch and again after them, so a run killed between two renames
 // leaves a record of which containers (by ID and compose labels) were going from which name to
 // which. Every later run reads it first and reconciles it with what Docker shows.
-import { readFileSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
-import { fsyncDir, writeFileAtomic } from '../host/atomic-file.ts';
-import { deployDirName, type DeployState, type Slot } from './state.ts';
+import { journalFile } from './journal-file.ts';
+import type { DeployState, Slot } from './state.ts';
 import { CliError } from '../errors.ts';
 import type { Shell } from '../host/shell.ts';
 
@@ -40,42 +38,23 @@ export interface SwitchJournal {
 
 export const journalFileName = 'switch.json';
 
-const journalPath = (dir: string) => join(dir, deployDirName, journalFileName);
+const file = journalFile<SwitchJournal>({
+  fileName: journalFileName,
+  title: 'the switch journal',
+  records: 'a switch of container names that did not finish',
+  valid: (j) => {
+    const journal = j as Partial<SwitchJournal>;
+    return Boolean(journal.incoming && journal.outgoing && journal.phase);
+  },
+  repair: `Compare 'docker ps -a' with the names it lists, put the containers right by hand (docker rename), then remove the file.`,
+});
 
 /** The journal of an unfinished switch, or undefined; an unreadable one is an error naming the file. */
-export function readJournal(dir: string): SwitchJournal | undefined {
-  let text: string;
-  try {
-    text = readFileSync(journalPath(dir), 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new CliError(`cannot read the switch journal ${journalPath(dir)}: ${(error as Error).message}`, {
-      advice: 'Check the file and its permissions; it records a switch of container names that did not finish.',
-    });
-  }
-  try {
-    return JSON.parse(text) as SwitchJournal;
-  } catch {
-    throw new CliError(`the switch journal ${journalPath(dir)} is not valid JSON`, {
-      advice: `Compare 'docker ps -a' with the names it lists, put the containers right by hand (docker rename), then remove the file.`,
-    });
-  }
-}
-
+export const readJournal = file.read;
 /** Writes the journal atomically and durably (0600). */
-export function writeJournal(dir: string, journal: SwitchJournal): void {
-  writeFileAtomic(journalPath(dir), `${JSON.stringify(journal, null, 2)}\n`);
-}
-
+export const writeJournal = file.write;
 /** Removes the journal once its switch is complete or undone and recorded. */
-export function removeJournal(dir: string): void {
-  try {
-    unlinkSync(journalPath(dir));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
-  fsyncDir(join(dir, deployDirName));
-}
+export const removeJournal = file.remove;
 
 /** What Docker says about one container, looked up by ID or name. */
 export interface ContainerFacts {

@@ -18,7 +18,15 @@ import {
   stopWriter,
   whileWriting,
 } from './helpers/deploy-faults.ts';
-import { containersOf, makeTestNas, type TestNas, sqlIn, health, volumesOf } from './helpers/stack.ts';
+import {
+  containersOf,
+  health,
+  makeTestNas,
+  sqlIn,
+  startOldScriptStack,
+  type TestNas,
+  volumesOf,
+} from './helpers/stack.ts';
 
 const nases: TestNas[] = [];
 const cleanAll = () => {
@@ -80,6 +88,9 @@ const identityErrors = (errors: string[]) => errors.filter((e) => /replica ident
 
 const online = suite('deploy-to-qnap: online A-B deployment by logical replication');
 
+// Each test's stack goes when it ends: nine stacks of healthchecks and writers left running until
+// the suite's end slowed every later test of it.
+online.after.each(cleanAll);
 online.after(cleanAll);
 
 online(
@@ -420,10 +431,7 @@ online(
   async () => {
     const n = makeTestNas('real');
     nases.push(n);
-    execFileSync('docker-compose', ['-p', n.project, '-f', `${n.dir}/docker-compose.qnap.yml`, 'up', '-d'], {
-      stdio: 'ignore',
-    });
-    await waitFor('the old-script stack', () => health(`${n.project}_app_1`) === 'healthy', 180_000, 500);
+    startOldScriptStack(n);
     const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
     assert.is(plan.code, 0, plan.stderr);
     assert.match(

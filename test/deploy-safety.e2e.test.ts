@@ -148,7 +148,7 @@ safety(
     );
   },
 );
-safety.after(cleanAll);
+safety.after.each(cleanAll);
 safety.run();
 
 const signals = suite('deploy-to-qnap: SIGINT, SIGTERM or SIGHUP at each phase before the switch rolls back');

@@ -147,7 +147,7 @@ export function startOldScriptStack(n: TestNas): string {
       'sh',
       `${n.project}_app_1`,
     ],
-    { timeout: 90_000 },
+    { timeout: 180_000 },
   );
   return `${n.project}_db_1`;
 }

@@ -204,11 +204,10 @@ const stagingOf = (run: DeployRun): StagingJournal => ({
  * The reconciliation at the start of a deployment: a slot a killed run was building (its staging
  * journal) is removed with its volumes and folders, unless it serves or is the one kept for --rollback.
  */
-async function reconcileStaging(options: DeployOptions, command: ComposeCommand): Promise<void> {
+async function reconcileStaging(options: DeployOptions, command: ComposeCommand, docker: Docker): Promise<void> {
   const { settings, log } = options;
   const journal = readStagingJournal(settings.dir);
   if (!journal) return;
-  const docker = new Docker(options.docker, options.$);
   const members = await docker.projectContainers(journal.project);
   const fate = stagedSlotFate(journal, readDeployState(settings.dir), new Map(members.map((m) => [m.name, m.project])));
   if (fate === 'keep') {
@@ -993,7 +992,7 @@ export async function runDeploy(options: DeployOptions): Promise<DeployResult> {
     await reconcileReplication(options.$, options.docker, settings.dir, log);
     const run = await prepareRun(options);
     // And the slot it was building, which holds a copy of the database (after the subscription in it is dropped).
-    await reconcileStaging(options, run.command);
+    await reconcileStaging(options, run.command, run.docker);
     const phases = deployPhases(run);
     log.info(
       `Deploying slot ${run.next.project}${run.old ? ` beside ${run.mode === 'ab' ? 'the live' : 'the stopped'} slot ${run.old.project}` : ' (no live deployment)'}, compose ${run.command.join(' ')}`,

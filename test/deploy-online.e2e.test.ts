@@ -1,6 +1,6 @@
 // deploy-to-qnap --local fills the new slot online, by PostgreSQL's logical replication, while the
 // game writes: real Compose stacks shaped like the game's (no container_name, driver_opts bind
-// data folder, a one-shot migration), a host writer committing a tick every 0.1 s that also
+// data folder, a one-shot migration), a host writer committing a tick every 50 ms (one held psql session) that also
 // updates and deletes rows of a table without a key. No tick is lost, the game sees no error,
 // and no subscription, publication or replication slot is left on either side, whether the
 // deployment switches, is interrupted during the copy, or fails its proof.
@@ -9,6 +9,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { takeFingerprint } from '../lib/dump/fingerprint.ts';
+import { PsqlSession } from '../lib/host/psql-session.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
 import {
   installDockerHook,
@@ -110,6 +112,11 @@ online(
     assert.match(r.stderr, /REPLICA IDENTITY FULL for the deployment on the tables without a key: .*public\.scores/);
     assert.match(r.stderr, /Fingerprint proven: [0-9a-f]{64}/);
     assert.match(result.fingerprint, /^[0-9a-f]{64}$/);
+    // The freeze proved again only what the game wrote; the 200 000 planets kept their pre-proof digests.
+    assert.match(r.stderr, /Pre-proof while the game runs: \d+ tables fingerprinted on both databases/);
+    const again = provedAgain(r.stderr);
+    assert.ok(again.includes('public.ticks') && again.includes('public.scores'), again.join(', '));
+    assert.not.ok(again.includes('public.planets'), again.join(', '));
     assert.is(result.backupUsed, null);
     assert.ok(result.downtimeMs > 0);
     assert.equal(identityErrors(writer.errors()), [], 'the game got replica identity errors');
@@ -132,7 +139,83 @@ online(
     }
     // The rows the old slot ended with are the new slot's rows of that time (nothing written after the switch counts).
     assert.is(sql(oldDb, 'SELECT count(*) FROM planets'), sql(n.container, 'SELECT count(*) FROM planets'));
+    // The old database is the frozen live one: its whole fingerprint, taken now, is the one the staged proof recorded.
+    assert.is(await fullFingerprint(oldDb), result.fingerprint);
     execFileSync('docker', ['stop', oldDb]);
+  },
+);
+
+/** The tables the freeze fingerprinted again, from the deployment's log (empty when none). */
+function provedAgain(stderr: string): string[] {
+  const line =
+    /Fingerprint proven: .*; (\d+) table\(s\) fingerprinted again under the freeze(?: \(([^)]*)\))?, \d+ unchanged since the pre-proof/.exec(
+      stderr,
+    );
+  assert.ok(line, 'the freeze did not use the pre-proof');
+  return line[2] ? line[2].split(', ') : [];
+}
+
+/** The whole fingerprint of a database, as a restore would take it. */
+async function fullFingerprint(container: string): Promise<string> {
+  const session = PsqlSession.open({ docker: 'docker', container, user: 'planetarion_user', database: 'planetarion' });
+  try {
+    return (await takeFingerprint(session)).sha256;
+  } finally {
+    await session.close();
+  }
+}
+
+/**
+ * A docker wrapper that runs SQL on the live database at the first `docker stop`: the freeze
+ * stopping the writers, right after the pre-proof. Records the stop's arguments in `<sql>.args`.
+ */
+function sqlAtFreeze(n: TestNas, sqlText: string): { path: string; args: string } {
+  const path = join(n.dir, 'docker-at-freeze');
+  const file = join(n.dir, 'at-freeze.sql');
+  writeFileSync(file, sqlText);
+  writeFileSync(
+    path,
+    `#!/bin/sh
+if [ "$1" = stop ] && [ -f '${file}' ]; then
+  mv '${file}' '${file}.run'
+  echo "$@" > '${file}.args'
+  docker exec -i '${n.container}' psql -X -q -v ON_ERROR_STOP=1 -U planetarion_user -d planetarion < '${file}.run' > '${file}.out' 2>&1
+fi
+exec docker "$@"
+`,
+    { mode: 0o755 },
+  );
+  return { path, args: `${file}.args` };
+}
+
+online(
+  'a change after the pre-proof: a column added to an untouched table (no row written) fails the proof; a row updated in it is proved again under the freeze and switches',
+  async () => {
+    const { n, liveSlot, writer } = await liveStack();
+    try {
+      const before = containersOf(n.project);
+      const added = sqlAtFreeze(n, 'ALTER TABLE public.planets ADD COLUMN moons int NOT NULL DEFAULT 3;');
+      const r = await runTool('deploy-to-qnap', deployArgs(n, []), { ...n.env, DOCKER: added.path });
+      assert.match(readFileSync(added.args, 'utf8'), /^stop .*app/, "the change ran at the writers' stop");
+      assert.match(r.stderr, /Pre-proof while the game runs/);
+      assert.is(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /the new database's fingerprint differs from the frozen live database's \(table public\.planets\)/,
+      );
+      assert.not.match(r.stderr, / {4}at /);
+      await assertLiveIntact(n, liveSlot, before, writer);
+
+      sql(n.container, 'ALTER TABLE public.planets DROP COLUMN moons;');
+      const updated = sqlAtFreeze(n, 'UPDATE public.planets SET ore = -5 WHERE id = 5;');
+      const again = await runTool('deploy-to-qnap', deployArgs(n, []), { ...n.env, DOCKER: updated.path });
+      assert.is(again.code, 0, again.stderr);
+      assert.match(readFileSync(updated.args, 'utf8'), /^stop .*app/, "the change ran at the writers' stop");
+      assert.ok(provedAgain(again.stderr).includes('public.planets'), again.stderr);
+      assert.is(sql(n.container, 'SELECT ore FROM planets WHERE id = 5'), '-5');
+    } finally {
+      stopWriter(writer);
+    }
   },
 );
 

@@ -53,6 +53,8 @@ export class LiveFence {
     private readonly session: PsqlSession,
     /** The client sessions it ended (pid, user, application). */
     readonly ended: string[],
+    /** Their server processes: ending one is asynchronous (see staged-proof.ts). */
+    readonly endedPids: number[],
   ) {}
 
   /** Raises the fence; on failure nothing of it stays and the error lists the sessions in the way. */
@@ -75,14 +77,17 @@ export class LiveFence {
           target,
           `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS false;
            WITH others AS MATERIALIZED (SELECT pid, usename, application_name, client_addr FROM pg_stat_activity WHERE datname = ${literal(target.database)} AND pid NOT IN (${Number(pid)}, pg_backend_pid()) AND backend_type = 'client backend')
-           SELECT format('pid %s (%s, %s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name'), coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) FROM others;`,
+           SELECT pid, format('pid %s (%s, %s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name'), coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) FROM others;`,
         )
       )
         .split('\n')
-        .filter(Boolean)
-        .map((line) => line.replace(/\|[tf]$/, ''));
+        .map((line) => /^(\d+)\|(.*)\|[tf]$/s.exec(line))
+        .filter((match) => match !== null)
+        .map(([, pid, text]) => ({ pid: Number(pid), text: text! }));
       if (ended.length)
-        log.warn(`Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.join('; ')}`);
+        log.warn(
+          `Fence: ended ${ended.length} other session(s) of '${target.database}': ${ended.map((e) => e.text).join('; ')}`,
+        );
       const tables = (
         await session.query(
           `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema');`,
@@ -95,7 +100,13 @@ export class LiveFence {
       log.info(
         `Fence: '${target.database}' in '${target.container}' takes no writes (${tables.length} tables locked, and no new table or large object); reads and the backup pass`,
       );
-      return new LiveFence($, target, session, ended);
+      return new LiveFence(
+        $,
+        target,
+        session,
+        ended.map((e) => e.text),
+        ended.map((e) => e.pid),
+      );
     } catch (error) {
       session.kill();
       await adminSql($, target, `ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true;`).catch(() => {});

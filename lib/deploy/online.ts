@@ -1,6 +1,7 @@
 // The phases of an online A-B deployment, between staging the new database and starting its
-// services: the new database is filled by logical replication while the game runs, and the
-// writers stop only for the final catch-up, the sequences and the proof.
+// services: the new database is filled by logical replication and fingerprinted while the game
+// runs, and the writers stop only for the final catch-up, the sequences and the proof of what
+// was written since (staged-proof.ts).
 import type { LiveFence } from './fence.ts';
 import type { Replication } from './replication.ts';
 import type { Phase } from './run-plan.ts';
@@ -25,11 +26,12 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
   return {
     replicate: {
       name: 'replicate',
-      describe: `load the live schema (pg_dump --schema-only) into ${run.newDb}; REPLICA IDENTITY FULL on live tables without a key (put back on every path); publication ${r.name} FOR ALL TABLES on ${run.liveDb}, subscription with copy_data in ${run.newDb} through the live socket folder; wait while the game runs until every table is copied and the lag is small`,
+      describe: `load the live schema (pg_dump --schema-only) into ${run.newDb}; REPLICA IDENTITY FULL on live tables without a key (put back on every path); publication ${r.name} FOR ALL TABLES on ${run.liveDb}, subscription with copy_data in ${run.newDb} through the live socket folder; wait while the game runs until every table is copied and the lag is small; fingerprint every table on both databases (the pre-proof)`,
       run: async () => {
         await r.prepare();
         await r.subscribe();
         await r.waitCopied(run.abort());
+        await r.preProve(run.fingerprintExclude, run.abort());
       },
     },
     freeze: {
@@ -43,8 +45,8 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
     },
     prove: {
       name: 'prove',
-      describe: `prove the fingerprint of the frozen live database against ${run.newDb} (a difference, such as DDL during the copy: abort)`,
-      run: () => r.prove(run.fingerprintExclude),
+      describe: `prove the fingerprint of the frozen live database against ${run.newDb}, fingerprinting again only the tables written to or altered since the pre-proof (a difference, such as DDL during the copy: abort)`,
+      run: () => r.prove(run.fingerprintExclude, fence?.endedPids),
     },
     detach: {
       name: 'detach',

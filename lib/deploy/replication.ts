@@ -5,12 +5,18 @@
 import { alterDatabaseSql, createDatabaseSql, recordDatabaseProperties } from '../dump/database-properties.ts';
 import { CliError, errorText } from '../errors.ts';
 import {
+  combineFingerprint,
   compareFingerprints,
+  currentAlgorithm,
+  type Fingerprint,
+  fingerprintSessionSettings,
+  fingerprintTables,
   parseExclusions,
   quoteIdent,
   readSequences,
-  takeFingerprint,
+  type TableFingerprint,
 } from '../dump/fingerprint.ts';
+import { type PreProof, type ProofSide, readMarks, tableKey, unchangedTables } from './staged-proof.ts';
 import type { Logger } from '../log.ts';
 import { PsqlSession } from '../host/psql-session.ts';
 import { adminSql, type RestoreTarget } from '../restore/attempt.ts';
@@ -109,6 +115,7 @@ export class Replication {
   private created = { publication: false, subscription: false };
   identities: Identity[] = [];
   fingerprint: string | undefined;
+  private preProof: PreProof | undefined;
 
   constructor(
     private readonly $: Shell,
@@ -291,17 +298,22 @@ export class Replication {
     this.log.info(`Subscription ${this.name}: every table copied, the new database follows the live one`);
   }
 
-  /** Under the freeze: waits until the subscription has replayed the live database's final WAL position. */
-  async waitFinal(abort: AbortSignal | undefined): Promise<void> {
-    const final = await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();');
+  /** Waits until the subscription has replayed the live database's WAL up to a position. */
+  private async waitReplayed(upTo: string, abort: AbortSignal | undefined): Promise<void> {
     const watch = new StallWatch();
     for (;;) {
       abort?.throwIfAborted();
-      const position = await this.position(`${literal(final)}::pg_lsn`);
-      if (position.lag === 0) break;
+      const position = await this.position(`${literal(upTo)}::pg_lsn`);
+      if (position.lag === 0) return;
       await this.checkStall(watch, position);
       await sleep(100);
     }
+  }
+
+  /** Under the freeze: waits until the subscription has replayed the live database's final WAL position. */
+  async waitFinal(abort: AbortSignal | undefined): Promise<void> {
+    const final = await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();');
+    await this.waitReplayed(final, abort);
     this.log.info(`Subscription ${this.name}: replayed the live database up to its final position ${final}`);
   }
 
@@ -318,17 +330,106 @@ export class Replication {
     }
   }
 
-  /** The fingerprint of the frozen live database against the new one; a difference (a lost change, DDL during the copy) aborts. */
-  async prove(exclude: string): Promise<void> {
-    const take = async (target: RestoreTarget) => {
+  /**
+   * While the game runs (staged-proof.ts): every table's marks and fingerprint on the live
+   * database, then, once the subscription has replayed past them, on the new one. Without
+   * trustworthy counts on either side, nothing is kept and the proof runs whole under the freeze.
+   */
+  async preProve(exclude: string, abort: AbortSignal | undefined): Promise<void> {
+    const exclusions = parseExclusions(exclude);
+    const side = async (target: RestoreTarget, expected: string[] = []): Promise<ProofSide | string> => {
       const session = PsqlSession.open(target);
       try {
-        return await takeFingerprint(session, parseExclusions(exclude));
+        await session.query(fingerprintSessionSettings);
+        const reading = await readMarks(session, { expected });
+        if ('untrusted' in reading) return reading.untrusted;
+        const { tables } = await fingerprintTables(session, exclusions);
+        return { marks: reading.marks, tables: new Map(tables.map((t) => [tableKey(t), t])) };
       } finally {
         await session.close();
       }
     };
-    const [live, next] = await Promise.all([take(this.live), take(this.next)]);
+    const live = await side(this.live);
+    if (typeof live === 'string') return this.log.info(`No pre-proof (${live}): the whole proof runs under the freeze`);
+    await this.waitReplayed(await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();'), abort);
+    const next = await side(this.next, ['logical replication worker']);
+    if (typeof next === 'string') return this.log.info(`No pre-proof (${next}): the whole proof runs under the freeze`);
+    this.preProof = { live, next };
+    this.log.info(
+      `Pre-proof while the game runs: ${live.tables.size} tables fingerprinted on both databases; under the freeze only the tables written to since are fingerprinted again`,
+    );
+  }
+
+  /**
+   * Under the freeze, after the final catch-up: the subscription's worker stopped (its counts
+   * complete), the tables neither database has written to since the pre-proof, whose digests
+   * it keeps; none without a pre-proof or trustworthy counts.
+   */
+  private async unchangedSincePreProof(
+    sessions: [PsqlSession, PsqlSession],
+    endedPids: number[],
+  ): Promise<Set<string>> {
+    const pre = this.preProof;
+    if (!pre) return new Set();
+    await this.stopSubscriptionWorker();
+    const [live, next] = await Promise.all([readMarks(sessions[0], { pids: endedPids }), readMarks(sessions[1])]);
+    if ('untrusted' in live || 'untrusted' in next) {
+      const why = 'untrusted' in live ? live.untrusted : (next as { untrusted: string }).untrusted;
+      this.log.info(`The pre-proof is not used (${why}): every table is fingerprinted under the freeze`);
+      return new Set();
+    }
+    return unchangedTables(pre, live.marks, next.marks);
+  }
+
+  /** Disables the subscription (the final position is replayed: nothing is left to apply) and waits until its worker has exited. */
+  private async stopSubscriptionWorker(): Promise<void> {
+    await databaseSql(this.$, this.next, `ALTER SUBSCRIPTION ${quoteIdent(this.name)} DISABLE;`);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const running = await databaseSql(
+        this.$,
+        this.next,
+        `SELECT count(*) FROM pg_stat_subscription WHERE subid = ${Number(this.subscriptionId)} AND pid IS NOT NULL;`,
+      );
+      if (running === '0') return;
+      if (Date.now() > deadline)
+        throw new CliError(`the subscription's worker in ${this.next.container} did not stop within 30 s of DISABLE`, {
+          advice: 'The live deployment is serving as before. Deploy again, or with --offline.',
+        });
+      await sleep(50);
+    }
+  }
+
+  /**
+   * The fingerprint of the frozen live database against the new one; a difference (a lost
+   * change, DDL during the copy) aborts. The tables the pre-proof still covers keep its digests.
+   */
+  async prove(exclude: string, endedPids: number[] = []): Promise<void> {
+    const exclusions = parseExclusions(exclude);
+    const sessions: [PsqlSession, PsqlSession] = [PsqlSession.open(this.live), PsqlSession.open(this.next)];
+    let unchanged: Set<string>;
+    let live: Fingerprint;
+    let next: Fingerprint;
+    try {
+      await Promise.all(sessions.map((s) => s.query(fingerprintSessionSettings)));
+      unchanged = await this.unchangedSincePreProof(sessions, endedPids);
+      const take = async (session: PsqlSession, kept: Map<string, TableFingerprint> | undefined) => {
+        const { tables, excluded } = await fingerprintTables(
+          session,
+          exclusions,
+          currentAlgorithm,
+          (t) => !unchanged.has(tableKey(t)),
+        );
+        const sequences = await readSequences(session);
+        return combineFingerprint([...tables, ...[...unchanged].map((key) => kept!.get(key)!)], sequences, excluded);
+      };
+      [live, next] = await Promise.all([
+        take(sessions[0], this.preProof?.live.tables),
+        take(sessions[1], this.preProof?.next.tables),
+      ]);
+    } finally {
+      await Promise.all(sessions.map((s) => s.close()));
+    }
     const differences = compareFingerprints(live, next);
     if (differences.length || live.sha256 !== next.sha256) {
       const names = differences
@@ -344,8 +445,20 @@ export class Replication {
       );
     }
     this.fingerprint = next.sha256;
+    const again = next.tables.length - unchanged.size;
     this.log.info(
-      `Fingerprint proven: ${next.sha256} (${next.tables.length} tables, ${next.sequences.length} sequences) on both databases`,
+      `Fingerprint proven: ${next.sha256} (${next.tables.length} tables, ${next.sequences.length} sequences) on both databases; ${
+        this.preProof
+          ? `${again} table(s) fingerprinted again under the freeze${
+              again
+                ? ` (${next.tables
+                    .filter((t) => !unchanged.has(tableKey(t)))
+                    .map((t) => `${t.schema}.${t.table}`)
+                    .join(', ')})`
+                : ''
+            }, ${unchanged.size} unchanged since the pre-proof`
+          : 'every table fingerprinted under the freeze'
+      }`,
     );
   }
 

@@ -78,7 +78,7 @@ export const fingerprintSessionSettings =
   'SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET search_path = pg_catalog; ' +
   "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex';";
 
-const hex = (text: string) => Buffer.from(text, 'hex').toString('utf8');
+export const hex = (text: string) => Buffer.from(text, 'hex').toString('utf8');
 
 /** A pattern list like `public.sessions,audit_*` (a bare name matches in any schema). */
 export function parseExclusions(raw: string | undefined): RegExp[] {
@@ -101,6 +101,13 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/** The tables a fingerprint covers, as `c` (pg_class) and `n` (its schema): user tables, not extension-owned. */
+export const userTablesFrom = `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
 /**
  * User tables of every non-system schema (not extension-owned), sorted by schema and name, each
  * with whether the typed hash applies to it (every column of a typedHashTypes type, compared
@@ -118,20 +125,20 @@ export async function listTables(
           AND (a.attcollation = 0 OR EXISTS (SELECT 1 FROM pg_collation co WHERE co.oid = a.attcollation AND co.collisdeterministic)))
         FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), true)
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'r'
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+    ${userTablesFrom}
     ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`);
   return rows.map(([schema, table, typed]) => ({ schema: hex(schema!), table: hex(table!), typed: typed === 't' }));
 }
 
-/** Counts and digests every table (minus exclusions) in one statement, in the session's snapshot. */
+/**
+ * Counts and digests every table (minus exclusions) in one statement, in the session's snapshot;
+ * with `select`, just the tables it accepts (the excluded ones are still all listed).
+ */
 export async function fingerprintTables(
   session: PsqlSession,
   exclusions: RegExp[] = [],
   algorithm: FingerprintAlgorithm = currentAlgorithm,
+  select: (table: { schema: string; table: string }) => boolean = () => true,
 ): Promise<{ tables: TableFingerprint[]; excluded: string[] }> {
   const all = await listTables(session);
   const excluded: string[] = [];
@@ -140,14 +147,15 @@ export async function fingerprintTables(
     if (skip) excluded.push(`${schema}.${table}`);
     return !skip;
   });
-  if (included.length === 0) return { tables: [], excluded };
+  const wanted = included.filter(select);
+  if (wanted.length === 0) return { tables: [], excluded };
   // `alias.*` is the whole row even if a column has the alias's name.
   const rowHash = (typed: boolean) =>
     algorithm !== 'text' && typed
       ? 'hash_record_extended(ROW("planetarion row".*), 0)'
       : 'hashtextextended(("planetarion row".*)::text, 0)';
   const only = algorithm === 'typed-only' ? 'ONLY ' : '';
-  const sql = included
+  const sql = wanted
     .map(
       ({ schema, table, typed }, i) =>
         `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${only}${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
@@ -155,7 +163,7 @@ export async function fingerprintTables(
     .join('\nUNION ALL\n');
   const rows = await session.query(sql);
   const tables = rows.map(([i, count, digest]) => {
-    const { schema, table } = included[Number(i)]!;
+    const { schema, table } = wanted[Number(i)]!;
     return { schema, table, rows: Number(count), digest: digest! };
   });
   return { tables: tables.sort(byName), excluded };

@@ -15,7 +15,11 @@ import {
   type BackupFile,
   type WalPosition,
 } from '../store/backup-files.ts';
-import { recordDatabaseProperties, type DatabaseProperties } from '../dump/database-properties.ts';
+import {
+  type DatabaseProperties,
+  databasePropertiesQuery,
+  parseDatabaseProperties,
+} from '../dump/database-properties.ts';
 import { Docker } from '../host/docker.ts';
 import { streamDump, type DumpResult, type BackupFormat } from '../dump/pg-dump.ts';
 import { CliError, UsageError, errorText } from '../errors.ts';
@@ -223,6 +227,8 @@ async function dumpAndFingerprint(
       user: settings.dbUser,
       database: settings.dbName,
       snapshot: snapshot?.snapshot,
+      // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
+      sideQuery: databasePropertiesQuery(settings.dbName),
       format: run.format,
       path: temp,
       recipients: run.recipients,
@@ -281,6 +287,17 @@ async function explainDumpFailure(
   if (fingerprintError)
     return new CliError(`the fingerprint query failed: ${errorText(fingerprintError)}`, { cause: error });
   return error;
+}
+
+/** The database-level properties the dump's side query read; a failure only warns (a restore then uses the live database's). */
+function propertiesOf(dump: DumpResult, database: string, log: Logger): DatabaseProperties | undefined {
+  try {
+    if (dump.side && 'answer' in dump.side) return parseDatabaseProperties(dump.side.answer);
+    throw new Error(dump.side?.error || 'no answer');
+  } catch (error) {
+    log.warn(`Could not read the database-level properties of '${database}' for the manifest: ${errorText(error)}`);
+    return undefined;
+  }
 }
 
 /** Phase verify, its decision: what is wrong with a finished dump; empty when nothing is. Pure. */
@@ -533,12 +550,6 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
     if (context.dryRun) return dryRunSummary(context, run, summary);
     if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
     held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
-    // Read while the dump runs: what pg_dump leaves out of the dump, for the manifest.
-    const properties = recordDatabaseProperties(
-      context.$,
-      { docker: context.docker, container: settings.container, user: settings.dbUser, database: settings.dbName },
-      log,
-    );
     const snapshot = await awaitSnapshot(context, pre);
     const { dump, fingerprint, durations } = await dumpAndFingerprint(
       context,
@@ -549,7 +560,7 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       held.temp,
     );
     verifyDump(log, run, dump, fingerprint);
-    const databaseProperties = await properties;
+    const databaseProperties = propertiesOf(dump, settings.dbName, log);
     const placed = placePhase(context, run, held.temp, {
       dump,
       fingerprint,

@@ -28,10 +28,10 @@ export interface DatabaseProperties {
 
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
 
-/** The properties of a database, or undefined when there is no database of that name. */
-export async function readDatabaseProperties(sql: Sql, database: string): Promise<DatabaseProperties | undefined> {
+/** The query whose one line of output parseDatabaseProperties reads (none: no database of that name). */
+export function databasePropertiesQuery(database: string): string {
   // to_jsonb(d) reads the locale columns by name: they were renamed between major versions.
-  const out = await sql(`
+  return `
     SELECT json_build_object(
       'encoding', pg_encoding_to_char(d.encoding), 'collate', d.datcollate, 'ctype', d.datctype,
       'localeProvider', CASE to_jsonb(d) ->> 'datlocprovider' WHEN 'i' THEN 'icu' ELSE 'libc' END,
@@ -46,8 +46,17 @@ export async function readDatabaseProperties(sql: Sql, database: string): Promis
         SELECT coalesce(json_agg(json_build_object('role', CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
           'setting', c.setting) ORDER BY s.setrole, c.n), '[]')
         FROM pg_db_role_setting s, unnest(s.setconfig) WITH ORDINALITY AS c(setting, n) WHERE s.setdatabase = d.oid))
-    FROM pg_database d WHERE d.datname = ${literal(database)};`);
-  return out ? (JSON.parse(out) as DatabaseProperties) : undefined;
+    FROM pg_database d WHERE d.datname = ${literal(database)};`;
+}
+
+/** The properties in the query's output (JSON strings escape newlines: it is one line). */
+export function parseDatabaseProperties(out: string): DatabaseProperties | undefined {
+  return out.trim() ? (JSON.parse(out) as DatabaseProperties) : undefined;
+}
+
+/** The properties of a database, or undefined when there is no database of that name. */
+export async function readDatabaseProperties(sql: Sql, database: string): Promise<DatabaseProperties | undefined> {
+  return parseDatabaseProperties(await sql(databasePropertiesQuery(database)));
 }
 
 /**

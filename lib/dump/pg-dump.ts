@@ -35,6 +35,11 @@ export interface DumpRequest {
    * Must not throw (a failed consumer drops chunks and reports later).
    */
   tee?: (chunk: Buffer) => Promise<void>;
+  /**
+   * SQL whose one line of output comes back with the dump (result.side): run by psql in the
+   * dump's own exec, right before pg_dump, instead of in an exec of its own beside it.
+   */
+  sideQuery?: string;
 }
 
 export interface DumpResult {
@@ -46,6 +51,8 @@ export interface DumpResult {
   sha256: string;
   inspection: DumpInspection;
   durationMs: number;
+  /** The side query's one line of output, or psql's error; absent without a side query. */
+  side?: { answer: string } | { error: string };
 }
 
 /**
@@ -77,14 +84,39 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'sna
 /** The exit status of the dump's exec when pg_isready failed (pg_dump exits 1, docker 125-127). */
 const notReadyStatus = 96;
 
+/** How the side query's answer (or its error) comes back on the dump's stderr, one line each. */
+const sideAnswer = 'planetarion-side-answer: ';
+const sideError = 'planetarion-side-error: ';
+
 /**
- * What runs in the container: pg_isready, and pg_dump only once the server answers, in one
- * `docker exec` (each costs ~0.07 s of CPU in the daemon and runc, on a NAS pg_dump keeps busy).
- * The values reach sh as arguments, never as script text.
+ * What runs in the container: pg_isready, the side query by psql if there is one, and pg_dump
+ * once the server answers, in one `docker exec` (each exec costs ~0.1 s of CPU in the daemon
+ * and runc, on a NAS pg_dump keeps busy). The values reach sh as arguments, never as script text.
  */
-export function dumpCommand(request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'format'>): string[] {
-  const script = `out=$(pg_isready -U "$1" -d "$2") || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }; shift 2; exec "$@"`;
-  return ['sh', '-c', script, 'sh', request.user, request.database, ...pgDumpArgs(request)];
+export function dumpCommand(
+  request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'format' | 'sideQuery'>,
+): string[] {
+  const script = [
+    `out=$(pg_isready -U "$1" -d "$2") || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
+    `if [ -n "$3" ]; then if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3" 2>&1); then printf '${sideAnswer}%s\\n' "$out" >&2; else printf '${sideError}%s\\n' "$out" | tr '\\n' ' ' >&2; echo >&2; fi; fi`,
+    'shift 3; exec "$@"',
+  ].join('\n');
+  return ['sh', '-c', script, 'sh', request.user, request.database, request.sideQuery ?? '', ...pgDumpArgs(request)];
+}
+
+/** The side query's answer out of the dump's stderr, and the stderr without it. Pure. */
+export function splitSideAnswer(stderr: string): { side: DumpResult['side']; rest: string } {
+  let side: DumpResult['side'];
+  const rest = stderr
+    .split('\n')
+    .filter((line) => {
+      if (line.startsWith(sideAnswer)) side = { answer: line.slice(sideAnswer.length) };
+      else if (line.startsWith(sideError)) side = { error: line.slice(sideError.length).trim() };
+      else return true;
+      return false;
+    })
+    .join('\n');
+  return { side, rest };
 }
 
 /**
@@ -250,6 +282,8 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   }
   const [code, signal] = await exited;
   const inspection = await inspector.end();
+  const { side, rest } = splitSideAnswer(stderr);
+  stderr = rest;
   if (code !== 0) {
     const probe = code === notReadyStatus ? /^pg_isready: (.*)$/m.exec(stderr) : null;
     if (probe) throw new NotReadyError(request.container, probe[1]!);
@@ -261,5 +295,12 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
     });
   }
   request.onProgress?.(dumpBytes);
-  return { bytes, dumpBytes, sha256: hash.digest('hex'), inspection, durationMs: Date.now() - started };
+  return {
+    bytes,
+    dumpBytes,
+    sha256: hash.digest('hex'),
+    inspection,
+    durationMs: Date.now() - started,
+    ...(side ? { side } : {}),
+  };
 }

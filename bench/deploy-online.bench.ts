@@ -10,7 +10,7 @@
 // BENCH_SCALES=10,30,50 (pgbench scales), BENCH_RUNS=1 (deployments per method and scale),
 // BENCH_METHODS=online,offline, BENCH_DEPLOY_LOG=FILE (each deployment's log and the writer's errors, in ms).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runTool, startTool, waitFor } from '../test/helpers/cli.ts';
 import { psql } from '../test/helpers/db.ts';
@@ -185,6 +185,42 @@ async function benchScale(scale: number): Promise<string[]> {
   }
 }
 
+/** Log lines that mark the steps of the freeze, in order (what breakdown() times between). */
+const freezeMarks: Array<[string, RegExp]> = [
+  ['freeze', /Phase \d+\/\d+ freeze/],
+  ['fenced', /Fence: .* takes no writes/],
+  ['final LSN', /replayed the live database up to/],
+  ['sequences', /Copied \d+ sequence/],
+  ['proven', /Fingerprint proven/],
+  ['started', /Phase \d+\/\d+ detach/],
+  ['detached', /Phase \d+\/\d+ release/],
+  ['released', /Phase \d+\/\d+ switch/],
+  ['switched', /Switched: /],
+];
+
+/** Where each online deployment's freeze went, from the stamped log (BENCH_DEPLOY_LOG). */
+function breakdown(logFile: string): string[] {
+  const deployments: Array<Map<string, number>> = [];
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    const match = /^(\d+) (.*)$/.exec(line);
+    if (!match) continue;
+    const [at, text] = [Number(match[1]), match[2]!];
+    if (text.startsWith('bench: deploy-to-qnap')) deployments.push(new Map());
+    const current = deployments[deployments.length - 1];
+    for (const [name, pattern] of freezeMarks)
+      if (current && !current.has(name) && pattern.test(text)) current.set(name, at);
+  }
+  return deployments
+    .filter((d) => d.has('freeze') && d.has('switched'))
+    .map((d) => {
+      const seen = freezeMarks.map(([name]) => name).filter((name) => d.has(name));
+      const steps = seen
+        .slice(1)
+        .map((name, i) => `${seen[i]} -> ${name} ${((d.get(name)! - d.get(seen[i]!)!) / 1000).toFixed(1)} s`);
+      return `freeze -> switched ${((d.get('switched')! - d.get('freeze')!) / 1000).toFixed(1)} s: ${steps.join(', ')}`;
+    });
+}
+
 const rows: string[] = [];
 for (const scale of scales) rows.push(...(await benchScale(scale)));
 console.log(
@@ -194,3 +230,7 @@ console.log(rows.join('\n'));
 console.log(
   `(the gap includes the new app's own health check, interval: 1s in the test stack; targets: online <= 0.3x raw at scale 30, scale 10 vs 50 within 1.5x)`,
 );
+if (process.env.BENCH_DEPLOY_LOG) {
+  console.log(`\nWhere each online deployment's freeze went (from ${process.env.BENCH_DEPLOY_LOG}, in the order run):`);
+  for (const line of breakdown(process.env.BENCH_DEPLOY_LOG)) console.log(`  ${line}`);
+}

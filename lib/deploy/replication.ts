@@ -371,7 +371,7 @@ export class Replication {
   ): Promise<Set<string>> {
     const pre = this.preProof;
     if (!pre) return new Set();
-    await this.stopSubscriptionWorker();
+    await this.stopSubscriptionWorker(sessions[1]);
     const [live, next] = await Promise.all([readMarks(sessions[0], { pids: endedPids }), readMarks(sessions[1])]);
     if ('untrusted' in live || 'untrusted' in next) {
       const why = 'untrusted' in live ? live.untrusted : (next as { untrusted: string }).untrusted;
@@ -381,22 +381,24 @@ export class Replication {
     return unchangedTables(pre, live.marks, next.marks);
   }
 
-  /** Disables the subscription (the final position is replayed: nothing is left to apply) and waits until its worker has exited. */
-  private async stopSubscriptionWorker(): Promise<void> {
-    await databaseSql(this.$, this.next, `ALTER SUBSCRIPTION ${quoteIdent(this.name)} DISABLE;`);
+  /**
+   * Disables the subscription (the final position is replayed: nothing is left to apply) and
+   * waits until its worker has exited, in the new database's proof session (each docker exec
+   * is downtime under the freeze).
+   */
+  private async stopSubscriptionWorker(session: PsqlSession): Promise<void> {
+    await session.query(`ALTER SUBSCRIPTION ${quoteIdent(this.name)} DISABLE;`);
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const running = await databaseSql(
-        this.$,
-        this.next,
+      const [[running]] = (await session.query(
         `SELECT count(*) FROM pg_stat_subscription WHERE subid = ${Number(this.subscriptionId)} AND pid IS NOT NULL;`,
-      );
+      )) as [[string]];
       if (running === '0') return;
       if (Date.now() > deadline)
         throw new CliError(`the subscription's worker in ${this.next.container} did not stop within 30 s of DISABLE`, {
           advice: 'The live deployment is serving as before. Deploy again, or with --offline.',
         });
-      await sleep(50);
+      await sleep(20);
     }
   }
 

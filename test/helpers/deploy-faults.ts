@@ -152,34 +152,86 @@ export const logSince = (n: TestNas, from: number) => {
 export const logSize = (n: TestNas) =>
   existsSync(join(n.dir, 'logs/deploy.log')) ? statSync(join(n.dir, 'logs/deploy.log')).size : 0;
 
-/** A host-side writer: its process, the tick numbers that committed, and every error message it got. */
+/** A host-side writer: the tick numbers that committed, every error message it got, and its stop. */
 export interface HostWriter {
-  child: ChildProcess;
   committed: () => number[];
   errors: () => string[];
+  stop: () => void;
 }
 
 /**
- * A host-side writer like a cron tick or the game's ticker: every 0.1 s one transaction of `tick`
- * (SQL in which the shell puts the tick's number for `$i`) by `docker exec … psql` in `container`.
+ * A host-side writer like the game's ticker: a tick every 50 ms, each one transaction of `tick`
+ * (SQL in which `$i` is the tick's number), through one `docker exec -i … psql` session held
+ * open. A tick counts as committed when psql has echoed its number after the COMMIT. A session
+ * that ends (the fence ends it, the server stops, the name moves to another container) ends on
+ * its first error, which is recorded, and a new one starts 50 ms later; ticks it was sent but
+ * did not acknowledge are never sent again (their numbers are not reused).
  */
-export function startHostWriter(container: string, tick: string): HostWriter {
-  const script = `i=0; while :; do i=$((i+1)); if out=$(docker exec "$1" psql -X -q -1 -v ON_ERROR_STOP=1 -U planetarion_user -d planetarion -c "${tick}" 2>&1 >/dev/null); then echo "ok $i"; else echo "error $i $out" | tr '\\n' ' '; echo; fi; sleep 0.1; done`;
-  const child = spawn('sh', ['-c', script, 'sh', container], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const lines = () => out.split('\n').filter(Boolean);
+export function startHostWriter(container: string, tick: string, everyMs = 50): HostWriter {
+  const committed: number[] = [];
+  const errors: string[] = [];
+  let next = 0;
+  let stopped = false;
+  let session: ChildProcess | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const connect = () => {
+    if (stopped) return;
+    const child = spawn(
+      'docker',
+      [
+        'exec',
+        '-i',
+        container,
+        'psql',
+        '-X',
+        '-q',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-U',
+        'planetarion_user',
+        '-d',
+        'planetarion',
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    session = child;
+    let out = '';
+    let err = '';
+    child.stdin!.on('error', () => {});
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const lines = out.split('\n');
+      out = lines.pop()!;
+      for (const line of lines) if (/^ok \d+$/.test(line)) committed.push(Number(line.slice(3)));
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const send = () => {
+      if (stopped || child.exitCode !== null || child.signalCode !== null) return;
+      const i = ++next;
+      child.stdin!.write(`BEGIN;\n${tick.replaceAll('$i', String(i))}\nCOMMIT;\n\\echo ok ${i}\n`);
+      timer = setTimeout(send, everyMs);
+    };
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (stopped) return;
+      errors.push(`error after tick ${next} (exit ${code}): ${err.trim().replace(/\s+/g, ' ')}`);
+      timer = setTimeout(connect, everyMs);
+    });
+    send();
+  };
+  connect();
   return {
-    child,
-    committed: () =>
-      lines()
-        .filter((l) => l.startsWith('ok '))
-        .map((l) => Number(l.slice(3))),
-    errors: () => lines().filter((l) => l.startsWith('error ')),
+    committed: () => [...committed],
+    errors: () => [...errors],
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+      session?.kill('SIGKILL');
+    },
   };
 }
 
-export const stopWriter = (writer: HostWriter) => process.kill(-writer.child.pid!, 'SIGKILL');
+export const stopWriter = (writer: HostWriter) => writer.stop();
 
 /** Runs a deployment (or any step) while the writer writes, and stops the writer whatever happens. */
 export async function whileWriting<T>(writer: HostWriter, step: () => Promise<T>): Promise<T> {

@@ -208,7 +208,8 @@ export function startHostWriter(container: string, tick: string, everyMs = 50): 
     const send = () => {
       if (stopped || child.exitCode !== null || child.signalCode !== null) return;
       const i = ++next;
-      child.stdin!.write(`BEGIN;\n${tick.replaceAll('$i', String(i))}\nCOMMIT;\n\\echo ok ${i}\n`);
+      // The tick's own `;` is optional (`;;` is an empty statement psql skips).
+      child.stdin!.write(`BEGIN;\n${tick.replaceAll('$i', String(i))};\nCOMMIT;\n\\echo ok ${i}\n`);
       timer = setTimeout(send, everyMs);
     };
     child.on('close', (code) => {

@@ -5,7 +5,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fingerprintSessionSettings } from '../lib/dump/fingerprint.ts';
-import { type MarksReading, readMarks, tableKey } from '../lib/deploy/staged-proof.ts';
+import { catalogKey, type MarksReading, readMarks, tableKey } from '../lib/deploy/staged-proof.ts';
 import { PsqlSession } from '../lib/host/psql-session.ts';
 import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 
@@ -16,6 +16,9 @@ const schema = `
 CREATE TABLE planets (id int PRIMARY KEY, name varchar(10) NOT NULL, ore bigint NOT NULL);
 CREATE TABLE scores (player int, points int);
 CREATE TABLE "odd ""name""" (x text);
+CREATE TYPE mood AS ENUM ('calm', 'angry');
+CREATE TABLE moods (who int, feels mood);
+INSERT INTO moods VALUES (1, 'calm');
 INSERT INTO planets SELECT g, 'p' || g, g FROM generate_series(1, 1000) g;
 INSERT INTO scores SELECT g, 0 FROM generate_series(1, 50) g;
 INSERT INTO "odd ""name""" VALUES ('INSERT INTO planets VALUES (1); --');`;
@@ -46,7 +49,10 @@ async function moved(sql: string): Promise<string[]> {
   const before = await trusted();
   const pid = Number((await psql(name, `SELECT pg_backend_pid();\n${sql}`)).split('\n')[0]);
   const after = await trusted([pid]);
-  return [...after.keys()].filter((k) => after.get(k) !== before.get(k)).map((k) => JSON.parse(k)[1]);
+  return [...after.keys()]
+    .filter((k) => after.get(k) !== before.get(k))
+    .map((k) => (k === catalogKey ? '(catalog)' : JSON.parse(k)[1]))
+    .sort();
 }
 
 const marks = suite('staged proof: the marks of a table');
@@ -79,6 +85,17 @@ const cases: Array<[string, string, string[]]> = [
     'SELECT count(*) FROM planets; VACUUM planets; ANALYZE scores; CHECKPOINT;',
     [],
   ],
+  [
+    'a temporary table created and dropped',
+    'CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1); DROP TABLE scratch;',
+    [],
+  ],
+  [
+    "an enum value renamed (no table written: the rows' text changes)",
+    "ALTER TYPE mood RENAME VALUE 'calm' TO 'serene';",
+    ['(catalog)'],
+  ],
+  ['a statistics reset', 'SELECT pg_stat_reset();', ['(catalog)', 'moods', 'odd "name"', 'planets', 'scores']],
 ];
 
 for (const [what, sql, expected] of cases)

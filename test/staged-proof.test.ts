@@ -1,12 +1,12 @@
 // Which tables the freeze may leave out of the proof: the rule of staged-proof.ts on its own.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { type PreProof, tableKey, type TableMarks, unchangedTables } from '../lib/deploy/staged-proof.ts';
+import { catalogKey, type PreProof, tableKey, type TableMarks, unchangedTables } from '../lib/deploy/staged-proof.ts';
 
 const key = (table: string) => tableKey({ schema: 'public', table });
 const fp = (table: string, rows: number, digest: string) => ({ schema: 'public', table, rows, digest });
-const marks = (entries: Record<string, string>): TableMarks =>
-  new Map(Object.entries(entries).map(([t, m]) => [key(t), m]));
+const marks = (entries: Record<string, string>, catalog = 'c1'): TableMarks =>
+  new Map([...Object.entries(entries).map(([t, m]): [string, string] => [key(t), m]), [catalogKey, catalog]]);
 
 /** Three tables equal on both sides at the pre-proof. */
 const pre = (): PreProof => ({
@@ -81,6 +81,20 @@ rule('a table created since the pre-proof is never kept (it has no pre-proof dig
   const next = new Map(p.next.marks).set(key('audit'), '21000 1 0 0 e');
   assert.not.ok(unchangedTables(p, live, next).has(key('audit')));
 });
+
+rule(
+  'the catalog moved on either side (an enum value renamed, a type, a role, a reset of the counts): nothing is kept',
+  () => {
+    const p = pre();
+    const live = new Map(p.live.marks).set(catalogKey, 'c2');
+    assert.equal([...unchangedTables(p, live, p.next.marks)], []);
+    const next = new Map(p.next.marks).set(catalogKey, 'c2');
+    assert.equal([...unchangedTables(p, p.live.marks, next)], []);
+    const none = new Map(p.next.marks);
+    none.delete(catalogKey);
+    assert.equal([...unchangedTables(p, p.live.marks, none)], []);
+  },
+);
 
 rule('names are kept apart whatever they hold: "a.b"."c" is not "a"."b.c"', () => {
   assert.is.not(tableKey({ schema: 'a.b', table: 'c' }), tableKey({ schema: 'a', table: 'b.c' }));

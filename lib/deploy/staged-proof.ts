@@ -13,7 +13,10 @@
 // gone: the fence ends the client sessions and the proof waits for them to exit, and the
 // subscription is disabled (its worker exits) before the new side is read. What would keep the
 // counts from being complete (track_counts off, a background worker in the database) makes the
-// whole proof run under the freeze, as a one-stage proof would.
+// whole proof run under the freeze, as a one-stage proof would. So does any change, on either
+// side, to what a row's text form depends on outside its table (an enum value renamed, a type,
+// relation, function or role renamed: regclass and the like), to the counts' baseline (a reset,
+// a restart), or a worker still running 30 s after the subscription is disabled.
 import type { PsqlSession } from '../host/psql-session.ts';
 import { hex, type TableFingerprint, userTablesFrom } from '../dump/fingerprint.ts';
 
@@ -22,8 +25,35 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A table's identity in the maps below (schema and name may hold any character). */
 export const tableKey = (t: { schema: string; table: string }) => JSON.stringify([t.schema, t.table]);
 
-/** Per table: its storage file, its row counts and its columns, as one comparable string. */
+/**
+ * Per table: its storage file, its row counts and its columns, as one comparable string; and,
+ * under catalogKey, what every row's text form depends on outside its table (see catalogMark).
+ */
 export type TableMarks = Map<string, string>;
+
+/** The key of the catalog's mark: no schema has an empty name, so no table has this key. */
+export const catalogKey = tableKey({ schema: '', table: 'catalog' });
+
+/**
+ * What can change a row's text form, or the counts' meaning, without a write to its table: the
+ * names of types, enum labels (ALTER TYPE ... RENAME VALUE), composite types' attributes,
+ * relations, schemas, functions and roles (regclass, regproc, regrole columns), and a reset of
+ * the statistics or a restart of the server. Temporary schemas are left out (a game's temporary
+ * tables come and go). When it moves, no pre-proof digest is kept.
+ */
+const catalogMark = `md5(concat_ws('|',
+    (SELECT string_agg(concat_ws(',', t.oid, t.typname, t.typnamespace, t.typtype, t.typbasetype, t.typelem, t.typrelid,
+        t.typtypmod, t.typcollation), ';' ORDER BY t.oid) FROM pg_type t WHERE t.typnamespace NOT IN (SELECT oid FROM temporary)),
+    (SELECT string_agg(concat_ws(',', e.enumtypid, e.enumsortorder, e.enumlabel), ';' ORDER BY e.enumtypid, e.enumsortorder) FROM pg_enum e),
+    (SELECT string_agg(concat_ws(',', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attisdropped), ';' ORDER BY a.attrelid, a.attnum)
+      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relkind = 'c' AND a.attnum > 0),
+    (SELECT string_agg(concat_ws(',', c.oid, c.relname, c.relnamespace), ';' ORDER BY c.oid) FROM pg_class c WHERE c.relnamespace NOT IN (SELECT oid FROM temporary)),
+    (SELECT string_agg(concat_ws(',', n.oid, n.nspname), ';' ORDER BY n.oid) FROM pg_namespace n WHERE n.oid NOT IN (SELECT oid FROM temporary)),
+    (SELECT string_agg(concat_ws(',', p.oid, p.proname, p.pronamespace), ';' ORDER BY p.oid) FROM pg_proc p),
+    (SELECT string_agg(concat_ws(',', r.oid, r.rolname), ';' ORDER BY r.oid) FROM pg_roles r),
+    pg_stat_get_db_stat_reset_time((SELECT oid FROM pg_database WHERE datname = current_database())),
+    pg_postmaster_start_time()))`;
+const temporarySchemas = `temporary AS (SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')`;
 
 /** One database's stage of the pre-proof: its marks, read before its fingerprint was taken. */
 export interface ProofSide {
@@ -84,10 +114,15 @@ export async function readMarks(
             a.atthasmissing, a.attmissingval::text, a.attcollation, a.attgenerated, a.attnotnull), ';' ORDER BY a.attnum)
           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0)))
     ${userTablesFrom}`);
+  const [[catalog]] = (await session.query(`WITH ${temporarySchemas} SELECT ${catalogMark};`)) as [[string]];
   return {
-    marks: new Map(
-      rows.map(([schema, table, mark]) => [tableKey({ schema: hex(schema!), table: hex(table!) }), mark!]),
-    ),
+    marks: new Map([
+      ...rows.map(([schema, table, mark]): [string, string] => [
+        tableKey({ schema: hex(schema!), table: hex(table!) }),
+        mark!,
+      ]),
+      [catalogKey, catalog],
+    ]),
   };
 }
 
@@ -97,6 +132,9 @@ export async function readMarks(
  */
 export function unchangedTables(pre: PreProof, liveNow: TableMarks, nextNow: TableMarks): Set<string> {
   const unchanged = new Set<string>();
+  const catalogs = [pre.live.marks, liveNow, pre.next.marks, nextNow].map((m) => m.get(catalogKey));
+  if (catalogs.some((c) => c === undefined) || catalogs[0] !== catalogs[1] || catalogs[2] !== catalogs[3])
+    return unchanged;
   for (const [key, live] of pre.live.tables) {
     const next = pre.next.tables.get(key);
     const marks = [pre.live.marks.get(key), liveNow.get(key), pre.next.marks.get(key), nextNow.get(key)];

@@ -139,6 +139,8 @@ export async function fingerprintTables(
   exclusions: RegExp[] = [],
   algorithm: FingerprintAlgorithm = currentAlgorithm,
   select: (table: { schema: string; table: string }) => boolean = () => true,
+  /** One statement per table (each its own snapshot), instead of one for all. */
+  perTable = false,
 ): Promise<{ tables: TableFingerprint[]; excluded: string[] }> {
   const all = await listTables(session);
   const excluded: string[] = [];
@@ -155,13 +157,13 @@ export async function fingerprintTables(
       ? 'hash_record_extended(ROW("planetarion row".*), 0)'
       : 'hashtextextended(("planetarion row".*)::text, 0)';
   const only = algorithm === 'typed-only' ? 'ONLY ' : '';
-  const sql = wanted
-    .map(
-      ({ schema, table, typed }, i) =>
-        `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${only}${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
-    )
-    .join('\nUNION ALL\n');
-  const rows = await session.query(sql);
+  const statements = wanted.map(
+    ({ schema, table, typed }, i) =>
+      `SELECT ${i}, count(*), coalesce(sum(${rowHash(typed)}), 0) FROM ${only}${quoteIdent(schema)}.${quoteIdent(table)} AS "planetarion row"`,
+  );
+  const rows: string[][] = [];
+  if (perTable) for (const sql of statements) rows.push(...(await session.query(sql)));
+  else rows.push(...(await session.query(statements.join('\nUNION ALL\n'))));
   const tables = rows.map(([i, count, digest]) => {
     const { schema, table } = wanted[Number(i)]!;
     return { schema, table, rows: Number(count), digest: digest! };

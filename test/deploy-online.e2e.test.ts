@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { takeFingerprint } from '../lib/dump/fingerprint.ts';
-import { PsqlSession } from '../lib/host/psql-session.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
 import {
   installDockerHook,
@@ -29,6 +28,7 @@ import {
   type TestNas,
   volumesOf,
 } from './helpers/stack.ts';
+import { openSession } from './helpers/db.ts';
 
 const nases: TestNas[] = [];
 const cleanAll = () => {
@@ -171,7 +171,7 @@ function provedAgain(stderr: string): string[] {
 
 /** The whole fingerprint of a database, as a restore would take it. */
 async function fullFingerprint(container: string): Promise<string> {
-  const session = PsqlSession.open({ docker: 'docker', container, user: 'planetarion_user', database: 'planetarion' });
+  const session = openSession(container);
   try {
     return (await takeFingerprint(session)).sha256;
   } finally {

@@ -6,8 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fingerprintSessionSettings } from '../lib/dump/fingerprint.ts';
 import { catalogKey, type MarksReading, readMarks, tableKey } from '../lib/deploy/staged-proof.ts';
-import { PsqlSession } from '../lib/host/psql-session.ts';
-import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
+import { openSession, psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 
 const name = scratchName('pb-staged-proof');
 let ready = false;
@@ -24,12 +23,7 @@ INSERT INTO scores SELECT g, 0 FROM generate_series(1, 50) g;
 INSERT INTO "odd ""name""" VALUES ('INSERT INTO planets VALUES (1); --');`;
 
 async function marksOf(pids: number[] = []): Promise<MarksReading> {
-  const session = PsqlSession.open({
-    docker: 'docker',
-    container: name,
-    user: 'planetarion_user',
-    database: 'planetarion',
-  });
+  const session = openSession(name);
   try {
     await session.query(fingerprintSessionSettings);
     return await readMarks(session, { pids });
@@ -107,12 +101,7 @@ for (const [what, sql, expected] of cases)
 marks('a write of a session still open counts once the session is ended and waited for', async () => {
   assert.ok(ready, 'setup failed');
   const before = await trusted();
-  const writer = PsqlSession.open({
-    docker: 'docker',
-    container: name,
-    user: 'planetarion_user',
-    database: 'planetarion',
-  });
+  const writer = openSession(name);
   try {
     const pid = Number((await writer.query('SELECT pg_backend_pid();'))[0]![0]);
     await writer.query('UPDATE planets SET ore = ore + 1 WHERE id = 11;');

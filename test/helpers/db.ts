@@ -3,6 +3,7 @@
 // Every container runs with `--network none`: the server listens on its unix socket only.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { PsqlSession } from '../../lib/host/psql-session.ts';
 
 /** The PostgreSQL 15 test image (built by test/env/pg-image/build-image.sh). */
 export const testImage: string = process.env.PLANETARION_TEST_IMAGE ?? 'planetarion-test-pg:latest';
@@ -344,4 +345,9 @@ $writer$;
     await sleep(50);
   }
   return { channel, count, stop };
+}
+
+/** A psql session of the tool's own kind (lib/host/psql-session.ts) in container `name`, as the test user. */
+export function openSession(name: string, database = defaultDb): PsqlSession {
+  return PsqlSession.open({ docker: 'docker', container: name, user: defaultUser, database });
 }

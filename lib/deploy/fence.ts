@@ -51,9 +51,7 @@ export class LiveFence {
     private readonly $: Shell,
     private readonly target: RestoreTarget,
     private readonly session: PsqlSession,
-    /** The client sessions it ended (pid, user, application). */
-    readonly ended: string[],
-    /** Their server processes: ending one is asynchronous (see staged-proof.ts). */
+    /** The server processes of the client sessions it ended: ending one is asynchronous (see staged-proof.ts). */
     readonly endedPids: number[],
   ) {}
 
@@ -104,7 +102,6 @@ export class LiveFence {
         $,
         target,
         session,
-        ended.map((e) => e.text),
         ended.map((e) => e.pid),
       );
     } catch (error) {

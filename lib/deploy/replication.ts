@@ -346,7 +346,7 @@ export class Replication {
         await session.query(fingerprintSessionSettings);
         const reading = await readMarks(session, { expected });
         if ('untrusted' in reading) return reading.untrusted;
-        const { tables } = await fingerprintTables(session, exclusions, currentAlgorithm, undefined, true);
+        const { tables } = await fingerprintTables(session, exclusions, currentAlgorithm, { perTable: true });
         return { marks: reading.marks, tables: new Map(tables.map((t) => [tableKey(t), t])) };
       } catch (error) {
         abort?.throwIfAborted();
@@ -428,12 +428,9 @@ export class Replication {
       await Promise.all(sessions.map((s) => s.query(fingerprintSessionSettings)));
       unchanged = await this.unchangedSincePreProof(sessions, endedPids);
       const take = async (session: PsqlSession, kept: Map<string, TableFingerprint> | undefined) => {
-        const { tables, excluded } = await fingerprintTables(
-          session,
-          exclusions,
-          currentAlgorithm,
-          (t) => !unchanged.has(tableKey(t)),
-        );
+        const { tables, excluded } = await fingerprintTables(session, exclusions, currentAlgorithm, {
+          select: (t) => !unchanged.has(tableKey(t)),
+        });
         const sequences = await readSequences(session);
         return combineFingerprint([...tables, ...[...unchanged].map((key) => kept!.get(key)!)], sequences, excluded);
       };

@@ -138,10 +138,13 @@ export async function fingerprintTables(
   session: PsqlSession,
   exclusions: RegExp[] = [],
   algorithm: FingerprintAlgorithm = currentAlgorithm,
-  select: (table: { schema: string; table: string }) => boolean = () => true,
-  /** One statement per table (each its own snapshot), instead of one for all. */
-  perTable = false,
+  options: {
+    select?: (table: { schema: string; table: string }) => boolean;
+    /** One statement per table (each its own snapshot), instead of one for all. */
+    perTable?: boolean;
+  } = {},
 ): Promise<{ tables: TableFingerprint[]; excluded: string[] }> {
+  const { select = () => true, perTable = false } = options;
   const all = await listTables(session);
   const excluded: string[] = [];
   const included = all.filter(({ schema, table }) => {

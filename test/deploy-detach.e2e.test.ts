@@ -14,6 +14,7 @@ import {
   logSize,
   nothingLost,
   patient,
+  sleep,
   slowMachine,
   startGroup,
   stateOf,
@@ -158,6 +159,58 @@ remote(
     sqlIn(nas.container, 'DROP TRIGGER slow_copy ON app_writes');
     await writersRun(nas);
     await nothingLost(nas, result.previous);
+  },
+);
+
+/** The pid of the newest NAS-side run (its run record). */
+function newestRunPid(n: TestNas): number {
+  const runs = join(n.dir, 'deploy/runs');
+  const record = readdirSync(runs)
+    .filter((f) => f.endsWith('.run.json'))
+    .sort()
+    .pop()!;
+  return JSON.parse(readFileSync(join(runs, record), 'utf8')).pid;
+}
+
+remote(
+  'the ssh client killed during the proof, the detach and the release: each time the NAS side goes on, the workstation reconnects and reports the switch; no replication object left, nothing lost',
+  async () => {
+    assert.ok(sshd && nas, 'setup failed');
+    for (const phase of ['prove', 'detach', 'release']) {
+      const from = logSize(nas);
+      const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
+      const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase}: `);
+      let held = 0;
+      try {
+        await waitFor(`the ${phase} phase`, () => inPhase.test(logSince(nas!, from)), 900_000, 10);
+        // The NAS side held in the phase while its connection dies, so the loss lands there.
+        held = newestRunPid(nas);
+        process.kill(held, 'SIGSTOP');
+        const phases = [...logSince(nas, from).matchAll(/Phase \d+\/\d+ (\w+): /g)].map((m) => m[1]);
+        assert.is(phases.at(-1), phase, `the NAS side had gone past ${phase}: ${phases.join(', ')}`);
+        const ssh = childWith(ws.pid, '--follow');
+        assert.ok(ssh, 'the workstation follows the log over ssh');
+        process.kill(ssh, 'SIGKILL');
+        await sleep(1000);
+      } catch (error) {
+        process.kill(-ws.pid, 'SIGKILL');
+        throw error;
+      } finally {
+        if (held) process.kill(held, 'SIGCONT');
+      }
+      const r = await ws.done;
+      assert.is(r.code, 0, `${phase}: ${r.stderr}`);
+      assert.match(r.stderr, /Lost the connection to the NAS \(.*\); the run goes on there\. Reconnecting/);
+      assert.is(r.stderr.match(inPhase)?.length, 1, `${phase}: each log line once`);
+      const result = JSON.parse(r.stdout);
+      assert.is(result.mode, 'ab');
+      assert.match(r.stderr, /Fingerprint proven/);
+      assert.is(stateOf(nas).lastDeploy.outcome, 'switched');
+      for (const catalog of ['pg_replication_slots', 'pg_publication', 'pg_subscription'])
+        assert.is(sqlIn(nas.container, `SELECT count(*) FROM ${catalog}`), '0', `${phase}: ${catalog}`);
+      await writersRun(nas);
+      await nothingLost(nas, result.previous);
+    }
   },
 );
 

@@ -173,20 +173,20 @@ function newestRunPid(n: TestNas): number {
 }
 
 remote(
-  'the ssh client killed during the proof, the detach and the release: each time the NAS side goes on, the workstation reconnects and reports the switch; no replication object left, nothing lost',
+  'the ssh client killed during the proof, the new services starting beside the detach, and the release: each time the NAS side goes on, the workstation reconnects and reports the switch; no replication object left, nothing lost',
   async () => {
     assert.ok(sshd && nas, 'setup failed');
-    for (const phase of ['prove', 'detach', 'release']) {
+    for (const phase of ['prove', 'start + detach', 'release']) {
       const from = logSize(nas);
       const ws = startGroup('deploy-to-qnap', [...nas.deployArgs, ...slowMachine, '--json'], deployEnv(), workstation);
-      const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase}: `);
+      const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase.replace('+', '\\+')}: `);
       let held = 0;
       try {
         await waitFor(`the ${phase} phase`, () => inPhase.test(logSince(nas!, from)), 900_000, 10);
         // The NAS side held in the phase while its connection dies, so the loss lands there.
         held = newestRunPid(nas);
         process.kill(held, 'SIGSTOP');
-        const phases = [...logSince(nas, from).matchAll(/Phase \d+\/\d+ (\w+): /g)].map((m) => m[1]);
+        const phases = [...logSince(nas, from).matchAll(/Phase \d+\/\d+ (\w+(?: \+ \w+)*): /g)].map((m) => m[1]);
         assert.is(phases.at(-1), phase, `the NAS side had gone past ${phase}: ${phases.join(', ')}`);
         const ssh = childWith(ws.pid, '--follow');
         assert.ok(ssh, 'the workstation follows the log over ssh');

@@ -23,7 +23,7 @@ import { checkOnline, reconcileReplication, Replication, type OnlineCheck } from
 import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
 import { baseProjectName, dormantRefusal, findDeployment, type FoundDeployment } from './live.ts';
 import { servedBefore } from './rollback.ts';
-import { runPhases, type Phase } from './run-plan.ts';
+import { alongside, runPhases, type Phase } from './run-plan.ts';
 import { completionDependencies, waitCompleted } from './service-completion.ts';
 import { refuseSharedStorage } from './shared-storage.ts';
 import {
@@ -839,15 +839,16 @@ function deployPhases(run: DeployRun): Phase[] {
   if (run.mode === 'first') return [stageStackPhase(run), switchPhase(run), finishPhase(run)];
   const frozen = run.mode === 'ab' && run.options.freeze;
   if (run.replication) {
-    // Online: the subscription is dropped after the new writers are up (the frozen live database sends nothing more), before the live one stops.
+    // Online: the subscription is dropped while the new services start (it is disabled and the
+    // frozen live database sends nothing more; each is a few docker round trips of waiting), and
+    // before the live database stops.
     const online = onlinePhases(onlineRunOf(run, run.replication));
     return [
       stageDatabasePhase(run),
       online.replicate,
       online.freeze,
       online.prove,
-      startPhase(run),
-      online.detach,
+      alongside(startPhase(run), online.detach),
       releasePhase(run),
       switchPhase(run),
       finishPhase(run),

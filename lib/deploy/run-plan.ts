@@ -14,6 +14,24 @@ export interface Phase {
   run: () => Promise<void>;
 }
 
+/**
+ * One phase that runs independent phases at once (neither reads what the other does). It ends
+ * when all have settled, so the rollback never runs beside one of them, and fails with the first
+ * failure in plan order.
+ */
+export function alongside(...phases: Phase[]): Phase {
+  return {
+    name: phases.map((phase) => phase.name).join(' + '),
+    describe: phases.map((phase) => phase.describe).join('; at the same time, '),
+    run: async () => {
+      const failed = (await Promise.allSettled(phases.map((phase) => phase.run()))).find(
+        (outcome) => outcome.status === 'rejected',
+      );
+      if (failed) throw failed.reason;
+    },
+  };
+}
+
 const stopSignals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** How long an interrupted phase may take to settle before the rollback runs anyway. */
 const settleMs = 60_000;

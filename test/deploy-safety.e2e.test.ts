@@ -158,7 +158,13 @@ async function deployKilledAt(n: TestNas, phase: string, delayMs: number, signal
   const started = startTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
   let stderr = '';
   started.child.stderr!.on('data', (d: string) => (stderr += d));
-  await waitFor(`phase ${phase}`, () => new RegExp(`Phase \\d+/\\d+ ${phase}:`).test(stderr), 600_000, 20);
+  const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase.replaceAll('+', '\\+')}:`);
+  // A deployment that never reaches the phase is rolled back, so it cannot finish and move the live slot under the next test.
+  await waitFor(`phase ${phase}`, () => inPhase.test(stderr), 600_000, 20).catch(async (error: Error) => {
+    started.child.kill('SIGTERM');
+    await started.done;
+    throw new Error(`${error.message}; the log:\n${stderr}`);
+  });
   await sleep(delayMs);
   started.child.kill(signal);
   return started.done;
@@ -178,7 +184,7 @@ for (const [phase, delayMs, signal] of [
   ['stage', 500, 'SIGTERM'],
   ['freeze', 300, 'SIGINT'],
   ['prove', 100, 'SIGHUP'],
-  ['start', 300, 'SIGTERM'],
+  ['start + detach', 300, 'SIGTERM'],
   ['release', 0, 'SIGTERM'],
 ] as const) {
   signals(

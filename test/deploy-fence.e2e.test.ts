@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { LiveFence, verifyOwnCluster } from '../lib/deploy/fence.ts';
 import { Logger } from '../lib/log.ts';
 import { createShell } from '../lib/host/shell.ts';
-import { startTool } from './helpers/cli.ts';
+import { startTool, waitFor } from './helpers/cli.ts';
 import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
@@ -83,6 +83,46 @@ fence(
     assert.is(
       await psql(live, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'", { db: 'postgres' }),
       't',
+    );
+  },
+);
+
+fence(
+  'commitWithin: an ALTER TABLE commits with the fence up; tables and catalogs are locked again after it; release leaves no session',
+  async () => {
+    const raised = await LiveFence.raise($, target, log);
+    try {
+      await raised.commitWithin('ALTER TABLE ticks REPLICA IDENTITY FULL;');
+      assert.is(
+        await psql(live, "SELECT relreplident FROM pg_class WHERE relname = 'ticks'"),
+        'f',
+        'the ALTER committed',
+      );
+      for (const write of [
+        'INSERT INTO ticks VALUES (3)',
+        'CREATE TABLE later (n int)',
+        "SELECT lo_from_bytea(0, 'within')",
+      ]) {
+        const r = attempt(write);
+        assert.not.ok(r.ok, `committed after commitWithin: ${write}`);
+        assert.match(r.stderr, /lock timeout/, write);
+      }
+      assert.is(
+        await psql(live, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'", { db: 'postgres' }),
+        't',
+      );
+    } finally {
+      await raised.release();
+    }
+    await psql(live, 'ALTER TABLE ticks REPLICA IDENTITY DEFAULT');
+    // Neither the lock session nor the admin session outlives the fence (a backend leaves shortly after its client).
+    const others =
+      "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    await waitFor(
+      'the fence sessions to end',
+      async () => (await psql(live, others, { db: 'postgres' })) === '0',
+      10_000,
+      100,
     );
   },
 );

@@ -17,7 +17,7 @@ import {
   type ComposeServiceInfo,
 } from '../host/compose.ts';
 import { copySlotSources, slotComposeFile, type SlotCopy } from './slot-compose.ts';
-import { LiveFence, verifyOwnCluster } from './fence.ts';
+import { FenceSessions, LiveFence, verifyOwnCluster } from './fence.ts';
 import { onlinePhases } from './online.ts';
 import { checkOnline, reconcileReplication, Replication, type OnlineCheck } from './replication.ts';
 import { createSocketVolume, onlineSlotYaml, sweepSocketVolumes } from './slot-online.ts';
@@ -553,6 +553,19 @@ async function stopLiveWriters(run: DeployRun): Promise<void> {
   await run.docker.stop(running);
 }
 
+/** Stops the live writers and raises the fence, both recorded for the rollback; the fence's sessions connect while the writers stop (each connection after it is downtime). */
+async function stopWritersAndFence(run: DeployRun): Promise<LiveFence> {
+  const sessions = FenceSessions.open(liveTarget(run));
+  try {
+    await stopLiveWriters(run);
+  } catch (error) {
+    await sessions.close();
+    throw error;
+  }
+  run.progress.fence = await LiveFence.raise(run.options.$, liveTarget(run), run.options.log, undefined, sessions);
+  return run.progress.fence;
+}
+
 /** A-B with freeze: the writers stop, the live database is fenced, and its fresh dump streams into the new slot. */
 function freezePhase(run: DeployRun): Phase {
   const { options } = run;
@@ -561,8 +574,7 @@ function freezePhase(run: DeployRun): Phase {
     name: 'freeze',
     describe: `stop the live writers (${liveWriterNames(run).join(', ') || 'none'}) and take a fresh backup of ${run.liveDb} once it is fenced (other sessions of '${settings.dbName}' ended, its tables locked against writes until it stops), restoring it into ${run.newDb} as it is written`,
     run: async () => {
-      await stopLiveWriters(run);
-      run.progress.fence = await LiveFence.raise(options.$, liveTarget(run), log);
+      await stopWritersAndFence(run);
       const stream = run.stream!;
       const load = new StreamLoad(newTarget(run), stream.into, backupFormatOf(settings));
       stream.load = load;
@@ -876,11 +888,7 @@ function onlineRunOf(run: DeployRun, replication: Replication) {
     database: options.settings.dbName,
     fingerprintExclude: options.settings.fingerprintExclude,
     abort: () => run.abort,
-    freeze: async () => {
-      await stopLiveWriters(run);
-      run.progress.fence = await LiveFence.raise(options.$, liveTarget(run), options.log);
-      return run.progress.fence;
-    },
+    freeze: () => stopWritersAndFence(run),
   };
 }
 

@@ -39,7 +39,7 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
       describe: `stop the live writers (${run.writers.join(', ') || 'none'}) and fence '${run.database}' in ${run.liveDb} (other sessions ended, tables locked against writes until it stops); wait until ${run.newDb} has replayed the live database's final WAL position; copy every sequence value`,
       run: async () => {
         fence = await run.freeze();
-        await r.waitFinal(run.abort());
+        await r.waitFinal(run.abort(), fence.adminSql);
         await r.copySequences();
       },
     },
@@ -52,7 +52,7 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
       name: 'detach',
       describe: `drop subscription ${r.name} in ${run.newDb}, its replication slots and the publication on ${run.liveDb}; put back the tables' REPLICA IDENTITY under the fence`,
       run: async () => {
-        await r.dropObjects();
+        await r.dropObjects(fence?.adminSql);
         if (r.identities.length && fence) {
           await fence.commitWithin(r.identitySql());
           r.identities = [];

@@ -18,8 +18,8 @@ import {
 } from '../dump/fingerprint.ts';
 import { type PreProof, type ProofSide, readMarks, tableKey, unchangedTables } from './staged-proof.ts';
 import type { Logger } from '../log.ts';
-import { PsqlSession } from '../host/psql-session.ts';
-import { adminSql, type RestoreTarget } from '../restore/attempt.ts';
+import { PsqlSession, type Sql } from '../host/psql-session.ts';
+import { adminSql, oneShotSql, type RestoreTarget } from '../restore/attempt.ts';
 import type { Shell } from '../host/shell.ts';
 import type { Duration } from 'zx/core';
 import { liveSocketPath, socketDirs } from './slot-online.ts';
@@ -83,6 +83,42 @@ export async function databaseSql(
   return out.stdout.trim();
 }
 
+/** Statements for the live and the new database, each in a session or a docker exec of its own. */
+interface Sides {
+  live: Sql;
+  next: Sql;
+}
+
+/** A docker exec psql per statement on the target's database. */
+const oneDatabaseSql =
+  ($: Shell, target: RestoreTarget): Sql =>
+  (sql) =>
+    databaseSql($, target, sql);
+
+/** Statements in an open session, the output shaped as databaseSql's (fields joined by '|'). */
+const sessionSql =
+  (session: PsqlSession): Sql =>
+  async (sql) =>
+    (await session.query(sql)).map((row) => row.join('|')).join('\n');
+
+/** The freeze's sessions, each ready (the proof's settings applied) once its promise resolves. */
+interface FreezeSessions {
+  live: Promise<PsqlSession>;
+  next: Promise<PsqlSession>;
+}
+
+/** A session with the fingerprint's settings applied; killed if they fail. */
+async function openReady(target: RestoreTarget): Promise<PsqlSession> {
+  const session = PsqlSession.open(target);
+  try {
+    await session.query(fingerprintSessionSettings);
+    return session;
+  } catch (error) {
+    session.kill();
+    throw error;
+  }
+}
+
 /** The live database's socket folder volume and wal_level: both are needed for the online fill. */
 export async function checkOnline($: Shell, live: RestoreTarget): Promise<OnlineCheck> {
   const out = await $({
@@ -116,6 +152,7 @@ export class Replication {
   identities: Identity[] = [];
   fingerprint: string | undefined;
   private preProof: PreProof | undefined;
+  private frozen: FreezeSessions | undefined;
 
   constructor(
     private readonly $: Shell,
@@ -232,12 +269,13 @@ export class Replication {
    * being copied, or while it is not connected), and the measures of its progress: tables copied
    * and bytes written into the ones being copied during the copy; the live WAL replayed after it.
    */
-  private async position(upTo = 'pg_current_wal_lsn()'): Promise<SubscriptionPosition> {
-    // One psql call per database and round: under the freeze, each docker exec is downtime.
+  private async position(
+    upTo = 'pg_current_wal_lsn()',
+    sides: Sides = { live: oneDatabaseSql(this.$, this.live), next: oneDatabaseSql(this.$, this.next) },
+  ): Promise<SubscriptionPosition> {
+    // One statement per database and round: under the freeze, in sessions already open.
     const [errors, copying, ready, bytes, pending] = (
-      await databaseSql(
-        this.$,
-        this.next,
+      await sides.next(
         `SELECT (SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats WHERE subname = ${literal(this.name)}),
           count(*) FILTER (WHERE srsubstate NOT IN ('r', 's')), count(*) FILTER (WHERE srsubstate IN ('r', 's')),
           coalesce(sum(pg_table_size(srrelid)) FILTER (WHERE srsubstate NOT IN ('r', 's')), 0),
@@ -252,10 +290,9 @@ export class Replication {
         measures: { ready: Number(ready), bytes: Number(bytes) },
         doing: `copying ${pending}, ${ready} of ${Number(ready) + Number(copying)} tables done`,
       };
+    // pg_stat_replication is the same in every database of the server: the fence's admin session may ask.
     const [lag, replayed] = (
-      await databaseSql(
-        this.$,
-        this.live,
+      await sides.live(
         `SELECT pg_wal_lsn_diff(${upTo}, replay_lsn), pg_wal_lsn_diff(replay_lsn, '0/0') FROM pg_stat_replication WHERE application_name = ${literal(this.name)};`,
       )
     ).split('|');
@@ -299,35 +336,64 @@ export class Replication {
   }
 
   /** Waits until the subscription has replayed the live database's WAL up to a position. */
-  private async waitReplayed(upTo: string, abort: AbortSignal | undefined): Promise<void> {
+  private async waitReplayed(upTo: string, abort: AbortSignal | undefined, sides?: Sides): Promise<void> {
     const watch = new StallWatch();
     for (;;) {
       abort?.throwIfAborted();
-      const position = await this.position(`${literal(upTo)}::pg_lsn`);
+      const position = await this.position(`${literal(upTo)}::pg_lsn`, sides);
       if (position.lag === 0) return;
       await this.checkStall(watch, position);
       await sleep(100);
     }
   }
 
-  /** Under the freeze: waits until the subscription has replayed the live database's final WAL position. */
-  async waitFinal(abort: AbortSignal | undefined): Promise<void> {
-    const final = await databaseSql(this.$, this.live, 'SELECT pg_current_wal_lsn();');
-    await this.waitReplayed(final, abort);
+  /**
+   * Under the freeze: waits until the subscription has replayed the live database's final WAL
+   * position. `liveSql` asks the live server in a session already open (the fence's).
+   */
+  async waitFinal(abort: AbortSignal | undefined, liveSql: Sql): Promise<void> {
+    const frozen = this.freezeSessions();
+    const final = await liveSql('SELECT pg_current_wal_lsn();');
+    await this.waitReplayed(final, abort, { live: liveSql, next: sessionSql(await frozen.next) });
     this.log.info(`Subscription ${this.name}: replayed the live database up to its final position ${final}`);
   }
 
   /** Sequences are not replicated: each one's value is set on the new database from the frozen live one. */
   async copySequences(): Promise<void> {
-    const session = PsqlSession.open(this.live);
-    try {
-      const sequences = await readSequences(session);
-      const statements = sequences.map((s) => `SELECT setval(${literal(s.name)}, ${s.value}, ${s.isCalled});`);
-      if (statements.length) await databaseSql(this.$, this.next, statements.join('\n'));
-      this.log.info(`Copied ${sequences.length} sequence value(s) to the new database`);
-    } finally {
-      await session.close();
+    const frozen = this.freezeSessions();
+    const sequences = await readSequences(await frozen.live);
+    const statements = sequences.map((s) => `SELECT setval(${literal(s.name)}, ${s.value}, ${s.isCalled});`);
+    if (statements.length) await (await frozen.next).query(statements.join('\n'));
+    this.log.info(`Copied ${sequences.length} sequence value(s) to the new database`);
+  }
+
+  /**
+   * The sessions of the catch-up, the sequences and the proof under the freeze, one on each
+   * database, opened once (each docker exec there is downtime) and kept until the proof ends or
+   * abandon(). Opened once the fence is up: raising it ends every other session of the live
+   * database.
+   */
+  private freezeSessions(): FreezeSessions {
+    if (!this.frozen) {
+      this.frozen = { live: openReady(this.live), next: openReady(this.next) };
+      // Each is awaited where it is used; one failing before that must not be an unhandled rejection.
+      this.frozen.live.catch(() => {});
+      this.frozen.next.catch(() => {});
     }
+    return this.frozen;
+  }
+
+  /** Ends the freeze's sessions; `kill` on abort paths (nothing is waited for). */
+  private async endFreezeSessions(how: 'close' | 'kill'): Promise<void> {
+    const frozen = this.frozen;
+    this.frozen = undefined;
+    if (!frozen) return;
+    const sessions = await Promise.allSettled([frozen.live, frozen.next]);
+    await Promise.all(
+      sessions.map((s) =>
+        s.status === 'fulfilled' ? (how === 'close' ? s.value.close() : s.value.kill()) : undefined,
+      ),
+    );
   }
 
   /**
@@ -420,12 +486,12 @@ export class Replication {
    */
   async prove(exclude: string, endedPids: number[] = []): Promise<void> {
     const exclusions = parseExclusions(exclude);
-    const sessions: [PsqlSession, PsqlSession] = [PsqlSession.open(this.live), PsqlSession.open(this.next)];
+    const frozen = this.freezeSessions();
     let unchanged: Set<string>;
     let live: Fingerprint;
     let next: Fingerprint;
     try {
-      await Promise.all(sessions.map((s) => s.query(fingerprintSessionSettings)));
+      const sessions: [PsqlSession, PsqlSession] = [await frozen.live, await frozen.next];
       unchanged = await this.unchangedSincePreProof(sessions, endedPids);
       const take = async (session: PsqlSession, kept: Map<string, TableFingerprint> | undefined) => {
         const { tables, excluded } = await fingerprintTables(session, exclusions, currentAlgorithm, {
@@ -439,7 +505,7 @@ export class Replication {
         take(sessions[1], this.preProof?.next.tables),
       ]);
     } finally {
-      await Promise.all(sessions.map((s) => s.close()));
+      await this.endFreezeSessions('close');
     }
     const differences = compareFingerprints(live, next);
     if (differences.length || live.sha256 !== next.sha256) {
@@ -473,8 +539,12 @@ export class Replication {
     );
   }
 
-  /** Drops subscription, replication slots and publication (what exists of them); the identities are put back by restoreIdentities. */
-  async dropObjects(): Promise<void> {
+  /**
+   * Drops subscription, then replication slots and publication at once (what exists of them);
+   * the identities are put back by restoreIdentities. `liveAdminSql` drops the slots in a session
+   * already open (the fence's) instead of a docker exec.
+   */
+  async dropObjects(liveAdminSql: Sql = oneShotSql(this.$, this.live)): Promise<void> {
     const name = quoteIdent(this.name);
     if (this.created.subscription) {
       await dropSubscription(this.$, this.next, this.name).catch((error: unknown) =>
@@ -483,14 +553,14 @@ export class Replication {
         ),
       );
     }
-    await this.dropLiveSlots();
-    if (this.created.publication) await databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${name};`);
+    // Both settle before either failure is thrown: an abandon() after it never runs beside them.
+    const outcomes = await Promise.allSettled([
+      dropSlots(liveAdminSql, slotsOf(this.name, this.subscriptionId)),
+      this.created.publication ? databaseSql(this.$, this.live, `DROP PUBLICATION IF EXISTS ${name};`) : undefined,
+    ]);
+    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
     this.created = { publication: false, subscription: false };
-  }
-
-  /** The live side's replication slots of this fill (the subscription's and its table copies'), their senders ended first. */
-  private async dropLiveSlots(): Promise<void> {
-    await dropSlots(this.$, this.live, slotsOf(this.name, this.subscriptionId));
   }
 
   /** Records what this fill changes outside its slot (before it changes it), for the next run's reconciliation. */
@@ -526,6 +596,7 @@ export class Replication {
 
   /** Every abort path: drops what exists and puts the identities back; logs what it could not do, never throws. */
   async abandon(): Promise<void> {
+    await this.endFreezeSessions('kill');
     let complete = true;
     await this.dropObjects().catch((error: unknown) => {
       complete = false;
@@ -565,12 +636,10 @@ const slotsOf = (name: string, subscriptionId: string | undefined) =>
   `(slot_name = ${literal(name)}${subscriptionId ? ` OR slot_name LIKE ${literal(`pg\\_${Number(subscriptionId)}\\_sync\\_%`)}` : ''})`;
 
 /** Drops the live side's replication slots a condition names, their senders ended first; returns their names. */
-async function dropSlots($: Shell, live: RestoreTarget, where: string): Promise<string[]> {
+async function dropSlots(liveAdminSql: Sql, where: string): Promise<string[]> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const dropped = await adminSql(
-        $,
-        live,
+      const dropped = await liveAdminSql(
         `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE ${where} AND active_pid IS NOT NULL;
         SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE ${where};`,
       );
@@ -608,8 +677,7 @@ function identitySql(identities: Identity[], ifExists = false): string {
 async function sweepLeftovers($: Shell, live: RestoreTarget, log: Logger, subscriptionId?: string): Promise<void> {
   const prefix = literal(`${replicationPrefix.replace(/_/g, '\\_')}%`);
   const slots = await dropSlots(
-    $,
-    live,
+    oneShotSql($, live),
     `(slot_name LIKE ${prefix}${subscriptionId ? ` OR ${slotsOf('', subscriptionId)}` : ''})`,
   );
   const publications = await databaseSql($, live, `SELECT pubname FROM pg_publication WHERE pubname LIKE ${prefix};`);

@@ -18,7 +18,7 @@ import {
 } from '../dump/fingerprint.ts';
 import { type PreProof, type ProofSide, readMarks, tableKey, unchangedTables } from './staged-proof.ts';
 import type { Logger } from '../log.ts';
-import { PsqlSession, type Sql } from '../host/psql-session.ts';
+import { PsqlSession, sessionSql, type Sql } from '../host/psql-session.ts';
 import { adminSql, oneShotSql, type RestoreTarget } from '../restore/attempt.ts';
 import type { Shell } from '../host/shell.ts';
 import type { Duration } from 'zx/core';
@@ -94,12 +94,6 @@ const oneDatabaseSql =
   ($: Shell, target: RestoreTarget): Sql =>
   (sql) =>
     databaseSql($, target, sql);
-
-/** Statements in an open session, the output shaped as databaseSql's (fields joined by '|'). */
-const sessionSql =
-  (session: PsqlSession): Sql =>
-  async (sql) =>
-    (await session.query(sql)).map((row) => row.join('|')).join('\n');
 
 /** The freeze's sessions, each ready (the proof's settings applied) once its promise resolves. */
 interface FreezeSessions {

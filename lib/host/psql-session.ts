@@ -23,6 +23,12 @@ export interface PsqlTarget {
   database: string;
 }
 
+/** Statements in an open session, the output shaped as psql -A -t prints it (fields joined by '|'). */
+export const sessionSql =
+  (session: PsqlSession): Sql =>
+  async (sql) =>
+    (await session.query(sql)).map((row) => row.join('|')).join('\n');
+
 /** A psql session: send SQL, read rows back. Close it to end the transaction and the process. */
 export class PsqlSession {
   private readonly child: ChildProcessWithoutNullStreams;

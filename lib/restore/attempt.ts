@@ -29,7 +29,7 @@ import {
 } from '../dump/fingerprint.ts';
 import { checkpoint, InterruptedError } from './interruption.ts';
 import type { Logger } from '../log.ts';
-import { PsqlSession, type Sql } from '../host/psql-session.ts';
+import { PsqlSession, sessionSql, type Sql } from '../host/psql-session.ts';
 import { checkRestoreSpace, refusalReason } from './preflight.ts';
 import { redactRowData } from '../dump/row-data-redaction.ts';
 import type { Shell } from '../host/shell.ts';
@@ -133,10 +133,7 @@ export class AdminSession {
     const statement = this.fresh ? `SET client_min_messages TO warning; ${sql}` : sql;
     this.fresh = false;
     try {
-      return (await this.session.query(statement))
-        .map((row) => row.join('|'))
-        .join('\n')
-        .trim();
+      return (await sessionSql(this.session)(statement)).trim();
     } catch (error) {
       this.session.kill();
       this.session = undefined;

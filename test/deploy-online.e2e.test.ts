@@ -362,7 +362,19 @@ online(
       const orphans = newDatabases(n);
       assert.is(orphans.length, 1, orphans.join(' '));
       assert.is(sql(orphans[0]!, 'SELECT count(*) FROM pg_subscription'), '1');
-      const status = await runTool('deploy-to-qnap', ['--local', '--status', ...n.deployArgs], n.env);
+      // The killed run's lock counts as held for its first seconds (lib/host/lock.ts): --status
+      // says so, and puts the deployment back once it may take the lock.
+      let status = await runTool('deploy-to-qnap', ['--local', '--status', ...n.deployArgs], n.env);
+      await waitFor(
+        '--status to put back the interrupted deployment',
+        async () => {
+          if (!/is journalled and another run holds the lock/.test(status.stdout)) return true;
+          status = await runTool('deploy-to-qnap', ['--local', '--status', ...n.deployArgs], n.env);
+          return false;
+        },
+        120_000,
+        1000,
+      );
       assert.is(status.code, 0, status.stderr);
       assert.match(status.stdout, /An interrupted online deployment was put back/);
       assert.not.match(status.stdout, /LEFTOVER of an interrupted online deployment/);

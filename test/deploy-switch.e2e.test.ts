@@ -10,6 +10,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runTool, waitFor } from './helpers/cli.ts';
 import {
+  ageKilledRunLock,
   dbOf,
   installDockerHook,
   nothingLost,
@@ -26,8 +27,11 @@ let hook = { path: '', hook: '' };
 const crash = suite('deploy-to-qnap: a run killed between the renames is reconciled by the next run');
 let n: TestNas | undefined;
 
-/** Runs an A-B deployment on the NAS until the rename to `target` pauses, then kills it (kill -9) with its children. */
-async function deployKilledAtRename(target: string): Promise<void> {
+/**
+ * Runs an A-B deployment on the NAS until the rename to `target` pauses, then kills it (kill -9)
+ * with its children; its lock is then made old, as by the time of the next run, unless `freshLock`.
+ */
+async function deployKilledAtRename(target: string, options: { freshLock?: boolean } = {}): Promise<void> {
   writeFileSync(hook.hook, `pause ${target} 0\n`);
   const run = startGroup('deploy-to-qnap', ['--local', ...n!.deployArgs, ...slowMachine], n!.env);
   let ended: string | undefined;
@@ -48,6 +52,7 @@ async function deployKilledAtRename(target: string): Promise<void> {
   await run.done;
   rmSync(`${hook.hook}.paused`);
   assert.ok(existsSync(join(n!.dir, 'deploy/switch.json')), 'the switch journal is left behind');
+  if (!options.freshLock) ageKilledRunLock(n!);
 }
 
 crash('a first deployment killed between its two renames: the next run (--status) finishes it', async () => {
@@ -57,7 +62,7 @@ crash('a first deployment killed between its two renames: the next run (--status
   hook = installDockerHook(nas);
   nas.env.DOCKER = hook.path;
   // The database has taken its live name; the app's rename pauses and the run is killed there.
-  await deployKilledAtRename(`${n.project}-app`);
+  await deployKilledAtRename(`${n.project}-app`, { freshLock: true });
   assert.is(containersOf(n.project)[n.container], 'running');
   // The killed run's lock is a few seconds old at first (counted as held): --status waits its turn.
   let status = await runTool('deploy-to-qnap', ['--local', '--status'], n.env);

@@ -88,6 +88,11 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
       ...(reconciled.action === 'busy'
         ? ['A switch journal is pending and another run holds the lock: it is reconciled once that run ends.']
         : []),
+      ...(replication === 'busy'
+        ? [
+            'An interrupted online deployment is journalled and another run holds the lock: it is put back once that run ends.',
+          ]
+        : []),
       ...(replication === 'reconciled'
         ? ['An interrupted online deployment was put back: its replication objects dropped, REPLICA IDENTITY restored.']
         : []),

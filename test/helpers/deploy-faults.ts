@@ -1,10 +1,11 @@
 // What the deploy fault tests share: a `docker` wrapper that holds a rename, the checks that the
 // writers run and that no row was lost, and processes killed with everything they started.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { startTool, waitFor, type ToolResult } from './cli.ts';
+import { lockFileName } from '../../lib/host/lock.ts';
 import { sqlIn, type TestNas } from './stack.ts';
 
 export interface SlotJson {
@@ -36,6 +37,17 @@ exec docker "$@"
     { mode: 0o755 },
   );
   return { path, hook };
+}
+
+/**
+ * Makes the lock a killed run left behind an hour old, as it is when cron or the operator runs
+ * next: a lock younger than freshLockMs counts as held whatever its pid (lib/host/lock.ts), and
+ * on a fast machine the next command of a test comes within those seconds.
+ */
+export function ageKilledRunLock(n: TestNas): void {
+  const lock = join(n.dir, lockFileName);
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  if (existsSync(lock)) utimesSync(lock, hourAgo, hourAgo);
 }
 
 /** The test stack with a health check that tolerates a machine busy with other test runs. */

@@ -1,6 +1,6 @@
 // backup-database end to end: the built executable against real PostgreSQL containers.
 import { createServer, type Server } from 'node:http';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -441,20 +441,51 @@ backup(
   },
 );
 
-backup('too little space for a backup the size of the last one: refused before dumping', async () => {
+/** The connections the server logged since `since` (unix seconds) by the named program. */
+function connectionsBy(program: string, since: number): number {
+  // The server logs to stderr, which `docker logs` replays on its own stderr.
+  const logs = spawnSync('docker', ['logs', '--since', since.toFixed(3), db], { encoding: 'utf8' });
+  return `${logs.stdout}${logs.stderr}`
+    .split('\n')
+    .filter((l) => l.includes('connection authorized:') && l.endsWith(`application_name=${program}`)).length;
+}
+
+/** The dump's exec scripts still running in the container (the tool started them with its checks). */
+function dumpScriptsRunning(): number {
+  return execFileSync('docker', ['top', db, '-eo', 'pid,args'])
+    .toString()
+    .split('\n')
+    .filter((l) => l.includes('pg_isready -U')).length;
+}
+
+backup('too little space for a backup the size of the last one: refused before pg_dump connects', async () => {
   assert.ok(ready, 'setup failed');
   const dir = temp.make();
   const backups = join(dir, 'backups');
   mkdirSync(backups, { mode: 0o700 });
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', backups]);
+  // The dump's exec starts beside the checks and waits for their verdict: the server's own log
+  // shows whether pg_dump ever connected.
+  await psql(db, 'ALTER SYSTEM SET log_connections = on; SELECT pg_reload_conf();');
   try {
     writeFileSync(join(backups, 'planetarion_backup_20231201_020000.sql.gz'), Buffer.alloc(700 * 1024));
+    const since = Date.now() / 1000 - 0.5;
     const r = await runTool('backup-database', [], { PLANETARION_DIR: dir, PLANETARION_DB_CONTAINER: db });
     assert.is(r.code, 1, r.stderr);
     assert.match(r.stderr, /not enough free space in .*the last backup was 700\.0 KB/);
     assert.equal(files(backups), ['planetarion_backup_20231201_020000.sql.gz']);
+    await waitFor('the dump exec to end', () => dumpScriptsRunning() === 0, 10_000, 100);
+    assert.is(connectionsBy('pg_dump', since), 0, 'pg_dump connected although a check had failed');
+    // The same log sees the pg_dump of a backup that passes its checks.
+    const good = await runTool('backup-database', ['--fingerprint', 'off'], {
+      PLANETARION_DIR: temp.make(),
+      PLANETARION_DB_CONTAINER: db,
+    });
+    assert.is(good.code, 0, good.stderr);
+    await waitFor('the server to log the good run', () => connectionsBy('pg_dump', since) === 1, 10_000, 100);
   } finally {
     execFileSync('umount', [backups]);
+    await psql(db, 'ALTER SYSTEM RESET log_connections; SELECT pg_reload_conf();');
   }
 });
 

@@ -1,6 +1,8 @@
 // The backup flow of the design, in named phases: preflight (folders, lock, health, space),
 // snapshot, dump and fingerprint of that one snapshot, verify, place (a free name, the folder's
-// sequence number, the sidecars), and only then rotate. Each phase's decision is a pure function
+// sequence number, the sidecars), and only then rotate. The dump's exec starts with the checks
+// and waits in the container for their verdict, so its start costs no time of its own; pg_dump
+// itself never runs before they pass. Each phase's decision is a pure function
 // (dumpProblems, placementNames, buildManifest, rotationHoldReasons, planRotation).
 import { existsSync, statfsSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -143,26 +145,77 @@ export function parseSnapshotRow(row: string[]): SnapshotFacts {
   return { snapshot, server, wal: lsn ? { lsn, systemIdentifier: systemIdentifier || null } : undefined };
 }
 
-/** Phase preflight: the log's first line, crashed runs' leftovers, the start ping, the snapshot session, health, space. */
-async function preflight(context: BackupContext, held: RunResources) {
+/**
+ * Phase preflight: the log's first line, crashed runs' leftovers, then at once the dump's exec
+ * (it waits in the container for the verdict, see startDump), the start ping, the snapshot
+ * session and the checks (health, space), all under way together; the dump phase awaits them.
+ */
+function preflight(context: BackupContext, run: RunFacts, held: RunResources) {
   const { settings, log, $ } = context;
   log.info(
     `${context.dryRun ? 'Dry run: checking' : 'Starting'} backup of database '${settings.dbName}' in container '${settings.container}'`,
   );
   const leftoversRemoved = context.dryRun ? [] : removeLeftovers(settings.backupDir);
   for (const name of leftoversRemoved) log.warn(`Removed ${name}, left behind by a run that crashed`);
+  // First of all: the exec's start is the longest step before pg_dump can run.
+  const dump = context.dryRun ? undefined : startDump(context, run, held);
   if (!context.dryRun) held.startPing = sendPing(settings.pingUrl, 'start', log);
   const docker = new Docker(context.docker, $);
   const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
   const snapshot = settings.fingerprint === 'on' && !context.dryRun ? openSnapshot(context, held) : undefined;
   // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
   // right before pg_dump (dump/pg-dump.ts), and then has only Docker's verdict to wait for here.
-  const state = context.dryRun
-    ? await checkDatabaseHealth(docker, $, target, log)
-    : await checkContainerState(docker, target, log);
-  checkSpace(settings.backupDir, log);
-  return { leftoversRemoved, docker, target, state, snapshot };
+  const checks = (async () => {
+    const state = context.dryRun
+      ? await checkDatabaseHealth(docker, $, target, log)
+      : await checkContainerState(docker, target, log);
+    checkSpace(settings.backupDir, log);
+    return state;
+  })();
+  checks.catch(() => {}); // awaited by the phase that needs the verdict
+  return { leftoversRemoved, docker, target, checks, snapshot, dump };
 }
+
+/** The dump's exec, started before the checks: pg_dump runs once `open` is called, never after `cancel`. */
+interface StartedDump {
+  open: (snapshot: string | undefined) => void;
+  cancel: (error: unknown) => void;
+  done: Promise<DumpResult>;
+  /** The file it writes (the run's temp file until placed). */
+  temp: string;
+}
+
+/** Starts the dump's exec into the run's temp file (lib/dump/pg-dump.ts); pg_dump waits for `open`. */
+function startDump(context: BackupContext, run: RunFacts, held: RunResources): StartedDump {
+  const { settings, log } = context;
+  if (run.encrypted) log.info(`Encrypting to ${run.recipients.length} age recipient(s): ${run.recipients.join(', ')}`);
+  const temp = join(settings.backupDir, tempFileName(backupFileName(run.started, run.format, run.encrypted)));
+  held.temp = temp;
+  let open: StartedDump['open'] = () => {};
+  let cancel: StartedDump['cancel'] = () => {};
+  const go = new Promise<string | undefined>((resolve, reject) => {
+    open = resolve;
+    cancel = reject;
+  });
+  const done = streamDump({
+    docker: context.docker,
+    container: settings.container,
+    user: settings.dbUser,
+    database: settings.dbName,
+    go,
+    // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
+    sideQuery: databasePropertiesQuery(settings.dbName),
+    format: run.format,
+    path: temp,
+    recipients: run.recipients,
+    onProgress: context.onProgress,
+    tee: context.tee,
+  });
+  done.catch(() => {}); // awaited by the dump phase, or after a failed check only for its exec to end
+  return { open, cancel, done, temp };
+}
+
+type Preflight = ReturnType<typeof preflight>;
 
 /**
  * Phase snapshot, started by preflight: the session connects and exports the snapshot while
@@ -184,10 +237,7 @@ function openSnapshot(context: BackupContext, held: RunResources): Promise<Snaps
 }
 
 /** Waits for the exported snapshot; a server that does not accept connections fails the session, and pg_isready names why. */
-async function awaitSnapshot(
-  context: BackupContext,
-  pre: Awaited<ReturnType<typeof preflight>>,
-): Promise<SnapshotFacts | undefined> {
+async function awaitSnapshot(context: BackupContext, pre: Preflight): Promise<SnapshotFacts | undefined> {
   if (!pre.snapshot) return undefined;
   const facts = await pre.snapshot.catch(async (error: unknown) => {
     await checkDatabaseHealth(pre.docker, context.$, pre.target, context.log);
@@ -199,17 +249,22 @@ async function awaitSnapshot(
   return facts;
 }
 
-/** Phase dump and fingerprint: both read the one snapshot at once; a failure of either fails the backup. */
-async function dumpAndFingerprint(
-  context: BackupContext,
-  run: RunFacts,
-  held: RunResources,
-  docker: Docker,
-  snapshot: SnapshotFacts | undefined,
-  temp: string,
-) {
+/**
+ * Phase dump and fingerprint: the checks and the snapshot decide whether the waiting dump opens
+ * (a failed check cancels it before pg_dump runs); then the dump and the fingerprint read the
+ * one snapshot at once, and a failure of either fails the backup.
+ */
+async function dumpAndFingerprint(context: BackupContext, held: RunResources, pre: Preflight, started: StartedDump) {
   const { settings } = context;
   const durations = { total: 0, dump: 0, fingerprint: null as number | null };
+  const { state, snapshot } = await pre.checks
+    .then(async (state) => ({ state, snapshot: await awaitSnapshot(context, pre) }))
+    .catch(async (error: unknown) => {
+      started.cancel(error);
+      await started.done.catch(() => {});
+      throw error;
+    });
+  started.open(snapshot?.snapshot);
   const fingerprintStart = Date.now();
   const session = held.session;
   const tablesPromise = session
@@ -221,22 +276,9 @@ async function dumpAndFingerprint(
   tablesPromise.catch(() => {});
   let dump: DumpResult;
   try {
-    dump = await streamDump({
-      docker: context.docker,
-      container: settings.container,
-      user: settings.dbUser,
-      database: settings.dbName,
-      snapshot: snapshot?.snapshot,
-      // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
-      sideQuery: databasePropertiesQuery(settings.dbName),
-      format: run.format,
-      path: temp,
-      recipients: run.recipients,
-      onProgress: context.onProgress,
-      tee: context.tee,
-    });
+    dump = await started.done;
   } catch (error) {
-    throw await explainDumpFailure(context, docker, tablesPromise, error);
+    throw await explainDumpFailure(context, pre.docker, tablesPromise, error);
   }
   durations.dump = dump.durationMs;
   const tables = await tablesPromise;
@@ -247,7 +289,7 @@ async function dumpAndFingerprint(
   const fingerprint: Fingerprint | null = tables
     ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded)
     : null;
-  return { dump, fingerprint, durations };
+  return { dump, fingerprint, durations, state, snapshot };
 }
 
 /** The error that names why the dump failed: the container stopping, or the fingerprint's session failing first. */
@@ -545,27 +587,20 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       log.warn(`Took over a stale lock of ${was.command} (pid ${was.pid}, started ${was.started}): that run is gone`);
   }
   try {
-    const pre = await preflight(context, held);
+    const pre = preflight(context, run, held);
     const summary = { format, recipients, leftoversRemoved: pre.leftoversRemoved };
-    if (context.dryRun) return dryRunSummary(context, run, summary);
-    if (run.encrypted) log.info(`Encrypting to ${recipients.length} age recipient(s): ${recipients.join(', ')}`);
-    held.temp = join(settings.backupDir, tempFileName(backupFileName(run.started, format, run.encrypted)));
-    const snapshot = await awaitSnapshot(context, pre);
-    const { dump, fingerprint, durations } = await dumpAndFingerprint(
-      context,
-      run,
-      held,
-      pre.docker,
-      snapshot,
-      held.temp,
-    );
+    if (!pre.dump) {
+      await pre.checks;
+      return dryRunSummary(context, run, summary);
+    }
+    const { dump, fingerprint, durations, state, snapshot } = await dumpAndFingerprint(context, held, pre, pre.dump);
     verifyDump(log, run, dump, fingerprint);
     const databaseProperties = propertiesOf(dump, settings.dbName, log);
-    const placed = placePhase(context, run, held.temp, {
+    const placed = placePhase(context, run, pre.dump.temp, {
       dump,
       fingerprint,
       snapshot,
-      state: pre.state,
+      state,
       durations,
       databaseProperties,
     });

@@ -21,8 +21,13 @@ export interface DumpRequest {
   container: string;
   user: string;
   database: string;
-  /** A snapshot exported by a session that stays open until the dump has started. */
-  snapshot: string | undefined;
+  /**
+   * Opens the dump: the exec starts at once and runs pg_isready and the side query, then waits
+   * for this. It resolves, once the caller's checks have passed, with the snapshot pg_dump is
+   * to import (exported by a session that stays open until the dump has started), or undefined;
+   * a rejection kills the exec before pg_dump runs, and streamDump rejects with that error.
+   */
+  go: Promise<string | undefined>;
   format: BackupFormat;
   /** Created here (O_EXCL, 0600); removed by the caller on failure. */
   path: string;
@@ -61,8 +66,8 @@ export interface DumpResult {
  */
 export const gzipLevel = 1;
 
-/** The pg_dump argv run inside the container. */
-export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'format'>): string[] {
+/** The pg_dump argv run inside the container; the dump's script adds the snapshot it is given. */
+export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'format'>): string[] {
   return [
     'pg_dump',
     '--no-password',
@@ -72,7 +77,6 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'sna
     request.user,
     '-d',
     request.database,
-    ...(request.snapshot ? [`--snapshot=${request.snapshot}`] : []),
     ...(request.format === 'gzip'
       ? [`--compress=${gzipLevel}`]
       : request.format === 'custom'
@@ -83,23 +87,29 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'sna
 
 /** The exit status of the dump's exec when pg_isready failed (pg_dump exits 1, docker 125-127). */
 const notReadyStatus = 96;
+/** The exit status when the go line never came (the caller's checks failed, or it went away). */
+const notOpenedStatus = 97;
 
 /** How the side query's answer (or its error) comes back on the dump's stderr, one line each. */
 const sideAnswer = 'planetarion-side-answer: ';
 const sideError = 'planetarion-side-error: ';
 
 /**
- * What runs in the container: pg_isready, the side query by psql if there is one, and pg_dump
- * once the server answers, in one `docker exec` (each exec costs ~0.1 s of CPU in the daemon
- * and runc, on a NAS pg_dump keeps busy). The values reach sh as arguments, never as script text.
+ * What runs in the container: pg_isready, the side query by psql if there is one, then one line
+ * on stdin (the snapshot to import, or empty) and pg_dump, in one `docker exec` (each exec costs
+ * ~0.1 s of CPU in the daemon and runc, on a NAS pg_dump keeps busy). The exec starts while the
+ * caller's checks and the snapshot's session are still under way, so its start, pg_isready and
+ * the side query cost no time of their own; pg_dump waits for the line. The values reach sh as
+ * arguments or data, never as script text.
  */
-export function dumpCommand(
-  request: Pick<DumpRequest, 'user' | 'database' | 'snapshot' | 'format' | 'sideQuery'>,
-): string[] {
+export function dumpCommand(request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery'>): string[] {
   const script = [
     `out=$(pg_isready -U "$1" -d "$2") || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
     `if [ -n "$3" ]; then if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3" 2>&1); then printf '${sideAnswer}%s\\n' "$out" >&2; else printf '${sideError}%s\\n' "$out" | tr '\\n' ' ' >&2; echo >&2; fi; fi`,
-    'shift 3; exec "$@"',
+    `IFS= read -r snapshot || exit ${notOpenedStatus}`,
+    'shift 3',
+    'if [ -n "$snapshot" ]; then set -- "$@" "--snapshot=$snapshot"; fi',
+    'exec "$@"',
   ].join('\n');
   return ['sh', '-c', script, 'sh', request.user, request.database, request.sideQuery ?? '', ...pgDumpArgs(request)];
 }
@@ -207,7 +217,7 @@ function killWithUs(child: ChildProcess): () => void {
 
 /** Runs pg_dump in the container and writes its output to request.path; throws a CliError on any failure. */
 export async function streamDump(request: DumpRequest): Promise<DumpResult> {
-  const started = Date.now();
+  let started = Date.now();
   const fd = openSync(request.path, 'wx', 0o600);
   const hash = createHash('sha256');
   const inspector =
@@ -221,8 +231,21 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
   const child = spawn(
     request.docker,
-    ['exec', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)],
-    { stdio: ['ignore', encrypted ? 'pipe' : fd, 'pipe'] },
+    ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)],
+    { stdio: ['pipe', encrypted ? 'pipe' : fd, 'pipe'] },
+  );
+  // An exec that stopped before its line (pg_isready failed) reports that by its exit status.
+  child.stdin!.on('error', () => {});
+  let notOpened: { error: unknown } | undefined;
+  request.go.then(
+    (snapshot) => {
+      started = Date.now();
+      child.stdin!.end(`${snapshot ?? ''}\n`);
+    },
+    (error: unknown) => {
+      notOpened = { error };
+      child.kill('SIGKILL');
+    },
   );
   let stderr = '';
   child.stderr!.setEncoding('utf8');
@@ -281,6 +304,7 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
     closeSync(fd);
   }
   const [code, signal] = await exited;
+  if (notOpened) throw notOpened.error;
   const inspection = await inspector.end();
   const { side, rest } = splitSideAnswer(stderr);
   stderr = rest;

@@ -458,9 +458,16 @@ export class Replication {
    * is downtime under the freeze). pg_stat_subscription forgets the worker before it has flushed
    * its counts and left pg_stat_activity, so the wait is for the latter. False when it is still
    * there after 30 s: the counts are then not trusted.
+   *
+   * An idle apply worker only rereads its subscription when it wakes, once a second with nothing
+   * to apply (and the fence lets nothing through), so after the DISABLE it is told to stop at
+   * once: it exits the normal way (its counts flushed on exit) and, disabled, is not restarted.
    */
   private async stopSubscriptionWorker(session: PsqlSession): Promise<boolean> {
     await session.query(`ALTER SUBSCRIPTION ${quoteIdent(this.name)} DISABLE;`);
+    await session.query(
+      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_subscription WHERE subid = ${Number(this.subscriptionId)} AND pid IS NOT NULL;`,
+    );
     const deadline = Date.now() + 30_000;
     for (;;) {
       const [[running]] = (await session.query(

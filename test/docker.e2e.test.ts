@@ -1,10 +1,11 @@
 // Docker.inspectMany and waitHealthy against real containers: several states in one call, in
 // the order asked, a missing one among them; waitHealthy returns for healthy ones and names a
-// container that is missing or has exited.
+// container that is missing or has exited; with `probe`, it runs a starting container's own
+// health check command itself instead of waiting `interval` for Docker's first run.
 import { execFileSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Docker } from '../lib/host/docker.ts';
+import { Docker, healthCheckArgv } from '../lib/host/docker.ts';
 import { createShell } from '../lib/host/shell.ts';
 import { removeDb, scratchName, testImage, testLabel } from './helpers/db.ts';
 
@@ -70,8 +71,79 @@ inspect('waitHealthy returns for running ones and names a missing or exited cont
   assert.ok(Date.now() - started < 5_000, 'it waited for the timeout');
 });
 
+/** A container whose health check Docker first runs in 5 minutes: it stays "starting" for the test. */
+const withSlowCheck = (name: string, check: string) =>
+  execFileSync('docker', [
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    'none',
+    '--label',
+    `${testLabel}=1`,
+    '--env',
+    'GAME_READY=yes',
+    '--health-cmd',
+    check,
+    '--health-interval',
+    '300s',
+    '--entrypoint',
+    'sleep',
+    testImage,
+    'infinity',
+  ]);
+const passing = scratchName('pb-probe-pass');
+const failing = scratchName('pb-probe-fail');
+
+inspect('health check commands as docker exec argv', () => {
+  assert.equal(healthCheckArgv(['CMD', 'pg_isready', '-q']), ['pg_isready', '-q']);
+  assert.equal(healthCheckArgv(['CMD-SHELL', 'curl -f http://localhost/ || exit 1']), [
+    '/bin/sh',
+    '-c',
+    'curl -f http://localhost/ || exit 1',
+  ]);
+  assert.is(healthCheckArgv(['NONE']), undefined);
+  assert.is(healthCheckArgv(undefined), undefined);
+});
+
+inspect(
+  'probe: a starting container whose own check passes (in its environment) counts as healthy; one whose check fails never does',
+  async () => {
+    // The check reads the container's environment: the probe runs it as Docker would.
+    withSlowCheck(passing, 'test "$GAME_READY" = yes');
+    withSlowCheck(failing, 'test "$GAME_READY" = no');
+    const state = await docker.inspect(passing);
+    assert.is(state.health, 'starting');
+    assert.equal(state.healthCheck?.test, ['CMD-SHELL', 'test "$GAME_READY" = yes']);
+    // The test image's HEALTHCHECK sets the timeout; --health-cmd replaces only the command.
+    const timeout = execFileSync('docker', ['inspect', '-f', '{{json .Config.Healthcheck.Timeout}}', passing])
+      .toString()
+      .trim();
+    assert.is(state.healthCheck?.timeoutMs, Number(timeout) / 1e6 || 30_000);
+    // Without the probe, Docker's verdict is 5 minutes away.
+    await docker.waitHealthy([passing], 2_000).then(
+      () => assert.unreachable('waitHealthy returned before Docker ran the check'),
+      (error: Error) => assert.match(error.message, /did not become healthy within 2 s: .*\(starting\)/),
+    );
+    const started = Date.now();
+    await docker.waitHealthy([passing], 60_000, { probe: true });
+    assert.ok(Date.now() - started < 30_000, 'the probe waited for Docker');
+    assert.is((await docker.inspect(passing)).health, 'starting', "Docker's own check has not run yet");
+    await docker.waitHealthy([passing, failing], 3_000, { probe: true }).then(
+      () => assert.unreachable('a failing check passed'),
+      (error: Error) =>
+        assert.match(
+          error.message,
+          new RegExp(`did not become healthy within 3 s: ${failing} \\(starting\\)$`),
+          error.message,
+        ),
+    );
+  },
+);
+
 inspect.after(async () => {
-  await Promise.all([removeDb(running), removeDb(exited)]);
+  await Promise.all([removeDb(running), removeDb(exited), removeDb(passing), removeDb(failing)]);
 });
 
 inspect.run();

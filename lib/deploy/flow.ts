@@ -249,7 +249,7 @@ async function startInOrder(
     const healthyFirst = dependsOn
       .filter((d) => d.healthy && started.includes(nameOf.get(d.service)!))
       .map((d) => nameOf.get(d.service)!);
-    if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal });
+    if (healthyFirst.length) await docker.waitHealthy(healthyFirst, timeoutMs, { signal, probe: true });
     const doneFirst = (completedFirst.get(service) ?? []).map((d) => nameOf.get(d)!).filter((n) => started.includes(n));
     if (doneFirst.length) await waitCompleted(docker, doneFirst, timeoutMs, signal);
     await docker.start([name]);
@@ -702,7 +702,8 @@ function startPhase(run: DeployRun): Phase {
         await run.docker.waitHealthy(
           run.next.containers.map((c) => c.name),
           options.healthTimeoutMs,
-          { oneShot: run.oneShot, signal: run.abort },
+          // The writers are down: each service's own check runs at once, not `interval` after its start.
+          { oneShot: run.oneShot, signal: run.abort, probe: true },
         );
       } catch (error) {
         if (run.abort?.aborted) throw error;

@@ -14,6 +14,19 @@ export interface ContainerState {
   imageId: string | undefined;
   /** The exit code of a container that has exited. */
   exitCode: number | undefined;
+  /** Its health check's command (`["CMD", ...]` or `["CMD-SHELL", "..."]`) and timeout, where it has one. */
+  healthCheck?: { test: string[]; timeoutMs: number };
+}
+
+/** How long Docker lets a health check run when the container sets no timeout. */
+const defaultHealthTimeoutMs = 30_000;
+
+/** The argv of a health check's command for `docker exec`; undefined for none (`NONE`, or no command). Pure. */
+export function healthCheckArgv(test: string[] | undefined): string[] | undefined {
+  const [kind, ...rest] = test ?? [];
+  if (kind === 'CMD' && rest.length) return rest;
+  if (kind === 'CMD-SHELL' && rest[0]) return ['/bin/sh', '-c', rest[0]];
+  return undefined;
 }
 
 /** A container of a compose project, found by its labels. */
@@ -64,7 +77,7 @@ export class Docker {
             Id: string;
             Name: string;
             State: { Status: string; Running: boolean; ExitCode: number; Health?: { Status: string } };
-            Config: { Image: string };
+            Config: { Image: string; Healthcheck?: { Test?: string[]; Timeout?: number } };
             Image: string;
           },
       );
@@ -88,6 +101,14 @@ export class Docker {
         image: info.Config.Image,
         imageId: info.Image,
         exitCode: info.State.Running ? undefined : info.State.ExitCode,
+        ...(info.State.Health && info.Config.Healthcheck?.Test
+          ? {
+              healthCheck: {
+                test: info.Config.Healthcheck.Test,
+                timeoutMs: (info.Config.Healthcheck.Timeout ?? 0) / 1e6 || defaultHealthTimeoutMs,
+              },
+            }
+          : {}),
       };
     });
   }
@@ -178,15 +199,18 @@ export class Docker {
   async waitHealthy(
     names: string[],
     timeoutMs: number,
-    options: { oneShot?: string[]; signal?: AbortSignal } = {},
+    options: { oneShot?: string[]; signal?: AbortSignal; probe?: boolean } = {},
   ): Promise<void> {
     const until = Date.now() + timeoutMs;
+    const probes = new HealthProbes(this, Boolean(options.probe));
     // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
     // check says (often the image's, meant for another service: the check killed by its exit
     // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.
     const oneShot = (name: string) => Boolean(options.oneShot?.includes(name));
     const done = (name: string, state: ContainerState) =>
       oneShot(name) && state.status === 'exited' && state.exitCode === 0;
+    const healthy = (name: string, state: ContainerState) =>
+      state.running && (state.health === undefined || state.health === 'healthy' || probes.passed(name));
     for (;;) {
       options.signal?.throwIfAborted();
       // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
@@ -205,18 +229,76 @@ export class Docker {
           `container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`,
           { advice: `See 'docker logs ${bad.name}'.` },
         );
-      if (states.every(({ state }) => state.running && (state.health === undefined || state.health === 'healthy')))
-        return;
+      for (const { name, state } of states) probes.start(name, state);
+      if (states.every(({ name, state }) => healthy(name, state))) return;
       if (Date.now() > until) {
         const waiting = states
-          .filter(({ state }) => !(state.running && (state.health === undefined || state.health === 'healthy')))
+          .filter(({ name, state }) => !healthy(name, state))
           .map(({ name, state }) => `${name} (${state.health ?? state.status})`);
         throw new CliError(
           `containers did not become healthy within ${Math.round(timeoutMs / 1000)} s: ${waiting.join(', ')}`,
         );
       }
-      // Polled often: during a deployment the writers are down while this waits.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Polled often: during a deployment the writers are down while this waits. A probe that
+      // passes is looked at at once (one more inspect: the container must still run).
+      await Promise.race([new Promise((resolve) => setTimeout(resolve, 200)), probes.next()]);
     }
+  }
+
+  /** Runs a container's own health check command in it: true when it exits 0 within its timeout. */
+  async runHealthCheck(name: string, check: { test: string[]; timeoutMs: number }): Promise<boolean> {
+    const argv = healthCheckArgv(check.test);
+    if (!argv) return false;
+    const r = await this.$({ nothrow: true, timeout: check.timeoutMs })`${this.binary} exec ${name} ${argv}`;
+    return r.exitCode === 0;
+  }
+}
+
+/**
+ * Docker runs a container's first health check only `interval` after its start (1 s to 30 s in
+ * common files), and a deployment's writers are down until the new services are healthy. With
+ * `probe`, waitHealthy runs the container's own check command itself (`docker exec`, the same
+ * command, user and environment) while Docker still says "starting", and counts a pass as healthy:
+ * at once after the start, then at growing intervals (each exec costs CPU the starting services
+ * need). A failed probe proves nothing: Docker's own "unhealthy" still fails the wait.
+ */
+class HealthProbes {
+  private readonly probes = new Map<
+    string,
+    { passed: boolean; running?: Promise<void>; nextAt: number; delayMs: number }
+  >();
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly enabled: boolean,
+  ) {}
+
+  /** Starts a probe of `name` if it is due: running, "starting", with a check, none in flight. */
+  start(name: string, state: ContainerState): void {
+    if (!this.enabled || !state.running || state.health !== 'starting' || !state.healthCheck) return;
+    const probe = this.probes.get(name) ?? { passed: false, nextAt: 0, delayMs: 100 };
+    this.probes.set(name, probe);
+    if (probe.passed || probe.running || Date.now() < probe.nextAt) return;
+    probe.running = this.docker.runHealthCheck(name, state.healthCheck).then(
+      (passed) => {
+        probe.running = undefined;
+        probe.passed = passed;
+        probe.nextAt = Date.now() + probe.delayMs;
+        probe.delayMs = Math.min(probe.delayMs * 1.5, 2000);
+      },
+      () => {
+        probe.running = undefined;
+      },
+    );
+  }
+
+  passed(name: string): boolean {
+    return Boolean(this.probes.get(name)?.passed);
+  }
+
+  /** Settles when a probe in flight ends; never, when none is. */
+  next(): Promise<void> {
+    const running = [...this.probes.values()].flatMap((p) => (p.running ? [p.running] : []));
+    return running.length ? Promise.race(running) : new Promise(() => {});
   }
 }

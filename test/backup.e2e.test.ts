@@ -450,12 +450,17 @@ function connectionsBy(program: string, since: number): number {
     .filter((l) => l.includes('connection authorized:') && l.endsWith(`application_name=${program}`)).length;
 }
 
-/** The dump's exec scripts still running in the container (the tool started them with its checks). */
-function dumpScriptsRunning(): number {
+/** Processes in the container whose command line contains `text`. */
+function processesRunning(text: string): number {
   return execFileSync('docker', ['top', db, '-eo', 'pid,args'])
     .toString()
     .split('\n')
-    .filter((l) => l.includes('pg_isready -U')).length;
+    .filter((l) => l.includes(text)).length;
+}
+
+/** The dump's exec scripts still running in the container (the tool started them with its checks). */
+function dumpScriptsRunning(): number {
+  return processesRunning('pg_isready -U');
 }
 
 backup('too little space for a backup the size of the last one: refused before pg_dump connects', async () => {
@@ -475,6 +480,26 @@ backup('too little space for a backup the size of the last one: refused before p
     assert.match(r.stderr, /not enough free space in .*the last backup was 700\.0 KB/);
     assert.equal(files(backups), ['planetarion_backup_20231201_020000.sql.gz']);
     await waitFor('the dump exec to end', () => dumpScriptsRunning() === 0, 10_000, 100);
+    assert.is(connectionsBy('pg_dump', since), 0, 'pg_dump connected although a check had failed');
+    // A custom archive is read back through pg_restore in the container, started with the dump:
+    // it ends too, and the tool exits.
+    const started = startTool('backup-database', ['--format', 'custom'], {
+      PLANETARION_DIR: dir,
+      PLANETARION_DB_CONTAINER: db,
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const custom = await Promise.race([
+      started.done,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          started.child.kill('SIGKILL');
+          reject(new Error('backup-database --format custom did not exit within 60 s of a failed check'));
+        }, 60_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.is(custom.code, 1, custom.stderr);
+    assert.match(custom.stderr, /not enough free space in /);
+    await waitFor('the archive check to end', () => processesRunning('pg_restore') === 0, 10_000, 100);
     assert.is(connectionsBy('pg_dump', since), 0, 'pg_dump connected although a check had failed');
     // The same log sees the pg_dump of a backup that passes its checks.
     const good = await runTool('backup-database', ['--fingerprint', 'off'], {

@@ -197,6 +197,7 @@ function startDump(context: BackupContext, run: RunFacts, held: RunResources): S
     open = resolve;
     cancel = reject;
   });
+  go.catch(() => {}); // streamDump handles it, unless it failed before it could (the temp file)
   const done = streamDump({
     docker: context.docker,
     container: settings.container,

@@ -104,8 +104,8 @@ const sideError = 'planetarion-side-error: ';
  */
 export function dumpCommand(request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery'>): string[] {
   const script = [
-    `out=$(pg_isready -U "$1" -d "$2") || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
-    `if [ -n "$3" ]; then if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3" 2>&1); then printf '${sideAnswer}%s\\n' "$out" >&2; else printf '${sideError}%s\\n' "$out" | tr '\\n' ' ' >&2; echo >&2; fi; fi`,
+    `out=$(pg_isready -U "$1" -d "$2" </dev/null) || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
+    `if [ -n "$3" ]; then if out=$(psql -X -w -q -A -t -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3" 2>&1 </dev/null); then printf '${sideAnswer}%s\\n' "$out" >&2; else printf '${sideError}%s\\n' "$out" | tr '\\n' ' ' >&2; echo >&2; fi; fi`,
     `IFS= read -r snapshot || exit ${notOpenedStatus}`,
     'shift 3',
     'if [ -n "$snapshot" ]; then set -- "$@" "--snapshot=$snapshot"; fi',
@@ -296,6 +296,8 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
       fsyncSync(fd);
     } catch (error) {
       child.kill('SIGKILL');
+      // A custom archive's pg_restore waits for the rest of its input: it must end too.
+      await inspector.end().catch(() => {});
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') throw noSpaceError(request.path, bytes, code, error);
       throw new CliError(`writing the dump to ${request.path} failed: ${(error as Error).message}`, { cause: error });
@@ -304,7 +306,10 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
     closeSync(fd);
   }
   const [code, signal] = await exited;
-  if (notOpened) throw notOpened.error;
+  if (notOpened) {
+    await inspector.end().catch(() => {});
+    throw notOpened.error;
+  }
   const inspection = await inspector.end();
   const { side, rest } = splitSideAnswer(stderr);
   stderr = rest;

@@ -461,7 +461,9 @@ export class Replication {
    *
    * An idle apply worker only rereads its subscription when it wakes, once a second with nothing
    * to apply (and the fence lets nothing through), so after the DISABLE it is told to stop at
-   * once: it exits the normal way (its counts flushed on exit) and, disabled, is not restarted.
+   * once: it exits through PostgreSQL's FATAL path (one FATAL line in the server log per online
+   * deployment), which flushes its counts before it leaves pg_stat_activity, and, disabled, is
+   * not restarted.
    */
   private async stopSubscriptionWorker(session: PsqlSession): Promise<boolean> {
     await session.query(`ALTER SUBSCRIPTION ${quoteIdent(this.name)} DISABLE;`);

@@ -187,12 +187,44 @@ const undoHealthTimeoutMs = 180_000;
 
 export type Reconciled = { action: 'none' } | { action: 'recorded' | 'finished' | 'undone'; message: string };
 
-/** The rule: finish forward once the outgoing slot gave up every name and the incoming one serves. */
-function decide(journal: SwitchJournal, facts: Map<string, ContainerFacts>): 'recorded' | 'finished' | 'undone' {
+/**
+ * The rule: finish forward once the outgoing slot gave up every name and the incoming one serves.
+ * `probed`: incoming containers Docker still calls "starting" whose own health check passed.
+ */
+function decide(
+  journal: SwitchJournal,
+  facts: Map<string, ContainerFacts>,
+  probed: Set<string>,
+): 'recorded' | 'finished' | 'undone' {
   if (journal.phase === 'renamed') return 'recorded';
   const released = journal.outgoing.containers.every((c) => facts.get(c.id)!.name !== c.from);
-  const serving = journal.incoming.containers.every((c) => isServing(facts.get(c.id), c.oneShot));
+  const serving = journal.incoming.containers.every((c) => probed.has(c.id) || isServing(facts.get(c.id), c.oneShot));
   return released && serving ? 'finished' : 'undone';
+}
+
+/** How long a reconciliation waits for incoming containers that are still "starting". */
+const startingWaitMs = 60_000;
+
+/**
+ * The run switches once each new service's own health check passed (Docker's first run of it
+ * comes `interval` after the start), so a run killed during the switch may leave containers that
+ * Docker still calls "starting": the same check decides for them here. Returns those that passed.
+ */
+async function probeStarting(
+  ctx: SwitchContext,
+  journal: SwitchJournal,
+  facts: Map<string, ContainerFacts>,
+): Promise<Set<string>> {
+  if (journal.phase === 'renamed') return new Set();
+  const starting = journal.incoming.containers
+    .filter((c) => !c.oneShot && facts.get(c.id)?.running && facts.get(c.id)?.health === 'starting')
+    .map((c) => c.id);
+  if (!starting.length) return new Set();
+  const passed = await new Docker(ctx.docker, ctx.$).waitHealthy(starting, startingWaitMs, { probe: true }).then(
+    () => true,
+    () => false,
+  );
+  return new Set(passed ? starting : []);
 }
 
 /**
@@ -219,7 +251,7 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
       },
     );
   }
-  const action = decide(journal, facts);
+  const action = decide(journal, facts, await probeStarting(ctx, journal, facts));
   const [into, out] = [journal.incoming.slot.project, journal.outgoing.slot?.project];
   // The undone slot is kept, stopped: its writers may have served (and written) before the switch.
   const removal = `its data is kept; once not needed: docker compose -p ${into} -f ${join(ctx.dir, deployDirName, `${into}.yml`)} down -v`;

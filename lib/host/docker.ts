@@ -14,18 +14,22 @@ export interface ContainerState {
   imageId: string | undefined;
   /** The exit code of a container that has exited. */
   exitCode: number | undefined;
-  /** Its health check's command (`["CMD", ...]` or `["CMD-SHELL", "..."]`) and timeout, where it has one. */
-  healthCheck?: { test: string[]; timeoutMs: number };
+  /**
+   * Its health check, where it has one: the command (`["CMD", ...]` or `["CMD-SHELL", "..."]`),
+   * the shell a CMD-SHELL runs in (the image's SHELL, else /bin/sh -c), the timeout, and whether
+   * Docker has run it since the container's start (`startedAt`).
+   */
+  healthCheck?: { test: string[]; shell: string[]; timeoutMs: number; dockerHasRun: boolean; startedAt: string };
 }
 
 /** How long Docker lets a health check run when the container sets no timeout. */
 const defaultHealthTimeoutMs = 30_000;
 
 /** The argv of a health check's command for `docker exec`; undefined for none (`NONE`, or no command). Pure. */
-export function healthCheckArgv(test: string[] | undefined): string[] | undefined {
+export function healthCheckArgv(test: string[] | undefined, shell: string[] = ['/bin/sh', '-c']): string[] | undefined {
   const [kind, ...rest] = test ?? [];
   if (kind === 'CMD' && rest.length) return rest;
-  if (kind === 'CMD-SHELL' && rest[0]) return ['/bin/sh', '-c', rest[0]];
+  if (kind === 'CMD-SHELL' && rest[0]) return [...shell, rest[0]];
   return undefined;
 }
 
@@ -76,8 +80,14 @@ export class Docker {
           JSON.parse(line) as {
             Id: string;
             Name: string;
-            State: { Status: string; Running: boolean; ExitCode: number; Health?: { Status: string } };
-            Config: { Image: string; Healthcheck?: { Test?: string[]; Timeout?: number } };
+            State: {
+              Status: string;
+              Running: boolean;
+              ExitCode: number;
+              StartedAt: string;
+              Health?: { Status: string; Log?: { Start: string }[] | null };
+            };
+            Config: { Image: string; Shell?: string[] | null; Healthcheck?: { Test?: string[]; Timeout?: number } };
             Image: string;
           },
       );
@@ -105,7 +115,13 @@ export class Docker {
           ? {
               healthCheck: {
                 test: info.Config.Healthcheck.Test,
+                shell: info.Config.Shell?.length ? info.Config.Shell : ['/bin/sh', '-c'],
                 timeoutMs: (info.Config.Healthcheck.Timeout ?? 0) / 1e6 || defaultHealthTimeoutMs,
+                // The log keeps the last runs, also those of an earlier start.
+                dockerHasRun: (info.State.Health.Log ?? []).some(
+                  (run) => Date.parse(run.Start) >= Date.parse(info.State.StartedAt),
+                ),
+                startedAt: info.State.StartedAt,
               },
             }
           : {}),
@@ -203,6 +219,20 @@ export class Docker {
   ): Promise<void> {
     const until = Date.now() + timeoutMs;
     const probes = new HealthProbes(this, Boolean(options.probe));
+    try {
+      await this.pollHealthy(names, until, timeoutMs, probes, options);
+    } finally {
+      probes.stop();
+    }
+  }
+
+  private async pollHealthy(
+    names: string[],
+    until: number,
+    timeoutMs: number,
+    probes: HealthProbes,
+    options: { oneShot?: string[]; signal?: AbortSignal },
+  ): Promise<void> {
     // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
     // check says (often the image's, meant for another service: the check killed by its exit
     // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.
@@ -210,7 +240,7 @@ export class Docker {
     const done = (name: string, state: ContainerState) =>
       oneShot(name) && state.status === 'exited' && state.exitCode === 0;
     const healthy = (name: string, state: ContainerState) =>
-      state.running && (state.health === undefined || state.health === 'healthy' || probes.passed(name));
+      state.running && (state.health === undefined || state.health === 'healthy' || probes.passed(name, state));
     for (;;) {
       options.signal?.throwIfAborted();
       // One `docker` call a poll for all of them: each call is ~25 ms of CPU, taken from the
@@ -229,7 +259,8 @@ export class Docker {
           `container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`,
           { advice: `See 'docker logs ${bad.name}'.` },
         );
-      for (const { name, state } of states) probes.start(name, state);
+      // A one-shot's check is often the image's, meant for another service: only Docker's counts.
+      for (const { name, state } of states) if (!oneShot(name)) probes.start(name, state);
       if (states.every(({ name, state }) => healthy(name, state))) return;
       if (Date.now() > until) {
         const waiting = states
@@ -245,60 +276,101 @@ export class Docker {
     }
   }
 
-  /** Runs a container's own health check command in it: true when it exits 0 within its timeout. */
-  async runHealthCheck(name: string, check: { test: string[]; timeoutMs: number }): Promise<boolean> {
-    const argv = healthCheckArgv(check.test);
-    if (!argv) return false;
-    const r = await this.$({ nothrow: true, timeout: check.timeoutMs })`${this.binary} exec ${name} ${argv}`;
-    return r.exitCode === 0;
+  /**
+   * Runs a container's own health check command in it (at most probeTimeoutMs): `passed` is true
+   * when it exits 0; `kill` stops the docker client (the check itself ends by its own timeout).
+   */
+  runHealthCheck(
+    name: string,
+    check: NonNullable<ContainerState['healthCheck']>,
+  ): { passed: Promise<boolean>; kill: () => void } {
+    const argv = healthCheckArgv(check.test, check.shell);
+    if (!argv) return { passed: Promise.resolve(false), kill: () => {} };
+    const run = this.$({
+      nothrow: true,
+      timeout: Math.min(check.timeoutMs, probeTimeoutMs),
+    })`${this.binary} exec ${name} ${argv}`;
+    return {
+      passed: run.then((r) => r.exitCode === 0),
+      kill: () => void run.kill('SIGKILL').catch(() => {}),
+    };
   }
+}
+
+/** The longest a probe runs: a slower check is left to Docker. */
+const probeTimeoutMs = 10_000;
+
+interface Probe {
+  passed: boolean;
+  /** The container's start the probes are of: a restart forgets a pass. */
+  startedAt: string;
+  running?: { done: Promise<void>; kill: () => void };
+  nextAt: number;
+  delayMs: number;
 }
 
 /**
  * Docker runs a container's first health check only `interval` after its start (1 s to 30 s in
  * common files), and a deployment's writers are down until the new services are healthy. With
- * `probe`, waitHealthy runs the container's own check command itself (`docker exec`, the same
- * command, user and environment) while Docker still says "starting", and counts a pass as healthy:
- * at once after the start, then at growing intervals (each exec costs CPU the starting services
- * need). A failed probe proves nothing: Docker's own "unhealthy" still fails the wait.
+ * `probe`, waitHealthy runs the container's own check command itself (`docker exec`: the same
+ * command, user, environment and shell) while Docker still says "starting" and has not run its
+ * own check yet, and counts a pass as healthy until the container restarts or Docker has run its
+ * own check (from then on only Docker's verdict counts): at once after the start, then at growing
+ * intervals (each exec costs CPU the starting services need). A failed probe proves nothing:
+ * Docker's own "unhealthy" still fails the wait.
  */
 class HealthProbes {
-  private readonly probes = new Map<
-    string,
-    { passed: boolean; running?: Promise<void>; nextAt: number; delayMs: number }
-  >();
+  private readonly probes = new Map<string, Probe>();
 
   constructor(
     private readonly docker: Docker,
     private readonly enabled: boolean,
   ) {}
 
-  /** Starts a probe of `name` if it is due: running, "starting", with a check, none in flight. */
+  /** Starts a probe of `name` if it is due: running, "starting", not yet checked by Docker, none in flight. */
   start(name: string, state: ContainerState): void {
-    if (!this.enabled || !state.running || state.health !== 'starting' || !state.healthCheck) return;
-    const probe = this.probes.get(name) ?? { passed: false, nextAt: 0, delayMs: 100 };
-    this.probes.set(name, probe);
-    if (probe.passed || probe.running || Date.now() < probe.nextAt) return;
-    probe.running = this.docker.runHealthCheck(name, state.healthCheck).then(
-      (passed) => {
-        probe.running = undefined;
-        probe.passed = passed;
-        probe.nextAt = Date.now() + probe.delayMs;
-        probe.delayMs = Math.min(probe.delayMs * 1.5, 2000);
-      },
-      () => {
-        probe.running = undefined;
-      },
-    );
+    const check = state.healthCheck;
+    if (!this.enabled || !state.running || state.health !== 'starting' || !check) return;
+    let probe = this.probes.get(name);
+    if (!probe || probe.startedAt !== check.startedAt) {
+      probe?.running?.kill();
+      probe = { passed: false, startedAt: check.startedAt, nextAt: 0, delayMs: 100 };
+      this.probes.set(name, probe);
+    }
+    if (check.dockerHasRun || probe.passed || probe.running || Date.now() < probe.nextAt) return;
+    const run = this.docker.runHealthCheck(name, check);
+    const current = probe;
+    current.running = {
+      kill: run.kill,
+      done: run.passed.then(
+        (passed) => {
+          current.running = undefined;
+          current.passed = passed;
+          current.nextAt = Date.now() + current.delayMs;
+          current.delayMs = Math.min(current.delayMs * 1.5, 2000);
+        },
+        () => {
+          current.running = undefined;
+        },
+      ),
+    };
   }
 
-  passed(name: string): boolean {
-    return Boolean(this.probes.get(name)?.passed);
+  /** A probe passed since the container's current start, and Docker has no verdict of its own yet. */
+  passed(name: string, state: ContainerState): boolean {
+    const probe = this.probes.get(name);
+    const check = state.healthCheck;
+    return Boolean(probe?.passed && check && !check.dockerHasRun && probe.startedAt === check.startedAt);
   }
 
   /** Settles when a probe in flight ends; never, when none is. */
   next(): Promise<void> {
-    const running = [...this.probes.values()].flatMap((p) => (p.running ? [p.running] : []));
+    const running = [...this.probes.values()].flatMap((p) => (p.running ? [p.running.done] : []));
     return running.length ? Promise.race(running) : new Promise(() => {});
+  }
+
+  /** Stops the probes still in flight (the wait is over). */
+  stop(): void {
+    for (const probe of this.probes.values()) probe.running?.kill();
   }
 }

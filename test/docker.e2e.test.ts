@@ -15,7 +15,8 @@ const exited = scratchName('pb-inspect-exited');
 const missing = scratchName('pb-inspect-missing');
 let ready = false;
 
-const run = (name: string, ...command: string[]) =>
+/** Starts a test container running `command`, with the given `docker run` options. */
+const runWith = (name: string, options: string[], ...command: string[]) =>
   execFileSync('docker', [
     'run',
     '-d',
@@ -23,14 +24,15 @@ const run = (name: string, ...command: string[]) =>
     name,
     '--network',
     'none',
-    '--no-healthcheck',
     '--label',
     `${testLabel}=1`,
+    ...options,
     '--entrypoint',
     command[0]!,
     testImage,
     ...command.slice(1),
   ]);
+const run = (name: string, ...command: string[]) => runWith(name, ['--no-healthcheck'], ...command);
 
 const inspect = suite('Docker.inspectMany');
 
@@ -73,26 +75,7 @@ inspect('waitHealthy returns for running ones and names a missing or exited cont
 
 /** A container whose health check Docker first runs in 5 minutes: it stays "starting" for the test. */
 const withSlowCheck = (name: string, check: string) =>
-  execFileSync('docker', [
-    'run',
-    '-d',
-    '--name',
-    name,
-    '--network',
-    'none',
-    '--label',
-    `${testLabel}=1`,
-    '--env',
-    'GAME_READY=yes',
-    '--health-cmd',
-    check,
-    '--health-interval',
-    '300s',
-    '--entrypoint',
-    'sleep',
-    testImage,
-    'infinity',
-  ]);
+  runWith(name, ['--env', 'GAME_READY=yes', '--health-cmd', check, '--health-interval', '300s'], 'sleep', 'infinity');
 const passing = scratchName('pb-probe-pass');
 const failing = scratchName('pb-probe-fail');
 

@@ -217,7 +217,7 @@ async function probeStarting(
 ): Promise<Set<string>> {
   if (journal.phase === 'renamed') return new Set();
   const starting = journal.incoming.containers
-    .filter((c) => !c.oneShot && facts.get(c.id)?.running && facts.get(c.id)?.health === 'starting')
+    .filter((c) => facts.get(c.id)?.running && facts.get(c.id)?.health === 'starting')
     .map((c) => c.id);
   if (!starting.length) return new Set();
   const passed = await new Docker(ctx.docker, ctx.$).waitHealthy(starting, startingWaitMs, { probe: true }).then(

@@ -259,8 +259,9 @@ export class Docker {
           `container '${bad.name}' is ${bad.state.exists ? (bad.state.health === 'unhealthy' ? 'unhealthy' : `${bad.state.status}${bad.state.exitCode ? ` (exit ${bad.state.exitCode})` : ''}`) : 'missing'}`,
           { advice: `See 'docker logs ${bad.name}'.` },
         );
-      // A one-shot's check is often the image's, meant for another service: only Docker's counts.
-      for (const { name, state } of states) if (!oneShot(name)) probes.start(name, state);
+      // A running one-shot is probed too: a service without a restart policy is most often the
+      // app itself, and Docker's own verdict would count the same way, only `interval` later.
+      for (const { name, state } of states) probes.start(name, state);
       if (states.every(({ name, state }) => healthy(name, state))) return;
       if (Date.now() > until) {
         const waiting = states

@@ -59,13 +59,16 @@ async function writeLaunchers(folder, loader, launcherNames) {
  * The /bin/sh launcher every command name gets. It resolves its own folder through links (so a
  * symlink in /usr/local/bin works), then runs the executable through the bundled loader so the
  * host's C library is never used. `--argv0 "$0"` makes process.argv0 the name it was invoked by,
- * which is what scripts/cli.ts dispatches on. Busybox sh and readlink -f are enough.
+ * which is what scripts/cli.ts dispatches on. Busybox sh and readlink -f are enough. readlink
+ * runs only when "$0" is a link or a bare name (`sh backup-database`): its fork and exec are
+ * paid by every cron run, and a folder reached through a linked directory needs no resolving.
  */
 function launcherScript(loader) {
   return `#!/bin/sh
 # planetarion-backup ${pkg.version}: runs runtime/${exeName} with its own loader and libraries
 # (the NAS's glibc is too old for Node). Do not edit; regenerate with \`npm run build\`.
-p=$(readlink -f "$0") || exit 127
+p=$0
+case $p in */*) [ -L "$p" ] && { p=$(readlink -f "$p") || exit 127; } ;; *) p=$(readlink -f "$p") || exit 127 ;; esac
 d=\${p%/*}
 exec "$d/runtime/${loader}" --library-path "$d/runtime" --argv0 "$0" "$d/runtime/${exeName}" "$@"
 `;

@@ -32,8 +32,8 @@ const dump = [
   '',
 ].join('\n');
 
-async function inspect(bytes: Buffer, compressed: boolean, chunkSize: number) {
-  const inspector = new DumpInspector(compressed);
+async function inspect(bytes: Buffer, compressed: boolean, chunkSize: number, sequences?: boolean) {
+  const inspector = new DumpInspector(compressed, { sequences });
   for (let i = 0; i < bytes.length; i += chunkSize) await inspector.write(bytes.subarray(i, i + chunkSize));
   return inspector.end();
 }
@@ -84,6 +84,19 @@ test('a dump cut short: no trailer, no matching \\unrestrict; a truncated gzip s
   const flipped = Buffer.from(gz);
   flipped[flipped.length - 6]! ^= 0xff; // the CRC32 trailer
   assert.not.ok((await inspect(flipped, true, 4096)).gzipIntact);
+});
+
+test('without sequences (no fingerprint): the same checks of the stream, the trailer and the head, no setval read', async () => {
+  const gz = gzipSync(dump);
+  const whole = await inspect(gz, true, 4096, false);
+  assert.equal(whole.sequences, []);
+  assert.ok(whole.complete && whole.restrictMatched && whole.gzipIntact);
+  assert.is(whole.sqlBytes, Buffer.byteLength(dump));
+  assert.is(whole.pgDumpVersion, '15.14 (Debian 15.14-1.pgdg120+1)');
+  const cut = await inspect(Buffer.from(dump.slice(0, dump.indexOf('\\unrestrict'))), false, 4096, false);
+  assert.not.ok(cut.complete);
+  assert.not.ok(cut.restrictMatched);
+  assert.not.ok((await inspect(gz.subarray(0, gz.length - 10), true, 4096, false)).gzipIntact);
 });
 
 test('a setval() of the same sequence twice is refused: the dump is not one pg_dump wrote', async () => {

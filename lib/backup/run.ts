@@ -207,6 +207,8 @@ function startDump(context: BackupContext, run: RunFacts, held: RunResources): S
     // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
     sideQuery: databasePropertiesQuery(settings.dbName),
     format: run.format,
+    // Only the fingerprint reads the sequence values the dump sets.
+    sequences: settings.fingerprint === 'on',
     path: temp,
     recipients: run.recipients,
     onProgress: context.onProgress,

@@ -1,8 +1,13 @@
 // Docker.inspectMany and waitHealthy against real containers: several states in one call, in
 // the order asked, a missing one among them; waitHealthy returns for healthy ones and names a
 // container that is missing or has exited; with `probe`, it runs a starting container's own
-// health check command itself instead of waiting `interval` for Docker's first run.
+// health check command itself instead of waiting `interval` for Docker's first run. inspectQuick
+// takes a running container's state from the engine's socket, and anything else from the CLI.
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Docker, healthCheckArgv } from '../lib/host/docker.ts';
@@ -72,6 +77,58 @@ inspect('waitHealthy returns for running ones and names a missing or exited cont
   }
   assert.ok(Date.now() - started < 5_000, 'it waited for the timeout');
 });
+
+inspect(
+  "inspectQuick: a running container's state from the engine's socket is the CLI's, with no CLI at all",
+  async () => {
+    assert.ok(ready, 'setup failed');
+    // A docker binary that does not exist: only the socket can answer.
+    const socketOnly = new Docker('/nonexistent/docker', createShell());
+    assert.equal(await socketOnly.inspectQuick(running), await docker.inspect(running));
+    // Not running, or missing: the socket's answer is not taken, the CLI is asked (and fails here).
+    for (const name of [exited, missing])
+      await socketOnly.inspectQuick(name).then(
+        () => assert.unreachable(`the socket's answer was taken for ${name}`),
+        (error: Error) => assert.match(error.message, /nonexistent/),
+      );
+    assert.equal(await docker.inspectQuick(exited), await docker.inspect(exited));
+    assert.equal(await docker.inspectQuick(missing), await docker.inspect(missing));
+  },
+);
+
+inspect(
+  'inspectQuick: a socket that answers 500, closes without an answer, or is not there: the CLI answers',
+  async () => {
+    assert.ok(ready, 'setup failed');
+    const dir = mkdtempSync(join(tmpdir(), 'pb-engine-'));
+    const serve = (path: string, reply: (socket: Socket) => void) =>
+      new Promise<Server>((resolve) => {
+        const server = createServer(reply);
+        server.listen(path, () => resolve(server));
+      });
+    const servers = [
+      await serve(join(dir, 'error.sock'), (c) => c.end('HTTP/1.0 500 Internal Server Error\r\n\r\n{}')),
+      await serve(join(dir, 'silent.sock'), (c) => c.destroy()),
+    ];
+    try {
+      const expected = await docker.inspect(running);
+      for (const socket of ['error.sock', 'silent.sock', 'absent.sock'])
+        assert.equal(
+          await new Docker('docker', createShell(), join(dir, socket)).inspectQuick(running),
+          expected,
+          socket,
+        );
+      // Without a socket (another engine configured), only the CLI is asked.
+      await new Docker('/nonexistent/docker', createShell(), false).inspectQuick(running).then(
+        () => assert.unreachable('answered without the CLI'),
+        (error: Error) => assert.match(error.message, /nonexistent/),
+      );
+    } finally {
+      for (const server of servers) server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 /** A container whose health check Docker first runs in 5 minutes: it stays "starting" for the test. */
 const withSlowCheck = (name: string, check: string) =>

@@ -46,16 +46,21 @@ dump('no side query: no side, stderr unchanged', () => {
 /**
  * Runs the dump's script under the host's sh, with stand-ins for the PostgreSQL programs that
  * record how they were called: what is tested is the script's order and its go line, not pg_dump.
+ * `slowPsql`: the side query's psql takes 1 s and records its end too.
  */
-function runScript(stdin: string | null, isReady = true) {
+function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?: boolean } = {}) {
   const bin = mkdtempSync(join(tmpdir(), 'pb-dump-script-'));
   try {
-    const record = (name: string, status = 0) => {
-      writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> "${bin}/calls"\nexit ${status}\n`);
+    const record = (name: string, status = 0, body = '') => {
+      writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> "${bin}/calls"\n${body}exit ${status}\n`);
       chmodSync(join(bin, name), 0o755);
     };
-    record('pg_isready', isReady ? 0 : 2);
-    record('psql');
+    record('pg_isready', options.isReady === false ? 2 : 0);
+    record(
+      'psql',
+      0,
+      options.slowPsql ? `sleep 1\necho "psql done" >> "${bin}/calls"\necho '{"encoding": "UTF8"}'\n` : '',
+    );
     record('pg_dump');
     const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' });
     const r = spawnSync(argv[0]!, argv.slice(1), {
@@ -67,46 +72,60 @@ function runScript(stdin: string | null, isReady = true) {
     try {
       calls = readFileSync(join(bin, 'calls'), 'utf8').trim().split('\n');
     } catch {}
-    return { status: r.status, calls };
+    return { status: r.status, calls, stderr: r.stderr };
   } finally {
     rmSync(bin, { recursive: true, force: true });
   }
 }
 
-dump('the go line names the snapshot: pg_dump runs after pg_isready and the side query, and imports it', () => {
+const programs = (calls: string[]) => calls.map((c) => c.split(' ')[0]);
+
+dump('the go line names the snapshot: pg_isready first, then pg_dump imports it; the side query ran too', () => {
   const r = runScript('00000003-0000001B-1\n');
   assert.is(r.status, 0);
   assert.is(r.calls.length, 3);
   assert.match(r.calls[0]!, /^pg_isready -U u -d d$/);
-  assert.match(r.calls[1]!, /^psql .* -c SELECT 1$/);
-  assert.is(
-    r.calls[2],
-    'pg_dump --no-password --lock-wait-timeout=300s -U u -d d --compress=1 --snapshot=00000003-0000001B-1',
+  assert.ok(
+    r.calls.some((c) => /^psql .* -c SELECT 1$/.test(c)),
+    r.calls.join('\n'),
+  );
+  assert.ok(
+    r.calls.includes(
+      'pg_dump --no-password --lock-wait-timeout=300s -U u -d d --compress=1 --snapshot=00000003-0000001B-1',
+    ),
+    r.calls.join('\n'),
   );
 });
 
 dump('an empty go line: pg_dump runs without a snapshot', () => {
   const r = runScript('\n');
   assert.is(r.status, 0);
-  assert.is(r.calls[2], 'pg_dump --no-password --lock-wait-timeout=300s -U u -d d --compress=1');
+  assert.ok(
+    r.calls.includes('pg_dump --no-password --lock-wait-timeout=300s -U u -d d --compress=1'),
+    r.calls.join('\n'),
+  );
+});
+
+dump('the side query runs beside pg_dump, and the exec waits for its answer before it ends', () => {
+  const r = runScript('\n', { slowPsql: true });
+  assert.is(r.status, 0);
+  // pg_dump ran while psql still slept; which of the two started first is up to the scheduler.
+  assert.is(r.calls[0]!.split(' ')[0], 'pg_isready');
+  assert.is(r.calls[3], 'psql done');
+  assert.equal([...programs(r.calls.slice(1, 3))].sort(), ['pg_dump', 'psql']);
+  assert.equal(splitSideAnswer(r.stderr).side, { answer: '{"encoding": "UTF8"}' });
 });
 
 dump('no go line (a check failed, or the tool went away): exit 97 and pg_dump never runs', () => {
-  const r = runScript(null);
+  const r = runScript(null, { slowPsql: true });
   assert.is(r.status, 97);
-  assert.equal(
-    r.calls.map((c) => c.split(' ')[0]),
-    ['pg_isready', 'psql'],
-  );
+  assert.equal(programs(r.calls), ['pg_isready', 'psql', 'psql']);
 });
 
 dump('pg_isready failing: exit 96 before the go line is read, nothing else runs', () => {
-  const r = runScript('\n', false);
+  const r = runScript('\n', { isReady: false });
   assert.is(r.status, 96);
-  assert.equal(
-    r.calls.map((c) => c.split(' ')[0]),
-    ['pg_isready'],
-  );
+  assert.equal(programs(r.calls), ['pg_isready']);
 });
 
 dump.run();

@@ -104,21 +104,27 @@ const sideAnswer = 'planetarion-side-answer: ';
 const sideError = 'planetarion-side-error: ';
 
 /**
- * What runs in the container: pg_isready, the side query by psql if there is one, then one line
- * on stdin (the snapshot to import, or empty) and pg_dump, in one `docker exec` (each exec costs
+ * What runs in the container: pg_isready, then the side query by psql in the background (it runs
+ * beside everything after it, pg_dump included, and is waited for at the end), then one line on
+ * stdin (the snapshot to import, or empty) and pg_dump, in one `docker exec` (each exec costs
  * ~0.1 s of CPU in the daemon and runc, on a NAS pg_dump keeps busy). The exec starts while the
- * caller's checks and the snapshot's session are still under way, so its start, pg_isready and
- * the side query cost no time of their own; pg_dump waits for the line. The values reach sh as
- * arguments or data, never as script text.
+ * caller's checks and the snapshot's session are still under way, so its start and pg_isready
+ * cost no time of their own; pg_dump waits for the line. The values reach sh as arguments or
+ * data, never as script text.
  */
 export function dumpCommand(request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery'>): string[] {
   const script = [
-    `out=$(pg_isready -U "$1" -d "$2" </dev/null) || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
-    `if [ -n "$3" ]; then if out=$(psql -X -w -q -A -t -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3" 2>&1 </dev/null); then printf '${sideAnswer}%s\\n' "$out" >&2; else printf '${sideError}%s\\n' "$out" | tr '\\n' ' ' >&2; echo >&2; fi; fi`,
-    `IFS= read -r snapshot || exit ${notOpenedStatus}`,
+    // In the background, psql's lines must each be one write: pg_dump's messages go to the same stderr.
+    'user=$1 database=$2 query=$3',
     'shift 3',
+    `out=$(pg_isready -U "$user" -d "$database" </dev/null) || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
+    `if [ -n "$query" ]; then { if out=$(psql -X -w -q -A -t -v ON_ERROR_STOP=1 -U "$user" -d "$database" -c "$query" 2>&1 </dev/null); then printf '${sideAnswer}%s\\n' "$out" >&2; else out=$(printf '%s' "$out" | tr '\\n' ' '); printf '${sideError}%s\\n' "$out" >&2; fi; } & fi`,
+    `IFS= read -r snapshot || { wait; exit ${notOpenedStatus}; }`,
     'if [ -n "$snapshot" ]; then set -- "$@" "--snapshot=$snapshot"; fi',
-    'exec "$@"',
+    '"$@"',
+    'status=$?',
+    'wait',
+    'exit $status',
   ].join('\n');
   return ['sh', '-c', script, 'sh', request.user, request.database, request.sideQuery ?? '', ...pgDumpArgs(request)];
 }

@@ -1,5 +1,6 @@
 // Talking to the Docker engine: what state a container is in, and argv for `docker exec`.
 import { CliError } from '../errors.ts';
+import { engineSocket, inspectOverSocket } from './engine-socket.ts';
 import type { Shell } from './shell.ts';
 
 export interface ContainerState {
@@ -43,11 +44,68 @@ export interface ComposeContainer {
   running: boolean;
 }
 
+/** What `docker container inspect` (and the engine's GET /containers/{name}/json) says of a container, as far as it is read here. */
+interface InspectInfo {
+  Id: string;
+  Name: string;
+  State: {
+    Status: string;
+    Running: boolean;
+    ExitCode: number;
+    StartedAt: string;
+    Health?: { Status: string; Log?: { Start: string }[] | null };
+  };
+  Config: { Image: string; Shell?: string[] | null; Healthcheck?: { Test?: string[]; Timeout?: number } };
+  Image: string;
+}
+
+/** A container's state from its inspect JSON; exists=false for none. Pure. */
+function containerStateOf(info: InspectInfo | undefined): ContainerState {
+  if (!info)
+    return {
+      exists: false,
+      running: false,
+      status: undefined,
+      health: undefined,
+      image: undefined,
+      imageId: undefined,
+      exitCode: undefined,
+    };
+  return {
+    exists: true,
+    running: info.State.Running,
+    status: info.State.Status,
+    health: info.State.Health?.Status,
+    image: info.Config.Image,
+    imageId: info.Image,
+    exitCode: info.State.Running ? undefined : info.State.ExitCode,
+    ...(info.State.Health && info.Config.Healthcheck?.Test
+      ? {
+          healthCheck: {
+            test: info.Config.Healthcheck.Test,
+            shell: info.Config.Shell?.length ? info.Config.Shell : ['/bin/sh', '-c'],
+            timeoutMs: (info.Config.Healthcheck.Timeout ?? 0) / 1e6 || defaultHealthTimeoutMs,
+            // The log keeps the last runs, also those of an earlier start.
+            dockerHasRun: (info.State.Health.Log ?? []).some(
+              (run) => Date.parse(run.Start) >= Date.parse(info.State.StartedAt),
+            ),
+            startedAt: info.State.StartedAt,
+          },
+        }
+      : {}),
+  };
+}
+
 /** The docker CLI at a known path, run through the given shell. */
 export class Docker {
+  /**
+   * @param engine the engine's socket for inspectQuick: undefined finds it as the CLI would
+   *   (engineSocket), false never uses one.
+   */
   constructor(
     readonly binary: string,
     private readonly $: Shell,
+    private readonly engine?: string | false,
   ) {}
 
   /** The state of a container by name; exists=false when there is none. */
@@ -75,58 +133,24 @@ export class Docker {
     const found = out.stdout
       .split('\n')
       .filter(Boolean)
-      .map(
-        (line) =>
-          JSON.parse(line) as {
-            Id: string;
-            Name: string;
-            State: {
-              Status: string;
-              Running: boolean;
-              ExitCode: number;
-              StartedAt: string;
-              Health?: { Status: string; Log?: { Start: string }[] | null };
-            };
-            Config: { Image: string; Shell?: string[] | null; Healthcheck?: { Test?: string[]; Timeout?: number } };
-            Image: string;
-          },
-      );
-    return containers.map((container) => {
-      const info = found.find((i) => i.Name === `/${container}`) ?? found.find((i) => i.Id.startsWith(container));
-      if (!info)
-        return {
-          exists: false,
-          running: false,
-          status: undefined,
-          health: undefined,
-          image: undefined,
-          imageId: undefined,
-          exitCode: undefined,
-        };
-      return {
-        exists: true,
-        running: info.State.Running,
-        status: info.State.Status,
-        health: info.State.Health?.Status,
-        image: info.Config.Image,
-        imageId: info.Image,
-        exitCode: info.State.Running ? undefined : info.State.ExitCode,
-        ...(info.State.Health && info.Config.Healthcheck?.Test
-          ? {
-              healthCheck: {
-                test: info.Config.Healthcheck.Test,
-                shell: info.Config.Shell?.length ? info.Config.Shell : ['/bin/sh', '-c'],
-                timeoutMs: (info.Config.Healthcheck.Timeout ?? 0) / 1e6 || defaultHealthTimeoutMs,
-                // The log keeps the last runs, also those of an earlier start.
-                dockerHasRun: (info.State.Health.Log ?? []).some(
-                  (run) => Date.parse(run.Start) >= Date.parse(info.State.StartedAt),
-                ),
-                startedAt: info.State.StartedAt,
-              },
-            }
-          : {}),
-      };
-    });
+      .map((line) => JSON.parse(line) as InspectInfo);
+    return containers.map((container) =>
+      containerStateOf(found.find((i) => i.Name === `/${container}`) ?? found.find((i) => i.Id.startsWith(container))),
+    );
+  }
+
+  /**
+   * inspect, asked of the engine's socket first (lib/host/engine-socket.ts): the state that lets
+   * a backup go on (running, and healthy where it has a check) is taken from there; any other
+   * answer, or none, is asked of the CLI again, so the socket can make that answer faster but
+   * never turn it into another one.
+   */
+  async inspectQuick(container: string): Promise<ContainerState> {
+    const socket = this.engine === undefined ? engineSocket() : this.engine || undefined;
+    const info = socket ? ((await inspectOverSocket(socket, container)) as InspectInfo | null | undefined) : undefined;
+    const state = info ? containerStateOf(info) : undefined;
+    if (state?.running && (state.health === undefined || state.health === 'healthy')) return state;
+    return this.inspect(container);
   }
 
   /** Every container (running or not) compose started, by one label filter (`label=KEY=VALUE`). */

@@ -45,7 +45,7 @@ export async function checkContainerState(
   // inspect also proves the daemon answers (it fails with the daemon's error otherwise): one
   // `docker` call fewer on every run.
   const state = await docker
-    .inspect(target.container)
+    .inspectQuick(target.container)
     .catch((error: CliError) => failCheck(log, error.message, error.advice ?? ''));
   // Not `compose up`: after an A-B deployment that would start a second stack beside the live slot.
   const startAdvice = `Check with 'docker ps -a | grep ${target.container}', start it with 'docker start ${target.container}', and see 'deploy-to-qnap --local --status' for the live slot.`;

@@ -97,7 +97,7 @@ inspect(
 );
 
 inspect(
-  'inspectQuick: a socket that answers 500, closes without an answer, or is not there: the CLI answers',
+  'inspectQuick: a socket that answers 500, closes without an answer, answers what is not a container, or is not there: the CLI answers',
   async () => {
     assert.ok(ready, 'setup failed');
     const dir = mkdtempSync(join(tmpdir(), 'pb-engine-'));
@@ -109,10 +109,11 @@ inspect(
     const servers = [
       await serve(join(dir, 'error.sock'), (c) => c.end('HTTP/1.0 500 Internal Server Error\r\n\r\n{}')),
       await serve(join(dir, 'silent.sock'), (c) => c.destroy()),
+      await serve(join(dir, 'other.sock'), (c) => c.end('HTTP/1.0 200 OK\r\n\r\n{}')),
     ];
     try {
       const expected = await docker.inspect(running);
-      for (const socket of ['error.sock', 'silent.sock', 'absent.sock'])
+      for (const socket of ['error.sock', 'silent.sock', 'other.sock', 'absent.sock'])
         assert.equal(
           await new Docker('docker', createShell(), join(dir, socket)).inspectQuick(running),
           expected,
@@ -182,8 +183,26 @@ inspect(
   },
 );
 
+const oneShot = scratchName('pb-probe-oneshot');
+
+inspect('probe: a one-shot is probed like the others while it runs, and is done once it exits 0', async () => {
+  // Its check (the image's, meant for another service) passes at once; it exits 0 after 3 s,
+  // and Docker then calls it "unhealthy": a one-shot that exited 0 is done all the same.
+  runWith(oneShot, ['--health-cmd', 'true', '--health-interval', '300s'], 'sleep', '3');
+  const started = Date.now();
+  await docker.waitHealthy([oneShot], 60_000, { probe: true, oneShot: [oneShot] });
+  assert.ok(Date.now() - started < 2_500, 'the probe did not count while it ran');
+  execFileSync('docker', ['wait', oneShot]);
+  await docker.waitHealthy([oneShot], 5_000, { probe: true, oneShot: [oneShot] });
+  // Not named a one-shot, the same exited container fails the wait.
+  await docker.waitHealthy([oneShot], 5_000, { probe: true }).then(
+    () => assert.unreachable('an exited container passed'),
+    (error: Error) => assert.match(error.message, new RegExp(`container '${oneShot}' is (exited|unhealthy)`)),
+  );
+});
+
 inspect.after(async () => {
-  await Promise.all([removeDb(running), removeDb(exited), removeDb(passing), removeDb(failing)]);
+  await Promise.all([removeDb(running), removeDb(exited), removeDb(passing), removeDb(failing), removeDb(oneShot)]);
 });
 
 inspect.run();

@@ -2,7 +2,7 @@
 // comes back on stderr apart from pg_dump's own messages.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,7 +106,31 @@ dump('an empty go line: pg_dump runs without a snapshot', () => {
   );
 });
 
-dump('the side query runs beside pg_dump, and the exec waits for its answer before it ends', () => {
+dump('the side query runs beside pg_dump, and the exec waits for its answer before it ends', async () => {
+  // spawnSync would wait for the background psql's copy of stderr anyway; docker exec does not.
+  const exitedAfter = await new Promise<number>((resolve) => {
+    const bin = mkdtempSync(join(tmpdir(), 'pb-dump-script-'));
+    for (const [name, body] of [
+      ['pg_isready', ''],
+      ['psql', 'sleep 1\n'],
+      ['pg_dump', ''],
+    ] as const) {
+      writeFileSync(join(bin, name), `#!/bin/sh\n${body}exit 0\n`);
+      chmodSync(join(bin, name), 0o755);
+    }
+    const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' });
+    const started = Date.now();
+    const child = spawn(argv[0]!, argv.slice(1), {
+      env: { PATH: `${bin}:/usr/bin:/bin` },
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
+    child.stdin.end('\n');
+    child.on('exit', () => {
+      rmSync(bin, { recursive: true, force: true });
+      resolve(Date.now() - started);
+    });
+  });
+  assert.ok(exitedAfter >= 900, `the script exited ${exitedAfter} ms in, before the side query's psql`);
   const r = runScript('\n', { slowPsql: true });
   assert.is(r.status, 0);
   // pg_dump ran while psql still slept; which of the two started first is up to the scheduler.

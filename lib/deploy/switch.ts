@@ -220,10 +220,14 @@ async function probeStarting(
     .filter((c) => facts.get(c.id)?.running && facts.get(c.id)?.health === 'starting')
     .map((c) => c.id);
   if (!starting.length) return new Set();
-  const passed = await new Docker(ctx.docker, ctx.$).waitHealthy(starting, startingWaitMs, { probe: true }).then(
-    () => true,
-    () => false,
-  );
+  // A one-shot that exits 0 meanwhile is done, not failed (its check then turns "unhealthy").
+  const oneShot = journal.incoming.containers.filter((c) => c.oneShot).map((c) => c.id);
+  const passed = await new Docker(ctx.docker, ctx.$)
+    .waitHealthy(starting, startingWaitMs, { probe: true, oneShot })
+    .then(
+      () => true,
+      () => false,
+    );
   return new Set(passed ? starting : []);
 }
 
@@ -251,7 +255,16 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
       },
     );
   }
-  const action = decide(journal, facts, await probeStarting(ctx, journal, facts));
+  const probed = await probeStarting(ctx, journal, facts);
+  // After a wait, decide on what the containers are now (one may have exited, or been checked by Docker).
+  const now = probed.size
+    ? await inspectContainers(
+        ctx.$,
+        ctx.docker,
+        all.map((c) => c.id),
+      )
+    : facts;
+  const action = decide(journal, all.every((c) => now.has(c.id)) ? now : facts, probed);
   const [into, out] = [journal.incoming.slot.project, journal.outgoing.slot?.project];
   // The undone slot is kept, stopped: its writers may have served (and written) before the switch.
   const removal = `its data is kept; once not needed: docker compose -p ${into} -f ${join(ctx.dir, deployDirName, `${into}.yml`)} down -v`;

@@ -146,7 +146,7 @@ export class Docker {
    * never turn it into another one.
    */
   async inspectQuick(container: string): Promise<ContainerState> {
-    const socket = this.engine === undefined ? engineSocket() : this.engine || undefined;
+    const socket = this.engine === undefined ? engineSocket(this.binary) : this.engine || undefined;
     const info = socket ? ((await inspectOverSocket(socket, container)) as InspectInfo | null | undefined) : undefined;
     const state = info ? containerStateOf(info) : undefined;
     if (state?.running && (state.health === undefined || state.health === 'healthy')) return state;

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /** Where the engine listens when nothing else is configured. */
 export const defaultEngineSocket = '/var/run/docker.sock';
@@ -33,8 +33,12 @@ export function engineSocketFor(env: NodeJS.ProcessEnv, cliConfig: string | unde
   return defaultEngineSocket;
 }
 
-/** engineSocketFor this process's environment and the CLI's config file. */
-export function engineSocket(env: NodeJS.ProcessEnv = process.env): string | undefined {
+/**
+ * engineSocketFor this process's environment and the CLI's config file; undefined when the
+ * docker binary is not called `docker` (a wrapper may talk to another engine).
+ */
+export function engineSocket(binary: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (basename(binary) !== 'docker') return undefined;
   let config: string | undefined;
   try {
     config = readFileSync(join(env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json'), 'utf8');
@@ -44,15 +48,27 @@ export function engineSocket(env: NodeJS.ProcessEnv = process.env): string | und
   return engineSocketFor(env, config);
 }
 
-/** The parsed answer to GET /containers/{name}/json: the object, null for 404, undefined for anything else. */
+/**
+ * The parsed answer to GET /containers/{name}/json: the object, null for 404, undefined for
+ * anything else, also a 200 whose body is not a container's (no Id, State.Running, Config).
+ */
 export function parseInspectAnswer(answer: string): object | null | undefined {
   const status = /^HTTP\/1\.[01] (\d{3}) /.exec(answer)?.[1];
   if (status === '404') return null;
   const body = answer.indexOf('\r\n\r\n');
   if (status !== '200' || body < 0) return undefined;
   try {
-    const info: unknown = JSON.parse(answer.slice(body + 4));
-    return info && typeof info === 'object' ? info : undefined;
+    const info = JSON.parse(answer.slice(body + 4)) as {
+      Id?: unknown;
+      State?: { Running?: unknown };
+      Config?: unknown;
+    } | null;
+    const container =
+      typeof info?.Id === 'string' &&
+      typeof info.State?.Running === 'boolean' &&
+      typeof info.Config === 'object' &&
+      info.Config !== null;
+    return container ? info : undefined;
   } catch {
     return undefined;
   }

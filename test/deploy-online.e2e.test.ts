@@ -115,6 +115,11 @@ online(
     assert.match(result.fingerprint, /^[0-9a-f]{64}$/);
     // The freeze proved again only what the game wrote; the 200 000 planets kept their pre-proof digests.
     assert.match(r.stderr, /Pre-proof while the game runs: \d+ tables fingerprinted on both databases/);
+    // The copy is on disk before the writers stop: stopping the app would write it back otherwise.
+    assert.match(
+      r.stderr,
+      /Wrote the dirty page cache to disk before the freeze \(\d+ MB\) in [\d.]+ s[\s\S]*Stopping the live writers/,
+    );
     const again = provedAgain(r.stderr);
     assert.ok(again.includes('public.ticks') && again.includes('public.scores'), again.join(', '));
     assert.not.ok(again.includes('public.planets'), again.join(', '));

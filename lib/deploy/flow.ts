@@ -36,6 +36,7 @@ import {
   type SlotContainer,
 } from './state.ts';
 import { Docker } from '../host/docker.ts';
+import { flushWrites } from '../host/flush-writes.ts';
 import { CliError, UsageError, errorText } from '../errors.ts';
 import { recordDatabaseProperties } from '../dump/database-properties.ts';
 import { quoteIdent } from '../dump/fingerprint.ts';
@@ -890,6 +891,7 @@ function onlineRunOf(run: DeployRun, replication: Replication) {
     fingerprintExclude: options.settings.fingerprintExclude,
     abort: () => run.abort,
     freeze: () => stopWritersAndFence(run),
+    flushWrites: () => flushWrites(options.log),
   };
 }
 

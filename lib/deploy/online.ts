@@ -17,6 +17,8 @@ export interface OnlineRun {
   abort: () => AbortSignal | undefined;
   /** Stops the live writers that run and raises the fence, recording both for the rollback. */
   freeze: () => Promise<LiveFence>;
+  /** Writes the copy's dirty page cache to disk (host/flush-writes.ts), so that the freeze does not. */
+  flushWrites: () => Promise<void>;
 }
 
 /** The online phases by name; flow.ts places them (detach goes after the new services start). */
@@ -26,12 +28,13 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
   return {
     replicate: {
       name: 'replicate',
-      describe: `load the live schema (pg_dump --schema-only) into ${run.newDb}; REPLICA IDENTITY FULL on live tables without a key (put back on every path); publication ${r.name} FOR ALL TABLES on ${run.liveDb}, subscription with copy_data in ${run.newDb} through the live socket folder; wait while the game runs until every table is copied and the lag is small; fingerprint every table on both databases (the pre-proof)`,
+      describe: `load the live schema (pg_dump --schema-only) into ${run.newDb}; REPLICA IDENTITY FULL on live tables without a key (put back on every path); publication ${r.name} FOR ALL TABLES on ${run.liveDb}, subscription with copy_data in ${run.newDb} through the live socket folder; wait while the game runs until every table is copied and the lag is small; fingerprint every table on both databases (the pre-proof); write the copy to disk (sync)`,
       run: async () => {
         await r.prepare();
         await r.subscribe();
         await r.waitCopied(run.abort());
         await r.preProve(run.fingerprintExclude, run.abort());
+        await run.flushWrites();
       },
     },
     freeze: {

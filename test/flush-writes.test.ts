@@ -57,4 +57,28 @@ test('a sync that hangs is left after the timeout; one that fails only warns', a
   }
 });
 
+test('an abort during a hung sync rejects at once with the reason, and leaves the sync behind', async () => {
+  const hung = withSync('sleep 5');
+  try {
+    const { log, text } = collecting();
+    const controller = new AbortController();
+    const started = Date.now();
+    setTimeout(() => controller.abort(new Error('SIGTERM: deployment aborted')), 200);
+    const outcome = await flushWrites(log, { env: hung.env, signal: controller.signal }).then(
+      () => 'resolved',
+      (error: Error) => error.message,
+    );
+    assert.is(outcome, 'SIGTERM: deployment aborted');
+    assert.ok(Date.now() - started < 2_000, 'the abort waited for the hung sync');
+    assert.not.match(text(), /Wrote the dirty page cache/);
+    const already = await flushWrites(log, { env: hung.env, signal: controller.signal }).then(
+      () => 'resolved',
+      (error: Error) => error.message,
+    );
+    assert.is(already, 'SIGTERM: deployment aborted', 'an already aborted deployment starts no sync');
+  } finally {
+    rmSync(hung.bin, { recursive: true, force: true });
+  }
+});
+
 test.run();

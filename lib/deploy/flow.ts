@@ -891,7 +891,7 @@ function onlineRunOf(run: DeployRun, replication: Replication) {
     fingerprintExclude: options.settings.fingerprintExclude,
     abort: () => run.abort,
     freeze: () => stopWritersAndFence(run),
-    flushWrites: () => flushWrites(options.log),
+    flushWrites: (signal: AbortSignal | undefined) => flushWrites(options.log, { signal }),
   };
 }
 

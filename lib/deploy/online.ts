@@ -17,8 +17,8 @@ export interface OnlineRun {
   abort: () => AbortSignal | undefined;
   /** Stops the live writers that run and raises the fence, recording both for the rollback. */
   freeze: () => Promise<LiveFence>;
-  /** Writes the copy's dirty page cache to disk (host/flush-writes.ts), so that the freeze does not. */
-  flushWrites: () => Promise<void>;
+  /** Writes the copy's dirty page cache to disk (host/flush-writes.ts), so that the freeze does not; an abort stops the wait. */
+  flushWrites: (signal: AbortSignal | undefined) => Promise<void>;
 }
 
 /** The online phases by name; flow.ts places them (detach goes after the new services start). */
@@ -34,7 +34,7 @@ export function onlinePhases(run: OnlineRun): Record<'replicate' | 'freeze' | 'p
         await r.subscribe();
         await r.waitCopied(run.abort());
         await r.preProve(run.fingerprintExclude, run.abort());
-        await run.flushWrites();
+        await run.flushWrites(run.abort());
       },
     },
     freeze: {

@@ -25,27 +25,37 @@ export function dirtyBytes(meminfo?: string): number | undefined {
 /**
  * Runs `sync` and waits for it at most timeoutMs: a sync stuck on a dead network mount cannot
  * be killed, and is then left to finish on its own, unreferenced so that this process can still
- * exit (the freeze pays the write-back, as before). Never throws: a failed flush only costs time
- * later. `env` is the environment sync is looked up in (tests put a stand-in on its PATH).
+ * exit (the freeze pays the write-back, as before). A failed flush only costs time later, so it
+ * never throws, except when `signal` aborts the deployment: that rejects at once, with the sync
+ * left the same way, so a rollback never waits on a write-back. `env` is the environment sync is
+ * looked up in (tests put a stand-in on its PATH).
  */
 export async function flushWrites(
   log: Logger,
-  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
 ): Promise<void> {
-  const { timeoutMs = 120_000, env = process.env } = options;
+  const { timeoutMs = 120_000, env = process.env, signal } = options;
+  signal?.throwIfAborted();
   const started = Date.now();
   const dirty = dirtyBytes();
   const child = spawn('sync', [], { stdio: 'ignore', env });
   let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
   const outcome = await Promise.race([
     new Promise<string>((resolve) => {
       child.on('error', (error) => resolve(`failed: ${error.message}`));
-      child.on('exit', (code, signal) => resolve(code === 0 ? 'done' : `failed (exit ${code ?? signal})`));
+      child.on('exit', (code, killed) => resolve(code === 0 ? 'done' : `failed (exit ${code ?? killed})`));
     }),
     new Promise<string>((resolve) => (timer = setTimeout(resolve, timeoutMs, 'timeout'))),
+    new Promise<string>((resolve) => {
+      onAbort = () => resolve('aborted');
+      signal?.addEventListener('abort', onAbort, { once: true });
+    }),
   ]);
   clearTimeout(timer);
-  if (outcome === 'timeout') child.unref();
+  if (onAbort) signal?.removeEventListener('abort', onAbort);
+  if (outcome === 'timeout' || outcome === 'aborted') child.unref();
+  if (outcome === 'aborted') signal?.throwIfAborted();
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   if (outcome === 'done')
     log.info(

@@ -237,6 +237,32 @@ backup('--fingerprint off skips it and the manifest says so', async () => {
   assert.is(JSON.parse(readFileSync(join(dir, 'backups', `${summary.file}.json`), 'utf8')).fingerprint, null);
 });
 
+backup(
+  "a fingerprinted backup starts one docker exec: the snapshot and fingerprint session runs inside the dump's",
+  async () => {
+    assert.ok(ready, 'setup failed');
+    const dir = temp.make();
+    // A docker named docker (so the container check may use the engine's socket) that records its argv.
+    const bin = temp.make();
+    const real = execFileSync('sh', ['-c', 'command -v docker'], { encoding: 'utf8' }).trim();
+    writeFileSync(join(bin, 'docker'), `#!/bin/sh\nprintf '%s\\n' "$1" >> "${bin}/calls"\nexec "${real}" "$@"\n`);
+    chmodSync(join(bin, 'docker'), 0o755);
+    const r = await runTool('backup-database', ['--json'], {
+      PLANETARION_DIR: dir,
+      PLANETARION_DB_CONTAINER: db,
+      DOCKER: join(bin, 'docker'),
+    });
+    assert.is(r.code, 0, r.stderr);
+    assert.match(JSON.parse(r.stdout).fingerprint, /^[0-9a-f]{64}$/);
+    const calls = readFileSync(join(bin, 'calls'), 'utf8').trim().split('\n');
+    assert.equal(
+      calls.filter((c) => c === 'exec'),
+      ['exec'],
+      calls.join(' '),
+    );
+  },
+);
+
 backup('PLANETARION_FINGERPRINT_EXCLUDE leaves tables out and lists them', async () => {
   assert.ok(ready, 'setup failed');
   const dir = temp.make();

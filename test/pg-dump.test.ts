@@ -6,41 +6,61 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dumpCommand, splitSideAnswer } from '../lib/dump/pg-dump.ts';
+import { dumpCommand, execDump, execTag, snapshotHandoff, splitSideAnswer } from '../lib/dump/pg-dump.ts';
 
 const dump = suite('pg_dump exec');
 
+/** The tag of the exec's own lines (execTag's shape). */
+const tag = 'planetarion-0123456789abcdef-';
+
 dump('the user, database and side query are arguments of sh, never script text', () => {
   const query = 'SELECT \'x\'; $(rm -rf /) `id` "quoted"';
-  const argv = dumpCommand({ user: 'u"1', database: "d'b", format: 'gzip', sideQuery: query });
+  const argv = dumpCommand({ user: 'u"1', database: "d'b", format: 'gzip', sideQuery: query }, tag);
   assert.is(argv[0], 'sh');
   const script = argv[2]!;
-  for (const value of ['u"1', "d'b", query]) assert.not.ok(script.includes(value), value);
-  assert.equal(argv.slice(3, 7), ['sh', 'u"1', "d'b", query]);
-  assert.equal(argv.slice(7, 9), ['pg_dump', '--no-password']);
+  for (const value of ['u"1', "d'b", query, tag]) assert.not.ok(script.includes(value), value);
+  assert.equal(argv.slice(3, 9), ['sh', 'u"1', "d'b", query, '', tag]);
+  assert.equal(argv.slice(9, 11), ['pg_dump', '--no-password']);
 });
 
-dump('without a side query the third argument is empty (the script skips psql)', () => {
-  const argv = dumpCommand({ user: 'u', database: 'd', format: 'plain' });
-  assert.is(argv[6], '');
+dump("the tag of the exec's own lines is random: nothing in the database can forge one", () => {
+  assert.match(execTag(), /^planetarion-[0-9a-f]{16}-$/);
+  assert.is.not(execTag(), execTag());
 });
+
+dump('without a side query the third argument is empty (the script skips psql); a session sets the fourth', () => {
+  const argv = dumpCommand({ user: 'u', database: 'd', format: 'plain' }, tag);
+  assert.is(argv[6], '');
+  assert.is(argv[7], '');
+  assert.is(dumpCommand({ user: 'u', database: 'd', format: 'plain', session: true }, tag)[7], '1');
+});
+
+dump(
+  "the session's handoff: psql writes the exported snapshot into the script's pipe; anything else is refused",
+  () => {
+    assert.is(snapshotHandoff('00000003-0000001B-1'), "SELECT '00000003-0000001B-1' \\g :planetarion_snapshot_pipe\n");
+    for (const bad of ["x'; DROP TABLE t; --", '', '00000003'])
+      assert.throws(() => snapshotHandoff(bad), /not a snapshot name/, bad);
+  },
+);
 
 dump("the side answer is taken out of stderr; pg_dump's messages stay", () => {
-  const { side, rest } = splitSideAnswer(
-    'planetarion-side-answer: {"encoding": "UTF8"}\npg_dump: warning: something\n',
-  );
+  const { side, rest } = splitSideAnswer(`${tag}side-answer: {"encoding": "UTF8"}\npg_dump: warning: something\n`, tag);
   assert.equal(side, { answer: '{"encoding": "UTF8"}' });
   assert.is(rest, 'pg_dump: warning: something\n');
 });
 
 dump("psql's error for the side query comes back as an error, not an answer", () => {
-  const { side, rest } = splitSideAnswer('planetarion-side-error: psql: error: permission denied \n');
+  const { side, rest } = splitSideAnswer(`${tag}side-error: psql: error: permission denied \n`, tag);
   assert.equal(side, { error: 'psql: error: permission denied' });
   assert.is(rest, '');
 });
 
 dump('no side query: no side, stderr unchanged', () => {
-  assert.equal(splitSideAnswer('pg_isready: no response\n'), { side: undefined, rest: 'pg_isready: no response\n' });
+  assert.equal(splitSideAnswer('pg_isready: no response\n', tag), {
+    side: undefined,
+    rest: 'pg_isready: no response\n',
+  });
 });
 
 /**
@@ -62,7 +82,7 @@ function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?
       options.slowPsql ? `sleep 1\necho "psql done" >> "${bin}/calls"\necho '{"encoding": "UTF8"}'\n` : '',
     );
     record('pg_dump');
-    const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' });
+    const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' }, tag);
     const r = spawnSync(argv[0]!, argv.slice(1), {
       input: stdin ?? '',
       env: { PATH: `${bin}:/usr/bin:/bin` },
@@ -118,7 +138,7 @@ dump('the side query runs beside pg_dump, and the exec waits for its answer befo
       writeFileSync(join(bin, name), `#!/bin/sh\n${body}exit 0\n`);
       chmodSync(join(bin, name), 0o755);
     }
-    const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' });
+    const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' }, tag);
     const started = Date.now();
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { PATH: `${bin}:/usr/bin:/bin` },
@@ -137,7 +157,7 @@ dump('the side query runs beside pg_dump, and the exec waits for its answer befo
   assert.is(r.calls[0]!.split(' ')[0], 'pg_isready');
   assert.is(r.calls[3], 'psql done');
   assert.equal([...programs(r.calls.slice(1, 3))].sort(), ['pg_dump', 'psql']);
-  assert.equal(splitSideAnswer(r.stderr).side, { answer: '{"encoding": "UTF8"}' });
+  assert.equal(splitSideAnswer(r.stderr, tag).side, { answer: '{"encoding": "UTF8"}' });
 });
 
 dump('no go line (a check failed, or the tool went away): exit 97 and pg_dump never runs', () => {
@@ -153,3 +173,254 @@ dump('pg_isready failing: exit 96 before the go line is read, nothing else runs'
 });
 
 dump.run();
+
+/**
+ * execDump with the session inside the exec, run on this host: a `docker` stand-in runs the exec's
+ * command here, relaying its stdin and stderr, and stand-ins for psql and pg_dump record what they did in `calls`. The psql
+ * stand-in answers `\echo` and plain lines as rows, writes the handoff's snapshot into the pipe
+ * it is given, and fails on a line with FAIL; pg_dump takes `dumpSeconds`.
+ */
+function sessionBed(
+  options: { dumpSeconds?: number; dumpStatus?: number; sideAnswer?: string; shell?: string[] } = {},
+) {
+  const { dumpSeconds = 0.3, dumpStatus = 0, sideAnswer = '{"encoding": "UTF8"}', shell = ['sh'] } = options;
+  const bin = mkdtempSync(join(tmpdir(), 'pb-dump-session-'));
+  const calls = join(bin, 'calls');
+  const write = (name: string, body: string) => {
+    writeFileSync(join(bin, name), `#!/bin/sh\n${body}\n`);
+    chmodSync(join(bin, name), 0o755);
+  };
+  // Like docker exec, the stand-in relays stdin and stderr: killed, it closes them at once, and
+  // what it started goes on until its stdin ends, as in a container.
+  writeFileSync(
+    join(bin, 'docker'),
+    `#!${process.execPath}
+const { spawn } = require('node:child_process');
+const args = process.argv.slice(3);
+let i = 0;
+while (args[i] === '-i' || args[i] === '-e') i += args[i] === '-e' ? 2 : 1;
+let [command, ...rest] = args.slice(i + 1);
+if (command === 'sh') [command, ...rest] = [...${JSON.stringify(shell)}, ...rest];
+// The exec's end, recorded by a shell of its own: this stand-in may be killed before it.
+const recorded = '"$@"; s=$?; echo "exec end $s" >> "$0"; exit $s';
+const child = spawn('/bin/sh', ['-c', recorded, ${JSON.stringify(calls)}, command, ...rest], { stdio: ['pipe', 'inherit', 'pipe'], env: { ...process.env, PATH: ${JSON.stringify(bin)} + ':' + process.env.PATH } });
+child.stdin.on('error', () => {});
+process.stdin.pipe(child.stdin);
+child.stderr.pipe(process.stderr);
+child.on('close', (code) => process.exit(code ?? 1));
+`,
+  );
+  chmodSync(join(bin, 'docker'), 0o755);
+  write('pg_isready', 'exit 0');
+  write(
+    'psql',
+    [
+      'for a in "$@"; do case "$a" in -c) side=1;; planetarion_snapshot_pipe=*) pipe=${a#planetarion_snapshot_pipe=};; esac; done',
+      `if [ -n "$side" ]; then echo '${sideAnswer}'; exit 0; fi`,
+      `echo "psql start" >> ${calls}`,
+      'while IFS= read -r line; do',
+      '  case "$line" in',
+      `    *'\\g :planetarion_snapshot_pipe') snap=\${line#SELECT \\'}; snap=\${snap%%\\'*}; printf '%s\\n' "$snap" > "$pipe";;`,
+      `    '\\echo '*) printf '%s\\n' "\${line#\\\\echo }";;`,
+      `    '\\q') break;;`,
+      `    *FAIL*) echo 'ERROR:  boom' >&2; echo "psql end 3" >> ${calls}; exit 3;;`,
+      '    *SLEEP*) sleep 5;;',
+      `    *) printf 'row\\037%s\\n' "$line";;`,
+      '  esac',
+      'done',
+      `echo "psql end" >> ${calls}`,
+    ].join('\n'),
+  );
+  write(
+    'pg_dump',
+    `echo "pg_dump $*" >> ${calls}\nsleep ${dumpSeconds}\nprintf -- '-- a dump\\n'\necho "pg_dump end" >> ${calls}\n${dumpStatus ? `echo 'pg_dump: error: permission denied for table t' >&2; exit ${dumpStatus}` : ''}`,
+  );
+  const exec = execDump({
+    docker: join(bin, 'docker'),
+    container: 'db',
+    user: 'u',
+    database: 'd',
+    format: 'plain',
+    path: join(bin, 'dump.sql'),
+    session: true,
+    sideQuery: 'SELECT 1',
+  });
+  const read = () => {
+    try {
+      return readFileSync(calls, 'utf8').trim().split('\n');
+    } catch {
+      return [];
+    }
+  };
+  return { exec, calls: read, done: () => rmSync(bin, { recursive: true, force: true }) };
+}
+
+const inExec = suite('pg_dump exec with the session inside');
+
+/** Waits until `check` holds, at most 3 s. */
+async function eventually(check: () => boolean, what: string): Promise<void> {
+  for (const started = Date.now(); !check(); await new Promise((resolve) => setTimeout(resolve, 50)))
+    if (Date.now() - started > 3_000) assert.unreachable(what);
+}
+
+/** The message a promise rejects with; fails the test if it resolves. */
+async function rejection(promise: Promise<unknown>): Promise<string> {
+  return promise.then(
+    () => {
+      assert.unreachable('it resolved');
+      return '';
+    },
+    (error: Error) => error.message,
+  );
+}
+
+inExec("the session's rows come back through the exec; pg_dump imports the snapshot it hands over", async () => {
+  const bed = sessionBed();
+  try {
+    const session = bed.exec.session!;
+    assert.equal(await session.query('SELECT 1'), [['row', 'SELECT 1;']]);
+    bed.exec.open('00000003-0000001B-1');
+    assert.equal(await session.query('SELECT 2'), [['row', 'SELECT 2;']]);
+    await session.close();
+    const result = await bed.exec.done;
+    assert.is(result.bytes, '-- a dump\n'.length);
+    assert.equal(result.side, { answer: '{"encoding": "UTF8"}' });
+    assert.ok(
+      bed.calls().includes('pg_dump --no-password --lock-wait-timeout=300s -U u -d d --snapshot=00000003-0000001B-1'),
+      bed.calls().join('\n'),
+    );
+  } finally {
+    bed.done();
+  }
+});
+
+inExec(
+  "a session closed before pg_dump is done stays open until it is: its transaction holds pg_dump's snapshot",
+  async () => {
+    const bed = sessionBed({ dumpSeconds: 0.5 });
+    try {
+      bed.exec.open('00000003-0000001B-1');
+      await bed.exec.session!.close();
+      await bed.exec.done;
+      const order = bed
+        .calls()
+        .filter((c) => c !== 'psql start' && !c.startsWith('exec end'))
+        .map((c) => c.split(' ').slice(0, 2).join(' '));
+      assert.equal(order, ['pg_dump --no-password', 'pg_dump end', 'psql end']);
+    } finally {
+      bed.done();
+    }
+  },
+);
+
+inExec('cancelled before the go: pg_dump never runs, the session fails, done rejects with the reason', async () => {
+  const bed = sessionBed();
+  try {
+    const session = bed.exec.session!;
+    await session.query('SELECT 1');
+    bed.exec.cancel(new Error('the container is unhealthy'));
+    assert.match(await rejection(bed.exec.done), /the container is unhealthy/);
+    assert.match(await rejection(session.query('SELECT 2')), /psql in the container failed/);
+    // In the container, psql ends once the killed exec's stdin does, and pg_dump never starts.
+    await eventually(() => bed.calls().includes('exec end 97'), 'the exec did not end without pg_dump');
+    assert.not.ok(
+      bed.calls().some((c) => c.startsWith('pg_dump')),
+      bed.calls().join('\n'),
+    );
+  } finally {
+    bed.done();
+  }
+});
+
+inExec("psql's error comes back as the query's error; without a go, the exec then ends without pg_dump", async () => {
+  const bed = sessionBed();
+  try {
+    assert.match(
+      await rejection(bed.exec.session!.query('SELECT FAIL')),
+      /psql in the container failed: ERROR: {2}boom/,
+    );
+    assert.match(await rejection(bed.exec.done), /pg_dump failed \(exit 97\)/);
+    assert.not.ok(
+      bed.calls().some((c) => c.startsWith('pg_dump')),
+      bed.calls().join('\n'),
+    );
+  } finally {
+    bed.done();
+  }
+});
+
+inExec('pg_dump failing while a fingerprint query runs: done rejects at once with its message', async () => {
+  const bed = sessionBed({ dumpSeconds: 0.1, dumpStatus: 1 });
+  try {
+    const session = bed.exec.session!;
+    bed.exec.open('00000003-0000001B-1');
+    const slow = session.query('SELECT SLEEP');
+    // As the backup does: the session is closed once its fingerprint is done.
+    slow.catch(() => {}).finally(() => session.close());
+    const started = Date.now();
+    assert.match(await rejection(bed.exec.done), /pg_dump failed \(exit 1\): pg_dump: error: permission denied/);
+    assert.ok(Date.now() - started < 3_000, 'it waited for the session');
+    assert.match(await rejection(slow), /psql in the container failed/);
+  } finally {
+    bed.done();
+  }
+});
+
+inExec("text in the side answer that looks like the exec's own lines is only text", async () => {
+  const forged = '{"comment": "planetarion-psql-end planetarion-dump-exit: 0 psql-out: x"}';
+  const bed = sessionBed({ sideAnswer: forged });
+  try {
+    const session = bed.exec.session!;
+    assert.equal(await session.query('SELECT 1'), [['row', 'SELECT 1;']]);
+    bed.exec.open('00000003-0000001B-1');
+    await session.close();
+    assert.equal((await bed.exec.done).side, { answer: forged });
+  } finally {
+    bed.done();
+  }
+});
+
+inExec('a snapshot name that is not one cancels the dump: pg_dump never runs', async () => {
+  const bed = sessionBed();
+  try {
+    bed.exec.open("x'; DROP TABLE t; --");
+    assert.match(await rejection(bed.exec.done), /not a snapshot name/);
+    assert.not.ok(
+      bed.calls().some((c) => c.startsWith('pg_dump')),
+      bed.calls().join('\n'),
+    );
+  } finally {
+    bed.done();
+  }
+});
+
+// Alpine's postgres image runs the script under busybox ash (the test bed installs busybox-static).
+inExec('under busybox ash too: rows, the handoff, and a cancel before the go', async () => {
+  const busybox = ['/bin/busybox', 'sh'];
+  const bed = sessionBed({ shell: busybox });
+  try {
+    const session = bed.exec.session!;
+    assert.equal(await session.query('SELECT 1'), [['row', 'SELECT 1;']]);
+    bed.exec.open('00000003-0000001B-1');
+    await session.close();
+    assert.is((await bed.exec.done).bytes, '-- a dump\n'.length);
+    assert.ok(
+      bed.calls().some((c) => c.endsWith('--snapshot=00000003-0000001B-1')),
+      bed.calls().join('\n'),
+    );
+  } finally {
+    bed.done();
+  }
+  const cancelled = sessionBed({ shell: busybox });
+  try {
+    await cancelled.exec.session!.query('SELECT 1');
+    cancelled.exec.cancel(new Error('unhealthy'));
+    assert.match(await rejection(cancelled.exec.done), /unhealthy/);
+    await eventually(() => cancelled.calls().includes('exec end 97'), 'the exec did not end without pg_dump');
+    assert.not.ok(cancelled.calls().some((c) => c.startsWith('pg_dump')));
+  } finally {
+    cancelled.done();
+  }
+});
+
+inExec.run();

@@ -23,7 +23,7 @@ import {
   parseDatabaseProperties,
 } from '../dump/database-properties.ts';
 import { Docker } from '../host/docker.ts';
-import { streamDump, type DumpResult, type BackupFormat } from '../dump/pg-dump.ts';
+import { execDump, type DumpExec, type DumpResult, type BackupFormat } from '../dump/pg-dump.ts';
 import { CliError, UsageError, errorText } from '../errors.ts';
 import { formatBytes } from '../format.ts';
 import {
@@ -39,7 +39,7 @@ import type { Logger } from '../log.ts';
 import { readManifest, writeSidecars, type BackupManifest } from '../store/manifest.ts';
 import { copyOffsite, type OffsiteOutcome } from '../offsite/copy.ts';
 import { sendPing } from './ping.ts';
-import { PsqlSession } from '../host/psql-session.ts';
+import type { PsqlSession } from '../host/psql-session.ts';
 import { removeLeftovers, rotateBackups, rotationHoldReasons, type RotationFacts } from '../store/rotate.ts';
 import type { Settings } from '../settings.ts';
 import type { Shell } from '../host/shell.ts';
@@ -57,7 +57,7 @@ export interface BackupContext {
   lockHeld?: boolean;
   now?: () => Date;
   onProgress?: (bytes: number) => void;
-  /** Passed to streamDump: a second consumer of pg_dump's output (deploy's restore into the new slot). */
+  /** Passed to execDump: a second consumer of pg_dump's output (deploy's restore into the new slot). */
   tee?: (chunk: Buffer) => Promise<void>;
 }
 
@@ -162,7 +162,7 @@ function preflight(context: BackupContext, run: RunFacts, held: RunResources) {
   if (!context.dryRun) held.startPing = sendPing(settings.pingUrl, 'start', log);
   const docker = new Docker(context.docker, $);
   const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
-  const snapshot = settings.fingerprint === 'on' && !context.dryRun ? openSnapshot(context, held) : undefined;
+  const snapshot = dump?.session ? openSnapshot(dump.session, held) : undefined;
   // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
   // right before pg_dump (dump/pg-dump.ts), and then has only Docker's verdict to wait for here.
   const checks = (async () => {
@@ -177,64 +177,50 @@ function preflight(context: BackupContext, run: RunFacts, held: RunResources) {
 }
 
 /** The dump's exec, started before the checks: pg_dump runs once `open` is called, never after `cancel`. */
-interface StartedDump {
-  open: (snapshot: string | undefined) => void;
-  cancel: (error: unknown) => void;
-  done: Promise<DumpResult>;
+interface StartedDump extends DumpExec {
   /** The file it writes (the run's temp file until placed). */
   temp: string;
 }
 
-/** Starts the dump's exec into the run's temp file (lib/dump/pg-dump.ts); pg_dump waits for `open`. */
+/**
+ * Starts the dump's exec into the run's temp file (lib/dump/pg-dump.ts); pg_dump waits for
+ * `open`. With the fingerprint on, the snapshot's session runs inside that same exec.
+ */
 function startDump(context: BackupContext, run: RunFacts, held: RunResources): StartedDump {
   const { settings, log } = context;
   if (run.encrypted) log.info(`Encrypting to ${run.recipients.length} age recipient(s): ${run.recipients.join(', ')}`);
   const temp = join(settings.backupDir, tempFileName(backupFileName(run.started, run.format, run.encrypted)));
   held.temp = temp;
-  let open: StartedDump['open'] = () => {};
-  let cancel: StartedDump['cancel'] = () => {};
-  const go = new Promise<string | undefined>((resolve, reject) => {
-    open = resolve;
-    cancel = reject;
-  });
-  go.catch(() => {}); // streamDump handles it, unless it failed before it could (the temp file)
-  const done = streamDump({
+  const exec = execDump({
     docker: context.docker,
     container: settings.container,
     user: settings.dbUser,
     database: settings.dbName,
-    go,
     // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
     sideQuery: databasePropertiesQuery(settings.dbName),
     format: run.format,
-    // Only the fingerprint reads the sequence values the dump sets.
+    // Only the fingerprint reads the sequence values the dump sets, in the snapshot its session exports.
     sequences: settings.fingerprint === 'on',
+    session: settings.fingerprint === 'on',
     path: temp,
     recipients: run.recipients,
     onProgress: context.onProgress,
     tee: context.tee,
   });
-  done.catch(() => {}); // awaited by the dump phase, or after a failed check only for its exec to end
-  return { open, cancel, done, temp };
+  return Object.assign(exec, { temp });
 }
 
 type Preflight = ReturnType<typeof preflight>;
 
 /**
- * Phase snapshot, started by preflight: the session connects and exports the snapshot while
- * the health checks run (each a `docker` round trip of ~0.1 s); it is only used once they
- * pass, and a failed check kills it. It stays open in its transaction until pg_dump has
- * imported the snapshot and the fingerprint has read every table of it.
+ * Phase snapshot, started by preflight: the session in the dump's exec connects and exports the
+ * snapshot while the health checks run; it is only used once they pass, and a failed check kills
+ * the exec. It stays open in its transaction until pg_dump has imported the snapshot and the
+ * fingerprint has read every table of it.
  */
-function openSnapshot(context: BackupContext, held: RunResources): Promise<SnapshotFacts> {
-  const { settings } = context;
-  held.session = PsqlSession.open({
-    docker: context.docker,
-    container: settings.container,
-    user: settings.dbUser,
-    database: settings.dbName,
-  });
-  const exported = held.session.query(snapshotQuery).then((rows) => parseSnapshotRow(rows[0] ?? []));
+function openSnapshot(session: PsqlSession, held: RunResources): Promise<SnapshotFacts> {
+  held.session = session;
+  const exported = session.query(snapshotQuery).then((rows) => parseSnapshotRow(rows[0] ?? []));
   exported.catch(() => {});
   return exported;
 }
@@ -270,11 +256,15 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
   started.open(snapshot?.snapshot);
   const fingerprintStart = Date.now();
   const session = held.session;
+  // The exec ends once pg_dump is done and the session is closed: closed as soon as it has read
+  // every table, whether or not the fingerprint succeeded.
   const tablesPromise = session
-    ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude)).then((result) => {
-        durations.fingerprint = Date.now() - fingerprintStart;
-        return result;
-      })
+    ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude))
+        .then((result) => {
+          durations.fingerprint = Date.now() - fingerprintStart;
+          return result;
+        })
+        .finally(() => session.close())
     : Promise.resolve(undefined);
   tablesPromise.catch(() => {});
   let dump: DumpResult;
@@ -285,10 +275,7 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
   }
   durations.dump = dump.durationMs;
   const tables = await tablesPromise;
-  if (session) {
-    await session.close();
-    held.session = undefined;
-  }
+  held.session = undefined;
   const fingerprint: Fingerprint | null = tables
     ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded)
     : null;
@@ -321,7 +308,9 @@ async function explainDumpFailure(
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   // A fingerprint session that failed ends the snapshot's transaction, and pg_dump then only
-  // reports an invalid snapshot: the session's error is the cause worth naming.
+  // reports an invalid snapshot: the session's error is the cause worth naming. A pg_dump that
+  // failed for a reason of its own ends the session (dump/pg-dump.ts): its message stands.
+  if (!/snapshot/i.test(errorText(error))) return error;
   const fingerprintError = await Promise.race([
     tablesPromise.then(
       () => undefined,

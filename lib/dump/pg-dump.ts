@@ -2,7 +2,7 @@
 // database grows), hashed and inspected as it lands. zx keeps every chunk of a command's
 // output, so the dump goes through child_process.spawn, not `$`.
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { once } from 'node:events';
 import { dirname } from 'node:path';
@@ -11,7 +11,7 @@ import { DumpInspector, type DumpInspection } from './inspector.ts';
 import { followFile } from '../host/follow-file.ts';
 import { CliError } from '../errors.ts';
 import { NotReadyError } from '../host/health.ts';
-import { noTimeoutsPgOptions } from '../host/psql-session.ts';
+import { noTimeoutsPgOptions, PsqlSession, psqlSessionArgs } from '../host/psql-session.ts';
 
 /** How a dump is stored: plain SQL, gzipped SQL, or pg_dump's custom archive. */
 export type BackupFormat = 'plain' | 'gzip' | 'custom';
@@ -21,13 +21,6 @@ export interface DumpRequest {
   container: string;
   user: string;
   database: string;
-  /**
-   * Opens the dump: the exec starts at once and runs pg_isready and the side query, then waits
-   * for this. It resolves, once the caller's checks have passed, with the snapshot pg_dump is
-   * to import (exported by a session that stays open until the dump has started), or undefined;
-   * a rejection kills the exec before pg_dump runs, and streamDump rejects with that error.
-   */
-  go: Promise<string | undefined>;
   format: BackupFormat;
   /** Created here (O_EXCL, 0600); removed by the caller on failure. */
   path: string;
@@ -47,6 +40,26 @@ export interface DumpRequest {
    * dump's own exec, right before pg_dump, instead of in an exec of its own beside it.
    */
   sideQuery?: string;
+  /**
+   * Run a psql session in the dump's own exec (DumpExec.session), beside pg_dump: it exports the
+   * snapshot pg_dump imports, and fingerprints it, without an exec of its own to start.
+   */
+  session?: boolean;
+}
+
+/**
+ * The dump's exec, started at once: it runs pg_isready, the side query and the session, then
+ * waits until the caller's checks have passed and it is opened (or cancelled, and pg_dump never
+ * runs).
+ */
+export interface DumpExec {
+  /** Lets pg_dump run, importing `snapshot` (with a session, the one its session exported). */
+  open(snapshot: string | undefined): void;
+  /** Kills the exec before pg_dump runs: `done` rejects with `error`. */
+  cancel(error: unknown): void;
+  /** The psql session inside the exec (request.session); the exec ends once it is closed and pg_dump is done. */
+  session: PsqlSession | undefined;
+  done: Promise<DumpResult>;
 }
 
 export interface DumpResult {
@@ -99,44 +112,108 @@ const notReadyStatus = 96;
 /** The exit status when the go line never came (the caller's checks failed, or it went away). */
 const notOpenedStatus = 97;
 
-/** How the side query's answer (or its error) comes back on the dump's stderr, one line each. */
-const sideAnswer = 'planetarion-side-answer: ';
-const sideError = 'planetarion-side-error: ';
+/**
+ * The lines the exec writes to its stderr beside pg_dump's messages, each after the exec's tag:
+ * the side query's answer (or its error), what the session's psql writes to stdout and stderr,
+ * its exit status and end, and pg_dump's exit status. Each is one write of one line, so whole
+ * lines never mix; a tag is looked for anywhere in a line, after a fragment of a pg_dump message
+ * written in pieces.
+ */
+const kinds = {
+  sideAnswer: 'side-answer: ',
+  sideError: 'side-error: ',
+  psqlOut: 'psql-out: ',
+  psqlErr: 'psql-err: ',
+  psqlExit: 'psql-exit: ',
+  psqlEnd: 'psql-end',
+  dumpExit: 'dump-exit: ',
+} as const;
 
 /**
- * What runs in the container: pg_isready, then the side query by psql in the background (it runs
- * beside everything after it, pg_dump included, and is waited for at the end), then one line on
- * stdin (the snapshot to import, or empty) and pg_dump, in one `docker exec` (each exec costs
- * ~0.1 s of CPU in the daemon and runc, on a NAS pg_dump keeps busy). The exec starts while the
- * caller's checks and the snapshot's session are still under way, so its start and pg_isready
- * cost no time of their own; pg_dump waits for the line. The values reach sh as arguments or
- * data, never as script text.
+ * A tag of the exec's own lines that nothing in the database can forge (a comment, a setting or
+ * a table name that pg_dump quotes in a message): random for each exec.
  */
-export function dumpCommand(request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery'>): string[] {
+export function execTag(): string {
+  return `planetarion-${randomBytes(8).toString('hex')}-`;
+}
+
+/** The psql variable naming where the session hands over its snapshot: fd 5, the pipe to pg_dump's side. */
+const snapshotPipeVariable = 'planetarion_snapshot_pipe';
+
+/**
+ * The session's go: psql writes the snapshot's name into the script's pipe, and pg_dump starts.
+ * The name comes from pg_export_snapshot(), and is checked before it becomes SQL text.
+ */
+export function snapshotHandoff(snapshot: string): string {
+  if (!/^[0-9A-F]+(-[0-9A-F]+)+$/i.test(snapshot)) throw new CliError(`not a snapshot name: '${snapshot}'`);
+  return `SELECT '${snapshot}' \\g :${snapshotPipeVariable}\n`;
+}
+
+/**
+ * What runs in the container, in one `docker exec` (each exec costs ~0.1 s of CPU in the daemon
+ * and runc, on a NAS pg_dump keeps busy): pg_isready; the side query by psql in the background
+ * (waited for at the end); then pg_dump once the caller opens the dump. The exec starts while the
+ * caller's checks are still under way, so its start and pg_isready cost no time of their own.
+ * Without a session, the go is one line on stdin: the snapshot to import, or empty. With one,
+ * psql reads stdin instead, its output framed on stderr, and the go is psql writing the snapshot
+ * it exported into a pipe to pg_dump's side of the script (the pipe's end, once psql ended first
+ * with every process that could write to it, means no dump); the exec ends once pg_dump is done
+ * and the session closed. Nothing is written to the container's filesystem. The values reach sh as arguments or data, never as script text.
+ */
+export function dumpCommand(
+  request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery' | 'session'>,
+  tag: string,
+): string[] {
+  const psql = psqlSessionArgs('"$user"', '"$database"', '"$field"').join(' ');
   const script = [
-    // In the background, psql's lines must each be one write: pg_dump's messages go to the same stderr.
-    'user=$1 database=$2 query=$3',
-    'shift 3',
+    // Every line of ours is one printf, one write: pg_dump's messages go to the same stderr.
+    'user=$1 database=$2 query=$3 session=$4 tag=$5',
+    'shift 5',
     `out=$(pg_isready -U "$user" -d "$database" </dev/null) || { printf 'pg_isready: %s\\n' "$out" >&2; exit ${notReadyStatus}; }`,
-    `if [ -n "$query" ]; then { if out=$(psql -X -w -q -A -t -v ON_ERROR_STOP=1 -U "$user" -d "$database" -c "$query" 2>&1 </dev/null); then printf '${sideAnswer}%s\\n' "$out" >&2; else out=$(printf '%s' "$out" | tr '\\n' ' '); printf '${sideError}%s\\n' "$out" >&2; fi; } & fi`,
-    `IFS= read -r snapshot || { wait; exit ${notOpenedStatus}; }`,
-    'if [ -n "$snapshot" ]; then set -- "$@" "--snapshot=$snapshot"; fi',
-    '"$@"',
-    'status=$?',
+    `if [ -n "$query" ]; then { if out=$(psql -X -w -q -A -t -v ON_ERROR_STOP=1 -U "$user" -d "$database" -c "$query" 2>&1 </dev/null); then printf '%s${kinds.sideAnswer}%s\\n' "$tag" "$out" >&2; else out=$(printf '%s' "$out" | tr '\\n' ' '); printf '%s${kinds.sideError}%s\\n' "$tag" "$out" >&2; fi; } >&2 & fi`,
+    `dump() { "$@" </dev/null; status=$?; printf '%s${kinds.dumpExit}%s\\n' "$tag" "$status" >&2; return $status; }`,
+    'if [ -n "$session" ]; then',
+    '  frame() { while IFS= read -r line || [ -n "$line" ]; do printf \'%s%s\\n\' "$1" "$line"; done; }',
+    "  field=$(printf '\\037')",
+    // Left, psql on the exec's stdin: its stdout and stderr framed apart, its status after its
+    // messages, and fd 5 the pipe to the right, where the snapshot's line starts pg_dump
+    // (and its end, once psql and its framers are gone, means no dump).
+    `  { { { ${psql} -v "${snapshotPipeVariable}=/dev/fd/5" 2>&1 1>&6 6>&-; printf '%s${kinds.psqlExit}%s\\n' "$tag" "$?"; } | frame "\${tag}${kinds.psqlErr}" >&2; } 6>&1 | frame "\${tag}${kinds.psqlOut}" >&2; printf '%s${kinds.psqlEnd}\\n' "$tag" >&2; } 5>&1 1>&2 |`,
+    `  { IFS= read -r snapshot; [ -n "$snapshot" ] || exit ${notOpenedStatus}; dump "$@" "--snapshot=$snapshot"; }`,
+    '  status=$?',
+    'else',
+    `  IFS= read -r snapshot || { wait; exit ${notOpenedStatus}; }`,
+    '  if [ -n "$snapshot" ]; then set -- "$@" "--snapshot=$snapshot"; fi',
+    '  dump "$@"',
+    '  status=$?',
+    'fi',
     'wait',
     'exit $status',
   ].join('\n');
-  return ['sh', '-c', script, 'sh', request.user, request.database, request.sideQuery ?? '', ...pgDumpArgs(request)];
+  return [
+    'sh',
+    '-c',
+    script,
+    'sh',
+    request.user,
+    request.database,
+    request.sideQuery ?? '',
+    request.session ? '1' : '',
+    tag,
+    ...pgDumpArgs(request),
+  ];
 }
 
-/** The side query's answer out of the dump's stderr, and the stderr without it. Pure. */
-export function splitSideAnswer(stderr: string): { side: DumpResult['side']; rest: string } {
+/** The side query's answer out of the dump's stderr (lines after `tag`), and the stderr without it. Pure. */
+export function splitSideAnswer(stderr: string, tag: string): { side: DumpResult['side']; rest: string } {
+  const answer = tag + kinds.sideAnswer;
+  const error = tag + kinds.sideError;
   let side: DumpResult['side'];
   const rest = stderr
     .split('\n')
     .filter((line) => {
-      if (line.startsWith(sideAnswer)) side = { answer: line.slice(sideAnswer.length) };
-      else if (line.startsWith(sideError)) side = { error: line.slice(sideError.length).trim() };
+      if (line.startsWith(answer)) side = { answer: line.slice(answer.length) };
+      else if (line.startsWith(error)) side = { error: line.slice(error.length).trim() };
       else return true;
       return false;
     })
@@ -231,44 +308,171 @@ function killWithUs(child: ChildProcess): () => void {
   return uninstall;
 }
 
-/** Runs pg_dump in the container and writes its output to request.path; throws a CliError on any failure. */
-export async function streamDump(request: DumpRequest): Promise<DumpResult> {
-  let started = Date.now();
-  const fd = openSync(request.path, 'wx', 0o600);
-  const hash = createHash('sha256');
-  const inspector =
-    request.format === 'custom'
-      ? new ArchiveInspector(request.docker, request.container, request.sequences)
-      : new DumpInspector(request.format === 'gzip', { sequences: request.sequences });
+/**
+ * Reads the exec's stderr as it comes: the session's lines go to the session, pg_dump's exit is
+ * reported, and the rest is kept (its first 64 KB) for the error message and the side answer.
+ */
+function readStderr(
+  child: ChildProcess,
+  tag: string,
+  session: PsqlSession | undefined,
+  onDumpExit: (status: number) => void,
+) {
+  const streamTag = new RegExp(`${tag}(${[kinds.psqlOut, kinds.psqlErr, kinds.psqlEnd, kinds.dumpExit].join('|')})`);
+  let kept = '';
+  let partial = '';
+  let psqlExit: number | null = null;
+  const keep = (text: string) => {
+    if (kept.length < 64 * 1024) kept += text;
+  };
+  const route = (line: string) => {
+    const found = streamTag.exec(line);
+    if (!found) return keep(line);
+    if (found.index > 0) keep(line.slice(0, found.index));
+    const payload = line.slice(found.index + found[0].length);
+    const kind = found[1];
+    if (kind === kinds.psqlOut) session?.output(payload);
+    else if (kind === kinds.psqlErr) {
+      if (payload.startsWith(kinds.psqlExit)) psqlExit = Number(payload.slice(kinds.psqlExit.length));
+      else session?.messages(payload);
+    } else if (kind === kinds.psqlEnd) session?.ended(psqlExit);
+    else onDumpExit(Number(payload));
+  };
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    partial += d;
+    for (let end = partial.indexOf('\n'); end >= 0; end = partial.indexOf('\n')) {
+      route(partial.slice(0, end + 1));
+      partial = partial.slice(end + 1);
+    }
+  });
+  /** Everything kept so far. */
+  return () => kept + partial;
+}
+
+/**
+ * The session inside the exec: its psql reads the exec's stdin. Its transaction holds the
+ * snapshot, so closing it is held back while pg_dump runs (a fingerprint finished first would
+ * end it before pg_dump imported the snapshot); `release` lets it through once pg_dump is done.
+ */
+function sessionInExec(child: ChildProcess, pgDumpRunning: () => boolean) {
+  let endLater: string | undefined;
+  const session = PsqlSession.over({
+    write: (text) => child.stdin!.write(text),
+    end: (text) => {
+      if (pgDumpRunning()) endLater = text;
+      else child.stdin!.end(text);
+    },
+    kill: () => child.kill('SIGKILL'),
+  });
+  const release = () => {
+    if (endLater !== undefined) child.stdin!.end(endLater);
+  };
+  return { session, release };
+}
+
+/**
+ * Starts pg_dump's exec into request.path (see DumpExec); `done` rejects with a CliError on any
+ * failure, or with the error given to cancel.
+ */
+export function execDump(request: DumpRequest): DumpExec {
+  let fd: number;
+  try {
+    fd = openSync(request.path, 'wx', 0o600);
+  } catch (error) {
+    const done = Promise.reject(error);
+    done.catch(() => {}); // the caller's to read
+    return { open: () => {}, cancel: () => {}, session: undefined, done };
+  }
   const encrypted = Boolean(request.recipients?.length);
+  const tag = execTag();
   // In clear, `docker exec` writes the file itself, exactly like the raw `docker exec … > file`,
   // and the bytes are hashed and inspected as they land (relaying them through a pipe of ours
   // made a scale-30 dump ~0.2 s slower than the raw pipeline, even with nothing else done).
   // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
   const child = spawn(
     request.docker,
-    ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request)],
+    ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request, tag)],
     { stdio: ['pipe', encrypted ? 'pipe' : fd, 'pipe'] },
   );
-  // An exec that stopped before its line (pg_isready failed) reports that by its exit status.
+  // An exec that stopped before its go (pg_isready failed) reports that by its exit status.
   child.stdin!.on('error', () => {});
-  let notOpened: { error: unknown } | undefined;
-  request.go.then(
-    (snapshot) => {
-      started = Date.now();
-      child.stdin!.end(`${snapshot ?? ''}\n`);
-    },
-    (error: unknown) => {
-      notOpened = { error };
-      child.kill('SIGKILL');
-    },
-  );
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    if (stderr.length < 64 * 1024) stderr += d;
+  let gate: 'waiting' | 'open' | { cancelled: unknown } = 'waiting';
+  const timing = {
+    opened: Date.now(),
+    dumped: undefined as number | undefined,
+    status: undefined as number | undefined,
+  };
+  const inExec = request.session
+    ? sessionInExec(child, () => gate === 'open' && timing.dumped === undefined)
+    : undefined;
+  const session = inExec?.session;
+  const stderr = readStderr(child, tag, session, (status) => {
+    if (gate !== 'open') return;
+    timing.dumped = Date.now();
+    timing.status = status;
+    inExec?.release();
+    // A failed pg_dump fails the backup: its session's fingerprint is not waited for.
+    if (status !== 0 && session) child.kill('SIGKILL');
   });
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  const endSession = (code: number | null) => {
+    // Why the exec ended (pg_isready's answer, docker's error) is the session's error too.
+    session?.messages(stderr());
+    session?.ended(code);
+  };
+  exited.then(
+    ([code]) => endSession(code),
+    () => endSession(null),
+  );
+  const done = collectDump(request, { child, fd, encrypted, exited, tag, stderr, timing, cancelled: () => gate });
+  done.catch(() => {}); // the caller's to read
+  return {
+    session,
+    done,
+    open(snapshot) {
+      if (gate !== 'waiting') return;
+      let go: string;
+      try {
+        go = session ? snapshotHandoff(snapshot ?? '') : `${snapshot ?? ''}\n`;
+      } catch (error) {
+        this.cancel(error);
+        return;
+      }
+      gate = 'open';
+      timing.opened = Date.now();
+      // Written at once: a session's next query must reach psql after the handoff, not before.
+      if (session) child.stdin!.write(go);
+      else child.stdin!.end(go);
+    },
+    cancel(error) {
+      if (gate !== 'waiting') return;
+      gate = { cancelled: error };
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+/** What collectDump needs of the exec execDump started. */
+interface RunningExec {
+  child: ChildProcess;
+  fd: number;
+  encrypted: boolean;
+  exited: Promise<[number | null, NodeJS.Signals | null]>;
+  tag: string;
+  stderr: () => string;
+  timing: { opened: number; dumped: number | undefined; status: number | undefined };
+  cancelled: () => 'waiting' | 'open' | { cancelled: unknown };
+}
+
+/** Follows the dump into its file (hashed and inspected as it lands) until the exec ends; throws a CliError on any failure. */
+async function collectDump(request: DumpRequest, exec: RunningExec): Promise<DumpResult> {
+  const { child, fd, encrypted, exited } = exec;
+  const hash = createHash('sha256');
+  const inspector =
+    request.format === 'custom'
+      ? new ArchiveInspector(request.docker, request.container, request.sequences)
+      : new DumpInspector(request.format === 'gzip', { sequences: request.sequences });
   exited.catch(() => {}); // a spawn failure is read below
   // Encrypted, the pipe breaks when this process dies, and docker exec with it.
   if (!encrypted) exited.finally(killWithUs(child)).catch(() => {});
@@ -321,14 +525,17 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
   } finally {
     closeSync(fd);
   }
-  const [code, signal] = await exited;
-  if (notOpened) {
+  const [exitCode, signal] = await exited;
+  // Killed because pg_dump failed (its session's fingerprint was not waited for): pg_dump's status.
+  const code = exec.timing.status || exitCode;
+  const gate = exec.cancelled();
+  if (typeof gate === 'object') {
     await inspector.end().catch(() => {});
-    throw notOpened.error;
+    throw gate.cancelled;
   }
   const inspection = await inspector.end();
-  const { side, rest } = splitSideAnswer(stderr);
-  stderr = rest;
+  const { side, rest } = splitSideAnswer(exec.stderr(), exec.tag);
+  const stderr = rest;
   if (code !== 0) {
     const probe = code === notReadyStatus ? /^pg_isready: (.*)$/m.exec(stderr) : null;
     if (probe) throw new NotReadyError(request.container, probe[1]!);
@@ -345,7 +552,7 @@ export async function streamDump(request: DumpRequest): Promise<DumpResult> {
     dumpBytes,
     sha256: hash.digest('hex'),
     inspection,
-    durationMs: Date.now() - started,
+    durationMs: (exec.timing.dumped ?? Date.now()) - exec.timing.opened,
     ...(side ? { side } : {}),
   };
 }

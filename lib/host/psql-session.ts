@@ -1,6 +1,6 @@
 // A long-lived psql inside the database container, driven over stdin. The backup uses one to
 // export a snapshot and then to fingerprint that same snapshot while pg_dump streams it.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { CliError } from '../errors.ts';
 
 /** Separates fields in psql's unaligned output; cannot occur in the catalog names we read back raw. */
@@ -29,66 +29,82 @@ export const sessionSql =
   async (sql) =>
     (await session.query(sql)).map((row) => row.join('|')).join('\n');
 
-/** A psql session: send SQL, read rows back. Close it to end the transaction and the process. */
+/** How a session reaches its psql: psql's standard input, and a way to stop it at once. */
+export interface PsqlChannel {
+  write(text: string): void;
+  /** Writes the last text and closes psql's input. */
+  end(text: string): void;
+  kill(): void;
+}
+
+/**
+ * A psql session: send SQL, read rows back. Close it to end the transaction and the process.
+ * Its psql runs in an exec of its own (`open`), or inside another process that feeds back what
+ * psql writes (`over`: the backup's session runs in the dump's own exec, dump/pg-dump.ts).
+ */
 export class PsqlSession {
-  private readonly child: ChildProcessWithoutNullStreams;
   private buffer = '';
   private stderr = '';
   private exited: { code: number | null } | undefined;
   private waiter: (() => void) | undefined;
+  private readonly onExit: (() => void)[] = [];
   private counter = 0;
 
-  private constructor(target: PsqlTarget) {
+  private constructor(private readonly channel: PsqlChannel) {}
+
+  /** Starts psql in the container, in an exec of its own. */
+  static open(target: PsqlTarget): PsqlSession {
     const args = [
       'exec',
       '-i',
       '-e',
       `PGOPTIONS=${noTimeoutsPgOptions}`,
       target.container,
-      'psql',
-      '-X',
-      '-q',
-      '-A',
-      '-t',
-      '-F',
-      FIELD,
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-U',
-      target.user,
-      '-d',
-      target.database,
+      ...psqlSessionArgs(target.user, target.database),
     ];
-    this.child = spawn(target.docker, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout.setEncoding('utf8');
-    this.child.stderr.setEncoding('utf8');
-    this.child.stdout.on('data', (d: string) => {
-      this.buffer += d;
-      this.waiter?.();
+    const child = spawn(target.docker, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const session = new PsqlSession({
+      write: (text) => child.stdin.write(text),
+      end: (text) => child.stdin.end(text),
+      kill: () => child.kill('SIGKILL'),
     });
-    this.child.stderr.on('data', (d: string) => {
-      this.stderr += d;
-    });
-    this.child.on('close', (code) => {
-      this.exited = { code };
-      this.waiter?.();
-    });
-    this.child.on('error', (error) => {
-      this.stderr += String(error);
-    });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => session.output(d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => session.messages(d));
+    child.on('close', (code) => session.ended(code));
+    child.on('error', (error) => session.messages(String(error)));
     // A closed stdin after the process died must not crash the tool.
-    this.child.stdin.on('error', () => {});
+    child.stdin.on('error', () => {});
+    return session;
   }
 
-  /** Starts psql in the container. */
-  static open(target: PsqlTarget): PsqlSession {
-    return new PsqlSession(target);
+  /** A session whose psql another process runs: that process passes on what psql writes, and its end. */
+  static over(channel: PsqlChannel): PsqlSession {
+    return new PsqlSession(channel);
+  }
+
+  /** What psql wrote to its standard output, as it comes. */
+  output(text: string): void {
+    this.buffer += text;
+    this.waiter?.();
+  }
+
+  /** What psql wrote to its standard error (kept for the error a failed query throws). */
+  messages(text: string): void {
+    this.stderr += text;
+  }
+
+  /** psql has exited (or whatever ran it has): queries still waiting fail with its messages. */
+  ended(code: number | null): void {
+    if (this.exited) return;
+    this.exited = { code };
+    this.waiter?.();
+    for (const resolve of this.onExit.splice(0)) resolve();
   }
 
   /** Runs SQL (one or more statements) and returns the rows of the last result as field arrays. */
   async query(sql: string): Promise<string[][]> {
     const marker = `__planetarion_done_${++this.counter}__`;
-    this.child.stdin.write(`${sql.trim().replace(/;?$/, ';')}\n\\echo ${marker}\n`);
+    this.channel.write(`${sql.trim().replace(/;?$/, ';')}\n\\echo ${marker}\n`);
     for (;;) {
       const at = this.buffer.indexOf(`${marker}\n`);
       if (at >= 0) {
@@ -111,17 +127,18 @@ export class PsqlSession {
 
   /** Ends the session (and any transaction still open) and waits for psql to exit. */
   async close(): Promise<void> {
-    if (!this.exited) {
-      this.child.stdin.end('\\q\n');
-      await new Promise<void>((resolve) => {
-        if (this.exited) resolve();
-        else this.child.on('close', () => resolve());
-      });
-    }
+    if (this.exited) return;
+    this.channel.end('\\q\n');
+    await new Promise<void>((resolve) => (this.exited ? resolve() : this.onExit.push(resolve)));
   }
 
   /** Stops the session at once (on failure paths). */
   kill(): void {
-    if (!this.exited) this.child.kill('SIGKILL');
+    if (!this.exited) this.channel.kill();
   }
+}
+
+/** psql's arguments for a session: unaligned rows, fields split by FIELD, the first error ends it (dump/pg-dump.ts passes shell variables). */
+export function psqlSessionArgs(user: string, database: string, field = FIELD): string[] {
+  return ['psql', '-X', '-w', '-q', '-A', '-t', '-F', field, '-v', 'ON_ERROR_STOP=1', '-U', user, '-d', database];
 }

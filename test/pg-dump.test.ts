@@ -263,6 +263,14 @@ async function eventually(check: () => boolean, what: string): Promise<void> {
     if (Date.now() - started > 3_000) assert.unreachable(what);
 }
 
+/** Fails the test if the bed's pg_dump stand-in was ever started. */
+function assertNoPgDump(calls: string[]): void {
+  assert.not.ok(
+    calls.some((c) => c.startsWith('pg_dump')),
+    calls.join('\n'),
+  );
+}
+
 /** The message a promise rejects with; fails the test if it resolves. */
 async function rejection(promise: Promise<unknown>): Promise<string> {
   return promise.then(
@@ -323,10 +331,7 @@ inExec('cancelled before the go: pg_dump never runs, the session fails, done rej
     assert.match(await rejection(session.query('SELECT 2')), /psql in the container failed/);
     // In the container, psql ends once the killed exec's stdin does, and pg_dump never starts.
     await eventually(() => bed.calls().includes('exec end 97'), 'the exec did not end without pg_dump');
-    assert.not.ok(
-      bed.calls().some((c) => c.startsWith('pg_dump')),
-      bed.calls().join('\n'),
-    );
+    assertNoPgDump(bed.calls());
   } finally {
     bed.done();
   }
@@ -340,10 +345,7 @@ inExec("psql's error comes back as the query's error; without a go, the exec the
       /psql in the container failed: ERROR: {2}boom/,
     );
     assert.match(await rejection(bed.exec.done), /pg_dump failed \(exit 97\)/);
-    assert.not.ok(
-      bed.calls().some((c) => c.startsWith('pg_dump')),
-      bed.calls().join('\n'),
-    );
+    assertNoPgDump(bed.calls());
   } finally {
     bed.done();
   }
@@ -385,10 +387,7 @@ inExec('a snapshot name that is not one cancels the dump: pg_dump never runs', a
   try {
     bed.exec.open("x'; DROP TABLE t; --");
     assert.match(await rejection(bed.exec.done), /not a snapshot name/);
-    assert.not.ok(
-      bed.calls().some((c) => c.startsWith('pg_dump')),
-      bed.calls().join('\n'),
-    );
+    assertNoPgDump(bed.calls());
   } finally {
     bed.done();
   }
@@ -417,7 +416,7 @@ inExec('under busybox ash too: rows, the handoff, and a cancel before the go', a
     cancelled.exec.cancel(new Error('unhealthy'));
     assert.match(await rejection(cancelled.exec.done), /unhealthy/);
     await eventually(() => cancelled.calls().includes('exec end 97'), 'the exec did not end without pg_dump');
-    assert.not.ok(cancelled.calls().some((c) => c.startsWith('pg_dump')));
+    assertNoPgDump(cancelled.calls());
   } finally {
     cancelled.done();
   }

@@ -534,8 +534,7 @@ async function collectDump(request: DumpRequest, exec: RunningExec): Promise<Dum
     throw gate.cancelled;
   }
   const inspection = await inspector.end();
-  const { side, rest } = splitSideAnswer(exec.stderr(), exec.tag);
-  const stderr = rest;
+  const { side, rest: stderr } = splitSideAnswer(exec.stderr(), exec.tag);
   if (code !== 0) {
     const probe = code === notReadyStatus ? /^pg_isready: (.*)$/m.exec(stderr) : null;
     if (probe) throw new NotReadyError(request.container, probe[1]!);

@@ -618,41 +618,48 @@ backup("a run killed mid-dump leaves a lock and a temp file; cron's next run tak
   assert.is(backupsIn(dir).length, 1);
 });
 
-backup(
-  'a run stopped with SIGTERM mid-dump takes its docker exec with it: the temp file stops growing, no pg_dump session stays',
-  async () => {
-    assert.ok(ready, 'setup failed');
-    const dir = temp.make();
-    const backups = join(dir, 'backups');
-    const run = startTool('backup-database', [], {
-      PLANETARION_DIR: dir,
-      PLANETARION_DB_CONTAINER: big,
-      PLANETARION_COMPRESS: 'none',
-      PLANETARION_FINGERPRINT: 'off',
-    });
-    const tempFile = () => files(backups).find((f) => f.includes('.tmp-'));
-    await waitFor(
-      'the dump to be streaming',
-      () => Boolean(tempFile()) && statSync(join(backups, tempFile()!)).size > 1_000_000,
-      30_000,
-      10,
-    );
-    run.child.kill('SIGTERM');
-    await run.done;
-    assert.is(run.child.signalCode, 'SIGTERM', 'the tool ends as SIGTERM asks');
-    await new Promise((resolve) => setTimeout(resolve, 300)); // writes already in flight land
-    const size = statSync(join(backups, tempFile()!)).size;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    assert.is(statSync(join(backups, tempFile()!)).size, size, 'the dump went on writing after the tool was stopped');
-    await waitFor(
-      'the pg_dump session to end',
-      async () => (await psql(big, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")) === '0',
-      // Generous: the backend notices its client is gone at its next write, which a loaded machine delays.
-      60_000,
-      100,
-    );
-  },
-);
+// With the fingerprint, the snapshot's psql session runs in the same exec and must end with it.
+for (const fingerprint of ['off', 'on'] as const) {
+  backup(
+    `a run stopped with SIGTERM mid-dump (fingerprint ${fingerprint}) takes its docker exec with it: the temp file stops growing, no pg_dump or psql session stays`,
+    async () => {
+      assert.ok(ready, 'setup failed');
+      const dir = temp.make();
+      const backups = join(dir, 'backups');
+      const run = startTool('backup-database', [], {
+        PLANETARION_DIR: dir,
+        PLANETARION_DB_CONTAINER: big,
+        PLANETARION_COMPRESS: 'none',
+        PLANETARION_FINGERPRINT: fingerprint,
+      });
+      const tempFile = () => files(backups).find((f) => f.includes('.tmp-'));
+      await waitFor(
+        'the dump to be streaming',
+        () => Boolean(tempFile()) && statSync(join(backups, tempFile()!)).size > 1_000_000,
+        30_000,
+        10,
+      );
+      run.child.kill('SIGTERM');
+      await run.done;
+      assert.is(run.child.signalCode, 'SIGTERM', 'the tool ends as SIGTERM asks');
+      await new Promise((resolve) => setTimeout(resolve, 300)); // writes already in flight land
+      const size = statSync(join(backups, tempFile()!)).size;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.is(statSync(join(backups, tempFile()!)).size, size, 'the dump went on writing after the tool was stopped');
+      await waitFor(
+        'the pg_dump and psql sessions to end',
+        async () =>
+          (await psql(
+            big,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('pg_dump', 'psql') AND pid <> pg_backend_pid()",
+          )) === '0',
+        // Generous: the backend notices its client is gone at its next write, which a loaded machine delays.
+        60_000,
+        100,
+      );
+    },
+  );
+}
 
 backup('rotation keeps exactly the newest 3 with their sidecars and never touches foreign files', async () => {
   assert.ok(ready, 'setup failed');

@@ -68,7 +68,7 @@ dump('no side query: no side, stderr unchanged', () => {
  * record how they were called: what is tested is the script's order and its go line, not pg_dump.
  * `slowPsql`: the side query's psql takes 1 s and records its end too.
  */
-function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?: boolean } = {}) {
+function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?: boolean; dumpStatus?: number } = {}) {
   const bin = mkdtempSync(join(tmpdir(), 'pb-dump-script-'));
   try {
     const record = (name: string, status = 0, body = '') => {
@@ -81,7 +81,11 @@ function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?
       0,
       options.slowPsql ? `sleep 1\necho "psql done" >> "${bin}/calls"\necho '{"encoding": "UTF8"}'\n` : '',
     );
-    record('pg_dump');
+    record(
+      'pg_dump',
+      options.dumpStatus ?? 0,
+      options.dumpStatus ? "echo 'pg_dump: error: connection failed' >&2\n" : '',
+    );
     const argv = dumpCommand({ user: 'u', database: 'd', format: 'gzip', sideQuery: 'SELECT 1' }, tag);
     const r = spawnSync(argv[0]!, argv.slice(1), {
       input: stdin ?? '',
@@ -100,11 +104,10 @@ function runScript(stdin: string | null, options: { isReady?: boolean; slowPsql?
 
 const programs = (calls: string[]) => calls.map((c) => c.split(' ')[0]);
 
-dump('the go line names the snapshot: pg_isready first, then pg_dump imports it; the side query ran too', () => {
+dump('the go line names the snapshot: pg_dump imports it, the side query ran too, and pg_isready never runs', () => {
   const r = runScript('00000003-0000001B-1\n');
   assert.is(r.status, 0);
-  assert.is(r.calls.length, 3);
-  assert.match(r.calls[0]!, /^pg_isready -U u -d d$/);
+  assert.equal(programs(r.calls).sort(), ['pg_dump', 'psql']);
   assert.ok(
     r.calls.some((c) => /^psql .* -c SELECT 1$/.test(c)),
     r.calls.join('\n'),
@@ -154,22 +157,32 @@ dump('the side query runs beside pg_dump, and the exec waits for its answer befo
   const r = runScript('\n', { slowPsql: true });
   assert.is(r.status, 0);
   // pg_dump ran while psql still slept; which of the two started first is up to the scheduler.
-  assert.is(r.calls[0]!.split(' ')[0], 'pg_isready');
-  assert.is(r.calls[3], 'psql done');
-  assert.equal([...programs(r.calls.slice(1, 3))].sort(), ['pg_dump', 'psql']);
+  assert.is(r.calls[2], 'psql done');
+  assert.equal([...programs(r.calls.slice(0, 2))].sort(), ['pg_dump', 'psql']);
   assert.equal(splitSideAnswer(r.stderr, tag).side, { answer: '{"encoding": "UTF8"}' });
 });
 
 dump('no go line (a check failed, or the tool went away): exit 97 and pg_dump never runs', () => {
   const r = runScript(null, { slowPsql: true });
   assert.is(r.status, 97);
-  assert.equal(programs(r.calls), ['pg_isready', 'psql', 'psql']);
+  assert.equal(programs(r.calls), ['psql', 'psql']);
 });
 
-dump('pg_isready failing: exit 96 before the go line is read, nothing else runs', () => {
-  const r = runScript('\n', { isReady: false });
+dump('pg_dump failing where pg_isready fails too: exit 96, pg_isready named after it', () => {
+  const r = runScript('\n', { isReady: false, dumpStatus: 1 });
   assert.is(r.status, 96);
-  assert.equal(programs(r.calls), ['pg_isready']);
+  assert.equal(programs(r.calls).sort(), ['pg_dump', 'pg_isready', 'psql']);
+  assert.is(r.calls.at(-1)!.split(' ')[0], 'pg_isready');
+  assert.match(r.stderr, /^pg_isready: $/m);
+  assert.match(r.stderr, new RegExp(`${tag}dump-exit: 1`));
+});
+
+dump("pg_dump failing while the server accepts connections: pg_dump's own status, no pg_isready line", () => {
+  const r = runScript('\n', { dumpStatus: 2 });
+  assert.is(r.status, 2);
+  assert.equal(programs(r.calls).sort(), ['pg_dump', 'pg_isready', 'psql']);
+  assert.not.match(r.stderr, /^pg_isready: /m);
+  assert.match(r.stderr, /pg_dump: error: connection failed/);
 });
 
 dump.run();

@@ -163,8 +163,8 @@ function preflight(context: BackupContext, run: RunFacts, held: RunResources) {
   const docker = new Docker(context.docker, $);
   const target = { container: settings.container, user: settings.dbUser, database: settings.dbName };
   const snapshot = dump?.session ? openSnapshot(dump.session, held) : undefined;
-  // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec,
-  // right before pg_dump (dump/pg-dump.ts), and then has only Docker's verdict to wait for here.
+  // A dry run asks pg_isready in an exec of its own; a backup asks it in the dump's exec only
+  // when pg_dump failed (dump/pg-dump.ts), and has only Docker's verdict to wait for here.
   const checks = (async () => {
     const state = context.dryRun
       ? await checkDatabaseHealth(docker, $, target, log)

@@ -66,7 +66,8 @@ export async function checkContainerState(
 /**
  * Runs every health check, `pg_isready` in a `docker exec` of its own; throws a CliError naming
  * the first that fails (after logging it). A backup runs pg_isready in its dump's `docker exec`
- * instead (see dump/pg-dump.ts): each exec costs ~0.07 s of CPU on a NAS that pg_dump keeps busy.
+ * instead, and only once pg_dump has failed (see dump/pg-dump.ts): each exec costs ~0.07 s of CPU
+ * on a NAS that pg_dump keeps busy.
  */
 export async function checkDatabaseHealth(
   docker: Docker,

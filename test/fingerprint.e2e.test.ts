@@ -106,6 +106,37 @@ fp('typed-only counts an inheritance child once, in itself; typed counted it in 
   assert.equal(rows(await fingerprint('inherit', 'typed')), { child: 2, parent: 5 });
 });
 
+fp('a failing tryQuery names the error and leaves the transaction, and the snapshot it exported, usable', async () => {
+  assert.ok(ready, 'setup failed');
+  const session = PsqlSession.open({
+    docker: 'docker',
+    container: name,
+    user: 'planetarion_user',
+    database: 'planetarion',
+  });
+  try {
+    const [[snapshot]] = (await session.query(
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()',
+    )) as [[string]];
+    assert.equal(await session.tryQuery('SELECT 1 / 0'), { error: 'division by zero' });
+    assert.equal(await session.tryQuery("SELECT 'still', 'here'"), { rows: [['still', 'here']] });
+    // Still in the transaction (a failed statement without the savepoint would have aborted it),
+    // with ON_ERROR_STOP back on: a plain query's failure ends the session as before.
+    assert.equal(await session.query('SELECT count(*) FROM simple'), [['50']]);
+    const imported = await psql(
+      name,
+      `BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '${snapshot}'; SELECT count(*) FROM simple; COMMIT;`,
+    );
+    assert.match(imported, /^50$/m);
+    await session.query('SELECT 1 / 0').then(
+      () => assert.unreachable('the failed query resolved'),
+      (error: Error) => assert.match(error.message, /division by zero/),
+    );
+  } finally {
+    session.kill();
+  }
+});
+
 /**
  * The test's own sessions under the 1 ms role settings: startup options beat the role's, whereas a
  * 1 ms timer can cancel a first `SET statement_timeout = 0` itself on a loaded machine.

@@ -203,6 +203,10 @@ safety(
     assert.is(before.settings.length, 3);
     assert.ok(before.acl!.some((e) => e.grantee === 'game_app' && e.privilege === 'CONNECT' && e.grantable));
     assert.not.ok(before.acl!.some((e) => e.grantee === null));
+    // Read over the fingerprint's session, and without the fingerprint by a psql of its own in the dump's exec.
+    const offDir = temp.make();
+    const off = await backup(offDir, props, { PLANETARION_FINGERPRINT: 'off' });
+    assert.equal(JSON.parse(readFileSync(join(offDir, 'backups', `${off}.json`), 'utf8')).databaseProperties, before);
     const dir = temp.make();
     const file = await backup(dir, props);
     assert.equal(JSON.parse(readFileSync(join(dir, 'backups', `${file}.json`), 'utf8')).databaseProperties, before);

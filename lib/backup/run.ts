@@ -191,17 +191,19 @@ function startDump(context: BackupContext, run: RunFacts, held: RunResources): S
   if (run.encrypted) log.info(`Encrypting to ${run.recipients.length} age recipient(s): ${run.recipients.join(', ')}`);
   const temp = join(settings.backupDir, tempFileName(backupFileName(run.started, run.format, run.encrypted)));
   held.temp = temp;
+  const session = settings.fingerprint === 'on';
   const exec = execDump({
     docker: context.docker,
     container: settings.container,
     user: settings.dbUser,
     database: settings.dbName,
-    // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec.
-    sideQuery: databasePropertiesQuery(settings.dbName),
+    // What pg_dump leaves out of the dump, for the manifest: read in the dump's own exec, over the
+    // session when there is one (dumpAndFingerprint), by a psql of its own beside pg_dump otherwise.
+    sideQuery: session ? undefined : databasePropertiesQuery(settings.dbName),
     format: run.format,
     // Only the fingerprint reads the sequence values the dump sets, in the snapshot its session exports.
-    sequences: settings.fingerprint === 'on',
-    session: settings.fingerprint === 'on',
+    sequences: session,
+    session,
     path: temp,
     recipients: run.recipients,
     onProgress: context.onProgress,
@@ -256,10 +258,17 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
   started.open(snapshot?.snapshot);
   const fingerprintStart = Date.now();
   const session = held.session;
+  let properties: DumpResult['side'];
   // The exec ends once pg_dump is done and the session is closed: closed as soon as it has read
-  // every table, whether or not the fingerprint succeeded.
+  // every table, whether or not the fingerprint succeeded. The database's properties come first:
+  // a psql of their own in the exec put ~30 ms on the dump's path, and their failure only warns.
   const tablesPromise = session
-    ? fingerprintTables(session, parseExclusions(settings.fingerprintExclude))
+    ? session
+        .tryQuery(databasePropertiesQuery(settings.dbName))
+        .then((answer) => {
+          properties = 'rows' in answer ? { answer: answer.rows[0]?.[0] ?? '' } : answer;
+          return fingerprintTables(session, parseExclusions(settings.fingerprintExclude));
+        })
         .then((result) => {
           durations.fingerprint = Date.now() - fingerprintStart;
           return result;
@@ -279,7 +288,7 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
   const fingerprint: Fingerprint | null = tables
     ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded)
     : null;
-  return { dump, fingerprint, durations, state, snapshot };
+  return { dump, fingerprint, durations, state, snapshot, properties: session ? properties : dump.side };
 }
 
 /** The error that names why the dump failed: the container stopping, or the fingerprint's session failing first. */
@@ -323,11 +332,11 @@ async function explainDumpFailure(
   return error;
 }
 
-/** The database-level properties the dump's side query read; a failure only warns (a restore then uses the live database's). */
-function propertiesOf(dump: DumpResult, database: string, log: Logger): DatabaseProperties | undefined {
+/** The database-level properties the side query or the session read; a failure only warns (a restore then uses the live database's). */
+function propertiesOf(side: DumpResult['side'], database: string, log: Logger): DatabaseProperties | undefined {
   try {
-    if (dump.side && 'answer' in dump.side) return parseDatabaseProperties(dump.side.answer);
-    throw new Error(dump.side?.error || 'no answer');
+    if (side && 'answer' in side) return parseDatabaseProperties(side.answer);
+    throw new Error(side?.error || 'no answer');
   } catch (error) {
     log.warn(`Could not read the database-level properties of '${database}' for the manifest: ${errorText(error)}`);
     return undefined;
@@ -585,17 +594,11 @@ export async function runBackup(context: BackupContext): Promise<BackupSummary> 
       await pre.checks;
       return dryRunSummary(context, run, summary);
     }
-    const { dump, fingerprint, durations, state, snapshot } = await dumpAndFingerprint(context, held, pre, pre.dump);
+    const dumped = await dumpAndFingerprint(context, held, pre, pre.dump);
+    const { dump, fingerprint, durations } = dumped;
     verifyDump(log, run, dump, fingerprint);
-    const databaseProperties = propertiesOf(dump, settings.dbName, log);
-    const placed = placePhase(context, run, pre.dump.temp, {
-      dump,
-      fingerprint,
-      snapshot,
-      state,
-      durations,
-      databaseProperties,
-    });
+    const databaseProperties = propertiesOf(dumped.properties, settings.dbName, log);
+    const placed = placePhase(context, run, pre.dump.temp, { ...dumped, databaseProperties });
     held.temp = undefined;
     const rotation = rotatePhase(context, run, placed);
     recordSuccess(settings.dir, run, placed.name, dump, fingerprint, durations.total, rotation);

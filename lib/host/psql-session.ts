@@ -11,6 +11,9 @@ const FIELD = '\x1f';
  * may set for the application: they apply from the first statement, which a `SET` cannot do
  * (the SET itself runs under the role's statement_timeout), and override role settings.
  */
+/** SQL text ending in exactly one `;`, so psql runs it at once. */
+const terminated = (sql: string) => sql.trim().replace(/;?$/, ';');
+
 /** Runs one SQL text against a database and resolves with psql's unaligned output. */
 export type Sql = (sql: string) => Promise<string>;
 
@@ -102,9 +105,38 @@ export class PsqlSession {
   }
 
   /** Runs SQL (one or more statements) and returns the rows of the last result as field arrays. */
-  async query(sql: string): Promise<string[][]> {
+  query(sql: string): Promise<string[][]> {
+    return this.exchange(terminated(sql));
+  }
+
+  /**
+   * Runs SQL whose failure must not end the session, as ON_ERROR_STOP would: under
+   * ON_ERROR_ROLLBACK psql puts a savepoint before the statement and rolls back to it when the
+   * statement fails, so the transaction (and the snapshot it holds) goes on. Resolves with the
+   * rows, or with the message psql reported (psql 12 and later name it; older ones do not).
+   */
+  async tryQuery(sql: string): Promise<{ rows: string[][] } | { error: string }> {
+    const failed = `__planetarion_failed_${++this.counter}__`;
+    const rows = await this.exchange(
+      [
+        '\\set ON_ERROR_STOP off',
+        '\\set ON_ERROR_ROLLBACK on',
+        terminated(sql),
+        '\\if :ERROR',
+        `\\echo ${failed} :LAST_ERROR_MESSAGE`,
+        '\\endif',
+        '\\set ON_ERROR_ROLLBACK off',
+        '\\set ON_ERROR_STOP on',
+      ].join('\n'),
+    );
+    const error = rows.find((row) => row[0]?.startsWith(failed));
+    return error ? { error: error.join(' ').slice(failed.length).trim() || 'no message' } : { rows };
+  }
+
+  /** Writes psql input (SQL and meta-commands, whole lines), then reads the rows it printed. */
+  private async exchange(input: string): Promise<string[][]> {
     const marker = `__planetarion_done_${++this.counter}__`;
-    this.channel.write(`${sql.trim().replace(/;?$/, ';')}\n\\echo ${marker}\n`);
+    this.channel.write(`${input}\n\\echo ${marker}\n`);
     for (;;) {
       const at = this.buffer.indexOf(`${marker}\n`);
       if (at >= 0) {

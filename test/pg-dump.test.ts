@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dumpCommand, execDump, execTag, snapshotHandoff, splitSideAnswer } from '../lib/dump/pg-dump.ts';
+import { dumpCommand, execDump, ExecStderr, execTag, snapshotHandoff } from '../lib/dump/pg-dump.ts';
 
 const dump = suite('pg_dump exec');
 
@@ -44,23 +44,60 @@ dump(
   },
 );
 
-dump("the side answer is taken out of stderr; pg_dump's messages stay", () => {
-  const { side, rest } = splitSideAnswer(`${tag}side-answer: {"encoding": "UTF8"}\npg_dump: warning: something\n`, tag);
-  assert.equal(side, { answer: '{"encoding": "UTF8"}' });
-  assert.is(rest, 'pg_dump: warning: something\n');
+/** The exec's stderr fed in `pieces`; what each target got. */
+function readExecStderr(pieces: string[]) {
+  const got = {
+    output: [] as string[],
+    messages: [] as string[],
+    ended: [] as (number | null)[],
+    dumpExit: [] as number[],
+  };
+  const stderr = new ExecStderr(tag, {
+    session: {
+      output: (text) => got.output.push(text),
+      messages: (text) => got.messages.push(text),
+      ended: (code) => got.ended.push(code),
+    },
+    onDumpExit: (status) => got.dumpExit.push(status),
+  });
+  for (const piece of pieces) stderr.feed(piece);
+  return { ...got, side: stderr.side, text: stderr.text() };
+}
+
+dump("the side answer is taken out of stderr, also when it comes in pieces; pg_dump's messages stay", () => {
+  const r = readExecStderr([`${tag}side-ans`, 'wer: {"encoding": "UTF8"}\npg_dump: warning: some', 'thing\n']);
+  assert.equal(r.side, { answer: '{"encoding": "UTF8"}' });
+  assert.is(r.text, 'pg_dump: warning: something\n');
 });
 
 dump("psql's error for the side query comes back as an error, not an answer", () => {
-  const { side, rest } = splitSideAnswer(`${tag}side-error: psql: error: permission denied \n`, tag);
-  assert.equal(side, { error: 'psql: error: permission denied' });
-  assert.is(rest, '');
+  const r = readExecStderr([`${tag}side-error: psql: error: permission denied \n`]);
+  assert.equal(r.side, { error: 'psql: error: permission denied' });
+  assert.is(r.text, '');
 });
 
-dump('no side query: no side, stderr unchanged', () => {
-  assert.equal(splitSideAnswer('pg_isready: no response\n', tag), {
-    side: undefined,
-    rest: 'pg_isready: no response\n',
-  });
+dump('no side query: no side, stderr unchanged; an untagged or wrongly tagged line is only text', () => {
+  const forged = 'planetarion-ffffffffffffffff-dump-exit: 0\n';
+  const r = readExecStderr(['pg_isready: no response\n', forged]);
+  assert.equal(r.side, undefined);
+  assert.is(r.text, `pg_isready: no response\n${forged}`);
+  assert.equal(r.dumpExit, []);
+});
+
+dump("the session's lines go to the session, its exit status is read, not passed on as a message", () => {
+  const r = readExecStderr([
+    `${tag}psql-out: a\x1fb\n`,
+    `${tag}psql-err: ERROR:  boom\n`,
+    // psql's status goes through the same framer as its messages: after the tag twice.
+    `${tag}psql-err: ${tag}psql-exit: 3\n`,
+    `pg_dump: error: fragment ${tag}psql-end\n`,
+    `${tag}dump-exit: 1\n`,
+  ]);
+  assert.equal(r.output, ['a\x1fb\n']);
+  assert.equal(r.messages, ['ERROR:  boom\n']);
+  assert.equal(r.ended, [3]);
+  assert.equal(r.dumpExit, [1]);
+  assert.is(r.text, 'pg_dump: error: fragment ');
 });
 
 /**
@@ -159,7 +196,7 @@ dump('the side query runs beside pg_dump, and the exec waits for its answer befo
   // pg_dump ran while psql still slept; which of the two started first is up to the scheduler.
   assert.is(r.calls[2], 'psql done');
   assert.equal([...programs(r.calls.slice(0, 2))].sort(), ['pg_dump', 'psql']);
-  assert.equal(splitSideAnswer(r.stderr, tag).side, { answer: '{"encoding": "UTF8"}' });
+  assert.equal(readExecStderr([r.stderr]).side, { answer: '{"encoding": "UTF8"}' });
 });
 
 dump('no go line (a check failed, or the tool went away): exit 97 and pg_dump never runs', () => {
@@ -355,7 +392,8 @@ inExec("psql's error comes back as the query's error; without a go, the exec the
   try {
     assert.match(
       await rejection(bed.exec.session!.query('SELECT FAIL')),
-      /psql in the container failed: ERROR: {2}boom/,
+      // Only psql's message: its exit status, framed like a message, is not part of it.
+      /psql in the container failed: ERROR: {2}boom$/,
     );
     assert.match(await rejection(bed.exec.done), /pg_dump failed \(exit 97\)/);
     assertNoPgDump(bed.calls());

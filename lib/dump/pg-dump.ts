@@ -37,7 +37,7 @@ export interface DumpRequest {
   tee?: (chunk: Buffer) => Promise<void>;
   /**
    * SQL whose one line of output comes back with the dump (result.side): run by psql in the
-   * dump's own exec, right before pg_dump, instead of in an exec of its own beside it.
+   * dump's own exec, beside pg_dump, instead of in an exec of its own.
    */
   sideQuery?: string;
   /**
@@ -48,8 +48,8 @@ export interface DumpRequest {
 }
 
 /**
- * The dump's exec, started at once: it runs the side query and the session, then waits until the caller's checks have passed and it is opened (or cancelled, and pg_dump never
- * runs).
+ * The dump's exec, started at once: it runs the side query and the session, then waits until
+ * the caller's checks have passed and it is opened (or cancelled, and pg_dump never runs).
  */
 export interface DumpExec {
   /** Lets pg_dump run, importing `snapshot` (with a session, the one its session exported). */
@@ -205,23 +205,6 @@ export function dumpCommand(
   ];
 }
 
-/** The side query's answer out of the dump's stderr (lines after `tag`), and the stderr without it. Pure. */
-export function splitSideAnswer(stderr: string, tag: string): { side: DumpResult['side']; rest: string } {
-  const answer = tag + kinds.sideAnswer;
-  const error = tag + kinds.sideError;
-  let side: DumpResult['side'];
-  const rest = stderr
-    .split('\n')
-    .filter((line) => {
-      if (line.startsWith(answer)) side = { answer: line.slice(answer.length) };
-      else if (line.startsWith(error)) side = { error: line.slice(error.length).trim() };
-      else return true;
-      return false;
-    })
-    .join('\n');
-  return { side, rest };
-}
-
 /**
  * A custom-format archive has no text to read: it is fed as it streams to `pg_restore -f -` in
  * the container, and the SQL that comes out is inspected like a plain dump. So the archive is
@@ -309,46 +292,86 @@ function killWithUs(child: ChildProcess): () => void {
   return uninstall;
 }
 
+/** Where the exec's own lines go: the session's psql, and pg_dump's exit status. */
+export interface ExecLineTargets {
+  session?: Pick<PsqlSession, 'output' | 'messages' | 'ended'>;
+  onDumpExit(status: number): void;
+}
+
 /**
- * Reads the exec's stderr as it comes: the session's lines go to the session, pg_dump's exit is
- * reported, and the rest is kept (its first 64 KB) for the error message and the side answer.
+ * The exec's stderr, read as it comes: the exec's own lines (after its tag, see kinds) go where
+ * they belong, the side query's answer is kept apart, and the rest (pg_dump's, psql's and docker's
+ * messages) is kept, its first 64 KB, for the error message. Pure: it is fed the text.
  */
-function readStderr(
-  child: ChildProcess,
-  tag: string,
-  session: PsqlSession | undefined,
-  onDumpExit: (status: number) => void,
-) {
-  const streamTag = new RegExp(`${tag}(${[kinds.psqlOut, kinds.psqlErr, kinds.psqlEnd, kinds.dumpExit].join('|')})`);
-  let kept = '';
-  let partial = '';
-  let psqlExit: number | null = null;
-  const keep = (text: string) => {
-    if (kept.length < 64 * 1024) kept += text;
-  };
-  const route = (line: string) => {
-    const found = streamTag.exec(line);
-    if (!found) return keep(line);
-    if (found.index > 0) keep(line.slice(0, found.index));
-    const payload = line.slice(found.index + found[0].length);
-    const kind = found[1];
-    if (kind === kinds.psqlOut) session?.output(payload);
-    else if (kind === kinds.psqlErr) {
-      if (payload.startsWith(kinds.psqlExit)) psqlExit = Number(payload.slice(kinds.psqlExit.length));
-      else session?.messages(payload);
-    } else if (kind === kinds.psqlEnd) session?.ended(psqlExit);
-    else onDumpExit(Number(payload));
-  };
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    partial += d;
-    for (let end = partial.indexOf('\n'); end >= 0; end = partial.indexOf('\n')) {
-      route(partial.slice(0, end + 1));
-      partial = partial.slice(end + 1);
+export class ExecStderr {
+  /** The side query's one line of output, or psql's error; undefined until it came (or without one). */
+  side: DumpResult['side'];
+  private readonly ownLine: RegExp;
+  /** psql's exit status comes framed as one of its stderr lines, so after the tag twice. */
+  private readonly psqlExitLine: string;
+  private kept = '';
+  private partial = '';
+  private psqlExit: number | null = null;
+
+  constructor(
+    tag: string,
+    private readonly to: ExecLineTargets,
+  ) {
+    const { psqlExit, ...framing } = kinds;
+    this.ownLine = new RegExp(`${tag}(${Object.values(framing).join('|')})`);
+    this.psqlExitLine = tag + psqlExit;
+  }
+
+  /** The next piece of stderr, in whatever pieces it arrives. */
+  feed(text: string): void {
+    this.partial += text;
+    for (let end = this.partial.indexOf('\n'); end >= 0; end = this.partial.indexOf('\n')) {
+      this.route(this.partial.slice(0, end + 1));
+      this.partial = this.partial.slice(end + 1);
     }
-  });
-  /** Everything kept so far. */
-  return () => kept + partial;
+  }
+
+  /** What was not the exec's own lines, so far. */
+  text(): string {
+    return this.kept + this.partial;
+  }
+
+  private keep(text: string): void {
+    if (this.kept.length < 64 * 1024) this.kept += text;
+  }
+
+  /** One whole line; the tag is looked for anywhere in it, after a fragment of a message written in pieces. */
+  private route(line: string): void {
+    const found = this.ownLine.exec(line);
+    if (!found) {
+      this.keep(line);
+      return;
+    }
+    if (found.index > 0) this.keep(line.slice(0, found.index));
+    const payload = line.slice(found.index + found[0].length);
+    const { session, onDumpExit } = this.to;
+    switch (found[1]) {
+      case kinds.psqlOut:
+        session?.output(payload);
+        break;
+      case kinds.psqlErr:
+        if (payload.startsWith(this.psqlExitLine)) this.psqlExit = Number(payload.slice(this.psqlExitLine.length));
+        else session?.messages(payload);
+        break;
+      case kinds.psqlEnd:
+        session?.ended(this.psqlExit);
+        break;
+      case kinds.sideAnswer:
+        this.side = { answer: payload.replace(/\n$/, '') };
+        break;
+      case kinds.sideError:
+        this.side = { error: payload.trim() };
+        break;
+      case kinds.dumpExit:
+        onDumpExit(Number(payload));
+        break;
+    }
+  }
 }
 
 /**
@@ -408,25 +431,29 @@ export function execDump(request: DumpRequest): DumpExec {
     ? sessionInExec(child, () => gate === 'open' && timing.dumped === undefined)
     : undefined;
   const session = inExec?.session;
-  const stderr = readStderr(child, tag, session, (status) => {
-    if (gate !== 'open') return;
-    timing.dumped = Date.now();
-    timing.status = status;
-    inExec?.release();
-    // A failed pg_dump fails the backup: its session's fingerprint is not waited for.
-    if (status !== 0 && session) child.kill('SIGKILL');
+  const stderr = new ExecStderr(tag, {
+    session,
+    onDumpExit(status) {
+      if (gate !== 'open') return;
+      timing.dumped = Date.now();
+      timing.status = status;
+      inExec?.release();
+      // A failed pg_dump fails the backup: its session's fingerprint is not waited for.
+      if (status !== 0 && session) child.kill('SIGKILL');
+    },
   });
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => stderr.feed(text));
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   const endSession = (code: number | null) => {
     // Why the exec ended (psql's or docker's error) is the session's error too.
-    session?.messages(stderr());
+    session?.messages(stderr.text());
     session?.ended(code);
   };
   exited.then(
     ([code]) => endSession(code),
     () => endSession(null),
   );
-  const done = collectDump(request, { child, fd, encrypted, exited, tag, stderr, timing, cancelled: () => gate });
+  const done = collectDump(request, { child, fd, encrypted, exited, stderr, timing, cancelled: () => gate });
   done.catch(() => {}); // the caller's to read
   return {
     session,
@@ -460,8 +487,7 @@ interface RunningExec {
   fd: number;
   encrypted: boolean;
   exited: Promise<[number | null, NodeJS.Signals | null]>;
-  tag: string;
-  stderr: () => string;
+  stderr: ExecStderr;
   timing: { opened: number; dumped: number | undefined; status: number | undefined };
   cancelled: () => 'waiting' | 'open' | { cancelled: unknown };
 }
@@ -535,7 +561,7 @@ async function collectDump(request: DumpRequest, exec: RunningExec): Promise<Dum
     throw gate.cancelled;
   }
   const inspection = await inspector.end();
-  const { side, rest: stderr } = splitSideAnswer(exec.stderr(), exec.tag);
+  const stderr = exec.stderr.text();
   if (code !== 0) {
     // pg_dump's own status was reported first: the exec's says pg_isready failed after it.
     const probe = exitCode === notReadyStatus ? /^pg_isready: (.*)$/m.exec(stderr) : null;
@@ -554,6 +580,6 @@ async function collectDump(request: DumpRequest, exec: RunningExec): Promise<Dum
     sha256: hash.digest('hex'),
     inspection,
     durationMs: (exec.timing.dumped ?? Date.now()) - exec.timing.opened,
-    ...(side ? { side } : {}),
+    ...(exec.stderr.side ? { side: exec.stderr.side } : {}),
   };
 }

@@ -226,7 +226,13 @@ async function probeStarting(
     .waitHealthy(starting, startingWaitMs, { probe: true, oneShot })
     .then(
       () => true,
-      () => false,
+      (error: unknown) => {
+        // The same "undone" follows as when none was starting; the log says which it was.
+        ctx.log.warn(
+          `The incoming containers Docker still called "starting" did not pass their health check: ${errorText(error)}`,
+        );
+        return false;
+      },
     );
   return new Set(passed ? starting : []);
 }

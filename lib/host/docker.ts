@@ -241,10 +241,9 @@ export class Docker {
     timeoutMs: number,
     options: { oneShot?: string[]; signal?: AbortSignal; probe?: boolean } = {},
   ): Promise<void> {
-    const until = Date.now() + timeoutMs;
     const probes = new HealthProbes(this, Boolean(options.probe));
     try {
-      await this.pollHealthy(names, until, timeoutMs, probes, options);
+      await this.pollHealthy(names, timeoutMs, probes, options);
     } finally {
       probes.stop();
     }
@@ -252,11 +251,11 @@ export class Docker {
 
   private async pollHealthy(
     names: string[],
-    until: number,
     timeoutMs: number,
     probes: HealthProbes,
     options: { oneShot?: string[]; signal?: AbortSignal },
   ): Promise<void> {
+    const until = Date.now() + timeoutMs;
     // A one-shot container (migration, seed) that exited 0 is done, not failed, whatever its health
     // check says (often the image's, meant for another service: the check killed by its exit
     // leaves it "unhealthy"). While it runs, "unhealthy" fails like any other container's.

@@ -394,7 +394,7 @@ for (const [name, prepare] of [
 }
 
 backup(
-  'the container killed while pg_dump streams: exit 1, no final file, no temp file, earlier backups intact',
+  'the container killed (or stopped, without the fingerprint) while pg_dump streams: exit 1, no final file, no temp file, earlier backups intact',
   async () => {
     assert.ok(ready, 'setup failed');
     const victim = scratchName('pb-victim');
@@ -405,36 +405,57 @@ backup(
         victim,
         'CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;',
       );
-      const dir = temp.make();
-      const earlier = earlierBackups(dir, [2, 10]);
-      const run = startTool('backup-database', ['--compress', 'none'], {
-        PLANETARION_DIR: dir,
-        PLANETARION_DB_CONTAINER: victim,
-        PLANETARION_KEEP: '1',
-      });
-      await waitFor(
-        'the dump to be streaming',
-        () =>
-          files(join(dir, 'backups')).some(
-            (f) => f.includes('.tmp-') && statSync(join(dir, 'backups', f)).size > 1_000_000,
-          ),
-        60_000,
-        20,
-      );
-      execFileSync('docker', ['kill', victim]);
-      const r = await run.done;
-      assert.is(r.code, 1, r.stderr);
-      assert.equal(backupsIn(dir), earlier);
-      assert.equal(
-        files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')),
-        [],
-      );
-      assert.is(files(join(dir, 'backups')).length, 6);
-      assert.match(
-        logOf(dir),
-        /\] ERROR - Database container '.*' is not running \(it stopped during the dump\)/,
-        logOf(dir),
-      );
+      // SIGINT is what `docker stop` sends the official postgres image (its STOPSIGNAL; this test
+      // image keeps SIGTERM, a smart shutdown that lets the dump finish): a fast shutdown, so
+      // pg_dump fails while the exec still runs, and pg_isready after it finds no server, which
+      // must not pass for a server that never accepted the dump.
+      for (const [how, fingerprint] of [
+        ['SIGKILL', 'on'],
+        ['SIGINT', 'off'],
+      ] as const) {
+        if (how === 'SIGINT') {
+          execFileSync('docker', ['start', victim]);
+          await waitFor(
+            `${victim} to be healthy again`,
+            () =>
+              execFileSync('docker', ['inspect', '-f', '{{.State.Health.Status}}', victim]).toString().trim() ===
+              'healthy',
+            180_000,
+            500,
+          );
+        }
+        const dir = temp.make();
+        const earlier = earlierBackups(dir, [2, 10]);
+        const run = startTool('backup-database', ['--compress', 'none'], {
+          PLANETARION_DIR: dir,
+          PLANETARION_DB_CONTAINER: victim,
+          PLANETARION_KEEP: '1',
+          PLANETARION_FINGERPRINT: fingerprint,
+        });
+        await waitFor(
+          'the dump to be streaming',
+          () =>
+            files(join(dir, 'backups')).some(
+              (f) => f.includes('.tmp-') && statSync(join(dir, 'backups', f)).size > 1_000_000,
+            ),
+          60_000,
+          20,
+        );
+        execFileSync('docker', ['kill', '--signal', how, victim]);
+        const r = await run.done;
+        assert.is(r.code, 1, r.stderr);
+        assert.equal(backupsIn(dir), earlier);
+        assert.equal(
+          files(join(dir, 'backups')).filter((f) => f.includes('.tmp-')),
+          [],
+        );
+        assert.is(files(join(dir, 'backups')).length, 6);
+        assert.match(
+          logOf(dir),
+          /\] ERROR - Database container '.*' is not running \(it stopped during the dump\)/,
+          `${how}:\n${logOf(dir)}`,
+        );
+      }
     } finally {
       await removeDb(victim);
     }

@@ -114,7 +114,7 @@ const notOpenedStatus = 97;
 /**
  * The lines the exec writes to its stderr beside pg_dump's messages, each after the exec's tag:
  * the side query's answer (or its error), what the session's psql writes to stdout and stderr,
- * its exit status and end, and pg_dump's exit status. Each is one write of one line, so whole
+ * its exit status and end, pg_dump's exit status, and pg_isready's answer after a failed pg_dump. Each is one write of one line, so whole
  * lines never mix; a tag is looked for anywhere in a line, after a fragment of a pg_dump message
  * written in pieces.
  */
@@ -126,6 +126,7 @@ const kinds = {
   psqlExit: 'psql-exit: ',
   psqlEnd: 'psql-end',
   dumpExit: 'dump-exit: ',
+  notReady: 'not-ready: ',
 } as const;
 
 /**
@@ -187,7 +188,7 @@ export function dumpCommand(
     '  status=$?',
     'fi',
     // pg_isready only to name why pg_dump failed: run first, it put ~35 ms on every dump's path.
-    `if [ "$status" -ne 0 ] && [ "$status" -ne ${notOpenedStatus} ] && ! out=$(pg_isready -U "$user" -d "$database" </dev/null); then printf 'pg_isready: %s\\n' "$out" >&2; status=${notReadyStatus}; fi`,
+    `if [ "$status" -ne 0 ] && [ "$status" -ne ${notOpenedStatus} ] && ! out=$(pg_isready -U "$user" -d "$database" </dev/null); then out=$(printf '%s' "$out" | tr '\\n' ' '); printf '%s${kinds.notReady}%s\\n' "$tag" "$out" >&2; status=${notReadyStatus}; fi`,
     'wait',
     'exit $status',
   ].join('\n');
@@ -306,6 +307,8 @@ export interface ExecLineTargets {
 export class ExecStderr {
   /** The side query's one line of output, or psql's error; undefined until it came (or without one). */
   side: DumpResult['side'];
+  /** What pg_isready said after pg_dump failed, when it failed too. */
+  notReady: string | undefined;
   private readonly ownLine: RegExp;
   /** psql's exit status comes framed as one of its stderr lines, so after the tag twice. */
   private readonly psqlExitLine: string;
@@ -354,10 +357,16 @@ export class ExecStderr {
       case kinds.psqlOut:
         session?.output(payload);
         break;
-      case kinds.psqlErr:
-        if (payload.startsWith(this.psqlExitLine)) this.psqlExit = Number(payload.slice(this.psqlExitLine.length));
-        else session?.messages(payload);
+      case kinds.psqlErr: {
+        // After psql's last message, also one it was killed in the middle of (no newline).
+        const exit = payload.indexOf(this.psqlExitLine);
+        if (exit < 0) session?.messages(payload);
+        else {
+          if (exit > 0) session?.messages(`${payload.slice(0, exit)}\n`);
+          this.psqlExit = Number(payload.slice(exit + this.psqlExitLine.length));
+        }
         break;
+      }
       case kinds.psqlEnd:
         session?.ended(this.psqlExit);
         break;
@@ -369,6 +378,9 @@ export class ExecStderr {
         break;
       case kinds.dumpExit:
         onDumpExit(Number(payload));
+        break;
+      case kinds.notReady:
+        this.notReady = payload.trim();
         break;
     }
   }
@@ -563,9 +575,12 @@ async function collectDump(request: DumpRequest, exec: RunningExec): Promise<Dum
   const inspection = await inspector.end();
   const stderr = exec.stderr.text();
   if (code !== 0) {
-    // pg_dump's own status was reported first: the exec's says pg_isready failed after it.
-    const probe = exitCode === notReadyStatus ? /^pg_isready: (.*)$/m.exec(stderr) : null;
-    if (probe) throw new NotReadyError(request.container, probe[1]!);
+    // The server did not accept pg_dump's connection: pg_isready, run after it, says why. A dump
+    // that had begun (the server stopped or crashed under it) keeps pg_dump's own error, and the
+    // caller then looks for a container that stopped.
+    const notReady = exec.stderr.notReady;
+    if (exitCode === notReadyStatus && notReady !== undefined && dumpBytes === 0)
+      throw new NotReadyError(request.container, notReady);
     // Docker's own write to the file failed: "write /dev/stdout: no space left on device".
     const full = /no space left on device|disk quota exceeded/i.exec(stderr);
     if (full) throw noSpaceError(request.path, bytes, /quota/i.test(full[0]) ? 'EDQUOT' : 'ENOSPC');

@@ -256,7 +256,7 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
       throw error;
     });
   started.open(snapshot?.snapshot);
-  const fingerprintStart = Date.now();
+  let fingerprintStart = Date.now();
   const session = held.session;
   let properties: DumpResult['side'];
   // The exec ends once pg_dump is done and the session is closed: closed as soon as it has read
@@ -267,6 +267,7 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
         .tryQuery(databasePropertiesQuery(settings.dbName))
         .then((answer) => {
           properties = 'rows' in answer ? { answer: answer.rows[0]?.[0] ?? '' } : answer;
+          fingerprintStart = Date.now();
           return fingerprintTables(session, parseExclusions(settings.fingerprintExclude));
         })
         .then((result) => {

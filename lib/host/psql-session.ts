@@ -6,17 +6,17 @@ import { CliError } from '../errors.ts';
 /** Separates fields in psql's unaligned output; cannot occur in the catalog names we read back raw. */
 const FIELD = '\x1f';
 
-/**
- * Connection options (docker exec -e PGOPTIONS) that turn off the timeouts a role or database
- * may set for the application: they apply from the first statement, which a `SET` cannot do
- * (the SET itself runs under the role's statement_timeout), and override role settings.
- */
 /** SQL text ending in exactly one `;`, so psql runs it at once. */
 const terminated = (sql: string) => sql.trim().replace(/;?$/, ';');
 
 /** Runs one SQL text against a database and resolves with psql's unaligned output. */
 export type Sql = (sql: string) => Promise<string>;
 
+/**
+ * Connection options (docker exec -e PGOPTIONS) that turn off the timeouts a role or database
+ * may set for the application: they apply from the first statement, which a `SET` cannot do
+ * (the SET itself runs under the role's statement_timeout), and override role settings.
+ */
 export const noTimeoutsPgOptions = '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0';
 
 export interface PsqlTarget {
@@ -52,6 +52,8 @@ export class PsqlSession {
   private waiter: (() => void) | undefined;
   private readonly onExit: (() => void)[] = [];
   private counter = 0;
+  /** The messages of the failures tryQuery answered with (psql printed them to stderr too). */
+  private readonly handled: string[] = [];
 
   private constructor(private readonly channel: PsqlChannel) {}
 
@@ -113,7 +115,8 @@ export class PsqlSession {
    * Runs SQL whose failure must not end the session, as ON_ERROR_STOP would: under
    * ON_ERROR_ROLLBACK psql puts a savepoint before the statement and rolls back to it when the
    * statement fails, so the transaction (and the snapshot it holds) goes on. Resolves with the
-   * rows, or with the message psql reported (psql 12 and later name it; older ones do not).
+   * rows, or with the message psql reported (LAST_ERROR_MESSAGE, psql 11 and later). psql still
+   * prints that message to stderr: it is left out of the error of a later failure.
    */
   async tryQuery(sql: string): Promise<{ rows: string[][] } | { error: string }> {
     const failed = `__planetarion_failed_${++this.counter}__`;
@@ -129,8 +132,11 @@ export class PsqlSession {
         '\\set ON_ERROR_STOP on',
       ].join('\n'),
     );
-    const error = rows.find((row) => row[0]?.startsWith(failed));
-    return error ? { error: error.join(' ').slice(failed.length).trim() || 'no message' } : { rows };
+    const failure = rows.find((row) => row[0]?.startsWith(failed));
+    if (!failure) return { rows };
+    const error = failure.join(' ').slice(failed.length).trim() || 'no message';
+    this.handled.push(error);
+    return { error };
   }
 
   /** Writes psql input (SQL and meta-commands, whole lines), then reads the rows it printed. */
@@ -150,7 +156,12 @@ export class PsqlSession {
               .map((line) => line.split(FIELD));
       }
       if (this.exited) {
-        throw new CliError(`psql in the container failed: ${this.stderr.trim() || `exit ${this.exited.code}`}`);
+        // Without the lines of the errors tryQuery already answered with.
+        const messages = this.stderr
+          .split('\n')
+          .filter((line) => !this.handled.some((error) => line.includes(error)))
+          .join('\n');
+        throw new CliError(`psql in the container failed: ${messages.trim() || `exit ${this.exited.code}`}`);
       }
       await new Promise<void>((resolve) => (this.waiter = resolve));
       this.waiter = undefined;

@@ -106,7 +106,10 @@ export function pgDumpArgs(request: Pick<DumpRequest, 'user' | 'database' | 'for
  */
 const followPollMs = 250;
 
-/** The exit status of the dump's exec when pg_dump failed and pg_isready then did too (pg_dump exits 1, docker 125-127). */
+/**
+ * The exit status of the dump's exec when pg_dump failed and pg_isready then did too (pg_dump
+ * exits 1, docker 125-127).
+ */
 const notReadyStatus = 96;
 /** The exit status when the go line never came (the caller's checks failed, or it went away). */
 const notOpenedStatus = 97;
@@ -114,9 +117,9 @@ const notOpenedStatus = 97;
 /**
  * The lines the exec writes to its stderr beside pg_dump's messages, each after the exec's tag:
  * the side query's answer (or its error), what the session's psql writes to stdout and stderr,
- * its exit status and end, pg_dump's exit status, and pg_isready's answer after a failed pg_dump. Each is one write of one line, so whole
- * lines never mix; a tag is looked for anywhere in a line, after a fragment of a pg_dump message
- * written in pieces.
+ * its exit status and end, pg_dump's exit status, and pg_isready's answer after a failed pg_dump.
+ * Each is one write of one line, so whole lines never mix; a tag is looked for anywhere in a line,
+ * after a fragment of a pg_dump message written in pieces.
  */
 const kinds = {
   sideAnswer: 'side-answer: ',
@@ -159,7 +162,8 @@ export function snapshotHandoff(snapshot: string): string {
  * psql reads stdin instead, its output framed on stderr, and the go is psql writing the snapshot
  * it exported into a pipe to pg_dump's side of the script (the pipe's end, once psql ended first
  * with every process that could write to it, means no dump); the exec ends once pg_dump is done
- * and the session closed. Nothing is written to the container's filesystem. The values reach sh as arguments or data, never as script text.
+ * and the session closed. Nothing is written to the container's filesystem. The values reach sh
+ * as arguments or data, never as script text.
  */
 export function dumpCommand(
   request: Pick<DumpRequest, 'user' | 'database' | 'format' | 'sideQuery' | 'session'>,

@@ -25,9 +25,8 @@ import { backupFileName, sequenceFileName } from '../lib/store/backup-files.ts';
 import { takeFingerprint } from '../lib/dump/fingerprint.ts';
 import { lockFileName } from '../lib/host/lock.ts';
 import { resolveBackupArgument } from '../lib/restore/flow.ts';
-import { PsqlSession } from '../lib/host/psql-session.ts';
 import { runTool, startTool, waitFor } from './helpers/cli.ts';
-import { psql, removeDb, scratchName, seedPlanetarion, startDb, writeRows } from './helpers/db.ts';
+import { openSession, psql, removeDb, scratchName, seedPlanetarion, startDb, writeRows } from './helpers/db.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
 const db = scratchName('pb-backup');
@@ -64,12 +63,7 @@ async function restoredFingerprint(file: string): Promise<string> {
       file,
       target,
     ]);
-    const session = PsqlSession.open({
-      docker: 'docker',
-      container: target,
-      user: 'planetarion_user',
-      database: 'planetarion',
-    });
+    const session = openSession(target);
     try {
       return (await takeFingerprint(session)).sha256;
     } finally {

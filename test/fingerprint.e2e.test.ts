@@ -4,8 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { listTables, takeFingerprint, type FingerprintAlgorithm } from '../lib/dump/fingerprint.ts';
-import { PsqlSession } from '../lib/host/psql-session.ts';
-import { psql, removeDb, scratchName, startDb } from './helpers/db.ts';
+import { openSession, psql, removeDb, scratchName, startDb } from './helpers/db.ts';
 
 const name = scratchName('pb-fingerprint');
 let ready = false;
@@ -30,7 +29,7 @@ INSERT INTO no_columns DEFAULT VALUES;
 `;
 
 async function fingerprint(database: string, algorithm?: FingerprintAlgorithm) {
-  const session = PsqlSession.open({ docker: 'docker', container: name, user: 'planetarion_user', database });
+  const session = openSession(name, database);
   try {
     return await takeFingerprint(session, [], algorithm);
   } finally {
@@ -58,12 +57,7 @@ fp('setup: a database with a table of each kind', async () => {
 
 fp('the typed hash applies to tables of plain types (domains included), the text form to the rest', async () => {
   assert.ok(ready, 'setup failed');
-  const session = PsqlSession.open({
-    docker: 'docker',
-    container: name,
-    user: 'planetarion_user',
-    database: 'planetarion',
-  });
+  const session = openSession(name);
   try {
     const kinds = Object.fromEntries((await listTables(session)).map((t) => [t.table, t.typed]));
     assert.equal(kinds, { amounts: false, docs: false, no_columns: true, simple: true, spans: false, tags: false });
@@ -108,12 +102,7 @@ fp('typed-only counts an inheritance child once, in itself; typed counted it in 
 
 fp('a failing tryQuery names the error and leaves the transaction, and the snapshot it exported, usable', async () => {
   assert.ok(ready, 'setup failed');
-  const session = PsqlSession.open({
-    docker: 'docker',
-    container: name,
-    user: 'planetarion_user',
-    database: 'planetarion',
-  });
+  const session = openSession(name);
   try {
     const [[snapshot]] = (await session.query(
       'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()',

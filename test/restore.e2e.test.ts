@@ -6,11 +6,10 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { takeFingerprint } from '../lib/dump/fingerprint.ts';
-import { PsqlSession } from '../lib/host/psql-session.ts';
 import { Logger } from '../lib/log.ts';
 import { AdminSession, rollbackDatabase, swapDatabases } from '../lib/restore/attempt.ts';
 import { runTool } from './helpers/cli.ts';
-import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
+import { openSession, psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import { backupInto, databases, fingerprintOf, marker, resealBackup, setMarker } from './helpers/restore-checks.ts';
 import { TempDirs } from './helpers/tmp.ts';
 
@@ -316,12 +315,7 @@ restore(
     const file = await backupInto(dir, src);
     const path = join(dir, 'backups', `${file}.json`);
     const manifest = JSON.parse(readFileSync(path, 'utf8'));
-    const session = PsqlSession.open({
-      docker: 'docker',
-      container: src,
-      user: 'planetarion_user',
-      database: 'planetarion',
-    });
+    const session = openSession(src);
     const { algorithm, ...legacy } = await takeFingerprint(session, [], 'text').finally(() => session.close());
     assert.is(algorithm, 'text');
     writeFileSync(path, JSON.stringify({ ...manifest, fingerprint: legacy }));

@@ -256,47 +256,41 @@ async function dumpAndFingerprint(context: BackupContext, held: RunResources, pr
       throw error;
     });
   started.open(snapshot?.snapshot);
-  let fingerprintStart = Date.now();
   const session = held.session;
-  let properties: DumpResult['side'];
   // The exec ends once pg_dump is done and the session is closed: closed as soon as it has read
   // every table, whether or not the fingerprint succeeded. The database's properties come first:
   // a psql of their own in the exec put ~30 ms on the dump's path, and their failure only warns.
-  const tablesPromise = session
-    ? session
-        .tryQuery(databasePropertiesQuery(settings.dbName))
-        .then((answer) => {
-          properties = 'rows' in answer ? { answer: answer.rows[0]?.[0] ?? '' } : answer;
-          fingerprintStart = Date.now();
-          return fingerprintTables(session, parseExclusions(settings.fingerprintExclude));
-        })
-        .then((result) => {
-          durations.fingerprint = Date.now() - fingerprintStart;
-          return result;
-        })
-        .finally(() => session.close())
+  const sessionRead = session
+    ? (async () => {
+        const answer = await session.tryQuery(databasePropertiesQuery(settings.dbName));
+        const properties: DumpResult['side'] = 'rows' in answer ? { answer: answer.rows[0]?.[0] ?? '' } : answer;
+        const start = Date.now();
+        const tables = await fingerprintTables(session, parseExclusions(settings.fingerprintExclude));
+        durations.fingerprint = Date.now() - start;
+        return { properties, tables };
+      })().finally(() => session.close())
     : Promise.resolve(undefined);
-  tablesPromise.catch(() => {});
+  sessionRead.catch(() => {});
   let dump: DumpResult;
   try {
     dump = await started.done;
   } catch (error) {
-    throw await explainDumpFailure(context, pre.docker, tablesPromise, error);
+    throw await explainDumpFailure(context, pre.docker, sessionRead, error);
   }
   durations.dump = dump.durationMs;
-  const tables = await tablesPromise;
+  const read = await sessionRead;
   held.session = undefined;
-  const fingerprint: Fingerprint | null = tables
-    ? combineFingerprint(tables.tables, dump.inspection.sequences, tables.excluded)
+  const fingerprint: Fingerprint | null = read
+    ? combineFingerprint(read.tables.tables, dump.inspection.sequences, read.tables.excluded)
     : null;
-  return { dump, fingerprint, durations, state, snapshot, properties: session ? properties : dump.side };
+  return { dump, fingerprint, durations, state, snapshot, properties: read ? read.properties : dump.side };
 }
 
 /** The error that names why the dump failed: the container stopping, or the fingerprint's session failing first. */
 async function explainDumpFailure(
   context: BackupContext,
   docker: Docker,
-  tablesPromise: Promise<unknown>,
+  sessionRead: Promise<unknown>,
   error: unknown,
 ): Promise<unknown> {
   const { settings, log } = context;
@@ -322,7 +316,7 @@ async function explainDumpFailure(
   // failed for a reason of its own ends the session (dump/pg-dump.ts): its message stands.
   if (!/snapshot/i.test(errorText(error))) return error;
   const fingerprintError = await Promise.race([
-    tablesPromise.then(
+    sessionRead.then(
       () => undefined,
       (e: unknown) => e,
     ),

@@ -399,15 +399,14 @@ backup(
         victim,
         'CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload FROM generate_series(1, 1000000) g;',
       );
-      // SIGINT is what `docker stop` sends the official postgres image (its STOPSIGNAL; this test
-      // image keeps SIGTERM, a smart shutdown that lets the dump finish): a fast shutdown, so
-      // pg_dump fails while the exec still runs, and pg_isready after it finds no server, which
-      // must not pass for a server that never accepted the dump.
+      // `docker stop` sends the server SIGINT (the image's STOPSIGNAL, as in the official image): a
+      // fast shutdown, so pg_dump fails while the exec still runs, and pg_isready after it finds
+      // no server, which must not pass for a server that never accepted the dump.
       for (const [how, fingerprint] of [
         ['SIGKILL', 'on'],
-        ['SIGINT', 'off'],
+        ['stop', 'off'],
       ] as const) {
-        if (how === 'SIGINT') {
+        if (how === 'stop') {
           execFileSync('docker', ['start', victim]);
           await waitFor(
             `${victim} to be healthy again`,
@@ -435,7 +434,7 @@ backup(
           60_000,
           20,
         );
-        execFileSync('docker', ['kill', '--signal', how, victim]);
+        execFileSync('docker', how === 'stop' ? ['stop', victim] : ['kill', '--signal', how, victim]);
         const r = await run.done;
         assert.is(r.code, 1, r.stderr);
         assert.equal(backupsIn(dir), earlier);

@@ -26,6 +26,11 @@ tar -C "$rootfs" -c . | docker import \
   -c 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
   -c 'HEALTHCHECK --interval=1s --timeout=5s --start-period=60s --retries=3 CMD pg_isready -q -h /var/run/postgresql -U "${POSTGRES_USER:-postgres}" -d "${POSTGRES_DB:-postgres}"' \
   -c "LABEL planetarion.recipe=$recipe" \
-  - "$name:$recipe" >/dev/null
+  - "$name:$recipe-rootfs" >/dev/null
+# Like the official image, `docker stop` sends SIGINT, PostgreSQL's fast shutdown: sessions are
+# ended, not waited for (Docker's default SIGTERM is a smart shutdown, which lets a running dump
+# finish). `docker import` takes no STOPSIGNAL; a build from the local image needs no registry.
+printf 'FROM %s\nSTOPSIGNAL SIGINT\n' "$name:$recipe-rootfs" | DOCKER_BUILDKIT=0 docker build -q -t "$name:$recipe" - >/dev/null
+docker rmi "$name:$recipe-rootfs" >/dev/null
 docker tag "$name:$recipe" "$name:latest"
 echo "built $name:$recipe"

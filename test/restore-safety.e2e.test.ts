@@ -3,7 +3,7 @@
 // mid-COPY, a database volume too small, a backup of another database, a row shaped like a
 // setval() line, and psql's row data kept out of the log of an encrypted setup.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants, gunzipSync, gzipSync } from 'node:zlib';
 import { suite } from 'uvu';
@@ -11,7 +11,9 @@ import * as assert from 'uvu/assert';
 import { readDatabaseProperties } from '../lib/dump/database-properties.ts';
 import { oneShotSql } from '../lib/restore/attempt.ts';
 import { createShell } from '../lib/host/shell.ts';
-import { runTool, startTool, waitFor } from './helpers/cli.ts';
+import { distBin, runTool, startTool, waitFor } from './helpers/cli.ts';
+import { runInTerminal, startSshd } from './helpers/sshd.ts';
+import { lockFileName, ownerIsAlive, type LockOwner } from '../lib/host/lock.ts';
 import { psql, removeDb, scratchName, seedPlanetarion, startDb } from './helpers/db.ts';
 import {
   acceptsConnections,
@@ -148,6 +150,39 @@ for (const [signal, phase, line] of [
     },
   );
 }
+
+safety(
+  'the SSH session is lost while the live database is fenced: the run still stops at a safe point (its lock released) and the live database accepts connections',
+  async () => {
+    assert.ok(ready, 'setup failed');
+    const dir = temp.make();
+    await setMarker(src, 'backup-lost-session');
+    await backup(dir, src);
+    await setMarker(src, 'live-lost-session');
+    const sshd = await startSshd();
+    try {
+      const session = runInTerminal(sshd, env(dir), [join(distBin, 'restore-database'), 'latest', '--yes']);
+      const lock = join(dir, lockFileName);
+      await waitFor("'Fencing' on the terminal", () => /Fencing 'planetarion'/.test(session.output()), 120_000, 5);
+      const owner = JSON.parse(readFileSync(lock, 'utf8')) as LockOwner;
+      // The client dies: sshd hangs up the terminal, the run gets SIGHUP, and every later write
+      // to the terminal fails. It must still reach the safe point and let go of the lock.
+      session.lose();
+      await waitFor(`the restore (pid ${owner.pid}) to end`, () => !ownerIsAlive(owner), 120_000, 50);
+      const log = readFileSync(join(dir, 'logs', 'backup.log'), 'utf8');
+      assert.match(log, /Received SIGHUP: stopping at the next safe point/);
+      assert.not.ok(existsSync(lock), `the run died before its safe point (its lock is left):\n${log}`);
+      assert.ok(await acceptsConnections(src), `the live database refuses connections:\n${log}`);
+      assert.not.ok(
+        (await databases(src)).some((d) => /_(restore|drill)_/.test(d)),
+        (await databases(src)).join(),
+      );
+      assert.ok(['backup-lost-session', 'live-lost-session'].includes(await marker(src)));
+    } finally {
+      await sshd.stop();
+    }
+  },
+);
 
 safety('a killed run leaves its scratch database: the next run drops it under the lock and logs it', async () => {
   assert.ok(ready, 'setup failed');

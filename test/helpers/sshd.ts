@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { makeTempDir, removeTempDir } from './tmp.ts';
+import { quotePosix } from '../../lib/host/shell.ts';
 
 const loopback = '127.0.0.1';
 
@@ -162,4 +163,48 @@ export function startSilentListener(): Promise<SilentListener> {
       });
     });
   });
+}
+
+/** A command run by hand in an SSH session with a terminal (`ssh -tt`), as an operator runs it. */
+export interface TerminalSession {
+  /** Everything the session's terminal showed so far (stdout and stderr share it). */
+  output(): string;
+  /** The connection drops: the ssh client dies, sshd hangs up the terminal (SIGHUP, then EIO). */
+  lose(): void;
+  done: Promise<void>;
+}
+
+/**
+ * Starts `argv` with `env` over a real SSH session to `sshd`, with a terminal, the way an operator
+ * runs restore-database or deploy-to-qnap --local on the NAS. Every value is quoted by the
+ * tool's own POSIX quoting.
+ */
+export function runInTerminal(sshd: TestSshd, env: Record<string, string>, argv: string[]): TerminalSession {
+  const command = ['exec', 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]
+    .map(quotePosix)
+    .join(' ');
+  const client = spawn(
+    'ssh',
+    [
+      '-tt',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `UserKnownHostsFile=${sshd.knownHosts}`,
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-i',
+      sshd.keyFile,
+      '-p',
+      String(sshd.port),
+      `${sshd.user}@${sshd.host}`,
+      command,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  client.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  client.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  const done = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  return { output: () => output, lose: () => client.kill('SIGKILL'), done };
 }

@@ -4,7 +4,7 @@
 // old-script stack is recognised, a host-side writer loses no committed row, and SIGTERM at
 // any phase before the switch leaves the live slot as it was.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -12,7 +12,10 @@ import { verifyOwnCluster } from '../lib/deploy/fence.ts';
 import { Docker } from '../lib/host/docker.ts';
 import { CliError } from '../lib/errors.ts';
 import { createShell } from '../lib/host/shell.ts';
-import { runTool, startTool, waitFor, type ToolResult } from './helpers/cli.ts';
+import { distBin, runTool, startTool, waitFor } from './helpers/cli.ts';
+import { runInTerminal, startSshd } from './helpers/sshd.ts';
+import { lockFileName, ownerIsAlive, type LockOwner } from '../lib/host/lock.ts';
+import { deployLogName } from '../lib/paths.ts';
 import { startHostWriter, whileWriting } from './helpers/deploy-faults.ts';
 import {
   containersOf,
@@ -151,14 +154,55 @@ safety(
 safety.after.each(cleanAll);
 safety.run();
 
-const signals = suite('deploy-to-qnap: SIGINT, SIGTERM or SIGHUP at each phase before the switch rolls back');
+const signals = suite(
+  'deploy-to-qnap: SIGINT, SIGTERM or SIGHUP at each phase before the switch, or a lost SSH session, rolls back',
+);
 
-/** Starts a deployment and sends `signal` once its log announces `phase` (after `delayMs`). */
-async function deployKilledAt(n: TestNas, phase: string, delayMs: number, signal: NodeJS.Signals): Promise<ToolResult> {
-  const started = startTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
+/** What an interrupted deployment left to check: its exit code and what it said (the log, for a lost session). */
+interface Interrupted {
+  code: number | null;
+  said: string;
+  /** Whether it let go of the shared lock: it ended through its own code, not killed on the way. */
+  lockReleased: boolean;
+}
+
+/**
+ * Starts a deployment and interrupts it once its log announces `phase` (after `delayMs`): sends
+ * `how`, or loses the SSH session it was started in by hand (sshd hangs up its terminal: SIGHUP,
+ * and every later write to the terminal fails).
+ */
+async function deployInterruptedAt(
+  n: TestNas,
+  phase: string,
+  delayMs: number,
+  how: NodeJS.Signals | 'lost session',
+): Promise<Interrupted> {
+  const args = ['--local', '--health-timeout', '180', ...n.deployArgs];
+  const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase.replaceAll('+', '\\+')}:`);
+  const lock = join(n.dir, lockFileName);
+  if (how === 'lost session') {
+    const sshd = await startSshd();
+    try {
+      const session = runInTerminal(sshd, n.env, [join(distBin, 'deploy-to-qnap'), ...args]);
+      await waitFor(`phase ${phase}`, () => inPhase.test(session.output()), 600_000, 20).catch((error: Error) => {
+        throw new Error(`${error.message}; the terminal showed:\n${session.output()}`);
+      });
+      await sleep(delayMs);
+      const owner = JSON.parse(readFileSync(lock, 'utf8')) as LockOwner;
+      session.lose();
+      await waitFor(`the deployment (pid ${owner.pid}) to end`, () => !ownerIsAlive(owner), 600_000, 100);
+      return {
+        code: null,
+        said: readFileSync(join(n.dir, 'logs', deployLogName), 'utf8'),
+        lockReleased: !existsSync(lock),
+      };
+    } finally {
+      await sshd.stop();
+    }
+  }
+  const started = startTool('deploy-to-qnap', args, n.env);
   let stderr = '';
   started.child.stderr!.on('data', (d: string) => (stderr += d));
-  const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase.replaceAll('+', '\\+')}:`);
   // A deployment that never reaches the phase is rolled back, so it cannot finish and move the live slot under the next test.
   await waitFor(`phase ${phase}`, () => inPhase.test(stderr), 600_000, 20).catch(async (error: Error) => {
     started.child.kill('SIGTERM');
@@ -166,8 +210,9 @@ async function deployKilledAt(n: TestNas, phase: string, delayMs: number, signal
     throw new Error(`${error.message}; the log:\n${stderr}`);
   });
   await sleep(delayMs);
-  started.child.kill(signal);
-  return started.done;
+  started.child.kill(how);
+  const r = await started.done;
+  return { code: r.code, said: r.stderr, lockReleased: !existsSync(lock) };
 }
 
 // One NAS for every phase: each interrupted deployment must leave it exactly as it was.
@@ -186,19 +231,26 @@ for (const [phase, delayMs, signal] of [
   ['prove', 100, 'SIGHUP'],
   ['start + detach', 300, 'SIGTERM'],
   ['release', 0, 'SIGTERM'],
+  // Run by hand over SSH, the connection drops while the writers are stopped and the fence is up.
+  ['freeze', 300, 'lost session'],
 ] as const) {
   signals(
-    `${signal} during ${phase}: exit 1, the writers run again, the fence is gone, no slot is left, the live data is intact`,
+    `${signal} during ${phase}: ${signal === 'lost session' ? 'the rollback runs' : 'exit 1'}, the writers run again, the fence is gone, no slot is left, the live data is intact`,
     async () => {
       const n = signalNas!;
       assert.ok(liveSlot, 'setup failed');
       await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
       const liveBefore = containersOf(n.project);
       const rowsBefore = Number(sql(n.container, 'SELECT count(*) FROM app_writes'));
-      const r = await deployKilledAt(n, phase, delayMs, signal);
-      assert.is(r.code, 1, r.stderr);
-      assert.match(r.stderr, new RegExp(`Error: interrupted by ${signal}`));
-      assert.not.match(r.stderr, / {4}at /);
+      const r = await deployInterruptedAt(n, phase, delayMs, signal);
+      assert.ok(r.lockReleased, `the deployment died before its rollback ended (its lock is left):\n${r.said}`);
+      if (signal === 'lost session')
+        assert.match(r.said, /The deployment stopped before the switch: interrupted by SIGHUP; rolling back/);
+      else {
+        assert.is(r.code, 1, r.said);
+        assert.match(r.said, new RegExp(`Error: interrupted by ${signal}`));
+      }
+      assert.not.match(r.said, / {4}at /);
       // Only the live slot's containers, in the states they had.
       await waitFor('the writers to run', () => containersOf(n.project)[appName(n)] === 'running', 60_000, 200);
       assert.equal(containersOf(n.project), liveBefore);

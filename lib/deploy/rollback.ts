@@ -23,6 +23,7 @@ import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
 import { Docker } from '../host/docker.ts';
 import { CliError, errorText } from '../errors.ts';
 import { acquireLock } from '../host/lock.ts';
+import { Interruption } from '../restore/interruption.ts';
 import type { Logger } from '../log.ts';
 import type { Settings } from '../settings.ts';
 import type { Shell } from '../host/shell.ts';
@@ -108,6 +109,8 @@ interface RollbackRun {
   started: number;
   summary: DeploySummary;
   fence: LiveFence | undefined;
+  /** Fires on SIGINT, SIGTERM or SIGHUP (a lost SSH session): the rollback stops at its next safe point. */
+  abort: AbortSignal | undefined;
 }
 
 async function prepareRollback(options: RollbackOptions): Promise<RollbackRun> {
@@ -148,6 +151,7 @@ async function prepareRollback(options: RollbackOptions): Promise<RollbackRun> {
       attempts: [],
     },
     fence: undefined,
+    abort: undefined,
   };
 }
 
@@ -210,12 +214,25 @@ async function backUpCurrentWrites(run: RollbackRun): Promise<string> {
     return pinned;
   } catch (error) {
     await serveAgain(run);
+    // A signal kills the backup's exec (pg-dump.ts): the signal is what stopped it.
+    const why = run.abort?.aborted ? `interrupted by ${String(run.abort.reason)}` : errorText(error);
     return failed(
       run,
-      `the backup before the rollback failed (${errorText(error)}); nothing was switched`,
+      `the backup before the rollback failed (${why}); nothing was switched`,
       `${run.current.project} serves again.`,
     );
   }
+}
+
+/** A safe point: after a signal, `undo` lets the current slot serve again and the rollback stops there (exit 1). */
+async function stopIfInterrupted(run: RollbackRun, undo: (run: RollbackRun) => Promise<void>): Promise<void> {
+  if (!run.abort?.aborted) return;
+  await undo(run);
+  failed(
+    run,
+    `interrupted by ${String(run.abort.reason)}; the rollback was not done`,
+    `${run.current.project} serves again (its fence lifted, its writers started).`,
+  );
 }
 
 /** 2. The previous slot must serve under its slot names before any name moves. */
@@ -282,12 +299,19 @@ async function switchBack(run: RollbackRun, pinned: string): Promise<RollbackRes
 /** Makes the previous slot live again; see the top of this file. */
 export async function rollbackDeployment(options: RollbackOptions): Promise<RollbackResult> {
   const lock = acquireLock(options.settings.dir, 'deploy-to-qnap --rollback');
+  // Ctrl-C, SIGTERM or a lost SSH session must not end the run with the writers stopped and the
+  // database fenced: it stops at the next safe point, and the journalled switch, once begun, ends.
+  const interruption = new Interruption(options.log);
   try {
     const run = await prepareRollback(options);
+    run.abort = interruption.abort;
     const pinned = await backUpCurrentWrites(run);
+    await stopIfInterrupted(run, serveAgain);
     await startPrevious(run, pinned);
+    await stopIfInterrupted(run, standDown);
     return await switchBack(run, pinned);
   } finally {
+    interruption.uninstall();
     lock.release();
   }
 }

@@ -3,7 +3,7 @@
 // migration): the new slot gets storage of its own, a stopped live deployment is refused, an
 // old-script stack is recognised, a host-side writer loses no committed row, and SIGTERM at
 // any phase before the switch leaves the live slot as it was.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -274,5 +274,118 @@ for (const [phase, delayMs, signal] of [
     },
   );
 }
+/** The containers of the NAS's project (every slot) that run. */
+const runningOf = (n: TestNas) =>
+  Object.entries(containersOf(n.project))
+    .filter(([, state]) => state === 'running')
+    .map(([name]) => name)
+    .sort();
+
+/**
+ * Starts a deployment and SIGKILLs it (no handler, no rollback runs: a power cut) the moment
+ * `container` stops once its log has announced `phase`.
+ */
+async function killedWhenStopped(n: TestNas, phase: string, container: string): Promise<string> {
+  // `docker wait` names the container exactly (an events filter matches names by prefix).
+  const wait = spawn('docker', ['wait', container], { stdio: 'ignore' });
+  let died = false;
+  wait.once('exit', () => (died = true));
+  try {
+    const started = startTool('deploy-to-qnap', ['--local', '--health-timeout', '180', ...n.deployArgs], n.env);
+    let stderr = '';
+    started.child.stderr!.on('data', (d: string) => (stderr += d));
+    const inPhase = new RegExp(`Phase \\d+/\\d+ ${phase}:`);
+    await waitFor(
+      `${container} to stop in phase ${phase}`,
+      async () => {
+        if (started.child.exitCode !== null) throw new Error(`the deployment ended first:\n${stderr}`);
+        return inPhase.test(stderr) && died;
+      },
+      600_000,
+      5,
+    );
+    started.child.kill('SIGKILL');
+    await started.done;
+    return stderr;
+  } finally {
+    wait.kill();
+  }
+}
+
+signals(
+  'SIGKILL once the writers stopped (freeze), then once the live database stopped (release): the next backup, then --status, start them again; the next deployment removes the slot left',
+  async () => {
+    const n = signalNas!;
+    assert.ok(liveSlot, 'setup failed');
+    await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
+    const running = () => runningOf(n);
+    const runningBefore = running();
+    await killedWhenStopped(n, 'freeze', appName(n));
+    assert.is(containersOf(n.project)[appName(n)], 'exited');
+    // The scheduled backup is what runs next on its own.
+    const backup = await runTool('backup-database', [], n.env);
+    assert.is(backup.code, 0, backup.stderr);
+    assert.match(
+      backup.stderr,
+      new RegExp(`An interrupted deployment had stopped ${appName(n)} of the live slot: starting ${appName(n)}`),
+    );
+    assert.equal(running(), runningBefore);
+
+    const said = await killedWhenStopped(n, 'release', n.container);
+    assert.match(said, /Removing slot \S+, which an interrupted deployment was building/);
+    assert.is(containersOf(n.project)[n.container], 'exited');
+    const status = await runTool('deploy-to-qnap', ['--local', '--status', ...n.deployArgs], n.env);
+    assert.is(status.code, 0, status.stderr);
+    assert.match(
+      status.stdout,
+      new RegExp(`An interrupted deployment had stopped live containers: started ${n.container}, ${appName(n)} again`),
+    );
+    // Only the live slot runs (the new one, started before the release, was stopped first).
+    assert.equal(running(), runningBefore);
+    await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
+    assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
+    sql(n.container, "INSERT INTO app_writes (origin) VALUES ('after-sigkill')");
+
+    const next = await deploy(n);
+    assert.is(next.code, 0, next.stderr);
+    assert.match(next.stderr, /Removing slot \S+, which an interrupted deployment was building/);
+    assert.is(sql(n.container, "SELECT count(*) FROM app_writes WHERE origin = 'after-sigkill'"), '1');
+  },
+);
+signals(
+  'the SSH session of --rollback is lost during its backup: it stops at that safe point, nothing is switched, the current slot serves (writers running, no fence)',
+  async () => {
+    const n = signalNas!;
+    await waitFor('the app', () => health(appName(n)) === 'healthy', 120_000, 200);
+    const status = async () =>
+      JSON.parse((await runTool('deploy-to-qnap', ['--local', '--status', '--json', ...n.deployArgs], n.env)).stdout);
+    const before = await status();
+    assert.ok(before.previous, 'no previous slot to roll back to');
+    const runningBefore = runningOf(n);
+    const sshd = await startSshd();
+    try {
+      const session = runInTerminal(sshd, n.env, [
+        join(distBin, 'deploy-to-qnap'),
+        '--local',
+        '--rollback',
+        ...n.deployArgs,
+      ]);
+      await waitFor("the rollback's backup", () => /Starting backup of database/.test(session.output()), 300_000, 5);
+      const owner = JSON.parse(readFileSync(join(n.dir, lockFileName), 'utf8')) as LockOwner;
+      session.lose();
+      await waitFor(`the rollback (pid ${owner.pid}) to end`, () => !ownerIsAlive(owner), 300_000, 100);
+    } finally {
+      await sshd.stop();
+    }
+    const log = readFileSync(join(n.dir, 'logs', deployLogName), 'utf8');
+    assert.match(log, /Received SIGHUP: stopping at the next safe point/);
+    const after = await status();
+    assert.is(after.live.project, before.live.project);
+    assert.match(after.lastDeploy.error, /interrupted by SIGHUP/);
+    assert.equal(runningOf(n), runningBefore);
+    assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
+    sql(n.container, "INSERT INTO app_writes (origin) VALUES ('after-lost-rollback')");
+  },
+);
 signals.after(cleanAll);
 signals.run();

@@ -38,6 +38,7 @@ export async function backupDatabaseCommand({ flags, settings, json, dryRun, ter
     { reconcileIfIdle },
     { CliError, errorText },
     { checkOffsite },
+    { startInterruptedStopsIfIdle },
   ] = await Promise.all([
     import('../backup/run.ts'),
     import('../store/folders.ts'),
@@ -48,6 +49,7 @@ export async function backupDatabaseCommand({ flags, settings, json, dryRun, ter
     import('../deploy/switch.ts'),
     import('../errors.ts'),
     import('../offsite/copy.ts'),
+    import('../deploy/interrupted-stops.ts'),
   ]);
   const folderNotes = checkBackupDirectories(settings, !dryRun);
   const log = new Logger({ file: dryRun ? undefined : join(settings.logDir, backupLogName) });
@@ -61,6 +63,8 @@ export async function backupDatabaseCommand({ flags, settings, json, dryRun, ter
     await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database').catch((error: unknown) =>
       log.warn(`Could not reconcile the deploy switch journal: ${errorText(error)}`),
     );
+  // And what a deployment killed outright had stopped of the live slot runs again (the game first).
+  if (!dryRun) await startInterruptedStopsIfIdle({ dir: settings.dir, docker, $, log }, 'backup-database');
   const summary = await runBackup({
     settings,
     docker,

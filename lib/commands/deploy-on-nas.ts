@@ -24,6 +24,7 @@ import {
 import { planDeploy, rollbackDeployment, runDeploy } from '../deploy/flow.ts';
 import { reconcileReplicationIfIdle, replicationLeftovers } from '../deploy/replication.ts';
 import { readStagingJournal } from '../deploy/staging-journal.ts';
+import { startInterruptedStopsIfIdle } from '../deploy/interrupted-stops.ts';
 import { readDeployState } from '../deploy/state.ts';
 import { reconcileIfIdle } from '../deploy/switch.ts';
 import { parseServiceImages } from '../deploy/service-images.ts';
@@ -64,6 +65,7 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
   const $ = createShell();
   const reconciled = await reconcileIfIdle({ dir: settings.dir, docker, $, log }, 'deploy-to-qnap --status');
   const replication = await reconcileReplicationIfIdle($, docker, settings.dir, log, 'deploy-to-qnap --status');
+  const restarted = await startInterruptedStopsIfIdle({ dir: settings.dir, docker, $, log }, 'deploy-to-qnap --status');
   const state = readDeployState(settings.dir);
   const record = latestRun(settings.dir);
   const run = record && { ...record, outcome: runOutcome(settings.dir, record) };
@@ -77,7 +79,7 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
   const staged = run && !run.outcome ? undefined : readStagingJournal(settings.dir);
   if (json)
     return void terminal.out(
-      `${JSON.stringify({ ...state, run, reconciled, replication, replicationLeftovers: leftovers, leftoverSlot: staged?.project ?? null }, null, 2)}\n`,
+      `${JSON.stringify({ ...state, run, reconciled, replication, restarted, replicationLeftovers: leftovers, leftoverSlot: staged?.project ?? null }, null, 2)}\n`,
     );
   const line = (label: string, slot: typeof state.live) =>
     `${label}: ${slot ? `${slot.project} since ${slot.since} (${slot.containers.map((c) => c.name).join(', ')})` : 'none'}`;
@@ -93,6 +95,17 @@ async function showStatus(settings: Settings, json: boolean, terminal: Terminal)
             'An interrupted online deployment is journalled and another run holds the lock: it is put back once that run ends.',
           ]
         : []),
+      ...(restarted === 'busy'
+        ? [
+            'An interrupted deployment had stopped live containers and another run holds the lock: they start once it ends.',
+          ]
+        : typeof restarted === 'object' && restarted.started.length
+          ? [`An interrupted deployment had stopped live containers: started ${restarted.started.join(', ')} again.`]
+          : restarted === 'failed'
+            ? [
+                `An interrupted deployment had stopped live containers, and starting them failed (see ${join(settings.logDir, deployLogName)}); the log names them, and the next backup or --status tries again.`,
+              ]
+            : []),
       ...(replication === 'reconciled'
         ? ['An interrupted online deployment was put back: its replication objects dropped, REPLICA IDENTITY restored.']
         : []),

@@ -41,6 +41,7 @@ import { CliError, UsageError, errorText } from '../errors.ts';
 import { recordDatabaseProperties } from '../dump/database-properties.ts';
 import { quoteIdent } from '../dump/fingerprint.ts';
 import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
+import { startInterruptedStops } from './interrupted-stops.ts';
 import { pruneImages, prunableImages, slotImages } from './image-prune.ts';
 import {
   readStagingJournal,
@@ -153,16 +154,18 @@ const newTarget = (run: DeployRun): RestoreTarget => ({
 });
 const liveTarget = (run: DeployRun): RestoreTarget => ({ ...newTarget(run), container: run.liveDb! });
 
-/** Starts containers again (best effort on failure paths: logs what it could not do). */
-async function restart(docker: Docker, names: string[], log: Logger): Promise<void> {
-  if (!names.length) return;
+/** Starts containers again (best effort on failure paths: logs what it could not do); whether they started. */
+async function restart(docker: Docker, names: string[], log: Logger): Promise<boolean> {
+  if (!names.length) return true;
   try {
     await docker.start(names);
     log.info(`Restarted the live writers: ${names.join(', ')}`);
+    return true;
   } catch (error) {
     log.error(
       `Could not restart ${names.join(', ')}: ${errorText(error)} — start them by hand: docker start ${names.join(' ')}`,
     );
+    return false;
   }
 }
 
@@ -199,6 +202,8 @@ const stagingOf = (run: DeployRun): StagingJournal => ({
   containers: run.next.containers,
   folders: run.progress.folders,
   keepStorage: run.progress.sameCluster,
+  stoppedWriters: run.progress.stoppedWriters,
+  ...(run.progress.liveDbStopped && run.liveDb ? { stoppedDatabase: run.liveDb } : {}),
 });
 
 /**
@@ -209,6 +214,8 @@ async function reconcileStaging(options: DeployOptions, command: ComposeCommand,
   const { settings, log } = options;
   const journal = readStagingJournal(settings.dir);
   if (!journal) return;
+  // The game first: what the killed run had stopped of the live slot runs again before anything is removed.
+  await startInterruptedStops({ dir: settings.dir, docker: options.docker, $: options.$, log }, journal);
   const members = await docker.projectContainers(journal.project);
   const fate = stagedSlotFate(journal, readDeployState(settings.dir), new Map(members.map((m) => [m.name, m.project])));
   if (fate === 'keep') {
@@ -550,6 +557,8 @@ async function stopLiveWriters(run: DeployRun): Promise<void> {
   const running = writers.filter((_, i) => states[i]!.running);
   run.options.log.info(`Stopping the live writers: ${running.join(', ') || 'none'}`);
   run.progress.stoppedWriters = running;
+  // Journalled before they stop: a run killed outright from here on leaves them for the next run to start.
+  writeStagingJournal(run.options.settings.dir, stagingOf(run));
   run.progress.writersStoppedAt = Date.now();
   await run.docker.stop(running);
 }
@@ -729,6 +738,7 @@ function releasePhase(run: DeployRun): Phase {
     describe: `stop ${run.liveDb} with a fast shutdown (SIGINT): the fence ends with it, nothing of it stays set`,
     run: async () => {
       run.progress.liveDbStopped = true;
+      writeStagingJournal(run.options.settings.dir, stagingOf(run));
       await run.docker.stopFast(run.liveDb!);
     },
   };
@@ -899,8 +909,9 @@ function onlineRunOf(run: DeployRun, replication: Replication) {
 async function rollBack(run: DeployRun): Promise<void> {
   const { progress, docker, options } = run;
   const { log, settings } = options;
+  let started = true;
   if (progress.liveDbStopped && run.liveDb) {
-    await restart(docker, [run.liveDb], log);
+    started = await restart(docker, [run.liveDb], log);
     await docker
       .waitHealthy([run.liveDb], options.healthTimeoutMs)
       .catch((error: unknown) => log.error(`${run.liveDb} did not become healthy again: ${errorText(error)}`));
@@ -917,7 +928,10 @@ async function rollBack(run: DeployRun): Promise<void> {
   // The new writers first: they may hold the ports the live ones publish.
   if (progress.slotCreated)
     await docker.stop(writersOf(run.next, options.dbService).map((c) => c.name)).catch(() => {});
-  await restart(docker, progress.stoppedWriters, log);
+  started = (await restart(docker, progress.stoppedWriters, log)) && started;
+  // Started again: a journal the slot's removal leaves behind names no stops (else the next run tries).
+  if (started && progress.slotCreated && (progress.stoppedWriters.length || progress.liveDbStopped))
+    writeStagingJournal(settings.dir, { ...stagingOf(run), stoppedWriters: [], stoppedDatabase: undefined });
   // After the writers (the game first): the publication goes before the keyless tables' identity is put back.
   await run.replication?.abandon();
   await run.stream?.load?.abort().catch(() => {});

@@ -17,6 +17,14 @@ export interface StagingJournal {
   folders: string[];
   /** The slot's server turned out to be the live cluster: its storage is the live one's, keep it. */
   keepStorage: boolean;
+  /**
+   * The live writers this run stopped and has not started again (freeze, or start with
+   * --no-freeze), recorded before they stop: a run killed outright leaves the game down
+   * otherwise (interrupted-stops.ts). Absent in journals of older versions.
+   */
+  stoppedWriters?: string[];
+  /** The live database container, recorded before the release phase stops it. */
+  stoppedDatabase?: string;
 }
 
 const file = journalFile<StagingJournal>({

@@ -11,10 +11,12 @@ import {
   argvOf,
   checkRunId,
   followRun,
+  latestRun,
   recordRunOutcome,
   resultMarker,
   type RunRecord,
   type RunResult,
+  writeRunRecord,
 } from '../lib/deploy/detach.ts';
 import { CliError, ExitCode } from '../lib/errors.ts';
 import { processStartTicks } from '../lib/host/lock.ts';
@@ -93,6 +95,30 @@ runs('a run killed before it wrote a result: --follow ends and says it died', as
   assert.is(result.died, true);
   assert.is(result.exitCode, 1);
   assert.match(result.error!, /ended without recording a result/);
+});
+
+runs('the latest run is the one last started, also after the clock was set back', () => {
+  const dir = temps.make();
+  mkdirSync(join(dir, 'deploy/runs'), { recursive: true });
+  assert.is(latestRun(dir), undefined);
+  const record = (id: string): RunRecord => ({
+    runId: id,
+    pid: process.pid,
+    startTicks: undefined,
+    host: hostname(),
+    started: new Date().toISOString(),
+    command: '--local',
+    logFile: join(dir, 'deploy.log'),
+    logOffset: 0,
+  });
+  writeRunRecord(dir, record('20261130_150102-a1b2c3'));
+  assert.is(latestRun(dir)?.runId, '20261130_150102-a1b2c3');
+  // The NAS clock was a day ahead and is put right: the next run's ID sorts first.
+  writeRunRecord(dir, record('20261129_160000-d4e5f6'));
+  assert.is(latestRun(dir)?.runId, '20261129_160000-d4e5f6');
+  // A pointer that names no record (or is not a run ID) falls back to the IDs.
+  writeFileSync(join(dir, 'deploy/runs/latest'), '../../etc/passwd\n');
+  assert.is(latestRun(dir)?.runId, '20261130_150102-a1b2c3');
 });
 
 runs('run IDs and argv', () => {

@@ -5,7 +5,7 @@
 // writes deploy/runs/<id>.result.json when it ends; `--follow <id>` prints the log from the run's
 // start until then, and a last line with that result for the workstation.
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -118,9 +118,18 @@ export async function startDetachedRun(options: {
     logFile: options.logFile,
     logOffset,
   };
-  writeFileAtomic(runFile(options.dir, runId, '.run.json'), `${JSON.stringify(record, null, 2)}\n`);
+  writeRunRecord(options.dir, record);
   child.unref();
   return record;
+}
+
+/** Where the ID of the last run started is kept: run IDs carry the NAS's clock, which may be set back. */
+const latestFile = (dir: string) => join(runsDir(dir), 'latest');
+
+/** Writes a run's record, and names it the latest run. */
+export function writeRunRecord(dir: string, record: RunRecord): void {
+  writeFileAtomic(runFile(dir, record.runId, '.run.json'), `${JSON.stringify(record, null, 2)}\n`);
+  writeFileAtomic(latestFile(dir), `${record.runId}\n`);
 }
 
 /** Runs the body of a detached run and writes its result file, whatever the outcome. */
@@ -192,8 +201,18 @@ function isZombie(pid: number): boolean {
   }
 }
 
-/** The most recent run's record, if any. */
+/**
+ * The most recent run's record, if any: the one last started, whatever the clock said then
+ * (after a clock set back, the newest run's ID sorts before older ones). Runs of versions that
+ * kept no pointer are found by their IDs.
+ */
 export function latestRun(dir: string): RunRecord | undefined {
+  try {
+    const latest = checkRunId(readFileSync(latestFile(dir), 'utf8').trim());
+    if (existsSync(runRecordPath(dir, latest))) return readRunRecord(dir, latest);
+  } catch {
+    // no pointer yet, or not a run ID: by the IDs below
+  }
   let names: string[];
   try {
     names = readdirSync(runsDir(dir));

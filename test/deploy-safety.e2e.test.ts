@@ -385,6 +385,29 @@ signals(
     assert.equal(runningOf(n), runningBefore);
     assert.is(sql(n.container, "SELECT datallowconn FROM pg_database WHERE datname = 'planetarion'"), 't');
     sql(n.container, "INSERT INTO app_writes (origin) VALUES ('after-lost-rollback')");
+
+    // The stopped previous slot may not start on its own when the daemon starts (a NAS reboot)
+    // beside the live one: its policy is `no` until a rollback gives back the compose file's.
+    const policies = (slot: { containers: Array<{ service: string; name: string }> }) =>
+      Object.fromEntries(
+        slot.containers.map((c) => [
+          c.service,
+          execFileSync('docker', ['inspect', '-f', '{{.HostConfig.RestartPolicy.Name}}', c.name]).toString().trim(),
+        ]),
+      );
+    const composed = { db: 'unless-stopped', app: 'unless-stopped', migrate: 'no' };
+    assert.equal(policies(after.live), composed);
+    assert.equal(policies(after.previous), { db: 'no', app: 'no', migrate: 'no' });
+    const back = await runTool(
+      'deploy-to-qnap',
+      ['--local', '--rollback', '--health-timeout', '180', ...n.deployArgs],
+      n.env,
+    );
+    assert.is(back.code, 0, back.stderr);
+    const rolled = await status();
+    assert.is(rolled.live.project, before.previous.project);
+    assert.equal(policies(rolled.live), composed);
+    assert.equal(policies(rolled.previous), { db: 'no', app: 'no', migrate: 'no' });
   },
 );
 signals.after(cleanAll);

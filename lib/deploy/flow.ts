@@ -30,6 +30,7 @@ import {
   readDeployState,
   writeDeployState,
   deployDirName,
+  slotComposePath,
   type DeployState,
   type DeploySummary,
   type Slot,
@@ -320,7 +321,7 @@ function planSlot(
   }));
   const oneShot = oneShotServices(options.composeFile);
   return {
-    slotFile: join(settings.dir, deployDirName, `${project}.yml`),
+    slotFile: slotComposePath(settings.dir, project),
     slotYaml: yaml,
     storageNotes: [...slot.warnings, ...notes],
     deviations: slot.deviations,
@@ -825,7 +826,7 @@ function finishPhase(run: DeployRun): Phase {
           options.log.warn(warnings[warnings.length - 1]!);
         }
       };
-      const slotFile = (project: string) => join(settings.dir, deployDirName, `${project}.yml`);
+      const slotFile = (project: string) => slotComposePath(settings.dir, project);
       if (stale)
         await step('removing the older previous slot', async () => {
           const images = slotImages(slotFile(stale.project));

@@ -12,6 +12,7 @@ import { sidecarsOf } from '../store/backup-files.ts';
 import { fsyncDir } from '../host/atomic-file.ts';
 import {
   readDeployState,
+  slotComposePath,
   writeDeployState,
   type DeployState,
   type DeploySummary,
@@ -23,6 +24,7 @@ import { reconcileSwitch, switchSlots, type SwitchContext } from './switch.ts';
 import { Docker } from '../host/docker.ts';
 import { CliError, errorText } from '../errors.ts';
 import { acquireLock } from '../host/lock.ts';
+import { oneShotServices } from '../host/compose.ts';
 import { Interruption } from '../restore/interruption.ts';
 import type { Logger } from '../log.ts';
 import type { Settings } from '../settings.ts';
@@ -63,7 +65,25 @@ function dbFirst(slot: Slot, settings: Settings): SlotContainer[] {
   );
 }
 
-/** Starts a slot, its database first, and waits until all of it serves. */
+/**
+ * The slot's one-shot containers (migrations, seeds: services its compose file gives no restart
+ * policy), which ran when it was deployed. None when the file cannot be read.
+ */
+function oneShotContainers(slot: Slot, settings: Settings): string[] {
+  let services: string[];
+  try {
+    services = oneShotServices(slotComposePath(settings.dir, slot.project));
+  } catch {
+    return [];
+  }
+  return slot.containers.filter((c) => services.includes(c.service)).map((c) => c.name);
+}
+
+/**
+ * Starts a slot, its database first, and waits until all of it serves: its one-shot containers
+ * (a migration) have exited 0 (a service without a restart policy may also be one that keeps
+ * running, so each is started, as a deployment does).
+ */
 async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeoutMs: number): Promise<void> {
   const [db, ...rest] = dbFirst(slot, settings);
   await docker.start([db!.name]);
@@ -72,6 +92,7 @@ async function startSlot(docker: Docker, slot: Slot, settings: Settings, timeout
   await docker.waitHealthy(
     slot.containers.map((c) => c.name),
     timeoutMs,
+    { oneShot: oneShotContainers(slot, settings).filter((name) => name !== db!.name) },
   );
 }
 
@@ -285,6 +306,7 @@ async function switchBack(run: RollbackRun, pinned: string): Promise<RollbackRes
       stateBefore: run.state,
       summary: { ...run.summary, totalMs: Date.now() - run.started },
       startOnUndo: servedBefore(current, dbService, writers),
+      oneShot: oneShotContainers(previous, run.options.settings),
     },
   );
   writeDeployState(run.options.settings.dir, {

@@ -56,6 +56,9 @@ export interface DeployState {
 
 export const deployDirName = 'deploy';
 
+/** The compose file of a slot (its project), written when the slot is built and kept while the slot is. */
+export const slotComposePath = (dir: string, project: string) => join(dir, deployDirName, `${project}.yml`);
+
 /** The state file's content; empty before the first deployment. A file that cannot be read is an error, never `{}`. */
 export function readDeployState(dir: string): DeployState {
   const path = join(dir, deployDirName, 'state.json');

@@ -17,8 +17,16 @@ import {
   type JournalContainer,
   type SwitchJournal,
 } from './journal.ts';
-import { deployDirName, writeDeployState, type DeployState, type DeploySummary, type Slot } from './state.ts';
+import {
+  deployDirName,
+  slotComposePath,
+  writeDeployState,
+  type DeployState,
+  type DeploySummary,
+  type Slot,
+} from './state.ts';
 import { Docker } from '../host/docker.ts';
+import { settleRestartPolicies } from './restart-policy.ts';
 import { CliError, errorText } from '../errors.ts';
 import { acquireLock, LockHeldError } from '../host/lock.ts';
 import type { Logger } from '../log.ts';
@@ -273,7 +281,7 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
   const action = decide(journal, all.every((c) => now.has(c.id)) ? now : facts, probed);
   const [into, out] = [journal.incoming.slot.project, journal.outgoing.slot?.project];
   // The undone slot is kept, stopped: its writers may have served (and written) before the switch.
-  const removal = `its data is kept; once not needed: docker compose -p ${into} -f ${join(ctx.dir, deployDirName, `${into}.yml`)} down -v`;
+  const removal = `its data is kept; once not needed: docker compose -p ${into} -f ${slotComposePath(ctx.dir, into)} down -v`;
   const what = {
     recorded: `a ${journal.kind} switch to ${into} had completed before the run ended; recorded it`,
     finished: `an interrupted ${journal.kind} switch to ${into} was finished: ${out ? `${out} had given up its names and ` : ''}${into} serves`,
@@ -289,6 +297,7 @@ export async function reconcileSwitch(ctx: SwitchContext, options: { dryRun?: bo
     ...state,
     lastDeploy: state.lastDeploy && { ...state.lastDeploy, warnings: [...(state.lastDeploy.warnings ?? []), note] },
   });
+  await settlePolicies(ctx, journal, action === 'undone' ? 'undone' : 'forward');
   removeJournal(ctx.dir);
   ctx.log.warn(`Reconciled: ${what}`);
   return { action, message: what };
@@ -312,6 +321,13 @@ export async function reconcileIfIdle(ctx: SwitchContext, command: string): Prom
   } finally {
     lock.release();
   }
+}
+
+/** The slot that serves after the switch keeps (or gets back) its restart policy; the other one may not restart on its own. */
+function settlePolicies(ctx: SwitchContext, journal: SwitchJournal, way: 'forward' | 'undone'): Promise<void> {
+  const ids = (slot: 'incoming' | 'outgoing') => journal[slot].containers.map((c) => c.id);
+  const [live, retired] = way === 'forward' ? [ids('incoming'), ids('outgoing')] : [ids('outgoing'), ids('incoming')];
+  return settleRestartPolicies(ctx, live, retired);
 }
 
 /**
@@ -340,6 +356,7 @@ export async function switchSlots(ctx: SwitchContext, request: SwitchRequest): P
   }
   writeJournal(ctx.dir, { ...journal, phase: 'renamed' });
   writeDeployState(ctx.dir, journal.stateAfter);
+  await settlePolicies(ctx, journal, 'forward');
   removeJournal(ctx.dir);
   ctx.log.info(
     `Switched: ${journal.stateAfter.live!.containers.map((c) => c.name).join(', ')} are live${request.outgoing ? `; ${request.outgoing.project} is stopped and kept` : ''}`,

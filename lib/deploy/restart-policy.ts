@@ -1,0 +1,80 @@
+// A slot that stops serving is kept, stopped, for --rollback. Docker starts a stopped container
+// again when the daemon starts (a NAS reboot, a Container Station update) if its restart policy is
+// `always`: the retired slot would then run beside the live one, its writers taking the game's
+// ports or writing into the old database. So after each switch the retired slot's containers get
+// the policy `no`, and the one each had is kept in deploy/restart-policies.json (by container ID)
+// until a rollback makes that slot live again and gives it back.
+import { errorText } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Shell } from '../host/shell.ts';
+import { journalFile } from './journal-file.ts';
+
+/** Container ID to the restart policy it had while its slot served (`always`, `on-failure:3`...). */
+type Policies = Record<string, string>;
+
+const file = journalFile<Policies>({
+  fileName: 'restart-policies.json',
+  title: 'the restart policies of the retired slots',
+  records: 'the restart policy each stopped slot container had while it served',
+  valid: (value) => Object.values(value as object).every((policy) => typeof policy === 'string'),
+  repair:
+    "Set each live container's policy by hand (docker update --restart=POLICY NAME, as the compose file says), then remove the file.",
+});
+
+/** The `docker update --restart` value of an inspected policy. Pure. */
+export function restartValue(name: string, maximumRetryCount: number): string {
+  return name === 'on-failure' && maximumRetryCount > 0 ? `on-failure:${maximumRetryCount}` : name || 'no';
+}
+
+interface PolicyContext {
+  dir: string;
+  docker: string;
+  $: Shell;
+  log: Logger;
+}
+
+/**
+ * After a switch: the `retired` containers (the slot that stopped serving) get the policy `no`,
+ * theirs recorded first; the `live` ones get back a policy recorded when their slot was retired.
+ * Repeating it is harmless (a reconciliation runs it again). Failures only warn: the switch stands.
+ */
+export async function settleRestartPolicies(ctx: PolicyContext, live: string[], retired: string[]): Promise<void> {
+  try {
+    const policies: Policies = file.read(ctx.dir) ?? {};
+    // The recorded ones too: a record whose container is gone (its slot removed) is dropped.
+    const ids = [...new Set([...live, ...retired, ...Object.keys(policies)])];
+    if (!ids.length) return;
+    const inspected = await ctx.$({
+      timeout: '30s',
+      nothrow: true,
+    })`${ctx.docker} container inspect --format ${'{{.Id}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}'} ${ids}`;
+    const problems = inspected.stderr.split('\n').filter((l) => l.trim() && !/no such (container|object)/i.test(l));
+    if (inspected.exitCode !== 0 && problems.length) throw new Error(problems.join(' '));
+    const current = new Map(
+      inspected.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => {
+          const [id = '', name = '', retries = '0'] = line.split(' ');
+          return [id, restartValue(name, Number(retries))] as const;
+        }),
+    );
+    const idOf = (ref: string) => [...current.keys()].find((id) => id.startsWith(ref)) ?? ref;
+    const toRetire = retired.map(idOf).filter((id) => current.has(id) && current.get(id) !== 'no');
+    for (const id of toRetire) policies[id] = current.get(id)!;
+    // Recorded before any policy changes: a run killed in between loses none.
+    if (toRetire.length) file.write(ctx.dir, policies);
+    if (toRetire.length) await ctx.$({ timeout: '30s' })`${ctx.docker} update --restart=no ${toRetire}`;
+    for (const id of live.map(idOf)) {
+      const policy = policies[id];
+      if (policy === undefined) continue;
+      if (current.get(id) !== policy) await ctx.$({ timeout: '30s' })`${ctx.docker} update --restart=${policy} ${id}`;
+      delete policies[id];
+    }
+    for (const id of Object.keys(policies)) if (!current.has(id)) delete policies[id];
+    if (Object.keys(policies).length) file.write(ctx.dir, policies);
+    else file.remove(ctx.dir);
+  } catch (error) {
+    ctx.log.warn(`Could not set the restart policies after the switch: ${errorText(error)}`);
+  }
+}

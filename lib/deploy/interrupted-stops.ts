@@ -17,9 +17,10 @@ export interface StopsContext {
   docker: string;
   $: Shell;
   log: Logger;
-  /** How long a restarted database may take to become healthy before its writers start anyway. */
-  healthTimeoutMs?: number;
 }
+
+/** How long a restarted database may take to become healthy before its writers start anyway. */
+const databaseHealthMs = 180_000;
 
 /**
  * Starts again the live containers the journalled run stopped, when its slot never served (a
@@ -50,7 +51,7 @@ export async function startInterruptedStops(ctx: StopsContext, journal: StagingJ
     await docker.start([database]);
     // Its writers may fail their own start-up against a server that is not up yet.
     await docker
-      .waitHealthy([database], ctx.healthTimeoutMs ?? 180_000)
+      .waitHealthy([database], databaseHealthMs)
       .catch((error: unknown) => ctx.log.error(`${database} did not become healthy: ${errorText(error)}`));
   }
   await docker.start(toStart.filter((name) => name !== database));

@@ -1,8 +1,8 @@
-// The restart policy a retired slot gives up and gets back (lib/deploy/restart-policy.ts); the
+// The restart policy a retired slot gives up and gets back (lib/deploy/restart-policy.ts, read by journal.ts); the
 // policies themselves are checked on real containers in deploy-safety.e2e.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { restartValue } from '../lib/deploy/restart-policy.ts';
+import { restartValue } from '../lib/deploy/journal.ts';
 
 test('an inspected restart policy as docker update --restart takes it back', () => {
   assert.is(restartValue('always', 0), 'always');

@@ -65,6 +65,8 @@ export interface ContainerFacts {
   health: string | undefined;
   project: string | undefined;
   exitCode: number | undefined;
+  /** Its restart policy as `docker update --restart` takes it (`no`, `always`, `on-failure:3`...). */
+  restart: string;
 }
 
 /** The facts of each container that exists, by the reference asked (ID or name); one docker call. */
@@ -88,7 +90,9 @@ export async function inspectContainers(
       Name: string;
       State: { Status: string; Running: boolean; ExitCode?: number; Health?: { Status: string } };
       Config: { Labels?: Record<string, string> | null };
+      HostConfig?: { RestartPolicy?: { Name?: string; MaximumRetryCount?: number } };
     };
+    const policy = info.HostConfig?.RestartPolicy;
     const facts: ContainerFacts = {
       id: info.Id,
       name: info.Name.replace(/^\//, ''),
@@ -97,11 +101,17 @@ export async function inspectContainers(
       health: info.State.Health?.Status,
       project: info.Config.Labels?.['com.docker.compose.project'],
       exitCode: info.State.Status === 'exited' ? info.State.ExitCode : undefined,
+      restart: restartValue(policy?.Name ?? '', policy?.MaximumRetryCount ?? 0),
     };
     const ref = refs.find((r) => info.Id.startsWith(r) || r === facts.name);
     if (ref) out.set(ref, facts);
   }
   return out;
+}
+
+/** The `docker update --restart` value of an inspected policy. Pure. */
+export function restartValue(name: string, maximumRetryCount: number): string {
+  return name === 'on-failure' && maximumRetryCount > 0 ? `on-failure:${maximumRetryCount}` : name || 'no';
 }
 
 /** Ready to serve: running, and healthy where it has a health check; a one-shot service, done (exited 0). */

@@ -8,6 +8,7 @@ import { errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Shell } from '../host/shell.ts';
 import { journalFile } from './journal-file.ts';
+import { inspectContainers } from './journal.ts';
 
 /** Container ID to the restart policy it had while its slot served (`always`, `on-failure:3`...). */
 type Policies = Record<string, string>;
@@ -20,11 +21,6 @@ const file = journalFile<Policies>({
   repair:
     "Set each live container's policy by hand (docker update --restart=POLICY NAME, as the compose file says), then remove the file.",
 });
-
-/** The `docker update --restart` value of an inspected policy. Pure. */
-export function restartValue(name: string, maximumRetryCount: number): string {
-  return name === 'on-failure' && maximumRetryCount > 0 ? `on-failure:${maximumRetryCount}` : name || 'no';
-}
 
 interface PolicyContext {
   dir: string;
@@ -42,24 +38,11 @@ export async function settleRestartPolicies(ctx: PolicyContext, live: string[], 
   try {
     const policies: Policies = file.read(ctx.dir) ?? {};
     // The recorded ones too: a record whose container is gone (its slot removed) is dropped.
-    const ids = [...new Set([...live, ...retired, ...Object.keys(policies)])];
-    if (!ids.length) return;
-    const inspected = await ctx.$({
-      timeout: '30s',
-      nothrow: true,
-    })`${ctx.docker} container inspect --format ${'{{.Id}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}'} ${ids}`;
-    const problems = inspected.stderr.split('\n').filter((l) => l.trim() && !/no such (container|object)/i.test(l));
-    if (inspected.exitCode !== 0 && problems.length) throw new Error(problems.join(' '));
-    const current = new Map(
-      inspected.stdout
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => {
-          const [id = '', name = '', retries = '0'] = line.split(' ');
-          return [id, restartValue(name, Number(retries))] as const;
-        }),
-    );
-    const idOf = (ref: string) => [...current.keys()].find((id) => id.startsWith(ref)) ?? ref;
+    const facts = await inspectContainers(ctx.$, ctx.docker, [
+      ...new Set([...live, ...retired, ...Object.keys(policies)]),
+    ]);
+    const current = new Map([...facts.values()].map((f) => [f.id, f.restart]));
+    const idOf = (ref: string) => facts.get(ref)?.id ?? ref;
     const toRetire = retired.map(idOf).filter((id) => current.has(id) && current.get(id) !== 'no');
     for (const id of toRetire) policies[id] = current.get(id)!;
     // Recorded before any policy changes: a run killed in between loses none.

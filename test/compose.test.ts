@@ -176,6 +176,36 @@ test("plain named, anonymous and unrelated mounts are already the slot's own and
   assert.equal([folders, warnings], [[], []]);
 });
 
+test('settings a service takes from an anchor by a merge key (<<:) are rewritten like its own', () => {
+  const { doc } = slotOf(
+    [
+      'x-db: &db-defaults',
+      '  image: postgres:15',
+      '  container_name: planetarion-db',
+      '  ports: ["5432:5432"]',
+      '  volumes:',
+      '    - pgdata:/var/lib/postgresql/data',
+      'x-restart: &restart',
+      '  restart: unless-stopped',
+      'services:',
+      '  db:',
+      '    <<: [*db-defaults, *restart]',
+      '    environment: {POSTGRES_DB: planetarion}',
+      'volumes:',
+      '  pgdata:',
+      '    external: true',
+      '',
+    ].join('\n'),
+  );
+  const slotDb = doc.services.db as Record<string, unknown>;
+  assert.not.ok('<<' in slotDb, 'a merge key reached the slot');
+  assert.equal(slotDb.volumes, ['pgdata_slot:/var/lib/postgresql/data']);
+  assert.is(slotDb.container_name, 'planetarion-db-s20261130_120000');
+  assert.is(slotDb.ports, undefined);
+  assert.is(slotDb.restart, 'unless-stopped');
+  assert.equal(slotDb.environment, { POSTGRES_DB: 'planetarion' });
+});
+
 test('layouts that cannot be isolated are refused with exit 2, naming the mount', () => {
   const inside = refusal(
     db(

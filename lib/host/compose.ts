@@ -86,7 +86,9 @@ export function readComposeFile(path: string): ComposeFile {
   }
   let doc: unknown;
   try {
-    doc = parse(text);
+    // Compose resolves YAML merge keys (`<<: *db-defaults`): so must the slot's rewrite, or the
+    // ports, volumes and names a service takes from an anchor would reach the slot unchanged.
+    doc = parse(text, { merge: true });
   } catch (error) {
     throw new UsageError(
       `the compose file ${path} is not valid YAML: ${errorText(error).split('\n')[0]}`,

@@ -1,0 +1,145 @@
+// `docker exec -i` over the engine's socket (lib/host/engine-exec.ts) against a real container:
+// the same bytes, exit status and stderr as the docker CLI's exec; input with its end; output
+// into a file or a pipe; the engine's refusals worded as the CLI words them; kill(); a full disk.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { type EngineExec, engineExec } from '../lib/host/engine-exec.ts';
+import { defaultEngineSocket } from '../lib/host/engine-socket.ts';
+import { removeDb, scratchName, testImage, testLabel } from './helpers/db.ts';
+
+const running = scratchName('pb-engine-exec');
+const stopped = scratchName('pb-engine-exec-stopped');
+const work = mkdtempSync(join(tmpdir(), 'planetarion-engine-exec-'));
+let ready = false;
+
+/** The exec's end: exit status, signal, and all it wrote to stderr. */
+async function finished(exec: EngineExec): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+  let stderr = '';
+  exec.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const [code, signal] = (await once(exec, 'close')) as [number | null, string | null];
+  return { code, signal, stderr };
+}
+
+const start = (argv: string[], stdout: number | 'pipe', container = running) =>
+  engineExec({ socket: defaultEngineSocket, container, argv, env: ['PLANETARION_X=a b'], stdout });
+
+const exec = suite('engine exec');
+
+exec('setup: a running and a stopped container', () => {
+  for (const [name, command] of [
+    [running, ['sleep', 'infinity']],
+    [stopped, ['true']],
+  ] as const)
+    execFileSync('docker', [
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--network',
+      'none',
+      '--no-healthcheck',
+      '--label',
+      `${testLabel}=1`,
+      '--entrypoint',
+      command[0],
+      testImage,
+      ...command.slice(1),
+    ]);
+  execFileSync('docker', ['wait', stopped]);
+  ready = true;
+});
+
+exec(
+  'output into a file: the same bytes as the CLI writes, the exit status, stderr apart, the environment',
+  async () => {
+    assert.ok(ready, 'setup failed');
+    // Some megabytes in many frames, a message on stderr in the middle, and a status of its own.
+    const script = 'seq 1 400000; echo "env=$PLANETARION_X" >&2; seq 400001 800000; exit 3';
+    const cli = spawnSync('docker', ['exec', running, 'sh', '-c', script], { maxBuffer: 64 * 1024 * 1024 });
+    const path = join(work, 'out');
+    const fd = openSync(path, 'wx', 0o600);
+    const result = await finished(start(['sh', '-c', script], fd));
+    closeSync(fd);
+    assert.is(result.code, cli.status);
+    assert.is(result.code, 3);
+    assert.is(result.stderr, 'env=a b\n');
+    const bytes = readFileSync(path);
+    assert.ok(bytes.length > 5_000_000, `only ${bytes.length} bytes`);
+    assert.ok(bytes.equals(cli.stdout), 'the file differs from what the CLI printed');
+  },
+);
+
+exec('input and its end reach the exec; output through a pipe', async () => {
+  assert.ok(ready, 'setup failed');
+  // `cat` ends only when its input does: the half-close is the end of input.
+  const child = start(['sh', '-c', 'cat; echo done'], 'pipe');
+  const chunks: Buffer[] = [];
+  child.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const result = finished(child);
+  child.stdin.write('first line\n');
+  child.stdin.end("'; DROP TABLE players; --\n");
+  const { code } = await result;
+  assert.is(code, 0);
+  assert.is(Buffer.concat(chunks).toString(), "first line\n'; DROP TABLE players; --\ndone\n");
+});
+
+exec("the engine's refusals come as the CLI words them, with status 1", async () => {
+  assert.ok(ready, 'setup failed');
+  const missing = scratchName('pb-engine-exec-missing');
+  for (const [container, expected] of [
+    [missing, /^Error response from daemon: No such container: /],
+    [stopped, /^Error response from daemon: .*is not running/i],
+  ] as const) {
+    const cli = spawnSync('docker', ['exec', container, 'true'], { encoding: 'utf8' });
+    const result = await finished(start(['true'], 'pipe', container));
+    assert.is(result.code, 1);
+    assert.is(cli.status, 1);
+    assert.match(result.stderr, expected);
+    assert.match(cli.stderr, expected);
+  }
+});
+
+exec('kill() ends it at once, as a killed child: no status, SIGKILL', async () => {
+  assert.ok(ready, 'setup failed');
+  const child = start(['sleep', '30'], 'pipe');
+  const result = finished(child);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const started = Date.now();
+  assert.ok(child.kill());
+  const { code, signal } = await result;
+  assert.equal([code, signal], [null, 'SIGKILL']);
+  assert.ok(Date.now() - started < 1000);
+  assert.not.ok(child.kill(), 'a second kill');
+});
+
+exec('a full disk: the write error on stderr as the CLI reports it, status 1, and the exec cut off', async () => {
+  assert.ok(ready, 'setup failed');
+  const small = join(work, 'small');
+  execFileSync('mkdir', ['-m', '0700', small]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', small]);
+  try {
+    const fd = openSync(join(small, 'out'), 'wx', 0o600);
+    const started = Date.now();
+    const result = await finished(start(['sh', '-c', 'seq 1 10000000'], fd));
+    closeSync(fd);
+    assert.is(result.code, 1);
+    assert.match(result.stderr, /^write \/dev\/stdout: ENOSPC: no space left on device/);
+    // seq to ten million takes seconds: it was not waited for.
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+  } finally {
+    execFileSync('umount', [small]);
+  }
+});
+
+exec.after(async () => {
+  await removeDb(running);
+  await removeDb(stopped);
+  rmSync(work, { recursive: true, force: true });
+});
+
+exec.run();

@@ -602,20 +602,41 @@ online(
 );
 
 online(
-  'a live slot without wal_level=logical and a socket volume (deployed by the old scripts) is deployed offline, and the plan says why and that the next one is online',
+  'a live slot without wal_level=logical and a socket volume (deployed by the old scripts) is deployed offline, and the plan says why and that the next one is online; large objects, populated materialized views and unlogged tables keep the fill offline, and arrive',
   async () => {
     const n = makeTestNas('real');
     nases.push(n);
-    startOldScriptStack(n);
+    const legacyDb = startOldScriptStack(n);
     const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
     assert.is(plan.code, 0, plan.stderr);
     assert.match(
       plan.stdout,
       /Fill: offline \(freeze, fresh dump, restore\): the live database runs with wal_level=replica, not logical; the next deployment will be online/,
     );
+    // What logical replication leaves out: the offline fill's dump carries it.
+    sql(
+      legacyDb,
+      `CREATE TABLE ranks (player int, points int); INSERT INTO ranks SELECT g, g * 7 % 100 FROM generate_series(1, 200) g;
+       CREATE MATERIALIZED VIEW top_ranks AS SELECT player, points FROM ranks WHERE points > 90;
+       CREATE UNLOGGED TABLE session_cache (token text); INSERT INTO session_cache VALUES ('tok-1'), ('tok-2');
+       SELECT lo_from_bytea(4242, 'map of the universe');`,
+    );
     const r = await deploy(n);
     assert.is(r.code, 0, r.stderr);
-    // The slot it made has both: the next deployment is online.
+    assert.is(
+      sql(n.container, 'SELECT count(*) FROM top_ranks'),
+      sql(n.container, 'SELECT count(*) FROM ranks WHERE points > 90'),
+    );
+    assert.is(sql(n.container, "SELECT convert_from(lo_get(4242), 'UTF8')"), 'map of the universe');
+    assert.is(sql(n.container, 'SELECT count(*) FROM session_cache'), '2');
+    // The slot it made has wal_level=logical and a socket volume, but the objects still need the offline fill.
+    const kept = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+    assert.match(
+      kept.stdout,
+      /Fill: offline \(freeze, fresh dump, restore\): the live database holds 1 large object, 1 populated materialized view, 1 unlogged table, which logical replication does not copy/,
+    );
+    // Without them, the next deployment is online.
+    sql(n.container, 'DROP MATERIALIZED VIEW top_ranks; DROP TABLE session_cache; SELECT lo_unlink(4242);');
     const next = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
     assert.match(next.stdout, /Fill: online/);
     const forced = await runTool('deploy-to-qnap', ['--local', '--dry-run', '--offline', ...n.deployArgs], n.env);

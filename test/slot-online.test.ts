@@ -3,6 +3,7 @@
 // slot is filled online.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { onlineFacts } from '../lib/deploy/replication.ts';
 import { parse } from 'yaml';
 import { onlineSlotYaml } from '../lib/deploy/slot-online.ts';
 
@@ -71,3 +72,19 @@ test("filled online: the live slot's socket volume is mounted at its own path, e
 });
 
 test.run();
+
+test('the live database read for an online fill: wal_level, and what logical replication would leave out', () => {
+  assert.equal(onlineFacts('logical 0 0 0\n'), { wal: 'logical', notCopied: undefined });
+  assert.equal(onlineFacts('replica 0 0 0'), { wal: 'replica', notCopied: undefined });
+  assert.equal(onlineFacts('logical 3 1 0'), {
+    wal: 'logical',
+    notCopied:
+      'the live database holds 3 large objects, 1 populated materialized view, which logical replication does not copy',
+  });
+  assert.match(onlineFacts('logical 0 0 2').notCopied!, /holds 2 unlogged tables,/);
+  // A failed query (its error text) is no answer: not known to be logical.
+  assert.equal(onlineFacts("SQL in 'db' (planetarion) failed: FATAL: the database system is starting up"), {
+    wal: 'unknown',
+    notCopied: undefined,
+  });
+});

@@ -129,10 +129,36 @@ export async function checkOnline($: Shell, live: RestoreTarget): Promise<Online
       reason: `the live database's socket folder is ${socket ? `a ${socket.Type} mount` : 'not mounted'}, not a named volume the new database could mount; ${later}`,
     };
   }
-  const wal = await adminSql($, live, 'SHOW wal_level;').catch(() => 'unknown');
-  if (wal !== 'logical')
-    return { online: false, reason: `the live database runs with wal_level=${wal}, not logical; ${later}` };
+  const facts = onlineFacts(await databaseSql($, live, onlineFactsQuery).catch((error: unknown) => errorText(error)));
+  if (facts.wal !== 'logical')
+    return { online: false, reason: `the live database runs with wal_level=${facts.wal}, not logical; ${later}` };
+  if (facts.notCopied) return { online: false, reason: facts.notCopied };
   return { online: true, socketVolume: socket.Name };
+}
+
+/**
+ * wal_level, and what logical replication does not carry while the offline fill's dump does:
+ * large objects, the rows of materialized views (the schema creates them WITH NO DATA) and of
+ * unlogged tables. One psql, in the live database.
+ */
+export const onlineFactsQuery = `SELECT current_setting('wal_level') || ' ' || (SELECT count(*) FROM pg_largeobject_metadata) || ' ' || (SELECT count(*) FROM pg_matviews WHERE ispopulated) || ' ' || (SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relpersistence = 'u');`;
+
+/** onlineFactsQuery's answer read: wal_level ('unknown' when it failed), and why the online fill cannot copy everything. Pure. */
+export function onlineFacts(answer: string): { wal: string; notCopied: string | undefined } {
+  const facts = /^(\w+) (\d+) (\d+) (\d+)$/.exec(answer.trim());
+  if (!facts) return { wal: 'unknown', notCopied: undefined };
+  const [largeObjects, views, unlogged] = facts.slice(2).map(Number) as [number, number, number];
+  const found = [
+    largeObjects ? `${largeObjects} large object${largeObjects === 1 ? '' : 's'}` : '',
+    views ? `${views} populated materialized view${views === 1 ? '' : 's'}` : '',
+    unlogged ? `${unlogged} unlogged table${unlogged === 1 ? '' : 's'}` : '',
+  ].filter(Boolean);
+  return {
+    wal: facts[1]!,
+    notCopied: found.length
+      ? `the live database holds ${found.join(', ')}, which logical replication does not copy`
+      : undefined,
+  };
 }
 
 /**

@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Docker, healthCheckArgv } from '../lib/host/docker.ts';
 import { createShell } from '../lib/host/shell.ts';
-import { removeDb, scratchName, testImage, testLabel } from './helpers/db.ts';
+import { removeDb, runTestContainer, scratchName, testImage } from './helpers/db.ts';
 
 const docker = new Docker('docker', createShell());
 const running = scratchName('pb-inspect-running');
@@ -20,24 +20,8 @@ const exited = scratchName('pb-inspect-exited');
 const missing = scratchName('pb-inspect-missing');
 let ready = false;
 
-/** Starts a test container running `command`, with the given `docker run` options. */
-const runWith = (name: string, options: string[], ...command: string[]) =>
-  execFileSync('docker', [
-    'run',
-    '-d',
-    '--name',
-    name,
-    '--network',
-    'none',
-    '--label',
-    `${testLabel}=1`,
-    ...options,
-    '--entrypoint',
-    command[0]!,
-    testImage,
-    ...command.slice(1),
-  ]);
-const run = (name: string, ...command: string[]) => runWith(name, ['--no-healthcheck'], ...command);
+const runWith = (name: string, options: string[], ...command: string[]) => runTestContainer(name, command, options);
+const run = (name: string, ...command: string[]) => runTestContainer(name, command);
 
 const inspect = suite('Docker.inspectMany');
 

@@ -10,7 +10,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type EngineExec, engineExec } from '../lib/host/engine-exec.ts';
 import { defaultEngineSocket } from '../lib/host/engine-socket.ts';
-import { removeDb, scratchName, testImage, testLabel } from './helpers/db.ts';
+import { removeDb, runTestContainer, scratchName } from './helpers/db.ts';
 
 const running = scratchName('pb-engine-exec');
 const stopped = scratchName('pb-engine-exec-stopped');
@@ -31,25 +31,8 @@ const start = (argv: string[], stdout: number | 'pipe', container = running) =>
 const exec = suite('engine exec');
 
 exec('setup: a running and a stopped container', () => {
-  for (const [name, command] of [
-    [running, ['sleep', 'infinity']],
-    [stopped, ['true']],
-  ] as const)
-    execFileSync('docker', [
-      'run',
-      '-d',
-      '--name',
-      name,
-      '--network',
-      'none',
-      '--no-healthcheck',
-      '--label',
-      `${testLabel}=1`,
-      '--entrypoint',
-      command[0],
-      testImage,
-      ...command.slice(1),
-    ]);
+  runTestContainer(running, ['sleep', 'infinity']);
+  runTestContainer(stopped, ['true']);
   execFileSync('docker', ['wait', stopped]);
   ready = true;
 });

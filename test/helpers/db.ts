@@ -1,7 +1,7 @@
 // Test helpers: throwaway PostgreSQL 15 containers (planetarion-test-pg image), SQL through
 // `docker exec ... psql`, a deterministic Planetarion-like seed and a background writer.
 // Every container runs with `--network none`: the server listens on its unix socket only.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { PsqlSession } from '../../lib/host/psql-session.ts';
 
@@ -120,6 +120,28 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 function sqlLiteral(value: string): string {
   if (value.includes('\0')) throw new Error('SQL text cannot contain NUL');
   return `'${value.replace(/'/g, "''")}'`;
+}
+
+/**
+ * Starts a labelled container of the test image running `command` instead of PostgreSQL (no
+ * network; `options` are more `docker run` options).
+ */
+export function runTestContainer(name: string, command: string[], options: string[] = ['--no-healthcheck']): void {
+  execFileSync('docker', [
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    'none',
+    '--label',
+    `${testLabel}=1`,
+    ...options,
+    '--entrypoint',
+    command[0]!,
+    testImage,
+    ...command.slice(1),
+  ]);
 }
 
 let counter = 0;

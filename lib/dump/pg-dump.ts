@@ -485,6 +485,9 @@ export function execDump(request: DumpRequest): DumpExec {
     },
   });
   child.stderr!.setEncoding('utf8').on('data', (text: string) => stderr.feed(text));
+  // Its end is told by 'close' and the exit status; an error event without a listener would
+  // end this process instead (with a deployment's writers stopped).
+  child.stderr!.on('error', () => {});
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   const endSession = (code: number | null) => {
     // Why the exec ended (psql's or docker's error) is the session's error too.

@@ -163,6 +163,7 @@ export class EngineExec extends EventEmitter {
     if (this.killed || ended !== 'ended') return;
     for (const deadline = Date.now() + exitCodeWaitMs; Date.now() < deadline; ) {
       const answer = await ask(socket, 'GET', `/exec/${id}/json`);
+      if (this.ended) return; // killed meanwhile
       if (answer.status !== 200)
         return this.close(1, null, `Error response from daemon: ${engineMessage(answer.body)}`);
       const state = JSON.parse(answer.body.toString('utf8')) as { Running: boolean; ExitCode: number | null };
@@ -177,7 +178,8 @@ export class EngineExec extends EventEmitter {
     const target = this.request.stdout;
     if (target === 'pipe') {
       const connection = this.connection;
-      if (!this.stdout!.write(payload) && connection) {
+      // One wait for 'drain' however many frames of the chunk being read still come.
+      if (!this.stdout!.write(payload) && connection && !connection.isPaused()) {
         connection.pause();
         this.stdout!.once('drain', () => connection.resume());
       }
@@ -194,21 +196,28 @@ export class EngineExec extends EventEmitter {
     }
   }
 
-  /** POST /exec/{id}/start, upgraded to the raw stream; resolves once the engine has closed it. */
+  /**
+   * POST /exec/{id}/start, upgraded to the raw stream; resolves 'ended' once the engine has closed
+   * it after the whole output, 'failed' when it was closed here with the reason.
+   */
   private startAttached(id: string): Promise<'ended' | 'failed'> {
     return new Promise((resolve, reject) => {
       const socket = createConnection({ path: this.request.socket, allowHalfOpen: true });
       this.connection = socket;
       const body = JSON.stringify({ Detach: false, Tty: false });
       let head: Buffer | undefined = Buffer.alloc(0);
-      let failed = false;
+      let refusal: { status: number; body: Buffer } | undefined;
+      const fail = (message: string | undefined) => {
+        socket.destroy();
+        this.close(1, null, message);
+        resolve('failed');
+      };
+      // Nothing is passed on once it has ended: a listener may have killed it in the middle of a
+      // chunk of frames (the session's, when pg_dump failed), and its streams are ended.
       const demux = new Demultiplexer((stream, payload) => {
-        if (failed) return;
+        if (this.ended) return;
         if (stream === 2) this.stderr.write(payload);
-        else if (stream === 1 && !this.output(payload)) {
-          failed = true;
-          resolve('failed');
-        }
+        else if (stream === 1 && !this.output(payload)) resolve('failed');
       });
       socket.on('connect', () =>
         socket.write(
@@ -216,26 +225,35 @@ export class EngineExec extends EventEmitter {
         ),
       );
       socket.on('data', (chunk: Buffer) => {
-        if (head === undefined) return demux.feed(chunk);
-        head = Buffer.concat([head, chunk]);
-        const answer = splitAnswer(head);
-        if (!answer) return;
-        head = undefined;
-        if (answer.status !== 101 && answer.status !== 200) {
-          socket.destroy();
-          this.close(1, null, `Error response from daemon: ${engineMessage(answer.body)}`);
-          return resolve('failed');
+        if (this.ended) return;
+        if (refusal) refusal.body = Buffer.concat([refusal.body, chunk]);
+        else if (head === undefined) demux.feed(chunk);
+        else {
+          head = Buffer.concat([head, chunk]);
+          const answer = splitAnswer(head);
+          if (!answer) return;
+          head = undefined;
+          // A refusal's message may come in later chunks: it is read to the end.
+          if (answer.status !== 101 && answer.status !== 200) refusal = answer;
+          else {
+            this.attached(socket);
+            if (answer.body.length) demux.feed(answer.body);
+          }
         }
-        this.attached(socket);
-        if (answer.body.length) demux.feed(answer.body);
       });
       socket.on('end', () => {
         // The exec is over; input not yet sent (a session never closed) has nowhere to go.
-        socket.destroy();
-        resolve('ended');
+        if (refusal) fail(`Error response from daemon: ${engineMessage(refusal.body)}`);
+        else if (head !== undefined) fail("the Docker engine closed the exec's start without an answer");
+        else if (demux.leftover)
+          fail(`the exec's output ended in the middle of a frame (${demux.leftover} bytes of it came)`);
+        else {
+          socket.destroy();
+          resolve('ended');
+        }
       });
       socket.on('error', reject);
-      socket.on('close', () => resolve('ended'));
+      socket.on('close', () => resolve(this.ended ? 'failed' : 'ended'));
     });
   }
 }

@@ -11,7 +11,7 @@ import type { Readable, Writable } from 'node:stream';
 import { encryptStream } from '../age.ts';
 import { DumpInspector, type DumpInspection } from './inspector.ts';
 import { engineExec } from '../host/engine-exec.ts';
-import { engineSocket } from '../host/engine-socket.ts';
+import { usableEngineSocket } from '../host/engine-socket.ts';
 import { followFile } from '../host/follow-file.ts';
 import { CliError } from '../errors.ts';
 import { NotReadyError } from '../host/health.ts';
@@ -299,7 +299,7 @@ function startExec(
   stdout: number | 'pipe',
 ): ExecProcess {
   const env = `PGOPTIONS=${noTimeoutsPgOptions}`;
-  const socket = engineSocket(docker);
+  const socket = usableEngineSocket(docker);
   if (socket) return engineExec({ socket, container, env: [env], argv, stdout });
   return spawn(docker, ['exec', '-i', '-e', env, container, ...argv], { stdio: ['pipe', stdout, 'pipe'] });
 }

@@ -631,6 +631,7 @@ online(
     assert.is(sql(n.container, 'SELECT count(*) FROM session_cache'), '2');
     // The slot it made has wal_level=logical and a socket volume, but the objects still need the offline fill.
     const kept = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+    assert.is(kept.code, 0, kept.stderr);
     assert.match(
       kept.stdout,
       /Fill: offline \(freeze, fresh dump, restore\): the live database holds 1 large object, 1 populated materialized view, 1 unlogged table, which logical replication does not copy/,

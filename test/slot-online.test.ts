@@ -71,8 +71,6 @@ test("filled online: the live slot's socket volume is mounted at its own path, e
   assert.equal(doc.volumes!.live_socket, { external: true, name: 'game-s20261130_120000_pgsocket' });
 });
 
-test.run();
-
 test('the live database read for an online fill: wal_level, and what logical replication would leave out', () => {
   assert.equal(onlineFacts('logical 0 0 0\n'), { wal: 'logical', notCopied: undefined });
   assert.equal(onlineFacts('replica 0 0 0'), { wal: 'replica', notCopied: undefined });
@@ -82,9 +80,9 @@ test('the live database read for an online fill: wal_level, and what logical rep
       'the live database holds 3 large objects, 1 populated materialized view, which logical replication does not copy',
   });
   assert.match(onlineFacts('logical 0 0 2').notCopied!, /holds 2 unlogged tables,/);
-  // A failed query (its error text) is no answer: not known to be logical.
-  assert.equal(onlineFacts("SQL in 'db' (planetarion) failed: FATAL: the database system is starting up"), {
-    wal: 'unknown',
-    notCopied: undefined,
-  });
+  // A failed query (its error text) is no answer: not known to be logical, and the reason says why.
+  const failed = "SQL in 'db' (planetarion) failed: FATAL: the database system is starting up";
+  assert.equal(onlineFacts(failed), { wal: 'unknown', notCopied: undefined, unread: failed });
 });
+
+test.run();

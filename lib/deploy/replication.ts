@@ -15,6 +15,7 @@ import {
   quoteIdent,
   readSequences,
   type TableFingerprint,
+  userTablesFrom,
 } from '../dump/fingerprint.ts';
 import { type PreProof, type ProofSide, readMarks, tableKey, unchangedTables } from './staged-proof.ts';
 import type { Logger } from '../log.ts';
@@ -130,6 +131,8 @@ export async function checkOnline($: Shell, live: RestoreTarget): Promise<Online
     };
   }
   const facts = onlineFacts(await databaseSql($, live, onlineFactsQuery).catch((error: unknown) => errorText(error)));
+  if (facts.unread !== undefined)
+    return { online: false, reason: `the live database's wal_level could not be read (${facts.unread})` };
   if (facts.wal !== 'logical')
     return { online: false, reason: `the live database runs with wal_level=${facts.wal}, not logical; ${later}` };
   if (facts.notCopied) return { online: false, reason: facts.notCopied };
@@ -139,14 +142,15 @@ export async function checkOnline($: Shell, live: RestoreTarget): Promise<Online
 /**
  * wal_level, and what logical replication does not carry while the offline fill's dump does:
  * large objects, the rows of materialized views (the schema creates them WITH NO DATA) and of
- * unlogged tables. One psql, in the live database.
+ * unlogged tables; what an extension owns is the extension's (as for the fingerprint). One psql,
+ * in the live database.
  */
-export const onlineFactsQuery = `SELECT current_setting('wal_level') || ' ' || (SELECT count(*) FROM pg_largeobject_metadata) || ' ' || (SELECT count(*) FROM pg_matviews WHERE ispopulated) || ' ' || (SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relpersistence = 'u');`;
+export const onlineFactsQuery = `SELECT current_setting('wal_level') || ' ' || (SELECT count(*) FROM pg_largeobject_metadata) || ' ' || (SELECT count(*) FROM pg_class c WHERE c.relkind = 'm' AND c.relispopulated AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')) || ' ' || (SELECT count(*) ${userTablesFrom} AND c.relpersistence = 'u');`;
 
-/** onlineFactsQuery's answer read: wal_level ('unknown' when it failed), and why the online fill cannot copy everything. Pure. */
-export function onlineFacts(answer: string): { wal: string; notCopied: string | undefined } {
+/** onlineFactsQuery's answer read: wal_level, why the online fill cannot copy everything, or what answered instead (unread). Pure. */
+export function onlineFacts(answer: string): { wal: string; notCopied: string | undefined; unread?: string } {
   const facts = /^(\w+) (\d+) (\d+) (\d+)$/.exec(answer.trim());
-  if (!facts) return { wal: 'unknown', notCopied: undefined };
+  if (!facts) return { wal: 'unknown', notCopied: undefined, unread: answer.trim() || 'no answer' };
   const [largeObjects, views, unlogged] = facts.slice(2).map(Number) as [number, number, number];
   const found = [
     largeObjects ? `${largeObjects} large object${largeObjects === 1 ? '' : 's'}` : '',

@@ -331,6 +331,45 @@ online(
   },
 );
 
+online(
+  'a large object and a populated materialized view made during the copy fail the proof (replication copies neither); the live slot serves, and the next plan fills offline',
+  async () => {
+    const { n, liveSlot, writer } = await liveStack();
+    try {
+      const before = containersOf(n.project);
+      const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
+      let stderr = '';
+      started.child.stderr!.on('data', (d: string) => (stderr += d));
+      await waitFor(
+        'the copy to start',
+        () => /Subscription planetarion_deploy_\S+: .* copies/.test(stderr),
+        600_000,
+        50,
+      );
+      sql(
+        n.container,
+        "SELECT lo_from_bytea(0, 'galaxy map'); CREATE MATERIALIZED VIEW leaders AS SELECT player, points FROM scores;",
+      );
+      const r = await started.done;
+      assert.is(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /the live database holds 1 large object, 1 populated materialized view, which logical replication does not copy; it came during the copy/,
+      );
+      assert.not.match(r.stderr, / {4}at /);
+      await assertLiveIntact(n, liveSlot, before, writer);
+      const plan = await runTool('deploy-to-qnap', ['--local', '--dry-run', ...n.deployArgs], n.env);
+      assert.is(plan.code, 0, plan.stderr);
+      assert.match(
+        plan.stdout,
+        /Fill: offline \(freeze, fresh dump, restore\): the live database holds 1 large object/,
+      );
+    } finally {
+      stopWriter(writer);
+    }
+  },
+);
+
 /** The new slot's database containers (an interrupted run's slot that was not removed). */
 const newDatabases = (n: TestNas) =>
   execFileSync('docker', ['ps', '-a', '--format', '{{.Names}}'])

@@ -2,13 +2,7 @@
 // none), and how the engine's answer is read: anything unexpected means "ask the CLI".
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import {
-  defaultEngineSocket,
-  engineSocket,
-  engineSocketFor,
-  parseInspectAnswer,
-  usableEngineSocket,
-} from '../lib/host/engine-socket.ts';
+import { defaultEngineSocket, engineSocket, engineSocketFor, parseInspectAnswer } from '../lib/host/engine-socket.ts';
 
 test('the socket the CLI would use: the default, DOCKER_HOST unix://, or none for another engine', () => {
   assert.is(engineSocketFor({}, undefined), defaultEngineSocket);
@@ -27,13 +21,6 @@ test('a docker binary under another name (a wrapper) gets no socket: it may talk
   assert.is(engineSocket('/share/CACHEDEV1_DATA/.qpkg/container-station/bin/docker', env), defaultEngineSocket);
   assert.is(engineSocket('docker', env), defaultEngineSocket);
   assert.is(engineSocket('/tmp/hooks/docker-hook.sh', env), undefined);
-});
-
-test('a socket that is missing is not used: the CLI is asked instead', () => {
-  const env = { DOCKER_CONFIG: '/nonexistent', DOCKER_HOST: 'unix:///nonexistent/docker.sock' };
-  assert.is(engineSocket('docker', env), '/nonexistent/docker.sock');
-  assert.is(usableEngineSocket('docker', env), undefined);
-  assert.is(usableEngineSocket('/tmp/hooks/docker-hook.sh', { DOCKER_CONFIG: '/nonexistent' }), undefined);
 });
 
 test("the CLI's config file: a current context other than default means none; one that does not parse, none", () => {

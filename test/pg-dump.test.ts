@@ -258,10 +258,9 @@ function sessionBed(
     chmodSync(join(bin, name), 0o755);
   };
   // Like docker exec, the stand-in relays stdin and stderr: killed, it closes them at once, and
-  // what it started goes on until its stdin ends, as in a container. Not called `docker`: a
-  // binary under another name is run as the CLI, not bypassed for the engine's socket.
+  // what it started goes on until its stdin ends, as in a container.
   writeFileSync(
-    join(bin, 'docker-bed'),
+    join(bin, 'docker'),
     `#!${process.execPath}
 const { spawn } = require('node:child_process');
 const args = process.argv.slice(3);
@@ -278,7 +277,7 @@ child.stderr.pipe(process.stderr);
 child.on('close', (code) => process.exit(code ?? 1));
 `,
   );
-  chmodSync(join(bin, 'docker-bed'), 0o755);
+  chmodSync(join(bin, 'docker'), 0o755);
   write('pg_isready', 'exit 0');
   write(
     'psql',
@@ -304,7 +303,7 @@ child.on('close', (code) => process.exit(code ?? 1));
     `echo "pg_dump $*" >> ${calls}\nsleep ${dumpSeconds}\nprintf -- '-- a dump\\n'\necho "pg_dump end" >> ${calls}\n${dumpStatus ? `echo 'pg_dump: error: permission denied for table t' >&2; exit ${dumpStatus}` : ''}`,
   );
   const exec = execDump({
-    docker: join(bin, 'docker-bed'),
+    docker: join(bin, 'docker'),
     container: 'db',
     user: 'u',
     database: 'd',

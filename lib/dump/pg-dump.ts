@@ -1,17 +1,13 @@
 // Runs `pg_dump` in the container into a file: never held in memory (peak RSS stays flat as the
 // database grows), hashed and inspected as it lands. zx keeps every chunk of a command's
-// output, so the dump's exec is never run by `$`: it is spoken to the engine's socket
-// (host/engine-exec.ts), or spawned as `docker exec` where the CLI talks to another engine.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+// output, so the dump goes through child_process.spawn, not `$`.
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
-import { type EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import { dirname } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
 import { encryptStream } from '../age.ts';
 import { DumpInspector, type DumpInspection } from './inspector.ts';
-import { engineExec } from '../host/engine-exec.ts';
-import { usableEngineSocket } from '../host/engine-socket.ts';
 import { followFile } from '../host/follow-file.ts';
 import { CliError } from '../errors.ts';
 import { NotReadyError } from '../host/health.ts';
@@ -280,39 +276,14 @@ function writeAll(fd: number, chunk: Uint8Array): void {
   for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
 }
 
-/** What the dump needs of its exec: a `docker exec -i` child, or the same spoken to the engine's socket. */
-interface ExecProcess extends EventEmitter {
-  stdin: Writable | null;
-  stdout: Readable | null;
-  stderr: Readable | null;
-  kill(signal?: NodeJS.Signals): boolean;
-}
-
-/**
- * Starts `docker exec -i` of argv in the request's container, without the server's timeouts:
- * over the engine's socket where the CLI would talk to it (lib/host/engine-socket.ts), else by
- * the CLI. stdout goes into `fd`, or a pipe.
- */
-function startExec(
-  { docker, container }: Pick<DumpRequest, 'docker' | 'container'>,
-  argv: string[],
-  stdout: number | 'pipe',
-): ExecProcess {
-  const env = `PGOPTIONS=${noTimeoutsPgOptions}`;
-  const socket = usableEngineSocket(docker);
-  if (socket) return engineExec({ socket, container, env: [env], argv, stdout });
-  return spawn(docker, ['exec', '-i', '-e', env, container, ...argv], { stdio: ['pipe', stdout, 'pipe'] });
-}
-
 const stopSignals = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 /**
  * Kills `child` when this process is told to stop, then lets the signal do what it would have
- * done. A `docker exec` CLI that writes the file itself does not notice its parent's death (a
- * pipe of ours would break) and would dump on to the end; the engine's connection is closed at
- * once the same way. Returns the function that uninstalls it.
+ * done. A `docker exec` that writes the file itself does not notice its parent's death (a pipe
+ * of ours would break) and would dump on to the end. Returns the function that uninstalls it.
  */
-function killWithUs(child: ExecProcess): () => void {
+function killWithUs(child: ChildProcess): () => void {
   const handler = (signal: NodeJS.Signals) => {
     child.kill('SIGKILL');
     uninstall();
@@ -424,7 +395,7 @@ export class ExecStderr {
  * snapshot, so closing it is held back while pg_dump runs (a fingerprint finished first would
  * end it before pg_dump imported the snapshot); `release` lets it through once pg_dump is done.
  */
-function sessionInExec(child: ExecProcess, pgDumpRunning: () => boolean) {
+function sessionInExec(child: ChildProcess, pgDumpRunning: () => boolean) {
   let endLater: string | undefined;
   const session = PsqlSession.over({
     write: (text) => child.stdin!.write(text),
@@ -455,12 +426,15 @@ export function execDump(request: DumpRequest): DumpExec {
   }
   const encrypted = Boolean(request.recipients?.length);
   const tag = execTag();
-  // In clear, the exec's output goes straight into the file, exactly like the raw
-  // `docker exec … > file`, and the bytes are hashed and inspected as they land (relaying them
-  // through a pipe of ours made a scale-30 dump ~0.2 s slower than the raw pipeline, even with
-  // nothing else done). Encrypted, the plaintext must never reach the disk: it comes through a
-  // pipe and the cipher.
-  const child = startExec(request, dumpCommand(request, tag), encrypted ? 'pipe' : fd);
+  // In clear, `docker exec` writes the file itself, exactly like the raw `docker exec … > file`,
+  // and the bytes are hashed and inspected as they land (relaying them through a pipe of ours
+  // made a scale-30 dump ~0.2 s slower than the raw pipeline, even with nothing else done).
+  // Encrypted, the plaintext must never reach the disk: it comes through a pipe and the cipher.
+  const child = spawn(
+    request.docker,
+    ['exec', '-i', '-e', `PGOPTIONS=${noTimeoutsPgOptions}`, request.container, ...dumpCommand(request, tag)],
+    { stdio: ['pipe', encrypted ? 'pipe' : fd, 'pipe'] },
+  );
   // An exec that stopped before its go (docker could not start it) reports that by its exit status.
   child.stdin!.on('error', () => {});
   let gate: 'waiting' | 'open' | { cancelled: unknown } = 'waiting';
@@ -485,9 +459,6 @@ export function execDump(request: DumpRequest): DumpExec {
     },
   });
   child.stderr!.setEncoding('utf8').on('data', (text: string) => stderr.feed(text));
-  // Its end is told by 'close' and the exit status; an error event without a listener would
-  // end this process instead (with a deployment's writers stopped).
-  child.stderr!.on('error', () => {});
   const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   const endSession = (code: number | null) => {
     // Why the exec ended (psql's or docker's error) is the session's error too.
@@ -528,7 +499,7 @@ export function execDump(request: DumpRequest): DumpExec {
 
 /** What collectDump needs of the exec execDump started. */
 interface RunningExec {
-  child: ExecProcess;
+  child: ChildProcess;
   fd: number;
   encrypted: boolean;
   exited: Promise<[number | null, NodeJS.Signals | null]>;

@@ -5,7 +5,7 @@
 // to load, so the one HTTP/1.0 request is spoken over node:net. Anything unexpected (no socket,
 // another engine configured, a status other than 200 or 404, an answer that does not parse) is
 // `undefined`, and the caller asks the CLI instead.
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -46,22 +46,6 @@ export function engineSocket(binary: string, env: NodeJS.ProcessEnv = process.en
     config = undefined;
   }
   return engineSocketFor(env, config);
-}
-
-/**
- * engineSocket, when this process may also open it: a socket the CLI would use but that is missing
- * or not this user's to use (a guess that does not fit this NAS) leaves the work to the CLI, which
- * then says what is wrong in its own words.
- */
-export function usableEngineSocket(binary: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const socket = engineSocket(binary, env);
-  if (!socket) return undefined;
-  try {
-    accessSync(socket, constants.R_OK | constants.W_OK);
-    return socket;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

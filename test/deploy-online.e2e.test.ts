@@ -230,6 +230,18 @@ online(
   },
 );
 
+/** The log line of a deployment whose subscription has begun to copy the live tables. */
+const copyStarted = /Subscription planetarion_deploy_\S+: .* copies/;
+
+/** Starts a deployment and waits until its log shows `line` (polling every `pollMs`). */
+async function deployUntil(n: TestNas, what: string, line: RegExp, timeoutMs: number, pollMs = 50) {
+  const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
+  let stderr = '';
+  started.child.stderr!.on('data', (d: string) => (stderr += d));
+  await waitFor(what, () => line.test(stderr), timeoutMs, pollMs);
+  return started;
+}
+
 /** SQL that makes the new slot's copy of `planets` hang (an ALWAYS trigger fires in the subscription's workers only). */
 const holdCopy = `
   CREATE FUNCTION hold_copy() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -281,15 +293,7 @@ online(
     try {
       sql(n.container, holdCopy);
       const before = containersOf(n.project);
-      const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
-      let stderr = '';
-      started.child.stderr!.on('data', (d: string) => (stderr += d));
-      await waitFor(
-        'the copy to start',
-        () => /Subscription planetarion_deploy_\S+: .* copies/.test(stderr),
-        600_000,
-        50,
-      );
+      const started = await deployUntil(n, 'the copy to start', copyStarted, 600_000);
       // The table copy's own replication slot exists on the live side: the copy runs.
       await waitFor(
         'the table copy',
@@ -337,15 +341,7 @@ online(
     const { n, liveSlot, writer } = await liveStack();
     try {
       const before = containersOf(n.project);
-      const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
-      let stderr = '';
-      started.child.stderr!.on('data', (d: string) => (stderr += d));
-      await waitFor(
-        'the copy to start',
-        () => /Subscription planetarion_deploy_\S+: .* copies/.test(stderr),
-        600_000,
-        50,
-      );
+      const started = await deployUntil(n, 'the copy to start', copyStarted, 600_000);
       sql(
         n.container,
         "SELECT lo_from_bytea(0, 'galaxy map'); CREATE MATERIALIZED VIEW leaders AS SELECT player, points FROM scores;",
@@ -517,10 +513,7 @@ online(
     const { n, liveSlot, writer } = await liveStack();
     try {
       const before = containersOf(n.project);
-      const started = startTool('deploy-to-qnap', deployArgs(n, []), n.env);
-      let stderr = '';
-      started.child.stderr!.on('data', (d: string) => (stderr += d));
-      await waitFor('the freeze', () => /Stopping the live writers/.test(stderr), 900_000, 20);
+      const started = await deployUntil(n, 'the freeze', /Stopping the live writers/, 900_000, 20);
       started.child.kill('SIGTERM');
       const r = await started.done;
       assert.is(r.code, 1, r.stderr);

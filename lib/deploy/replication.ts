@@ -15,6 +15,7 @@ import {
   quoteIdent,
   readSequences,
   type TableFingerprint,
+  notExtensionOwned,
   userTablesFrom,
 } from '../dump/fingerprint.ts';
 import { type PreProof, type ProofSide, readMarks, tableKey, unchangedTables } from './staged-proof.ts';
@@ -145,7 +146,7 @@ export async function checkOnline($: Shell, live: RestoreTarget): Promise<Online
  * unlogged tables; what an extension owns is the extension's (as for the fingerprint). One psql,
  * in the live database.
  */
-export const onlineFactsQuery = `SELECT current_setting('wal_level') || ' ' || (SELECT count(*) FROM pg_largeobject_metadata) || ' ' || (SELECT count(*) FROM pg_class c WHERE c.relkind = 'm' AND c.relispopulated AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')) || ' ' || (SELECT count(*) ${userTablesFrom} AND c.relpersistence = 'u');`;
+export const onlineFactsQuery = `SELECT current_setting('wal_level') || ' ' || (SELECT count(*) FROM pg_largeobject_metadata) || ' ' || (SELECT count(*) FROM pg_class c WHERE c.relkind = 'm' AND c.relispopulated AND ${notExtensionOwned}) || ' ' || (SELECT count(*) ${userTablesFrom} AND c.relpersistence = 'u');`;
 
 /**
  * Under the freeze: what logical replication does not copy, come into the live database during

@@ -103,7 +103,7 @@ export function onlineSlotYaml(
   project: string,
   liveSocketVolume: string | undefined,
 ): { yaml: string; notes: string[] } {
-  const doc = parse(yaml, { merge: true }) as ComposeFile;
+  const doc = parse(yaml) as ComposeFile;
   const notes = prepareOnlineSlot(doc, dbService, project, liveSocketVolume);
   // YAML 1.1 output, like slot-compose.ts: Compose v1 reads YAML 1.1.
   return { yaml: stringify(doc, { version: '1.1' }), notes };

@@ -102,11 +102,15 @@ export function quoteIdent(name: string): string {
 }
 
 /** The tables a fingerprint covers, as `c` (pg_class) and `n` (its schema): user tables, not extension-owned. */
+/** SQL condition on the relation `c`: no extension owns it (its contents are the extension's). */
+export const notExtensionOwned =
+  "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
+
 export const userTablesFrom = `FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+      AND ${notExtensionOwned}`;
 
 /**
  * User tables of every non-system schema (not extension-owned), sorted by schema and name, each
